@@ -1,0 +1,60 @@
+"""Reference backend: a vectorised loop over the grid, one solver step per grid interval.
+
+The loop is written with operators that numpy arrays and torch tensors share, so the torch backend reuses
+it with its own noise source. Noise for step ``k`` comes from the counter-based generator
+(:mod:`sdekit.noise`), so sample ``i`` sees the same numbers whatever the batch.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import _xp
+from ..errors import NonFiniteError
+from ..noise import normals_numpy
+from ..progress import progress_bar
+
+
+def numpy_noise(job):
+    """``noise(step) -> list of z`` drawing ``job.solver.n_noise`` standard-normal fields like ``x``."""
+    m = job.solver.n_noise
+    event = job.x0.shape[1:]
+    size = int(np.prod(event, dtype=np.int64))
+
+    def draw(step):
+        z = normals_numpy(job.seed, job.sample_ids, step, m * size)
+        z = z.reshape((z.shape[0], m) + event)
+        return [z[:, r] for r in range(m)]
+
+    return draw
+
+
+def run(job, noise=None):
+    """Run ``job`` on numpy arrays (or, given a ``noise`` source, any array library with numpy operators)."""
+    solver, process, grid = job.solver, job.process, job.grid
+    draw = (noise or numpy_noise)(job) if job.stochastic else None
+    x = job.x0
+    saved = [x] if job.save_index is not None and 0 in job.save_index else []
+    state = {"grid": grid}
+    start = time.perf_counter()
+    n_steps = len(grid) - 1
+    with progress_bar(n_steps, job.progress, desc=solver.name) as bar:
+        for k in range(n_steps):
+            t, t_next = float(grid[k]), float(grid[k + 1])
+            state["k"] = k
+            z = draw(k) if draw is not None else None
+            x = solver.step(process, x, t, t_next, z, state)
+            if job.check_finite and not _xp.isfinite_all(x):
+                raise NonFiniteError(k, t_next)
+            if job.save_index is not None and (k + 1) in job.save_index:
+                saved.append(x)
+            bar.update(1)
+    stats = {
+        "steps": n_steps,
+        "accepted": n_steps,
+        "rejected": 0,
+        "wall_time": time.perf_counter() - start,
+    }
+    return x, saved, solver.nfe_per_step * n_steps, stats

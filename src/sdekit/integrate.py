@@ -1,0 +1,371 @@
+"""``solve`` and ``sample``: validation once at the entry, then one backend runs the loop.
+
+Nothing below the entry re-validates: backends receive a :class:`Job` whose fields are known good.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _xp
+from .backends import BACKENDS
+from .errors import NonFiniteError
+from .grids import make_grid
+from .noise import check_seed
+from .sdes import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE
+from .solution import Solution
+from .solvers import Solver, get_solver
+
+__all__ = ["solve", "sample", "tweedie_denoise", "Job"]
+
+BACKEND_NAMES = ("auto", "numpy", "numba", "torch")
+
+
+@dataclass
+class Job:
+    """Validated arguments of one solve, handed to a backend."""
+
+    process: Any
+    solver: Solver
+    x0: Any
+    grid: np.ndarray  # float64, monotone, grid[0] = t0, grid[-1] = t1
+    seed: int
+    sample_ids: np.ndarray  # (n,) global sample indices (noise counters)
+    save_index: frozenset | None
+    progress: bool
+    check_finite: bool
+    stochastic: bool
+    rtol: float | None = None
+    atol: float | None = None
+
+
+class _CheckedScore:
+    """Wraps a user score: the first call checks the returned shape and dtype, later calls pass through."""
+
+    def __init__(self, score):
+        self.score = score
+        self.checked = False
+        self.event_shape = getattr(score, "event_shape", None)
+
+    def __call__(self, x, t):
+        out = self.score(x, t)
+        if not self.checked:
+            shape, dtype = tuple(getattr(out, "shape", ())), getattr(out, "dtype", None)
+            if shape != tuple(x.shape):
+                raise ValueError(f"score returned shape {shape}, expected the shape of x {tuple(x.shape)}")
+            if _xp.is_torch(x) != _xp.is_torch(out) or dtype != x.dtype:
+                raise TypeError(
+                    f"score returned {type(out).__name__} of dtype {dtype}, expected "
+                    f"{type(x).__name__} of dtype {x.dtype} (the type and dtype of x)"
+                )
+            self.checked = True
+        return out
+
+
+def _check_array(name, x):
+    if _xp.is_torch(x):
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    elif isinstance(x, np.ndarray):
+        if x.dtype.kind != "f":
+            raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
+    else:
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    if x.ndim < 1 or x.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (n, *event_shape) with n >= 1, got shape {tuple(x.shape)}")
+    if not _xp.isfinite_all(x):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def _check_time(name, t):
+    if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(float(t)):
+        raise ValueError(f"{name} must be a finite real number, got {t!r}")
+    return float(t)
+
+
+def _resolve_grid(process, t0, t1, steps, grid):
+    if steps is not None and grid is not None:
+        raise ValueError(f"give steps or grid, not both (got steps={steps!r} and a grid)")
+    if steps is None and grid is None:
+        raise ValueError("give steps (a uniform grid) or grid (times or a schedule name)")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= 0:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        return np.linspace(t0, t1, int(steps) + 1)
+    if isinstance(grid, str) or callable(grid):
+        raise ValueError(
+            f"solve() takes grid as an explicit array of times, got {grid!r}; build one with "
+            "sdekit.grids.make_grid(sde, steps, name, t_end), or use sample(..., grid=name, steps=N)"
+        )
+    ts = np.asarray(grid, dtype=np.float64) if not _xp.is_torch(grid) else grid.detach().cpu().double().numpy()
+    if ts.ndim != 1 or ts.shape[0] < 2:
+        raise ValueError(f"grid must be a 1-D array of at least 2 times, got shape {ts.shape}")
+    if not np.all(np.isfinite(ts)):
+        raise ValueError("grid contains NaN or infinite times")
+    diffs = np.diff(ts)
+    direction = np.sign(t1 - t0)
+    if not np.all(diffs * direction > 0):
+        want = "decreasing" if direction < 0 else "increasing"
+        raise ValueError(f"grid must be strictly {want} from t0={t0} to t1={t1}, got {ts!r}")
+    tol = 1e-12 * max(1.0, abs(t0), abs(t1))
+    if abs(ts[0] - t0) > tol or abs(ts[-1] - t1) > tol:
+        raise ValueError(f"grid must start at t0={t0} and end at t1={t1}, got grid[0]={ts[0]}, grid[-1]={ts[-1]}")
+    ts = ts.copy()
+    ts[0], ts[-1] = t0, t1
+    return ts
+
+
+def _resolve_save(save_at, grid):
+    if save_at is None or save_at is False:
+        return None
+    if save_at is True:
+        return frozenset(range(len(grid)))
+    wanted = np.atleast_1d(np.asarray(save_at, dtype=np.float64))
+    index = []
+    scale = max(1.0, float(np.max(np.abs(grid))))
+    for s in wanted:
+        hits = np.nonzero(np.abs(grid - s) <= 1e-10 * scale)[0]
+        if hits.size == 0:
+            raise ValueError(f"save_at time {s!r} is not a point of the grid; grid times are {grid!r}")
+        index.append(int(hits[0]))
+    return frozenset(index)
+
+
+def _pick_backend(backend, x0, score, solver):
+    if backend not in BACKEND_NAMES:
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKEND_NAMES)}")
+    if backend == "auto":
+        if _xp.is_torch(x0):
+            return "torch"
+        if getattr(score, "numba_row_score", None) is not None and "numba" in BACKENDS:
+            return "numba"
+        return "numpy"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r} is not available in this installation; available: {sorted(BACKENDS)}")
+    if backend == "numpy" and _xp.is_torch(x0):
+        raise TypeError("backend='numpy' needs x0 as a numpy array, got a torch tensor; use backend='torch'")
+    if backend == "torch" and not _xp.is_torch(x0):
+        raise TypeError("backend='torch' needs x0 as a torch tensor, got a numpy array")
+    return backend
+
+
+def solve(
+    process,
+    x0,
+    t0,
+    t1,
+    solver="euler_maruyama",
+    *,
+    steps=None,
+    grid=None,
+    seed=0,
+    backend="auto",
+    save_at=None,
+    progress=False,
+    rtol=None,
+    atol=None,
+    check_finite=True,
+    sample_ids=None,
+    **solver_options,
+) -> Solution:
+    """Integrate ``process`` from ``t0`` to ``t1`` starting at ``x0``.
+
+    Parameters
+    ----------
+    process : SDE, ReverseSDE or ProbabilityFlowODE
+        A forward SDE runs forwards (``t1 > t0``), a reverse-time SDE backwards (``t1 < t0``); an ODE either way.
+    x0 : array (n, *event)
+        Initial state (numpy array or torch tensor, floating point, finite).
+    solver : str or Solver
+        A registered name (see ``sdekit.solvers.SOLVERS``) or a solver instance; ``solver_options`` go to
+        its constructor.
+    steps, grid : int or 1-D array
+        ``steps`` equal steps, or an explicit monotone grid from ``t0`` to ``t1``.
+    seed : int
+        Noise seed; sample ``i`` (``sample_ids[i]``, default ``i``) draws noise from ``(seed, i, step)`` only.
+    backend : {"auto", "numpy", "numba", "torch"}
+    save_at : None, True or times
+        ``True`` saves every grid point; otherwise the given times, which must be grid points.
+    check_finite : bool
+        Raise :class:`sdekit.NonFiniteError` as soon as the state stops being finite.
+    """
+    start = time.perf_counter()
+    if not isinstance(process, (SDE, ReverseSDE, ProbabilityFlowODE)):
+        raise TypeError(f"process must be an SDE, ReverseSDE or ProbabilityFlowODE, got {type(process).__name__}")
+    solver = get_solver(solver, **solver_options)
+    is_sde_process = not isinstance(process, ProbabilityFlowODE)
+    if is_sde_process and not solver.is_sde:
+        raise ValueError(f"solver {solver.name!r} integrates ODEs only; the process {process!r} is an SDE")
+    if not is_sde_process and not solver.is_ode:
+        raise ValueError(f"solver {solver.name!r} integrates SDEs only; the process is a probability-flow ODE")
+    if is_sde_process and solver.needs_additive_noise and process.noise != "additive":
+        raise ValueError(f"solver {solver.name!r} needs additive noise; the process has noise={process.noise!r}")
+    _check_array("x0", x0)
+    t0, t1 = _check_time("t0", t0), _check_time("t1", t1)
+    T = process.T
+    if t0 == t1:
+        raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
+    lo = 0.0 if isinstance(process, SDE) else None
+    for name, t in (("t0", t0), ("t1", t1)):
+        if t > T or t < 0 or (lo is None and t <= 0):
+            rng = f"[0, {T}]" if lo is not None else f"(0, {T}]"
+            raise ValueError(f"{name} must lie in {rng}, got {t!r}")
+    if isinstance(process, SDE) and t1 < t0:
+        raise ValueError(f"a forward SDE integrates forwards in time (t1 > t0); got t0={t0}, t1={t1}")
+    if isinstance(process, ReverseSDE) and t1 > t0:
+        raise ValueError(f"a reverse-time SDE integrates backwards in time (t1 < t0); got t0={t0}, t1={t1}")
+    ts = _resolve_grid(process, t0, t1, steps, grid)
+    if (rtol is not None or atol is not None) and not solver.adaptive:
+        raise ValueError(f"rtol/atol apply to adaptive solvers; solver {solver.name!r} uses a fixed grid")
+    seed = check_seed(seed)
+    n = x0.shape[0]
+    if sample_ids is None:
+        sample_ids = np.arange(n, dtype=np.int64)
+    else:
+        sample_ids = np.asarray(sample_ids)
+        if sample_ids.shape != (n,) or sample_ids.dtype.kind not in "iu" or np.any(sample_ids < 0):
+            raise ValueError(f"sample_ids must be {n} non-negative integers, got {sample_ids!r}")
+    score = getattr(process, "score", None)
+    name = _pick_backend(backend, x0, score, solver)
+    if name in ("numpy", "torch") and score is not None:
+        process = type(process)(process.sde, _CheckedScore(score))
+    job = Job(
+        process=process,
+        solver=solver,
+        x0=x0,
+        grid=ts,
+        seed=seed,
+        sample_ids=sample_ids,
+        save_index=_resolve_save(save_at, ts),
+        progress=bool(progress),
+        check_finite=bool(check_finite),
+        stochastic=is_sde_process,
+        rtol=rtol,
+        atol=atol,
+    )
+    x, saved, nfe, stats = BACKENDS[name](job)
+    stats.update(backend=name, solver=solver.name, wall_time=time.perf_counter() - start)
+    ts_saved = xs = None
+    if job.save_index is not None:
+        ts_saved = ts[sorted(job.save_index)]
+        lib = _xp.lib(x)
+        xs = lib.stack(saved) if saved else None
+    t_final = stats.pop("t_final", t1)
+    return Solution(x=x, t=t_final, ts=ts_saved, xs=xs, nfe=int(nfe), stats=stats)
+
+
+def tweedie_denoise(sde: LinearSDE, score, x, t):
+    """Tweedie's denoising step at time ``t``: ``E[x_0 | x_t] = (x + sigma^2 score(x, t)) / alpha``.
+
+    (Efron 2011; used at the end of sampling by score_sde and EDM.) Costs one score evaluation.
+    """
+    if not isinstance(sde, LinearSDE):
+        raise ValueError(f"denoise needs a LinearSDE (with alpha and sigma), got {sde!r}; pass denoise=False")
+    alpha, sigma = sde.marginal(float(t))
+    return (x + (sigma * sigma) * score(x, _xp.full_time(t, x))) / alpha
+
+
+def sample(
+    sde,
+    score,
+    *,
+    n=None,
+    x_T=None,
+    shape=None,
+    solver="euler_maruyama",
+    steps=1000,
+    grid="uniform",
+    t_end=None,
+    denoise=True,
+    process="auto",
+    seed=0,
+    backend="auto",
+    progress=False,
+    save_at=None,
+    check_finite=True,
+    **solver_options,
+) -> Solution:
+    """Draw samples: start from the prior at ``T``, integrate to ``t_end`` (default ``sde.eps``), denoise.
+
+    Parameters
+    ----------
+    sde : SDE
+        The forward process (``VPSDE()``, ``EDMSDE()``, ...).
+    score : callable ``score(x, t)``
+        ``x`` of shape ``(n, *event)``, ``t`` of shape ``(n,)``; returns an array like ``x``.
+    n, x_T, shape
+        Either ``x_T`` (the initial state) or ``n``; the event shape then comes from ``shape`` or from
+        ``score.event_shape``. The prior draw for sample ``i`` depends only on ``(seed, i)``.
+    solver : str or Solver
+        Any registered solver; ``solver_options`` go to its constructor.
+    steps, grid
+        Number of steps and the schedule: a name in ``sdekit.grids.GRIDS``, a callable
+        ``grid(sde, steps, t_end)``, or an explicit decreasing array of times from ``T`` to ``t_end``.
+    denoise : bool
+        Apply Tweedie's step ``(x + sigma^2 score) / alpha`` at ``t_end`` (one more NFE).
+    process : {"auto", "sde", "ode"}
+        Reverse SDE or probability-flow ODE; ``"auto"`` takes the solver's natural process (ODE for
+        solvers that do both).
+    """
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
+    if not callable(score):
+        raise TypeError(f"score must be callable score(x, t), got {score!r}")
+    solver = get_solver(solver, **solver_options)
+    if process not in ("auto", "sde", "ode"):
+        raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
+    kind = solver.default_process if process == "auto" else process
+    if kind == "sde" and not solver.is_sde:
+        raise ValueError(f"solver {solver.name!r} integrates ODEs only; it cannot run process='sde'")
+    if kind == "ode" and not solver.is_ode:
+        raise ValueError(f"solver {solver.name!r} integrates SDEs only; it cannot run process='ode'")
+    proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
+    t_end = sde.eps if t_end is None else t_end
+    if isinstance(t_end, bool) or not isinstance(t_end, numbers.Real) or not (0.0 < float(t_end) < sde.T):
+        raise ValueError(f"t_end must lie in (0, T) = (0, {sde.T}), got {t_end!r}")
+    t_end = float(t_end)
+    if (x_T is None) == (n is None):
+        raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
+    if x_T is None:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        event = shape if shape is not None else getattr(score, "event_shape", None)
+        if event is None:
+            raise ValueError("the event shape is unknown: pass shape=(d,) (or x_T), or a score with event_shape")
+        event = (int(event),) if isinstance(event, numbers.Integral) else tuple(int(s) for s in event)
+        if not hasattr(sde, "prior_sample"):
+            raise ValueError(f"sde {sde!r} has no prior to sample from; pass x_T")
+        x_T = sde.prior_sample((int(n),) + event, seed=check_seed(seed))
+    if isinstance(grid, str) or callable(grid):
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= 0:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        ts = make_grid(sde, int(steps), grid, t_end)
+    else:
+        ts = grid
+    sol = solve(
+        proc,
+        x_T,
+        sde.T,
+        t_end,
+        solver,
+        grid=ts,
+        seed=seed,
+        backend=backend,
+        progress=progress,
+        save_at=save_at,
+        check_finite=check_finite,
+    )
+    if denoise:
+        if not isinstance(sde, LinearSDE):
+            raise ValueError(f"denoise=True needs a LinearSDE, got {sde!r}; pass denoise=False")
+        sol.x = tweedie_denoise(sde, score, sol.x, t_end)
+        sol.nfe += 1
+    if check_finite and not _xp.isfinite_all(sol.x):
+        raise NonFiniteError(len(ts), t_end, f"non-finite values after the final denoising step at t = {t_end}")
+    return sol
