@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 
 import sdekit
+from _laws import exact_output_law, gaussian_w2
 from sdekit import EDMSDE, VESDE, VPSDE, Gaussian, sample
 from sdekit.grids import make_grid
 from sdekit.solvers import Langevin, get_solver
-
-from ._laws import exact_output_law, gaussian_w2
 
 DATA = Gaussian(np.array([1.0, -0.5]), np.array([[0.6, 0.2], [0.2, 1.5]]))
 SDES = {"vp": (VPSDE(), "uniform"), "ve": (VESDE(), "uniform"), "edm": (EDMSDE(), "karras")}

@@ -121,12 +121,57 @@ class BrownianTree:
         self._w_hi = np.sqrt(L) * xi1
         self._y_hi = L**1.5 * (0.5 * xi1 + xi2 / _SQRT12)
         self._tol = 1e-12 * L
+        # the nodes visited by the last common-time query, root first: (a, b, heap index, Wa, Wb, Ya, Yb)
+        self._path = [(self.lo, self.hi, 1, np.zeros((n, self.size)), self._w_hi, np.zeros((n, self.size)), self._y_hi)]
+
+    def _split(self, ids, node, a, b, wa, wb, ya, yb):
+        """``(c, W(c), Y(c))`` at the midpoint of node(s) ``[a, b]`` (arrays over samples, or scalars a, b)."""
+        h = np.asarray(b - a, dtype=np.float64)
+        sqh = np.sqrt(h)[..., None] if h.ndim else np.sqrt(h)
+        h32 = (h**1.5)[..., None] if h.ndim else h**1.5
+        hh = h[..., None] if h.ndim else h
+        w_rel = (wb - wa) / sqh
+        i_rel = (yb - ya - hh * wa) / h32
+        if np.ndim(node):
+            xi = normals_rows(self.seed, ids, TREE_STEP + node, 2 * self.size)
+        else:
+            xi = normals_numpy(self.seed, ids, TREE_STEP + int(node), 2 * self.size)
+        x1, x2 = xi[:, : self.size], xi[:, self.size :]
+        m_rel = _SPLIT_MEAN[0, 0] * w_rel + _SPLIT_MEAN[0, 1] * i_rel + _SPLIT_CHOL[0, 0] * x1
+        i1_rel = _SPLIT_MEAN[1, 0] * w_rel + _SPLIT_MEAN[1, 1] * i_rel + _SPLIT_CHOL[1, 0] * x1 + _SPLIT_CHOL[1, 1] * x2
+        return 0.5 * (a + b), wa + sqh * m_rel, ya + (0.5 * hh) * wa + h32 * i1_rel
+
+    def _evaluate_common(self, t: float):
+        """All samples at one time: one descent, resumed from the deepest cached node that contains ``t``."""
+        path, tol = self._path, self._tol
+        while len(path) > 1 and not (path[-1][0] - tol <= t <= path[-1][1] + tol):
+            path.pop()
+        for _ in range(self.depth + 1 - len(path) + 1):
+            a, b, node, wa, wb, ya, yb = path[-1]
+            if abs(t - a) <= tol:
+                return wa, ya
+            if abs(t - b) <= tol:
+                return wb, yb
+            if len(path) > self.depth:
+                break
+            c, wc, yc = self._split(self.sample_ids, node, a, b, wa, wb, ya, yb)
+            if t < c:
+                path.append((a, c, 2 * node, wa, wc, ya, yc))
+            else:
+                path.append((c, b, 2 * node + 1, wc, wb, yc, yb))
+        a, b, node, wa, wb, ya, yb = path[-1]
+        s = (t - a) / (b - a)
+        dw = wb - wa
+        return wa + s * dw, ya + (s * (b - a)) * (wa + 0.5 * s * dw)
 
     def evaluate(self, t, rows=None):
         """``(W(t), Y(t))``, each ``(m, size)`` float64, for the samples ``rows`` (default all).
 
         ``t`` is a float or an ``(m,)`` array of times in ``[lo, hi]``.
         """
+        if rows is None and np.ndim(t) == 0:
+            w, y = self._evaluate_common(float(t))
+            return w.copy(), y.copy()  # the cached path must not be changed through the results
         rows = np.arange(self.sample_ids.shape[0]) if rows is None else np.asarray(rows)
         m = rows.shape[0]
         t = np.broadcast_to(np.asarray(t, dtype=np.float64), (m,))
@@ -148,21 +193,7 @@ class BrownianTree:
         for _ in range(self.depth):
             if live.size == 0:
                 break
-            h = b[live] - a[live]
-            # split the node: W(c), Y(c) from their conditional law given the end values
-            sqh = np.sqrt(h)[:, None]
-            h32 = (h**1.5)[:, None]
-            w_rel = (wb[live] - wa[live]) / sqh
-            i_rel = (yb[live] - ya[live] - h[:, None] * wa[live]) / h32
-            xi = normals_rows(self.seed, ids[live], TREE_STEP + node[live], 2 * self.size)
-            x1, x2 = xi[:, : self.size], xi[:, self.size :]
-            m_rel = _SPLIT_MEAN[0, 0] * w_rel + _SPLIT_MEAN[0, 1] * i_rel + _SPLIT_CHOL[0, 0] * x1
-            i1_rel = (
-                _SPLIT_MEAN[1, 0] * w_rel + _SPLIT_MEAN[1, 1] * i_rel + _SPLIT_CHOL[1, 0] * x1 + _SPLIT_CHOL[1, 1] * x2
-            )
-            c = 0.5 * (a[live] + b[live])
-            wc = wa[live] + sqh * m_rel
-            yc = ya[live] + (0.5 * h)[:, None] * wa[live] + h32 * i1_rel
+            c, wc, yc = self._split(ids[live], node[live], a[live], b[live], wa[live], wb[live], ya[live], yb[live])
             tl = t[live]
             hit = np.abs(tl - c) <= self._tol
             left = (tl < c) & ~hit

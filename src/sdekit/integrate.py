@@ -177,7 +177,7 @@ def solve(
     atol=None,
     check_finite=True,
     sample_ids=None,
-    noise="counter",
+    noise=None,
     **solver_options,
 ) -> Solution:
     """Integrate ``process`` from ``t0`` to ``t1`` starting at ``x0``.
@@ -203,9 +203,11 @@ def solve(
     rtol, atol : float, optional
         Tolerances of adaptive solvers (``adaptive``, ``dopri5``); default: the solver's own. Adaptive solvers
         need neither ``steps`` nor ``grid`` and give each sample its own step sizes.
-    noise : {"counter", "tree"}
+    noise : {None, "counter", "tree"}
         ``"counter"``: fresh normals per step from ``(seed, i, step)``. ``"tree"``: one Brownian path per
         sample (:mod:`sdekit.brownian`), so different grids (and adaptive retries) see the same path.
+        ``None``: ``"tree"`` for adaptive SDE solvers (redrawing fresh noise after a rejection selects the
+        noise and biases the law), ``"counter"`` otherwise.
     """
     start = time.perf_counter()
     if not isinstance(process, (SDE, ReverseSDE, ProbabilityFlowODE)):
@@ -232,6 +234,8 @@ def solve(
         raise ValueError(f"a forward SDE integrates forwards in time (t1 > t0); got t0={t0}, t1={t1}")
     if isinstance(process, ReverseSDE) and t1 > t0:
         raise ValueError(f"a reverse-time SDE integrates backwards in time (t1 < t0); got t0={t0}, t1={t1}")
+    if noise is None:
+        noise = "tree" if solver.adaptive and is_sde_process else "counter"
     if noise not in NOISE_NAMES:
         raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
     check_process = getattr(solver, "check_process", None)
@@ -329,7 +333,7 @@ def sample(
     progress=False,
     save_at=None,
     check_finite=True,
-    noise="counter",
+    noise=None,
     **solver_options,
 ) -> Solution:
     """Draw samples: start from the prior at ``T``, integrate to ``t_end`` (default ``sde.eps``), denoise.
@@ -353,7 +357,7 @@ def sample(
     process : {"auto", "sde", "ode"}
         Reverse SDE or probability-flow ODE; ``"auto"`` takes the solver's natural process (ODE for
         solvers that do both).
-    noise : {"counter", "tree"}
+    noise : {None, "counter", "tree"}
         Noise source of SDE solvers (see :func:`solve`).
     """
     if not isinstance(sde, SDE):

@@ -85,6 +85,7 @@ class _DPMSolverPP(Solver):
 class _DPMSolverPPODE(_DPMSolverPP):
     is_ode = True
     nfe_per_step = 1
+    d2_weight = 2.0  # the Taylor-exact weight of D2 (see the module docstring); the reference codes use 1
 
     def step(self, process, x, t, t_next, z, state):
         sde = process.sde
@@ -100,7 +101,7 @@ class _DPMSolverPPODE(_DPMSolverPP):
                 x_next = x_next - (0.5 * alpha_t * phi1) * d1
             else:
                 phi2 = phi1 / h + 1.0
-                phi3 = 2.0 * ((phi1 + h) / (h * h) - 0.5)
+                phi3 = self.d2_weight * ((phi1 + h) / (h * h) - 0.5)
                 x_next = x_next + (alpha_t * phi2) * d1 - (alpha_t * phi3) * d2
         return x_next
 
