@@ -146,11 +146,12 @@ def test_declared_properties():
                  "adaptive"]:  # fmt: skip
         s = get_solver(name)
         assert s.is_sde and s.n_noise >= 1 and s.nfe_per_step >= 1
-    for name in ["dpmpp_2m", "dpmpp_3m", "dopri5"]:
+    for name in ["dpmpp_2m", "dpmpp_3m", "dpmpp_3m_pc", "dopri5"]:
         s = get_solver(name)
         assert s.is_ode and not s.is_sde
     assert get_solver("sra1").strong_order == 1.5 and get_solver("sra1").n_noise == 2
     assert get_solver("dpmpp_3m").order == 3 and get_solver("dopri5").order == 5
+    assert get_solver("dpmpp_3m_pc").order == 4
     assert get_solver("pc", n_steps=3).nfe_per_step == 4
 
 
@@ -166,6 +167,7 @@ def test_declared_properties():
         ("dpmpp_2m_sde", {}, "sde"),
         ("dpmpp_2m", {}, "ode"),
         ("dpmpp_3m", {}, "ode"),
+        ("dpmpp_3m_pc", {}, "ode"),
     ],
 )
 def test_steps_run_on_torch_tensors(solver, options, process):

@@ -2,7 +2,7 @@
 
 from .adaptive import AdaptiveSDE, Dopri5
 from .base import SOLVERS, Solver, get_solver, register
-from .dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M
+from .dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, DPMSolverPP3MPC
 from .edm import EDMSampler
 from .runge_kutta import Euler, Heun, RK4Solver, RungeKutta, rk_step
 from .score_based import Ancestral, AnnealedLangevin, Langevin, PredictorCorrector, ReverseDiffusion
@@ -33,6 +33,7 @@ __all__ = [
     "DPMSolverPP2M",
     "DPMSolverPP3M",
     "DPMSolverPP2MSDE",
+    "DPMSolverPP3MPC",
     "AdaptiveSDE",
     "Dopri5",
 ]
