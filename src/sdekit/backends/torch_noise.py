@@ -1,0 +1,137 @@
+"""The counter-based Gaussian generator of :mod:`sdekit.noise`, on torch tensors of any device.
+
+Same algorithm, same numbers: for float64 the output equals :func:`sdekit.noise.normals_numpy` to round-off
+(the integer part is bit-identical; only ``log``/``cos``/``sin`` may differ in the last bit).
+
+torch has no full-featured unsigned 64-bit integer type, so the uint64 arithmetic modulo ``2**64`` is
+emulated on ``int64`` words holding the same 64 bits (two's complement):
+
+* ``+``, ``*`` and ``^`` on int64 wrap exactly like uint64 (the low 64 bits of the result are the same);
+* torch's ``>>`` on int64 is an *arithmetic* shift (it copies the sign bit), so the logical shift
+  ``w >> s`` is ``(w >> s) & (2**(64 - s) - 1)``;
+* constants above ``2**63`` are stored as their signed value ``c - 2**64``.
+
+The seed-dependent and sample-dependent part of the stream key (``mix64(mix64(seed ^ SALT) + i * GAMMA_SAMPLE)``)
+does not depend on the step; :class:`TorchNormals` computes it once per solve, so each step only costs one
+more ``mix64`` on ``(n,)`` keys plus two per pair of components.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..noise import (
+    GAMMA,
+    GAMMA_SAMPLE,
+    GAMMA_STEP,
+    MASK64,
+    MIX_M1,
+    MIX_M2,
+    SEED_SALT,
+    TWO_PI,
+    TWO_POW_M53,
+)
+
+__all__ = ["TorchNormals", "normals_torch", "to_signed", "mix64_torch"]
+
+
+def to_signed(u: int) -> int:
+    """The int64 value with the same 64 bits as the unsigned integer ``u`` (taken modulo ``2**64``)."""
+    u &= MASK64
+    return u - (1 << 64) if u >= (1 << 63) else u
+
+
+def _mix64_int(z: int) -> int:
+    """SplitMix64 finaliser on a python integer (exact; used for host-side constants)."""
+    z &= MASK64
+    z = ((z ^ (z >> 30)) * MIX_M1) & MASK64
+    z = ((z ^ (z >> 27)) * MIX_M2) & MASK64
+    return z ^ (z >> 31)
+
+
+_M1 = to_signed(MIX_M1)
+_M2 = to_signed(MIX_M2)
+# masks that turn an arithmetic right shift by s into a logical one: 2**(64 - s) - 1
+_LOW = {s: (1 << (64 - s)) - 1 for s in (11, 27, 30, 31)}
+
+
+def _shr(w: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of the uint64 bits held in int64 ``w``."""
+    return (w >> s) & _LOW[s]
+
+
+def mix64_torch(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 finaliser on int64 tensors holding uint64 bits (wrapping arithmetic); a new tensor."""
+    z = z ^ _shr(z, 30)
+    z.mul_(_M1)
+    z.bitwise_xor_(_shr(z, 27))
+    z.mul_(_M2)
+    z.bitwise_xor_(_shr(z, 31))
+    return z
+
+
+class TorchNormals:
+    """Counter-based standard normals for a fixed ``(seed, sample_ids)`` on one device.
+
+    Parameters
+    ----------
+    seed : int
+        In ``[0, 2**64)``.
+    sample_ids : array-like of int, shape ``(n,)``
+        Global sample indices (the noise counters).
+    device : torch.device
+    dtype : torch.dtype
+        Output dtype. float64 uses float64 arithmetic throughout (equal to numpy); float32 (and lower
+        precisions) compute the uniforms and the Box--Muller transform in float32, from the same integers.
+
+    ``normals(step, size)`` returns ``(n, size)``: row ``r``, column ``j`` is component ``j`` of sample
+    ``sample_ids[r]`` at ``step``. It performs no host synchronisation.
+    """
+
+    def __init__(self, seed: int, sample_ids, device, dtype):
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.compute_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+        s = _mix64_int(seed ^ SEED_SALT)
+        ids = torch.as_tensor(sample_ids, dtype=torch.int64).to(self.device)
+        # per-sample part of the stream key: mix64(s + i * GAMMA_SAMPLE), computed once
+        self.base = mix64_torch(ids * to_signed(GAMMA_SAMPLE) + to_signed(s))
+        self._counters = {}
+
+    def _pair_counters(self, n_pairs: int):
+        # (2p + 1) * GAMMA and (2p + 2) * GAMMA for p < n_pairs, kept on the device between steps
+        c = self._counters.get(n_pairs)
+        if c is None:
+            k = torch.arange(1, 2 * n_pairs + 1, dtype=torch.int64, device=self.device) * to_signed(GAMMA)
+            c = (k[0::2].contiguous(), k[1::2].contiguous())
+            self._counters[n_pairs] = c
+        return c
+
+    def keys(self, step: int) -> torch.Tensor:
+        """The int64 stream keys ``(n,)`` of one step."""
+        return mix64_torch(self.base + to_signed((step & MASK64) * GAMMA_STEP))
+
+    def normals(self, step: int, size: int) -> torch.Tensor:
+        """Standard normals of shape ``(n, size)`` at ``step`` (see the class docstring)."""
+        n_pairs = (size + 1) // 2
+        c1, c2 = self._pair_counters(n_pairs)
+        keys = self.keys(step)[:, None]
+        u1 = self._uniform(mix64_torch(keys + c1))
+        u2 = self._uniform(mix64_torch(keys + c2))
+        r = torch.sqrt(-2.0 * torch.log(u1))
+        theta = u2.mul_(TWO_PI)
+        # interleave: component 2p is r cos(theta_p), component 2p + 1 is r sin(theta_p)
+        out = torch.stack((r * torch.cos(theta), r.mul_(torch.sin(theta))), dim=-1).reshape(keys.shape[0], 2 * n_pairs)
+        if size != 2 * n_pairs:
+            out = out[:, :size]
+        return out if out.dtype == self.dtype else out.to(self.dtype)
+
+    def _uniform(self, w: torch.Tensor) -> torch.Tensor:
+        # u = ((w >> 11) + 0.5) 2**-53 on the open interval (0, 1); the 53-bit integer converts exactly to float64
+        u = _shr(w, 11).to(self.compute_dtype)
+        return u.add_(0.5).mul_(TWO_POW_M53)
+
+
+def normals_torch(seed: int, sample_ids, step: int, size: int, *, device="cpu", dtype=torch.float64) -> torch.Tensor:
+    """Standard normals ``(n, size)``; the torch twin of :func:`sdekit.noise.normals_numpy`."""
+    return TorchNormals(seed, sample_ids, device, dtype).normals(step, size)
