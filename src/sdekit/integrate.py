@@ -93,7 +93,7 @@ def _resolve_grid(process, t0, t1, steps, grid):
     if steps is not None and grid is not None:
         raise ValueError(f"give steps or grid, not both (got steps={steps!r} and a grid)")
     if steps is None and grid is None:
-        raise ValueError("give steps (a uniform grid) or grid (times or a schedule name)")
+        raise ValueError("give steps or grid: steps for a uniform grid, grid for an explicit array of times")
     if steps is not None:
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= 0:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
