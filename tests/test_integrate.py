@@ -65,6 +65,15 @@ def test_sampling_reaches_the_data_law():
     np.testing.assert_allclose(sol.x.var(0), [0.2, 0.2], atol=0.02)
 
 
+def test_solve_accepts_a_named_schedule_between_any_two_times():
+    rev = SDE.reverse(SCORE)
+    x = SDE.prior_sample((3, 2), seed=0)
+    sol = solve(rev, x, 0.8, 0.1, steps=6, grid="log_snr", save_at=True)
+    lam = SDE.log_snr(sol.ts)
+    assert sol.ts[0] == 0.8 and sol.ts[-1] == 0.1
+    np.testing.assert_allclose(np.diff(lam), np.full(6, np.diff(lam).mean()), rtol=1e-8)
+
+
 def test_save_at_returns_the_trajectory_at_grid_points():
     rev = SDE.reverse(SCORE)
     x = SDE.prior_sample((5, 2), seed=0)
@@ -128,7 +137,8 @@ BAD_SOLVE = [
     (dict(steps=None, grid=np.linspace(0.01, 1.0, 5)), "decreasing"),
     (dict(steps=None, grid=np.linspace(1.0, 0.2, 5)), "end at t1"),
     (dict(steps=None, grid=[1.0]), "grid"),
-    (dict(steps=None, grid="uniform"), "grid"),
+    (dict(steps=None, grid="uniform"), "steps too"),
+    (dict(steps=4, grid="cosine"), "cosine"),
     (dict(steps=None), "steps or grid"),
     (dict(grid=np.linspace(1.0, 0.01, 4)), "not both"),
     (dict(solver="milstein"), "euler_maruyama"),
