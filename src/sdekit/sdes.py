@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from . import _xp
-from .noise import PRIOR_STEP, normals_numpy
+from .noise import PRIOR_STEP, check_seed, normals_numpy
 
 __all__ = [
     "SDE",
@@ -159,7 +159,7 @@ class LinearSDE(SDE):
         shape = tuple(int(s) for s in shape)
         if len(shape) < 1 or any(s < 0 for s in shape):
             raise ValueError(f"shape must be (n, *event_shape) with non-negative sizes, got {shape!r}")
-        z = normals_numpy(seed, np.arange(shape[0]), PRIOR_STEP, int(np.prod(shape[1:], dtype=np.int64)))
+        z = normals_numpy(check_seed(seed), np.arange(shape[0]), PRIOR_STEP, int(np.prod(shape[1:], dtype=np.int64)))
         z = z.reshape(shape) * self.prior_std
         if like is not None:
             return _xp.asarray_like(z, like)
