@@ -98,12 +98,11 @@ class TorchNormals:
         self.base = mix64_torch(ids * to_signed(GAMMA_SAMPLE) + to_signed(s))
         self._counters = {}
 
-    def _pair_counters(self, n_pairs: int):
-        # (2p + 1) * GAMMA and (2p + 2) * GAMMA for p < n_pairs, kept on the device between steps
+    def _counters_for(self, n_pairs: int):
+        # (1, 2, ..., 2 n_pairs) * GAMMA: word 2p is w1 of pair p, word 2p + 1 its w2; kept on the device
         c = self._counters.get(n_pairs)
         if c is None:
-            k = torch.arange(1, 2 * n_pairs + 1, dtype=torch.int64, device=self.device) * to_signed(GAMMA)
-            c = (k[0::2].contiguous(), k[1::2].contiguous())
+            c = torch.arange(1, 2 * n_pairs + 1, dtype=torch.int64, device=self.device) * to_signed(GAMMA)
             self._counters[n_pairs] = c
         return c
 
@@ -114,12 +113,12 @@ class TorchNormals:
     def normals(self, step: int, size: int) -> torch.Tensor:
         """Standard normals of shape ``(n, size)`` at ``step`` (see the class docstring)."""
         n_pairs = (size + 1) // 2
-        c1, c2 = self._pair_counters(n_pairs)
         keys = self.keys(step)[:, None]
-        u1 = self._uniform(mix64_torch(keys + c1))
-        u2 = self._uniform(mix64_torch(keys + c2))
-        r = torch.sqrt(-2.0 * torch.log(u1))
-        theta = u2.mul_(TWO_PI)
+        # both words of every pair in one (n, 2 n_pairs) array: one pass of the integer hash
+        u = self._uniform(mix64_torch(keys + self._counters_for(n_pairs)))
+        u1, u2 = u[:, 0::2], u[:, 1::2]
+        r = torch.sqrt(torch.log(u1).mul_(-2.0))
+        theta = u2 * TWO_PI
         # interleave: component 2p is r cos(theta_p), component 2p + 1 is r sin(theta_p)
         out = torch.stack((r * torch.cos(theta), r.mul_(torch.sin(theta))), dim=-1).reshape(keys.shape[0], 2 * n_pairs)
         if size != 2 * n_pairs:
