@@ -401,3 +401,25 @@ def test_cuda_graph_capture_equals_eager(solver):
     for a, b in zip(replay, eager):
         torch.testing.assert_close(a.x, b.x)
     torch_.clear_capture_cache()
+
+
+def test_eps_network_example_wraps_a_diffusers_unet():
+    pytest.importorskip("diffusers")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "eps_network.py"
+    spec = importlib.util.spec_from_file_location("example_eps_network", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    sol = example.main(["--n", "2", "--steps", "3"])
+    assert sol.x.shape == (2, 3, 16, 16) and sol.x.dtype == torch.float32
+    assert sol.nfe == 4 and sol.stats["backend"] == "torch" and torch.isfinite(sol.x).all()
+    # the wrapper evaluates the UNet at timestep 999 t and divides by -sigma(t)
+    unet = example.tiny_unet()
+    sde = VPSDE()
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.5, 0.9])
+    with torch.no_grad():
+        got = score_from_eps(example.diffusers_eps(unet), sde)(x, t)
+        want = -unet(x, t * 999).sample / sde.marginal(t)[1][:, None, None, None]
+    torch.testing.assert_close(got, want)

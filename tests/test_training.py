@@ -136,3 +136,30 @@ def test_bad_input_names_the_argument():
         dsm_loss(None, x, sde)
     with pytest.raises(ValueError, match="shape"):
         dsm_loss(lambda x, t: x[:, :1], x, sde)
+
+
+def _load_example(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_2d_example_runs_quickly(tmp_path):
+    example = _load_example("train_2d")
+    threads = torch.get_num_threads()
+    try:
+        out = example.main(["--quick", "--out", str(tmp_path / "samples.png")])
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "samples.png").stat().st_size > 0
+    losses = out["losses"]
+    assert np.mean(losses[-20:]) < np.mean(losses[:20])
+    solvers = {(name, process) for name, process, *_ in out["rows"]}
+    assert {("euler_maruyama", "sde"), ("heun", "ode"), ("rk4", "ode")} <= solvers
+    for *_, w_learned, w_exact, nll in out["rows"]:
+        assert np.isfinite([w_learned, w_exact, nll]).all() and w_learned > 0

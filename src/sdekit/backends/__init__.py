@@ -20,7 +20,14 @@ def _run_torch(job):
     return torch_.run(job)
 
 
-if importlib.util.find_spec("torch") is not None:  # torch is an optional extra
+def _torch_installed() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a broken or deliberately blocked installation
+        return False
+
+
+if _torch_installed():  # torch is an optional extra
     BACKENDS["torch"] = _run_torch
 
 __all__ = ["BACKENDS"]
