@@ -60,14 +60,19 @@ def _shr(w: torch.Tensor, s: int) -> torch.Tensor:
     return (w >> s) & _LOW[s]
 
 
+def _mix64_(z: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 finaliser in place on ``z`` (int64 holding uint64 bits), using ``tmp`` (same shape) as scratch."""
+    for shift, mult in ((30, _M1), (27, _M2), (31, None)):
+        torch.bitwise_right_shift(z, shift, out=tmp)
+        z.bitwise_xor_(tmp.bitwise_and_(_LOW[shift]))  # z ^= z >>> shift (logical shift)
+        if mult is not None:
+            z.mul_(mult)
+    return z
+
+
 def mix64_torch(z: torch.Tensor) -> torch.Tensor:
     """SplitMix64 finaliser on int64 tensors holding uint64 bits (wrapping arithmetic); a new tensor."""
-    z = z ^ _shr(z, 30)
-    z.mul_(_M1)
-    z.bitwise_xor_(_shr(z, 27))
-    z.mul_(_M2)
-    z.bitwise_xor_(_shr(z, 31))
-    return z
+    return _mix64_(z.clone(), torch.empty_like(z))
 
 
 class TorchNormals:
@@ -97,38 +102,58 @@ class TorchNormals:
         # per-sample part of the stream key: mix64(s + i * GAMMA_SAMPLE), computed once
         self.base = mix64_torch(ids * to_signed(GAMMA_SAMPLE) + to_signed(s))
         self._counters = {}
+        self._buffers = {}
 
     def _counters_for(self, n_pairs: int):
-        # (1, 2, ..., 2 n_pairs) * GAMMA: word 2p is w1 of pair p, word 2p + 1 its w2; kept on the device
+        # (2p + 1) GAMMA in row 0 (word w1 of pair p) and (2p + 2) GAMMA in row 1 (w2), shape (2, 1, n_pairs),
+        # kept on the device; the (2, n, n_pairs) layout keeps u1 and u2 contiguous
         c = self._counters.get(n_pairs)
         if c is None:
-            c = torch.arange(1, 2 * n_pairs + 1, dtype=torch.int64, device=self.device) * to_signed(GAMMA)
+            k = torch.arange(1, 2 * n_pairs + 1, dtype=torch.int64, device=self.device) * to_signed(GAMMA)
+            c = k.reshape(n_pairs, 2).T.contiguous().reshape(2, 1, n_pairs)
             self._counters[n_pairs] = c
         return c
 
+    def _workspace(self, name: str, shape: tuple) -> torch.Tensor:
+        # int64 scratch reused from step to step: the hash is memory-bound, and fresh buffers cost page faults
+        buf = self._buffers.get(name)
+        if buf is None or tuple(buf.shape) != shape:
+            buf = torch.empty(shape, dtype=torch.int64, device=self.device)
+            self._buffers[name] = buf
+        return buf
+
     def keys(self, step: int) -> torch.Tensor:
-        """The int64 stream keys ``(n,)`` of one step."""
+        """The int64 stream keys ``(n,)`` of one step (a new tensor)."""
         return mix64_torch(self.base + to_signed((step & MASK64) * GAMMA_STEP))
 
     def normals(self, step: int, size: int) -> torch.Tensor:
-        """Standard normals of shape ``(n, size)`` at ``step`` (see the class docstring)."""
+        """Standard normals of shape ``(n, size)`` at ``step`` (see the class docstring); a new tensor."""
         n_pairs = (size + 1) // 2
-        keys = self.keys(step)[:, None]
-        # both words of every pair in one (n, 2 n_pairs) array: one pass of the integer hash
-        u = self._uniform(mix64_torch(keys + self._counters_for(n_pairs)))
-        u1, u2 = u[:, 0::2], u[:, 1::2]
+        n = self.base.shape[0]
+        key = self._workspace("key", (n,))
+        torch.add(self.base, to_signed((step & MASK64) * GAMMA_STEP), out=key)
+        _mix64_(key, self._workspace("key_tmp", (n,)))
+        # both words of every pair in one (2, n, n_pairs) array: a single pass of the integer hash, with
+        # u1 = u[0] and u2 = u[1] contiguous
+        shape = (2, n, n_pairs)
+        w, tmp = self._workspace("w", shape), self._workspace("w_tmp", shape)
+        torch.add(key[None, :, None], self._counters_for(n_pairs), out=w)
+        u1, u2 = self._uniform(_mix64_(w, tmp), tmp)
         r = torch.sqrt(torch.log(u1).mul_(-2.0))
-        theta = u2 * TWO_PI
+        theta = u2.mul_(TWO_PI)
         # interleave: component 2p is r cos(theta_p), component 2p + 1 is r sin(theta_p)
-        out = torch.stack((r * torch.cos(theta), r.mul_(torch.sin(theta))), dim=-1).reshape(keys.shape[0], 2 * n_pairs)
+        out = torch.empty((n, n_pairs, 2), dtype=u1.dtype, device=self.device)
+        torch.mul(r, torch.cos(theta), out=out[:, :, 0])
+        torch.mul(r, torch.sin(theta), out=out[:, :, 1])
+        out = out.reshape(n, 2 * n_pairs)
         if size != 2 * n_pairs:
             out = out[:, :size]
         return out if out.dtype == self.dtype else out.to(self.dtype)
 
-    def _uniform(self, w: torch.Tensor) -> torch.Tensor:
+    def _uniform(self, w: torch.Tensor, tmp: torch.Tensor) -> torch.Tensor:
         # u = ((w >> 11) + 0.5) 2**-53 on the open interval (0, 1); the 53-bit integer converts exactly to float64
-        u = _shr(w, 11).to(self.compute_dtype)
-        return u.add_(0.5).mul_(TWO_POW_M53)
+        torch.bitwise_right_shift(w, 11, out=tmp).bitwise_and_(_LOW[11])
+        return tmp.to(self.compute_dtype).add_(0.5).mul_(TWO_POW_M53)
 
 
 def normals_torch(seed: int, sample_ids, step: int, size: int, *, device="cpu", dtype=torch.float64) -> torch.Tensor:
