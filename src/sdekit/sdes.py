@@ -21,7 +21,7 @@ Every coefficient function accepts python floats, numpy arrays and torch tensors
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -76,11 +76,11 @@ class SDE:
         """``g(x, t)``, broadcastable to ``x`` (diagonal noise)."""
         raise NotImplementedError
 
-    def reverse(self, score: Callable) -> "ReverseSDE":
+    def reverse(self, score: Callable) -> ReverseSDE:
         """The reverse-time SDE ``dx = [f - g^2 score] dt + g dW_bar`` (integrate with decreasing t)."""
         return ReverseSDE(self, score)
 
-    def probability_flow(self, score: Callable) -> "ProbabilityFlowODE":
+    def probability_flow(self, score: Callable) -> ProbabilityFlowODE:
         """The probability-flow ODE ``dx = [f - g^2 score / 2] dt`` (Song et al. 2021, eq. 13)."""
         return ProbabilityFlowODE(self, score)
 
