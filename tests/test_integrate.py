@@ -31,7 +31,9 @@ def test_chunked_solve_with_sample_ids_equals_one_solve():
     rev = SDE.reverse(SCORE)
     x = SDE.prior_sample((30, 2), seed=1)
     whole = solve(rev, x, 1.0, 0.01, steps=15, seed=2).x
-    parts = [solve(rev, x[i : i + 10], 1.0, 0.01, steps=15, seed=2, sample_ids=np.arange(i, i + 10)).x for i in (0, 10, 20)]
+    parts = [
+        solve(rev, x[i : i + 10], 1.0, 0.01, steps=15, seed=2, sample_ids=np.arange(i, i + 10)).x for i in (0, 10, 20)
+    ]
     np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 

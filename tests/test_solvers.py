@@ -8,7 +8,7 @@ law of the Euler--Maruyama output (no Monte Carlo noise).
 import numpy as np
 import pytest
 
-from sdekit import VPSDE, EDMSDE, Gaussian, get_solver, solve
+from sdekit import EDMSDE, VPSDE, Gaussian, get_solver, solve
 from sdekit.solvers import tableaus
 
 SDE = VPSDE()

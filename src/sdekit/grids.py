@@ -66,9 +66,7 @@ def log_snr(sde, steps: int, t_end: float | None = None, t_start: float | None =
     return _pin_ends(np.asarray(sde.t_from_log_snr(lam), dtype=np.float64), t_start, t_end)
 
 
-def karras(
-    sde, steps: int, t_end: float | None = None, t_start: float | None = None, rho: float = 7.0
-) -> np.ndarray:
+def karras(sde, steps: int, t_end: float | None = None, t_start: float | None = None, rho: float = 7.0) -> np.ndarray:
     """EDM's schedule with exponent ``rho`` (Karras et al. 2022, eq. 5), in ``sigma/alpha``, mapped to ``t``."""
     steps, t_end, t_start = _validate(sde, steps, t_end, t_start)
     _needs_linear(sde, "karras")
