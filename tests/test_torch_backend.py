@@ -114,6 +114,17 @@ def test_float32_stays_finite_down_to_t_end(solver, process, sde_name):
     np.testing.assert_allclose(got.x.double().numpy(), ref.x.numpy(), atol=1e-2, rtol=1e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_runs_and_stays_near_the_data_law(dtype):
+    sde = VPSDE()
+    data = Gaussian(mean=[0.5, -1.0], cov=[0.3, 0.5])
+    sol = sample(sde, data.score(sde), n=512, steps=50, solver="heun", dtype=dtype)
+    assert sol.x.dtype == dtype and torch.isfinite(sol.x).all()
+    mean, var = sol.x.double().mean(0).numpy(), sol.x.double().var(0).numpy()
+    np.testing.assert_allclose(mean, [0.5, -1.0], atol=0.15)  # 5 standard errors
+    np.testing.assert_allclose(var, [0.3, 0.5], atol=0.15)
+
+
 def test_prior_draw_and_saved_states_equal_numpy():
     sde = VPSDE()
     score = DATA.score(sde)
@@ -337,6 +348,8 @@ def test_bad_torch_input_names_the_argument():
         sample(sde, score, n=2, backend="numpy", dtype=torch.float64)
     with pytest.raises(TypeError, match="torch module"):
         solve(sde.reverse(TinyScore(d=3)), np.zeros((2, 3)), 1.0, 0.1, steps=2)
+    with pytest.raises(TypeError, match="torch module"):
+        sample(sde, TinyScore(d=3), n=2, steps=2, backend="numpy")
     with pytest.raises(ValueError, match="cuda_graph"):
         with torch_options(capture="xla"):
             pass

@@ -183,6 +183,8 @@ def _pick_backend(backend, x0, score, solver):
         return "numpy"
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not available in this installation; available: {sorted(BACKENDS)}")
+    if backend != "torch" and _torch_module(score) is not None:
+        raise TypeError(f"backend={backend!r} cannot run a torch module score; use backend='torch' (or 'auto')")
     if backend == "numpy" and _xp.is_torch(x0):
         raise TypeError("backend='numpy' needs x0 as a numpy array, got a torch tensor; use backend='torch'")
     if backend == "torch" and not _xp.is_torch(x0):
