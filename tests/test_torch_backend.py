@@ -342,6 +342,9 @@ def test_bad_torch_input_names_the_argument():
         sample(sde, score, n=2, dtype=torch.int32)
     with pytest.raises(ValueError, match="device"):
         sample(sde, score, n=2, device="not-a-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            sample(sde, score, n=2, device="cuda")
     with pytest.raises(ValueError, match="x_T was given"):
         sample(sde, score, x_T=torch.zeros(2, 3), dtype=torch.float64)
     with pytest.raises(ValueError, match="backend='numpy'"):

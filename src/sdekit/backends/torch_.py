@@ -20,9 +20,8 @@ is one reduction per step; the price is that a failing solve runs to the end bef
 is accumulated in float64, so it cannot overflow for float32/float16 states; a float64 state whose
 entries are finite but sum beyond 1.8e308 would be reported as non-finite.)
 
-Adaptive solvers (``solver.adaptive``) accept or reject steps on the host, which needs the error norm
-there; they run through the generic loop of :func:`sdekit.backends.numpy_.run` with the torch noise
-source and therefore synchronise once per step.
+This loop is for fixed grids. Adaptive solvers (``solver.adaptive``) accept or reject steps on the host,
+which needs the error norm there; ``solve`` runs them in its array-generic adaptive loop instead.
 
 Gradients and capture
 ---------------------
@@ -48,7 +47,6 @@ import torch
 from ..errors import NonFiniteError
 from ..noise import PRIOR_STEP
 from ..progress import progress_bar
-from . import numpy_
 from .torch_noise import TorchNormals
 
 __all__ = [
@@ -171,6 +169,8 @@ def initial_state(sde, shape, seed, *, module=None, device=None, dtype=None):
         device = torch.device(device)
     except (TypeError, RuntimeError) as err:
         raise ValueError(f"device must be a torch device or its name (e.g. 'cpu', 'cuda:0'), got {device!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for, but CUDA is not available in this installation")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch dtype (e.g. torch.float32), got {dtype!r}")
     return prior_sample(sde, shape, seed, device=device, dtype=dtype)
@@ -212,10 +212,7 @@ def run(job):
     opts = current_options()
     solver = job.solver
     if solver.adaptive:
-        if opts.capture is not None:
-            raise ValueError(f"capture={opts.capture!r} needs a fixed grid; solver {solver.name!r} is adaptive")
-        with grad_mode():
-            return numpy_.run(job, noise=torch_noise)
+        raise ValueError(f"the torch backend runs fixed grids; solver {solver.name!r} is adaptive")
     start = time.perf_counter()
     n_steps = len(job.grid) - 1
     with grad_mode():

@@ -12,8 +12,9 @@ emulated on ``int64`` words holding the same 64 bits (two's complement):
 * constants above ``2**63`` are stored as their signed value ``c - 2**64``.
 
 The seed-dependent and sample-dependent part of the stream key (``mix64(mix64(seed ^ SALT) + i * GAMMA_SAMPLE)``)
-does not depend on the step; :class:`TorchNormals` computes it once per solve, so each step only costs one
-more ``mix64`` on ``(n,)`` keys plus two per pair of components.
+does not depend on the step; :class:`TorchNormals` computes it once per solve, so each step costs one more
+``mix64`` on the ``(n,)`` keys and one on a ``(2, n, pairs)`` array holding both words of every pair, in
+int64 scratch buffers reused from step to step. Nothing is read back to the host.
 """
 
 from __future__ import annotations
