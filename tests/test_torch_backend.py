@@ -368,6 +368,82 @@ def test_bad_torch_input_names_the_argument():
     assert sdekit.backends.BACKENDS["torch"] is not None
 
 
+# -- capture bookkeeping, with CUDA graphs emulated on the CPU --------------------------------------------
+
+
+class EmulatedGraphs:
+    """CPU stand-in for the CUDA-graph operations: recording runs the body once and keeps it; a replay runs it
+    again on the (updated) static inputs and writes the results into the recorded outputs, as a graph would."""
+
+    def __init__(self):
+        self.records = self.replays = 0
+
+    def check_device(self, device):
+        pass
+
+    def side_stream(self, device):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def record(self, body):
+        self.records += 1
+        x_out, saved = body()
+
+        def replay():
+            self.replays += 1
+            x_new, saved_new = body()
+            x_out.copy_(x_new)
+            for old, new in zip(saved, saved_new):
+                old.copy_(new)
+
+        return replay, (x_out, saved)
+
+
+def test_capture_records_once_and_replays_new_inputs_and_seeds(monkeypatch):
+    emu = EmulatedGraphs()
+    monkeypatch.setattr(torch_, "_GRAPHS", emu)
+    torch_.clear_capture_cache()
+    sde = VPSDE()
+    score = DATA.score(sde)
+    kw = dict(n=5, solver="heun", process="sde", steps=12, dtype=torch.float64, save_at=True)
+    eager = {s: sample(sde, score, seed=s, **kw) for s in (0, 1, 2)}
+    with torch_options(capture="cuda_graph"):
+        first = sample(sde, score, seed=0, **kw)
+        replays = {s: sample(sde, score, seed=s, **kw) for s in (1, 2, 0)}
+        assert (emu.records, emu.replays, len(torch_._CAPTURED)) == (1, 3, 1)
+        sample(sde, score, seed=0, **{**kw, "steps": 13})  # another grid: another recording
+        sample(sde, DIAG.score(sde), seed=0, **{**kw, "n": 5})  # another score: another recording
+        assert (emu.records, len(torch_._CAPTURED)) == (3, 3)
+    for got, seed in [(first, 0)] + [(replays[s], s) for s in (1, 2, 0)]:
+        torch.testing.assert_close(got.x, eager[seed].x, rtol=0, atol=0)
+        torch.testing.assert_close(got.xs, eager[seed].xs, rtol=0, atol=0)
+    torch_.clear_capture_cache()
+    assert not torch_._CAPTURED
+
+
+def test_capture_cache_is_bounded_and_reports_nonfinite_states(monkeypatch):
+    monkeypatch.setattr(torch_, "_GRAPHS", EmulatedGraphs())
+    torch_.clear_capture_cache()
+    sde = VPSDE()
+
+    def bad_score(x, t):
+        return x * torch.where(t < 0.55, np.inf, 1.0)[:, None]
+
+    x = torch_.prior_sample(sde, (3, 2), seed=0, dtype=torch.float64)
+    with pytest.raises(NonFiniteError) as eager:
+        solve(sde.reverse(bad_score), x, 1.0, 0.01, steps=20)
+    with torch_options(capture="cuda_graph"):
+        for _ in range(2):  # the recording call, then a replay
+            with pytest.raises(NonFiniteError) as got:
+                solve(sde.reverse(bad_score), x, 1.0, 0.01, steps=20)
+            assert (got.value.step, got.value.t) == (eager.value.step, eager.value.t)
+        for steps in range(3, 10):
+            solve(sde.reverse(DIAG.score(sde)), x, 1.0, 0.01, steps=steps)
+    assert len(torch_._CAPTURED) == torch_._CACHE_SIZE
+    torch_.clear_capture_cache()
+
+
 # -- GPU -------------------------------------------------------------------------------------------------
 
 

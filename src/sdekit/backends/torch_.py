@@ -237,11 +237,41 @@ def run(job):
 # -- CUDA graph capture ------------------------------------------------------------------------------
 
 
-class _Captured:
-    """A recorded loop: static inputs (state, per-sample noise keys) and the outputs the graph writes."""
+class _CudaGraphs:
+    """The three CUDA operations capture needs, in one place (a test substitutes a CPU emulation)."""
 
-    def __init__(self, graph, x_in, gen, x_out, saved, checks, keep):
-        self.graph, self.x_in, self.gen = graph, x_in, gen
+    @staticmethod
+    def check_device(device):
+        if device.type != "cuda":
+            raise ValueError(f"capture='cuda_graph' needs CUDA tensors; x0 is on device {str(device)!r}")
+
+    @staticmethod
+    @contextlib.contextmanager
+    def side_stream(device):
+        """Run the block on a fresh stream, ordered after the work queued so far and before what follows."""
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            yield
+        torch.cuda.current_stream(device).wait_stream(side)
+
+    @staticmethod
+    def record(body):
+        """Capture ``body()`` in a CUDA graph; returns ``(replay, outputs)``: ``replay()`` rewrites ``outputs``."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = body()
+        return graph.replay, outputs
+
+
+_GRAPHS = _CudaGraphs()
+
+
+class _Captured:
+    """A recorded loop: static inputs (state, per-sample noise keys) and the outputs a replay rewrites."""
+
+    def __init__(self, replay, x_in, gen, x_out, saved, checks, keep):
+        self.replay, self.x_in, self.gen = replay, x_in, gen
         self.x_out, self.saved, self.checks = x_out, saved, checks
         self.keep = keep  # strong references that keep the ids in the cache key valid
 
@@ -282,41 +312,37 @@ def _capture_key(job):
 
 
 def _run_captured(job):
+    """The loop from a recorded CUDA graph: record on the first call for this key, replay afterwards."""
     x0 = job.x0
-    if x0.device.type != "cuda":
-        raise ValueError(f"capture='cuda_graph' needs CUDA tensors; x0 is on device {str(x0.device)!r}")
+    _GRAPHS.check_device(x0.device)
     n_steps = len(job.grid) - 1
     key, keep = _capture_key(job)
     entry = _CAPTURED.get(key)
     if entry is not None:
         _CAPTURED.move_to_end(key)
+        # new inputs into the graph's static tensors: the state and the per-sample noise keys of this seed
         entry.x_in.copy_(x0)
         if job.stochastic:
             entry.gen.base.copy_(TorchNormals(job.seed, job.sample_ids, x0.device, x0.dtype).base)
-        entry.graph.replay()
+        entry.replay()
         saved = [s.clone() for s in entry.saved]
         checks = entry.checks.clone() if entry.checks is not None else None
         return entry.x_out.clone(), saved, checks
 
     # warm-up on a side stream (lazy initialisations such as cuBLAS handles must not happen during
-    # capture); its result is this call's answer
+    # capture, and constants cached by scores get created here); its result is this call's answer
     x_in = x0.clone()
     gen = TorchNormals(job.seed, job.sample_ids, x0.device, x0.dtype) if job.stochastic else None
     draw = _draw_from(gen, job.solver.n_noise, tuple(x0.shape[1:])) if gen is not None else None
-    side = torch.cuda.Stream(device=x0.device)
-    side.wait_stream(torch.cuda.current_stream(x0.device))
-    with torch.cuda.stream(side):
+    with _GRAPHS.side_stream(x0.device):
         checks = x0.new_empty(n_steps, dtype=torch.float64) if job.check_finite else None
         with progress_bar(n_steps, job.progress, desc=job.solver.name) as bar:
             x, saved = _loop(job, x_in, draw, checks, bar)
         x, saved = x.clone(), [s.clone() for s in saved]
-    torch.cuda.current_stream(x0.device).wait_stream(side)
 
-    graph = torch.cuda.CUDAGraph()
     static_checks = x0.new_empty(n_steps, dtype=torch.float64) if job.check_finite else None
-    with torch.cuda.graph(graph):
-        x_out, saved_out = _loop(job, x_in, draw, static_checks, _NoBar())
-    _CAPTURED[key] = _Captured(graph, x_in, gen, x_out, saved_out, static_checks, keep)
+    replay, (x_out, saved_out) = _GRAPHS.record(lambda: _loop(job, x_in, draw, static_checks, _NoBar()))
+    _CAPTURED[key] = _Captured(replay, x_in, gen, x_out, saved_out, static_checks, keep)
     while len(_CAPTURED) > _CACHE_SIZE:
         _CAPTURED.popitem(last=False)
     return x, saved, checks
