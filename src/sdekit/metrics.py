@@ -255,7 +255,7 @@ def energy_distance(x, y) -> float:
 
     Zero exactly when the laws agree (Szekely & Rizzo 2013); the U-statistic estimate has mean zero then and
     can be negative. For ``N(0, 1)`` against ``N(mu, 1)`` in one dimension the population value is
-    ``2 E|N(mu, 2)| - 2 / sqrt(pi)``. Cost ``O((n + m)^2 d)``.
+    ``2 E|N(mu, 2)| - 4 / sqrt(pi)``. Cost ``O((n + m)^2 d)``.
     """
     x, y = _samples("x", x), _samples("y", y)
     _same_dim(x, y)
