@@ -175,6 +175,8 @@ def sliced_w2(x, y, n_projections: int = 128, seed: int = 0, projections=None) -
     projections : array (p, d), optional
         Explicit directions (rows, normalised here) instead of random ones.
 
+    Notes
+    -----
     For two Gaussians with the same covariance and means ``m1, m2`` in ``d`` dimensions, the value over
     uniformly random directions converges to ``|m1 - m2| / sqrt(d)``.
     """
@@ -229,13 +231,20 @@ def mmd(x, y, bandwidth="median") -> float:
 
     ``MMD^2 = E k(X, X') + E k(Y, Y') - 2 E k(X, Y)`` estimated by U-statistics (Gretton et al. 2012, eq. 3),
     so its mean is exactly zero when ``x`` and ``y`` come from the same law (it can then be negative).
+    Cost ``O((n + m)^2 d)``.
 
+    Parameters
+    ----------
+    x, y : arrays (n, d) and (m, d)
+        Two samples.
     bandwidth : "median", float or list of floats
         ``"median"``: ``h^2`` is half the median squared pairwise distance of the pooled sample (first 1000
-        points of each); a list sums the kernels of several bandwidths. For ``N(m1, s^2 I)`` against
-        ``N(m2, s^2 I)`` in ``d`` dimensions and one bandwidth ``h`` the population value is
-        ``2 (h^2 / (h^2 + 2 s^2))^{d/2} (1 - exp(-|m1 - m2|^2 / (2 (h^2 + 2 s^2))))``.
-    Cost ``O((n + m)^2 d)``.
+        points of each); a list sums the kernels of several bandwidths.
+
+    Notes
+    -----
+    For ``N(m1, s^2 I)`` against ``N(m2, s^2 I)`` in ``d`` dimensions and one bandwidth ``h`` the population
+    value is ``2 (h^2 / (h^2 + 2 s^2))^{d/2} (1 - exp(-|m1 - m2|^2 / (2 (h^2 + 2 s^2))))``.
     """
     x, y = _samples("x", x), _samples("y", y)
     _same_dim(x, y)
