@@ -35,7 +35,7 @@ from . import _xp
 from .analytic import Gaussian, GaussianMixture
 from .grids import GRIDS, make_grid
 from .integrate import BACKEND_NAMES, solve, tweedie_denoise
-from .metrics import SAMPLE_METRICS, gaussian_w2, noise_floor
+from .metrics import SAMPLE_METRICS, gaussian_w2, noise_floor, sliced_w2_to
 from .progress import progress_bar
 from .sdes import EDMSDE, VESDE, VPSDE, LinearSDE, SubVPSDE
 from .solvers import SOLVERS, get_solver
@@ -446,14 +446,11 @@ class CompareResult:
                 ax.set_ylabel(self.info["sde_metric"])
                 floor = self.info.get("noise_floor")
                 if floor is not None and any(r["floor"] > 0 for r in self.rows):
+                    lo, hi = ax.get_ylim()
+                    lo = min(lo, floor.mean / 2)
                     ax.axhline(floor.mean, color="0.4", ls="--", lw=1, label="Monte Carlo noise floor")
-                    ax.axhspan(
-                        ax.get_ylim()[0] * 1e-3,
-                        2.0 * floor.mean,
-                        color="0.85",
-                        alpha=0.5,
-                        label="unresolved (< 2x floor)",
-                    )
+                    ax.axhspan(lo, 2.0 * floor.mean, color="0.85", alpha=0.5, label="unresolved (< 2x floor)")
+                    ax.set_ylim(lo, max(hi, 4.0 * floor.mean))
             ax.set_xlabel("NFE (score evaluations per sample)")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
@@ -602,16 +599,23 @@ def compare(
         )
     if any(p == "sde" for _, _, p in runs):
         # reference samples and the noise floor use seeds disjoint from the start points' seed
-        # exact samples are cheap: a reference sample 4x larger than the solver's lowers the floor
-        m_ref = _REF_FACTOR * n
-        target = dens.sample(m_ref, seed=seed + 1, t=t_end, sde=sde_obj)
+        # exact samples are cheap: a reference sample 4x larger than the solver's lowers the floor. The floor
+        # is the metric between fresh exact samples of size n and this same reference sample.
+        target = dens.sample(_REF_FACTOR * n, seed=seed + 1, t=t_end, sde=sde_obj)
+        if metric == "sliced_w2":
+            to_target = sliced_w2_to(target)
+        else:
+
+            def to_target(x):
+                return metric_fn(x, target)
+
         floor = noise_floor(
-            metric_fn,
+            to_target,
             lambda size, s: dens.sample(size, seed=s, t=t_end, sde=sde_obj),
             n,
-            m=m_ref,
             repeats=5,
             seed=seed + 2,
+            reference=(),
         )
 
     rows = []
@@ -669,7 +673,7 @@ def compare(
                         except ValueError as exc:
                             row["note"] = f"exact law not available ({exc}); sample metric used"
                     if not done:
-                        row["error"] = float(metric_fn(x, target))
+                        row["error"] = float(to_target(x))
                         row["metric"] = metric
                         row["floor"] = floor.mean
                 rows.append(row)

@@ -30,6 +30,7 @@ __all__ = [
     "gaussian_kl",
     "sample_w2_to_gaussian",
     "sliced_w2",
+    "sliced_w2_to",
     "mmd",
     "energy_distance",
     "noise_floor",
@@ -149,6 +150,20 @@ def sample_w2_to_gaussian(x, mean, cov) -> float:
     return gaussian_w2(x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False)), m, c)
 
 
+def sliced_w2_to(y, n_projections: int = 128, seed: int = 0):
+    """``x -> sliced_w2(x, y, n_projections, seed)`` with ``y``'s projections sorted once (for many ``x``)."""
+    y = _samples("y", y)
+    theta = _directions(y.shape[1], _positive_int("n_projections", n_projections), seed)
+    py = np.sort(theta @ y.T, axis=1)
+
+    def distance(x):
+        x = _samples("x", x)
+        _same_dim(x, y)
+        return _sliced_w2_sorted(np.sort(theta @ x.T, axis=1), py)
+
+    return distance
+
+
 def _directions(d, n_projections, seed):
     rng = np.random.default_rng(seed)
     v = rng.standard_normal((n_projections, d))
@@ -192,8 +207,11 @@ def sliced_w2(x, y, n_projections: int = 128, seed: int = 0, projections=None) -
         if np.any(norms == 0):
             raise ValueError("projections must be non-zero directions")
         theta = theta / norms
-    px = np.sort(x @ theta.T, axis=0).T  # (p, n)
-    py = np.sort(y @ theta.T, axis=0).T
+    return _sliced_w2_sorted(np.sort(theta @ x.T, axis=1), np.sort(theta @ y.T, axis=1))
+
+
+def _sliced_w2_sorted(px, py) -> float:
+    """Sliced W2 from sorted projections ``px (p, n)`` and ``py (p, m)`` (rows: directions)."""
     if px.shape[1] == py.shape[1]:
         w2sq = np.mean((px - py) ** 2, axis=1)
     else:
