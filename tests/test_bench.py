@@ -155,3 +155,24 @@ def test_compare_default_solvers_follow_the_registry():
 def test_compare_bad_arguments(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
         bench.compare(**kwargs)
+
+
+def test_study_runs_every_combination(tmp_path):
+    out = bench.study(
+        ("gaussian",),
+        ("vp", "edm"),
+        ("uniform", "karras"),
+        solvers=["heun"],
+        nfe=(8, 16),
+        n=8,
+        n_ode=4,
+        csv_path=tmp_path / "all.csv",
+    )
+    assert [(r.info["sde"].split("(")[0], r.info["grid"]) for r in out] == [
+        ("VPSDE", "uniform"),
+        ("VPSDE", "karras"),
+        ("EDMSDE", "uniform"),
+        ("EDMSDE", "karras"),
+    ]
+    lines = (tmp_path / "all.csv").read_text().splitlines()
+    assert len(lines) == 1 + 4 * 2 * 2  # header + studies x (ode, sde) x budgets
