@@ -39,6 +39,7 @@ def test_solver_table_is_the_registry():
 def test_mkdocs_strict_build(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")
+    pytest.importorskip("pymdownx")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     res = subprocess.run(
         [
