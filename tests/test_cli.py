@@ -107,6 +107,7 @@ def test_compare_mixture_reports_reference_and_noise_floor(tmp_path, capsys):
     assert "noise floor of sliced_w2" in out
     sde_rows = [r for r in rows if r["process"] == "sde"]
     assert sde_rows and all(float(r["floor"]) > 0 and r["metric"] == "sliced_w2" for r in sde_rows)
+    assert all(float(r["resolution"]) > float(r["floor"]) for r in sde_rows)
     nfe, err = _errors(rows, "heun", "ode")
     assert np.all(np.diff(err) < 0)
     assert png.exists()

@@ -144,6 +144,10 @@ def test_noise_floor_and_validation():
 
     f = metrics.noise_floor("sliced_w2", sampler, 200, repeats=3)
     assert f.repeats == 3 and f.mean > 0 and f.std >= 0 and "repeats" in str(f)
+    assert f.resolution == pytest.approx(f.mean + 2 * f.std)
+    # an unbiased metric has a floor of mean ~ 0: its resolution comes from the spread
+    g = metrics.noise_floor("energy", sampler, 200, repeats=4)
+    assert abs(g.mean) < 3 * g.std and g.resolution > 0
     with pytest.raises(ValueError, match="valid metrics"):
         metrics.noise_floor("wasserstein", sampler, 10)
     with pytest.raises(ValueError, match="same dimension"):

@@ -289,7 +289,8 @@ def fit_order(nfe, err, floor: float = 0.0, last: int | None = 3) -> float:
 # ----------------------------------------------------------------------------------------------------------
 
 _ODE_REF_TOL = 1e-10
-_REF_FACTOR = 4  # exact reference samples per solver sample
+# exact reference samples per solver sample: 4 for sliced W2 (O(n log n)); 1 for the O(n m) kernel metrics
+_REF_FACTOR = {"sliced_w2": 4, "mmd": 1, "energy": 1}
 _ODE_FIT_FLOOR = {"exact": 1e-12, "dop853": 1e-8}
 
 
@@ -353,7 +354,7 @@ class CompareResult:
                 if r is None or not math.isfinite(r["error"]):
                     line += f"{'-':>11}"
                 else:
-                    mark = "~" if r["floor"] > 0 and r["error"] <= 2.0 * r["floor"] else " "
+                    mark = "~" if r["resolution"] > 0 and r["error"] <= r["resolution"] else " "
                     line += f"{r['error']:>10.3e}{mark}"
             order = self.orders.get(key, float("nan"))
             line += f"{order:>8.2f}" if math.isfinite(order) else f"{'-':>8}"
@@ -374,7 +375,7 @@ class CompareResult:
         if i.get("noise_floor") is not None:
             out.append(f"  Monte Carlo noise floor of {i['sde_metric']} at n={i['n']}: {i['noise_floor']}")
             out.append(
-                "  '~' marks errors within 2x the noise floor (not resolved); "
+                "  '~' marks errors below the resolution mean + 2 std of the floor (not resolved); "
                 "orders are fitted on the 3 largest-NFE resolved points"
             )
         out += ["", self.table()]
@@ -398,6 +399,7 @@ class CompareResult:
             "error",
             "metric",
             "floor",
+            "resolution",
             "wall_time",
             "note",
         ]
@@ -446,12 +448,13 @@ class CompareResult:
                 ax.set_title(f"reverse SDE\n{self.info['sde_metric']} to exact p(t_end)", fontsize=10)
                 ax.set_ylabel(self.info["sde_metric"])
                 floor = self.info.get("noise_floor")
-                if floor is not None and any(r["floor"] > 0 for r in self.rows):
+                if floor is not None and any(r["resolution"] > 0 for r in self.rows) and floor.resolution > 0:
                     lo, hi = ax.get_ylim()
-                    lo = min(lo, floor.mean / 2)
-                    ax.axhline(floor.mean, color="0.4", ls="--", lw=1, label="Monte Carlo noise floor")
-                    ax.axhspan(lo, 2.0 * floor.mean, color="0.85", alpha=0.5, label="unresolved (< 2x floor)")
-                    ax.set_ylim(lo, max(hi, 4.0 * floor.mean))
+                    lo = min(lo, floor.resolution / 4)
+                    if floor.mean > 0:
+                        ax.axhline(floor.mean, color="0.4", ls="--", lw=1, label="Monte Carlo noise floor")
+                    ax.axhspan(lo, floor.resolution, color="0.85", alpha=0.5, label="unresolved (< floor + 2 std)")
+                    ax.set_ylim(lo, max(hi, 2.0 * floor.resolution))
             ax.set_xlabel("NFE (score evaluations per sample)")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
@@ -591,18 +594,19 @@ def compare(
     target = None
     floor = None
     exact_sde = isinstance(dens, Gaussian)
-    sde_desc = f"{metric} between the n solver samples and {_REF_FACTOR * n} exact samples of p(t_end)"
+    m_ref = _REF_FACTOR[metric] * n
+    sde_desc = f"{metric} between the n solver samples and {m_ref} exact samples of p(t_end)"
     if exact_sde:
         target_m, target_c = dens.mean_cov(t_end, sde_obj)
         sde_desc = (
             "exact W2 between the solver's exact output law (bench.exact_law) and p(t_end) (no Monte Carlo noise); "
-            f"{metric} to {_REF_FACTOR * n} exact samples for solvers exact_law does not cover"
+            f"{metric} to {m_ref} exact samples for solvers exact_law does not cover"
         )
     if any(p == "sde" for _, _, p in runs):
         # reference samples and the noise floor use seeds disjoint from the start points' seed
-        # exact samples are cheap: a reference sample 4x larger than the solver's lowers the floor. The floor
+        # exact samples are cheap: a reference sample larger than the solver's lowers the floor. The floor
         # is the metric between fresh exact samples of size n and this same reference sample.
-        target = dens.sample(_REF_FACTOR * n, seed=seed + 1, t=t_end, sde=sde_obj)
+        target = dens.sample(m_ref, seed=seed + 1, t=t_end, sde=sde_obj)
         if metric == "sliced_w2":
             to_target = sliced_w2_to(target)
         else:
@@ -635,6 +639,7 @@ def compare(
                     "error": float("nan"),
                     "metric": "",
                     "floor": 0.0,
+                    "resolution": 0.0,
                     "wall_time": 0.0,
                     "note": notes.get(name, ""),
                 }
@@ -677,6 +682,7 @@ def compare(
                         row["error"] = float(to_target(x))
                         row["metric"] = metric
                         row["floor"] = floor.mean
+                        row["resolution"] = floor.resolution
                 rows.append(row)
                 bar.update(1)
 
@@ -685,7 +691,7 @@ def compare(
         pts = [r for r in rows if r["solver"] == name and r["process"] == proc and math.isfinite(r["error"])]
         if not pts:
             continue
-        fl = ode_floor if proc == "ode" else max(max(2.0 * r["floor"] for r in pts), 1e-12)
+        fl = ode_floor if proc == "ode" else max(max(r["resolution"] for r in pts), 1e-12)
         orders[(name, proc)] = fit_order([r["nfe"] for r in pts], [r["error"] for r in pts], fl)
 
     for r in rows:

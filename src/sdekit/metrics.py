@@ -7,7 +7,8 @@ Exact (no sampling noise):
 * :func:`gaussian_kl` -- ``KL(N(m1, C1) || N(m2, C2))``.
 
 From samples (each has a Monte Carlo noise floor: the value it takes on two independent samples of the *same*
-law; :func:`noise_floor` measures it, and an error below about twice the floor is indistinguishable from zero):
+law; :func:`noise_floor` measures it, and an error below ``mean + 2 std`` of the floor is indistinguishable from
+zero):
 
 * :func:`sample_w2_to_gaussian` -- W2 between the Gaussian fitted to a sample (mean, covariance) and a Gaussian.
 * :func:`sliced_w2` -- sliced 2-Wasserstein distance (Rabin et al. 2011; Bonneel et al. 2015).
@@ -20,6 +21,7 @@ floats.
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -305,8 +307,13 @@ class NoiseFloor:
     std: float
     repeats: int
 
+    @property
+    def resolution(self) -> float:
+        """``mean + 2 std``: the smallest value distinguishable from the floor (about 97.5 % one-sided)."""
+        return self.mean + 2.0 * (self.std if math.isfinite(self.std) else abs(self.mean))
+
     def __str__(self):
-        return f"{self.mean:.3g} +- {self.std:.2g} (over {self.repeats} repeats)"
+        return f"{self.mean:.3g} +- {self.std:.2g} (over {self.repeats} repeats; resolution {self.resolution:.3g})"
 
 
 def noise_floor(
