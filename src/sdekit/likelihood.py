@@ -47,7 +47,14 @@ from .noise import PRIOR_STEP, check_seed, normals_numpy
 from .sdes import LinearSDE
 from .solvers.tableaus import ButcherTableau
 
-__all__ = ["log_likelihood", "bits_per_dim", "LikelihoodResult", "DOPRI5", "DOPRI5_B4", "LIKELIHOOD_SOLVERS"]
+__all__ = [
+    "log_likelihood",
+    "bits_per_dim",
+    "LikelihoodResult",
+    "DOPRI5",
+    "DOPRI5_B4",
+    "LIKELIHOOD_SOLVERS",
+]
 
 #: Reserved step index of the counter-based noise for the Hutchinson probes (the prior uses ``PRIOR_STEP``,
 #: analytic data samples ``PRIOR_STEP + 1``).
@@ -70,6 +77,9 @@ DOPRI5 = ButcherTableau(
 )
 #: The embedded 4th-order weights; ``b - b4`` gives the local error estimate.
 DOPRI5_B4 = np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40])
+
+# name -> (tableau, embedded weights)
+_EMBEDDED = {"dopri5": (DOPRI5, DOPRI5_B4)}
 
 LIKELIHOOD_SOLVERS = ("dopri5", "scipy_rk45", "scipy_dop853")
 _TRACES = ("exact", "hutchinson")
@@ -237,11 +247,14 @@ def _rms_norm(err, y0, y1, rtol, atol):
     return np.sqrt(np.mean((err / scale) ** 2, axis=1))
 
 
-def _dopri5(F, y0, u0, u1, rtol, atol, max_steps):
-    """Integrate ``dy/du = F(y, u, idx)`` from ``u0`` to ``u1`` (floats) for each row of ``y0`` separately."""
+def _embedded_rk(F, y0, u0, u1, rtol, atol, max_steps, method="dopri5"):
+    """Integrate ``dy/du = F(y, u, idx)`` from ``u0`` to ``u1`` (floats) for each row of ``y0`` separately.
+
+    ``method`` names an FSAL 5(4) pair in ``_EMBEDDED`` (the last row of ``A`` equals ``b``).
+    """
     n = y0.shape[0]
-    tab = DOPRI5
-    e = tab.b - DOPRI5_B4
+    tab, b4 = _EMBEDDED[method]
+    e = tab.b - b4
     direction = 1.0 if u1 > u0 else -1.0
     span = abs(u1 - u0)
     idx_all = np.arange(n)
@@ -275,7 +288,7 @@ def _dopri5(F, y0, u0, u1, rtol, atol, max_steps):
         steps += 1
         if steps > max_steps:
             raise RuntimeError(
-                f"log_likelihood: dopri5 took more than max_steps={max_steps} steps "
+                f"log_likelihood: {method} took more than max_steps={max_steps} steps "
                 f"({int(active.sum())} samples unfinished); loosen rtol/atol or raise max_steps"
             )
         idx = np.flatnonzero(active)
@@ -336,7 +349,7 @@ def _dopri5(F, y0, u0, u1, rtol, atol, max_steps):
         h[idx] = np.where(acc, h_acc, h_rej)
         last_rejected[idx] = rej
         if np.any(h[idx] < 1e-14 * max(span, 1.0)):
-            raise RuntimeError("log_likelihood: dopri5 step size underflow (the drift is not finite or too stiff)")
+            raise RuntimeError(f"log_likelihood: {method} step size underflow (the drift is not finite or too stiff)")
     return y, nfe, accepted, rejected
 
 
@@ -482,8 +495,8 @@ def log_likelihood(
         u0, u1 = float(sde.edm_sigma(t_eps)), float(sde.edm_sigma(T))
         x_start = x / float(sde.marginal(t_eps)[0])
     y0 = _cat(x_start.reshape(n, D), 0.0 * x.reshape(n, D)[:, :1])
-    if solver == "dopri5":
-        y, nfe, acc, rej = _dopri5(F, y0, u0, u1, rtol, atol, int(max_steps))
+    if solver in _EMBEDDED:
+        y, nfe, acc, rej = _embedded_rk(F, y0, u0, u1, rtol, atol, int(max_steps), solver)
     else:
         y, nfe, acc, rej = _scipy_solve(F, y0, u0, u1, rtol, atol, "RK45" if solver == "scipy_rk45" else "DOP853", x)
     z = y[:, :D].reshape((n,) + event)
