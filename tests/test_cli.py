@@ -71,6 +71,7 @@ def test_compare_gaussian_table_png_csv(tmp_path, capsys):
         assert int(r["nfe"]) == int(r["nfe_budget"]) == int(r["steps"]) * SOLVERS[r["solver"]]().nfe_per_step
         assert np.isfinite(float(r["error"])) and float(r["error"]) > 0
         assert r["metric"] == ("ode_rms" if r["process"] == "ode" else "w2_exact")
+        assert (float(r["kl"]) > 0) if r["process"] == "sde" else r["kl"] == "nan"
 
     # error falls with NFE, at the rate of the method (exact references: no noise to hide behind)
     for solver, process, order in (("heun", "ode", 2.0), ("rk4", "ode", 4.0), ("heun", "sde", 2.0)):

@@ -35,7 +35,7 @@ from . import _xp
 from .analytic import Gaussian, GaussianMixture
 from .grids import GRIDS, make_grid
 from .integrate import BACKEND_NAMES, solve, tweedie_denoise
-from .metrics import SAMPLE_METRICS, gaussian_w2, noise_floor, sliced_w2_to
+from .metrics import SAMPLE_METRICS, gaussian_kl, gaussian_w2, noise_floor, sliced_w2_to
 from .progress import progress_bar
 from .sdes import EDMSDE, VESDE, VPSDE, LinearSDE, SubVPSDE
 from .solvers import SOLVERS, get_solver
@@ -321,7 +321,8 @@ class CompareResult:
     ----------
     rows : list of dict
         One per (solver, process, NFE budget): ``solver, process, nfe_budget, steps, nfe, error, metric,
-        floor, wall_time, note``. ``error`` is ``nan`` for skipped runs (``note`` says why).
+        floor, resolution, kl, wall_time, note`` (``kl``: exact ``KL(solver law || p(t_end))`` for the exact-law
+        rows, ``nan`` otherwise). ``error`` is ``nan`` for skipped runs (``note`` says why).
     orders : dict
         ``(solver, process) -> fitted order in NFE`` (see :func:`fit_order`).
     info : dict
@@ -400,6 +401,7 @@ class CompareResult:
             "metric",
             "floor",
             "resolution",
+            "kl",
             "wall_time",
             "note",
         ]
@@ -640,6 +642,7 @@ def compare(
                     "metric": "",
                     "floor": 0.0,
                     "resolution": 0.0,
+                    "kl": float("nan"),
                     "wall_time": 0.0,
                     "note": notes.get(name, ""),
                 }
@@ -674,6 +677,7 @@ def compare(
                         try:
                             m_out, c_out = exact_law(inst, sde_obj, dens, ts, process="sde")
                             row["error"] = gaussian_w2(m_out, c_out, target_m, target_c)
+                            row["kl"] = gaussian_kl(m_out, c_out, target_m, target_c)
                             row["metric"] = "w2_exact"
                             done = True
                         except ValueError as exc:
