@@ -221,6 +221,7 @@ SDEKIT_ODE = {
 SDEKIT_SDE = {
     "edm(churn=40)": ("edm", {"S_churn": 40.0}, 2),
     "edm(churn=10)": ("edm", {"S_churn": 10.0, "S_tmin": 0.0, "S_tmax": float("inf")}, 2),
+    "dpmpp_3m_sde": ("dpmpp_3m_sde", {}, 1),
     "dpmpp_2m_sde": ("dpmpp_2m_sde", {}, 1),
     "sra1": ("sra1", {}, 2),
     "euler_maruyama": ("euler_maruyama", {}, 1),

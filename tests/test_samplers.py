@@ -37,6 +37,7 @@ FIRST_ORDER = [
     ("ancestral", {"variance": "forward"}),
     ("euler_maruyama", {}),
     ("dpmpp_2m_sde", {}),
+    ("dpmpp_3m_sde", {}),
     ("edm", {"S_churn": 10.0, "S_tmin": 0.0, "S_tmax": float("inf")}),
 ]
 
@@ -142,8 +143,8 @@ def test_solver_options_are_validated():
 
 
 def test_declared_properties():
-    for name in ["reverse_diffusion", "ancestral", "pc", "annealed_langevin", "edm", "sra1", "dpmpp_2m_sde",
-                 "adaptive"]:  # fmt: skip
+    sde_solvers = ["reverse_diffusion", "ancestral", "pc", "annealed_langevin", "edm", "sra1", "dpmpp_2m_sde"]
+    for name in sde_solvers + ["dpmpp_3m_sde", "adaptive"]:
         s = get_solver(name)
         assert s.is_sde and s.n_noise >= 1 and s.nfe_per_step >= 1
     for name in ["dpmpp_2m", "dpmpp_3m", "dpmpp_3m_pc", "dopri5"]:
@@ -165,6 +166,7 @@ def test_declared_properties():
         ("edm", {}, "sde"),
         ("sra1", {}, "sde"),
         ("dpmpp_2m_sde", {}, "sde"),
+        ("dpmpp_3m_sde", {}, "sde"),
         ("dpmpp_2m", {}, "ode"),
         ("dpmpp_3m", {}, "ode"),
         ("dpmpp_3m_pc", {}, "ode"),

@@ -2,7 +2,7 @@
 
 from .adaptive import AdaptiveSDE, Dopri5
 from .base import SOLVERS, Solver, get_solver, register
-from .dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, DPMSolverPP3MPC
+from .dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, DPMSolverPP3MPC, DPMSolverPP3MSDE
 from .edm import EDMSampler
 from .runge_kutta import Euler, Heun, RK4Solver, RungeKutta, rk_step
 from .score_based import Ancestral, AnnealedLangevin, Langevin, PredictorCorrector, ReverseDiffusion
@@ -34,6 +34,7 @@ __all__ = [
     "DPMSolverPP3M",
     "DPMSolverPP2MSDE",
     "DPMSolverPP3MPC",
+    "DPMSolverPP3MSDE",
     "AdaptiveSDE",
     "Dopri5",
 ]
