@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import _xp
-from .backends import BACKENDS
+from .backends import BACKENDS, has_fused_score
 from .errors import NonFiniteError
 from .grids import make_grid
 from .noise import check_seed
@@ -143,13 +143,15 @@ def _pick_backend(backend, x0, score, solver):
     if backend == "auto":
         if _xp.is_torch(x0):
             return "torch"
-        if getattr(score, "numba_row_score", None) is not None and "numba" in BACKENDS:
+        if "numba" in BACKENDS and has_fused_score(score):
             return "numba"
         return "numpy"
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not available in this installation; available: {sorted(BACKENDS)}")
     if backend == "numpy" and _xp.is_torch(x0):
         raise TypeError("backend='numpy' needs x0 as a numpy array, got a torch tensor; use backend='torch'")
+    if backend == "numba" and _xp.is_torch(x0):
+        raise TypeError("backend='numba' needs x0 as a numpy array, got a torch tensor; use backend='torch'")
     if backend == "torch" and not _xp.is_torch(x0):
         raise TypeError("backend='torch' needs x0 as a torch tensor, got a numpy array")
     return backend

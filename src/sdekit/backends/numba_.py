@@ -1,0 +1,485 @@
+"""numba backend: fused whole-trajectory kernels, parallel over samples.
+
+Fused path
+----------
+When the process is the reverse SDE or the probability-flow ODE of a :class:`~sdekit.sdes.LinearSDE`, the
+score has a row form (an analytic density's score, or a :class:`RowScore`), ``x0`` is a float64 numpy array
+and the solver has a registered kernel, the whole time loop runs compiled. Samples are cut into blocks of
+:data:`BLOCK` rows; ``prange`` hands blocks to threads, and each block runs every step of the grid before the
+next block starts, so its state stays in cache and nothing is allocated per step. The counter-based
+normals of a block are drawn by :func:`sdekit.backends.numba_noise.fill_normals` (SIMD over the block), so
+sample ``i`` sees the same numbers as on the numpy backend whatever the block, batch or thread count.
+
+Kernels need no SDE code: the drift of a linear SDE's reverse process at a stage time ``s`` is
+``a(s) x - c g(s)^2 score(x, s)`` (``c = 1`` for the reverse SDE, ``1/2`` for the probability-flow ODE) and
+its diffusion is ``g(s)``. The host evaluates, once per solve, the stage times ``st`` (steps, S) and a table
+``coef`` (steps, S, 5 + m) whose columns are ``h, a(s), c g(s)^2, g(s), sqrt(|h|)`` followed by the ``m``
+per-stage constants of the score (for analytic densities ``alpha, sigma^2`` and log-determinants, see
+:mod:`sdekit.backends.numba_scores`).
+
+Kernel registry
+---------------
+:data:`KERNELS` maps ``(solver class, process kind)`` (kind ``"sde"`` or ``"ode"``) to a :class:`Kernel`:
+the undecorated kernel body (a python function that calls the global name ``score_row``), a function giving
+the stage times of every step, a function giving the solver's coefficients as a tuple of arrays, and
+the number of normal fields per step. A solver adds its kernel with::
+
+    register_kernel(MySolver, "sde", Kernel(name, body, stage_times, extra, n_noise))
+
+Look-up walks the solver's MRO; an entry found on a base class is used only if the solver does not
+override that base class's ``step`` (so a subclass with its own update never runs its parent's kernel).
+Every kernel body has the signature ``body(x, keys, k0, k1, st, coef, sparams, wsize, save_slot, saved,
+bad, check, extra)`` and advances the rows of ``x`` (n, d) in place over steps ``k0 <= k < k1``.
+
+Solvers without a kernel, processes other than the above, plain python scores and non-float64 states run
+the per-step loop of the numpy backend with the noise drawn by the numba generator (same numbers), so
+``backend="numba"`` works, with identical results, for every solver.
+
+User scores compiled with numba
+-------------------------------
+Wrap an ``numba.njit`` function ``score_row(x_row, t, out_row)`` that writes the score of one sample
+``x_row`` (a float64 ``(d,)`` array, the flattened event) at time ``t`` (a float) into ``out_row``::
+
+    import numba
+    from sdekit.backends.numba_ import RowScore
+
+    @numba.njit
+    def my_score(x, t, out):
+        for j in range(x.shape[0]):
+            out[j] = -x[j]
+
+    score = RowScore(my_score, event_shape=(2,))
+    sol = sdekit.sample(sdekit.VPSDE(), score, n=100_000, backend="numba")   # "auto" picks numba too
+
+The kernels are specialised to the function and inline it; that compilation happens once per process and
+per solver (it cannot be cached on disk, since the cache could not tell two user functions apart). A
+:class:`RowScore` is also an ordinary score ``score(x, t)`` for the other backends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from types import FunctionType
+from typing import Callable
+
+import numpy as np
+from numba import njit, prange
+from numba.core.registry import CPUDispatcher
+
+from .. import _xp
+from ..errors import NonFiniteError
+from ..progress import progress_bar
+from ..sdes import LinearSDE, ProbabilityFlowODE, ReverseSDE
+from ..solvers.runge_kutta import Heun, RungeKutta
+from ..solvers.stochastic import EulerMaruyama
+from . import numpy_
+from .numba_noise import _normals, fill_normals, sample_keys
+from .numba_scores import analytic_coef, analytic_params, analytic_row_score, analytic_work_size, is_analytic_score
+
+__all__ = ["run", "RowScore", "Kernel", "KERNELS", "register_kernel", "find_kernel", "BLOCK"]
+
+#: Rows per block: a block's state, noise and scratch stay in L1/L2 for the whole trajectory.
+BLOCK = 64
+#: Columns of ``coef`` before the score's own constants: h, a(s), c g(s)^2, g(s), sqrt(|h|).
+NC = 5
+
+# The name the kernel bodies call. The module-level compiled kernels see the analytic row score and are
+# cached on disk; kernels for a user's RowScore are built from the same bodies with this name rebound.
+score_row = analytic_row_score
+
+
+# -- kernel bodies (undecorated; compiled below) -------------------------------------------------------------
+@njit(cache=True, inline="always", error_model="numpy")
+def _finish_row(xr, i, k, check, bad, slot, saved):
+    """After step ``k`` of row ``i``: note the first non-finite step, copy the row to its save slot."""
+    if check and bad[i] < 0:
+        for j in range(xr.shape[0]):
+            if not np.isfinite(xr[j]):
+                bad[i] = k
+                break
+    if slot >= 0:
+        for j in range(xr.shape[0]):
+            saved[slot, i, j] = xr[j]
+
+
+def _em_body(x, keys, k0, k1, st, coef, sparams, wsize, save_slot, saved, bad, check, extra):
+    """Euler--Maruyama: ``x' = x + h (a x - c g^2 s) + g (sqrt|h| z)`` (the numpy solver's order of operations)."""
+    n, d = x.shape
+    nb = (n + BLOCK - 1) // BLOCK
+    for blk in prange(nb):
+        i0 = blk * BLOCK
+        i1 = min(n, i0 + BLOCK)
+        kb = keys[i0:i1]
+        sk = np.empty(BLOCK, dtype=np.uint64)
+        z = np.empty((d, BLOCK))
+        s = np.empty(d)
+        work = np.empty(wsize)
+        for k in range(k0, k1):
+            fill_normals(kb, k, sk, z)
+            t = st[k, 0]
+            c = coef[k, 0]
+            h, a, g2c, g, sq = c[0], c[1], c[2], c[3], c[4]
+            sc = c[NC:]
+            slot = save_slot[k + 1]
+            for l in range(i1 - i0):
+                xr = x[i0 + l]
+                score_row(xr, t, sc, sparams, work, s)
+                for j in range(d):
+                    xr[j] = xr[j] + h * (a * xr[j] - g2c * s[j]) + g * (sq * z[j, l])
+                _finish_row(xr, i0 + l, k, check, bad, slot, saved)
+
+
+def _stochastic_heun_body(x, keys, k0, k1, st, coef, sparams, wsize, save_slot, saved, bad, check, extra):
+    """Stochastic Heun for additive noise (see :class:`sdekit.solvers.Heun`), stages at ``t`` and ``t_next``."""
+    n, d = x.shape
+    nb = (n + BLOCK - 1) // BLOCK
+    for blk in prange(nb):
+        i0 = blk * BLOCK
+        i1 = min(n, i0 + BLOCK)
+        kb = keys[i0:i1]
+        sk = np.empty(BLOCK, dtype=np.uint64)
+        z = np.empty((d, BLOCK))
+        s = np.empty(d)
+        f0 = np.empty(d)
+        dw = np.empty(d)
+        xp = np.empty(d)
+        work = np.empty(wsize)
+        for k in range(k0, k1):
+            fill_normals(kb, k, sk, z)
+            c0 = coef[k, 0]
+            c1 = coef[k, 1]
+            h, sq = c0[0], c0[4]
+            g0, g1 = c0[3], c1[3]
+            slot = save_slot[k + 1]
+            for l in range(i1 - i0):
+                xr = x[i0 + l]
+                score_row(xr, st[k, 0], c0[NC:], sparams, work, s)
+                for j in range(d):
+                    dw[j] = sq * z[j, l]
+                    f0[j] = c0[1] * xr[j] - c0[2] * s[j]
+                    xp[j] = xr[j] + h * f0[j] + g0 * dw[j]
+                score_row(xp, st[k, 1], c1[NC:], sparams, work, s)
+                for j in range(d):
+                    f1 = c1[1] * xp[j] - c1[2] * s[j]
+                    xr[j] = xr[j] + (0.5 * h) * (f0[j] + f1) + (0.5 * (g0 + g1)) * dw[j]
+                _finish_row(xr, i0 + l, k, check, bad, slot, saved)
+
+
+def _rk_body(x, keys, k0, k1, st, coef, sparams, wsize, save_slot, saved, bad, check, extra):
+    """Explicit Runge--Kutta for the probability-flow ODE; ``extra = (A (S, S), b (S,))`` of the tableau."""
+    A, bw = extra
+    S = bw.shape[0]
+    n, d = x.shape
+    nb = (n + BLOCK - 1) // BLOCK
+    for blk in prange(nb):
+        i0 = blk * BLOCK
+        i1 = min(n, i0 + BLOCK)
+        ks = np.empty((S, d))
+        xi = np.empty(d)
+        s = np.empty(d)
+        work = np.empty(wsize)
+        for k in range(k0, k1):
+            h = coef[k, 0, 0]
+            slot = save_slot[k + 1]
+            for l in range(i1 - i0):
+                xr = x[i0 + l]
+                for i in range(S):
+                    for j in range(d):
+                        v = xr[j]
+                        for q in range(i):
+                            if A[i, q] != 0.0:
+                                v = v + (h * A[i, q]) * ks[q, j]
+                        xi[j] = v
+                    c = coef[k, i]
+                    score_row(xi, st[k, i], c[NC:], sparams, work, s)
+                    for j in range(d):
+                        ks[i, j] = c[1] * xi[j] - c[2] * s[j]
+                for j in range(d):
+                    incr = bw[0] * ks[0, j]
+                    for i in range(1, S):
+                        incr = incr + bw[i] * ks[i, j]
+                    xr[j] = xr[j] + h * incr
+                _finish_row(xr, i0 + l, k, check, bad, slot, saved)
+
+
+# -- registry -------------------------------------------------------------------------------------------------
+@dataclass
+class Kernel:
+    """A fused kernel: ``body`` (see the module docstring) and what the host prepares for it.
+
+    ``stage_times(solver, grid) -> (steps, S)`` times at which the drift is evaluated in each step;
+    ``extra(solver) -> tuple of arrays`` the solver's coefficients; ``n_noise`` normal fields per step.
+    """
+
+    name: str
+    body: Callable
+    stage_times: Callable
+    extra: Callable = lambda solver: ()  # noqa: E731
+    n_noise: int = 0
+    _compiled: object = None
+
+    def analytic(self):
+        """The kernel compiled against the analytic row score (cached on disk)."""
+        if self._compiled is None:
+            self._compiled = njit(cache=True, parallel=True, error_model="numpy")(self.body)
+        return self._compiled
+
+
+KERNELS: dict[tuple[type, str], Kernel] = {}
+
+
+def register_kernel(solver_cls: type, kind: str, kernel: Kernel) -> None:
+    """Register ``kernel`` for solver class ``solver_cls`` on processes of ``kind`` (``"sde"`` or ``"ode"``)."""
+    if kind not in ("sde", "ode"):
+        raise ValueError(f"kind must be one of ['sde', 'ode'], got {kind!r}")
+    if not isinstance(kernel, Kernel):
+        raise TypeError(f"kernel must be a Kernel, got {type(kernel).__name__}")
+    KERNELS[(solver_cls, kind)] = kernel
+
+
+def find_kernel(solver, kind: str) -> Kernel | None:
+    """The registered kernel for ``solver`` on a ``kind`` process, or None (see the module docstring)."""
+    for cls in type(solver).__mro__:
+        kernel = KERNELS.get((cls, kind))
+        if kernel is not None:
+            if cls is type(solver) or getattr(type(solver), "step", None) is getattr(cls, "step", None):
+                return kernel
+            return None
+    return None
+
+
+def _left_times(solver, grid):
+    return grid[:-1, None].copy()
+
+
+def _heun_times(solver, grid):
+    return np.stack([grid[:-1], grid[1:]], axis=1)
+
+
+def _rk_times(solver, grid):
+    h = grid[1:] - grid[:-1]
+    return grid[:-1, None] + solver.tableau.c[None, :] * h[:, None]
+
+
+def _rk_extra(solver):
+    return (np.ascontiguousarray(solver.tableau.a), np.ascontiguousarray(solver.tableau.b))
+
+
+_EM = Kernel("euler_maruyama", _em_body, _left_times, n_noise=1)
+_RK = Kernel("runge_kutta", _rk_body, _rk_times, _rk_extra)
+_SHEUN = Kernel("stochastic_heun", _stochastic_heun_body, _heun_times, n_noise=1)
+register_kernel(EulerMaruyama, "sde", _EM)
+register_kernel(RungeKutta, "ode", _RK)
+register_kernel(Heun, "ode", _RK)
+register_kernel(Heun, "sde", _SHEUN)
+
+
+# -- user row scores ------------------------------------------------------------------------------------------
+def _rebind(body, name, adapter):
+    """A copy of ``body`` whose global ``score_row`` is ``adapter`` (compiled per process, not cached)."""
+    g = dict(body.__globals__)
+    g["score_row"] = adapter
+    return FunctionType(body.__code__, g, name, body.__defaults__, body.__closure__)
+
+
+def _batch_body(x, t, out):
+    for i in range(x.shape[0]):
+        score_row(x[i], t[i], out[i])
+
+
+class RowScore:
+    """A score given as a numba-compiled row function, run inside the fused kernels.
+
+    Parameters
+    ----------
+    fn : numba.njit function ``fn(x_row, t, out_row)``
+        Writes the score of one sample ``x_row`` (float64 ``(d,)``, the flattened event) at time ``t``
+        (float) into ``out_row`` (float64 ``(d,)``). It must not keep references to its arguments.
+    event_shape : int or tuple of int
+        Shape of one sample; ``d = prod(event_shape)``.
+
+    A ``RowScore`` is also an ordinary score ``score(x, t)`` (``x`` of shape ``(n, *event_shape)``, numpy or
+    CPU torch; ``t`` a float or ``(n,)``), evaluated row by row in compiled code, so every backend accepts it.
+    """
+
+    def __init__(self, fn, event_shape):
+        if not isinstance(fn, CPUDispatcher):
+            raise TypeError(f"fn must be a numba.njit function fn(x_row, t, out_row), got {fn!r}")
+        if isinstance(event_shape, (int, np.integer)) and not isinstance(event_shape, bool):
+            event_shape = (int(event_shape),)
+        try:
+            event_shape = tuple(int(s) for s in event_shape)
+        except TypeError:
+            raise TypeError(f"event_shape must be an int or a tuple of ints, got {event_shape!r}") from None
+        if len(event_shape) < 1 or any(s < 1 for s in event_shape):
+            raise ValueError(f"event_shape must be a non-empty tuple of positive sizes, got {event_shape!r}")
+        self.fn = fn
+        self.event_shape = event_shape
+        self._kernels: dict[str, object] = {}
+        self._batch = None
+
+    @property
+    def numba_row_score(self):
+        """The row form the numba backend runs fused (this object)."""
+        return self
+
+    def _adapter(self):
+        fn = self.fn
+
+        @njit(inline="always", error_model="numpy")
+        def adapter(x, t, coef, params, work, out):
+            fn(x, t, out)
+
+        return adapter
+
+    def kernel(self, kernel: Kernel):
+        """``kernel`` compiled with this row score inlined (once per process)."""
+        if kernel.name not in self._kernels:
+            body = _rebind(kernel.body, f"{kernel.body.__name__}_row", self._adapter())
+            self._kernels[kernel.name] = njit(parallel=True, error_model="numpy")(body)
+        return self._kernels[kernel.name]
+
+    def __call__(self, x, t):
+        torch_in = _xp.is_torch(x)
+        xn = x.detach().cpu().numpy() if torch_in else np.asarray(x)
+        n = xn.shape[0]
+        if tuple(xn.shape[1:]) != self.event_shape:
+            raise ValueError(f"x must have shape (n, *{self.event_shape}), got shape {tuple(xn.shape)}")
+        tn = t.detach().cpu().numpy() if _xp.is_torch(t) else t
+        tn = np.ascontiguousarray(np.broadcast_to(np.asarray(tn, dtype=np.float64), (n,)))
+        x2 = np.ascontiguousarray(xn.reshape(n, -1), dtype=np.float64)
+        out = np.empty_like(x2)
+        if self._batch is None:
+            fn = self.fn
+            g = dict(_batch_body.__globals__)
+            g["score_row"] = fn
+            self._batch = njit(error_model="numpy")(FunctionType(_batch_body.__code__, g, "row_score_batch"))
+        self._batch(x2, tn, out)
+        out = out.reshape(xn.shape).astype(xn.dtype, copy=False)
+        return _xp.asarray_like(out, x) if torch_in else out
+
+    def __repr__(self):
+        return f"RowScore({getattr(self.fn, '__name__', self.fn)!r}, event_shape={self.event_shape})"
+
+
+# -- host side ------------------------------------------------------------------------------------------------
+def _fused_plan(job):
+    """``(kernel, compiled, sparams, wsize, score_coef(times))`` when ``job`` can run fused, else None."""
+    proc = job.process
+    if not isinstance(proc, (ReverseSDE, ProbabilityFlowODE)) or not isinstance(proc.sde, LinearSDE):
+        return None
+    x0 = job.x0
+    if not isinstance(x0, np.ndarray) or x0.dtype != np.float64:
+        return None
+    kernel = find_kernel(job.solver, "sde" if job.stochastic else "ode")
+    if kernel is None:
+        return None
+    score = proc.score
+    if is_analytic_score(score):
+        if x0.shape[1:] != (score.density.dim,):
+            return None
+        params = analytic_params(score.density)
+        density, score_sde = score.density, score.sde
+        return kernel, kernel.analytic(), params, analytic_work_size(params), (
+            lambda ts: analytic_coef(density, score_sde, ts)
+        )
+    row = getattr(score, "numba_row_score", None)
+    if isinstance(row, RowScore) and tuple(x0.shape[1:]) == row.event_shape:
+        return kernel, row.kernel(kernel), (np.zeros(1),), 1, (lambda ts: np.zeros(ts.shape + (0,)))
+    return None
+
+
+def _coef_table(job, st, score_coef):
+    """``coef`` (steps, S, NC + m): ``h, a(s), c g(s)^2, g(s), sqrt|h|`` and the score's constants."""
+    proc, grid = job.process, job.grid
+    sde = proc.sde
+    h = grid[1:] - grid[:-1]
+    a = np.asarray(sde._a(st), dtype=np.float64) + np.zeros(st.shape)
+    g = np.sqrt(np.asarray(sde._g2(st), dtype=np.float64) + np.zeros(st.shape))
+    cfac = 1.0 if job.stochastic else 0.5
+    extra = score_coef(st)
+    coef = np.empty(st.shape + (NC + extra.shape[-1],))
+    coef[..., 0] = h[:, None]
+    coef[..., 1] = a
+    # c g^2 written as the numpy path computes it, from g = sqrt(g^2)
+    coef[..., 2] = cfac * (g * g) if cfac != 1.0 else g * g
+    coef[..., 3] = g
+    coef[..., 4] = (np.abs(h) ** 0.5)[:, None]
+    coef[..., NC:] = extra
+    return coef
+
+
+def _run_fused(job, plan):
+    kernel, compiled, sparams, wsize, score_coef = plan
+    solver, grid = job.solver, job.grid
+    steps = len(grid) - 1
+    n = job.x0.shape[0]
+    x = np.ascontiguousarray(job.x0.reshape(n, -1), dtype=np.float64).copy()
+    st = np.ascontiguousarray(kernel.stage_times(solver, grid), dtype=np.float64)
+    coef = _coef_table(job, st, score_coef)
+    keys = sample_keys(job.seed, job.sample_ids)
+    save_slot = np.full(steps + 1, -1, dtype=np.int64)
+    order = sorted(job.save_index) if job.save_index is not None else []
+    for slot, idx in enumerate(order):
+        save_slot[idx] = slot
+    saved = np.empty((len(order), n, x.shape[1])) if order else np.zeros((1, 1, 1))
+    if 0 in order:
+        saved[save_slot[0]] = x
+    bad = np.full(n, -1, dtype=np.int64)
+    extra = kernel.extra(solver)
+    # without a progress bar the kernel runs the whole grid in one call
+    chunks = max(1, min(steps, 50)) if job.progress else 1
+    bounds = np.linspace(0, steps, chunks + 1).round().astype(np.int64)
+    start = time.perf_counter()
+    with progress_bar(steps, job.progress, desc=solver.name) as bar:
+        for c in range(chunks):
+            k0, k1 = int(bounds[c]), int(bounds[c + 1])
+            compiled(x, keys, k0, k1, st, coef, sparams, wsize, save_slot, saved, bad, job.check_finite, extra)
+            bar.update(k1 - k0)
+            if job.check_finite and np.any(bad >= 0):
+                k = int(bad[bad >= 0].min())
+                raise NonFiniteError(k, float(grid[k + 1]))
+    shape = job.x0.shape
+    stats = {
+        "steps": steps,
+        "accepted": steps,
+        "rejected": 0,
+        "wall_time": time.perf_counter() - start,
+        "kernel": f"fused {kernel.name}",
+    }
+    xs = [saved[s].reshape(shape) for s in range(len(order))]
+    return x.reshape(shape), xs, solver.nfe_per_step * steps, stats
+
+
+def numba_noise(job):
+    """``noise(step) -> list of z`` like :func:`sdekit.backends.numpy_.numpy_noise`, drawn by numba."""
+    m = job.solver.n_noise
+    event = tuple(job.x0.shape[1:])
+    size = m * math.prod(event)
+    keys = sample_keys(job.seed, job.sample_ids)
+
+    def draw(step):
+        out = np.empty((keys.shape[0], size))
+        _normals(keys, np.uint64(step), size, out)
+        z = out.reshape((keys.shape[0], m) + event)
+        return [z[:, r] for r in range(m)]
+
+    return draw
+
+
+def run(job):
+    """Run ``job``: fused when possible (see the module docstring), else the per-step loop with numba noise."""
+    plan = _fused_plan(job)
+    if plan is not None:
+        return _run_fused(job, plan)
+    score = getattr(job.process, "score", None)
+    if score is not None:
+        from ..integrate import _CheckedScore  # the same first-call check as the numpy backend
+
+        job = dataclasses.replace(job, process=type(job.process)(job.process.sde, _CheckedScore(score)))
+    x, xs, nfe, stats = numpy_.run(job, noise=numba_noise)
+    stats["kernel"] = "per-step"
+    return x, xs, nfe, stats
