@@ -76,133 +76,184 @@ from ..sdes import LinearSDE, ProbabilityFlowODE, ReverseSDE
 from ..solvers.runge_kutta import Heun, RungeKutta
 from ..solvers.stochastic import EulerMaruyama
 from . import numpy_
-from .numba_noise import _normals, fill_normals, sample_keys
-from .numba_scores import analytic_coef, analytic_params, analytic_row_score, analytic_work_size, is_analytic_score
+from .numba_noise import _normals, fill_normals, sample_key, sample_keys, seed_key
+from .numba_scores import analytic_block_score, analytic_coef, analytic_params, analytic_work_rows, is_analytic_score
 
 __all__ = ["run", "RowScore", "Kernel", "KERNELS", "register_kernel", "find_kernel", "BLOCK"]
 
-#: Rows per block: a block's state, noise and scratch stay in L1/L2 for the whole trajectory.
+#: Samples per block for small events; a block's state, noise and scratch stay in cache for the whole grid.
 BLOCK = 64
 #: Columns of ``coef`` before the score's own constants: h, a(s), c g(s)^2, g(s), sqrt(|h|).
 NC = 5
 
-# The name the kernel bodies call. The module-level compiled kernels see the analytic row score and are
+# The name the kernel bodies call. The module-level compiled kernels see the analytic block score and are
 # cached on disk; kernels for a user's RowScore are built from the same bodies with this name rebound.
-score_row = analytic_row_score
+score_block = analytic_block_score
+
+
+def block_size(d: int) -> int:
+    """Samples per block for events of ``d`` components: 64, fewer for large events (about 32 KiB of state)."""
+    return int(max(4, min(BLOCK, 4096 // max(d, 1))))
+
+
+# -- block helpers (inlined into the kernels) -----------------------------------------------------------------
+@njit(cache=True, inline="always", error_model="numpy")
+def _start_block(x, ids, skey, i0, L, xb, kb):
+    """Load rows ``i0 .. i0 + L`` of ``x`` into ``xb`` (d, B), lanes last, and their noise keys into ``kb``."""
+    d = x.shape[1]
+    for l in range(L):
+        kb[l] = sample_key(skey, np.uint64(ids[i0 + l]))
+        for j in range(d):
+            xb[j, l] = x[i0 + l, j]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _end_step(xb, L, i0, blk, k, check, bad, fin, slot, saved):
+    """After step ``k``: note the block's first non-finite step in ``bad[blk]``; copy the block to its save slot."""
+    d = xb.shape[0]
+    if check and bad[blk] < 0:
+        for l in range(L):
+            fin[l] = 0.0
+        for j in range(d):
+            xj = xb[j]
+            for l in range(L):
+                fin[l] += xj[l] * 0.0  # 0 for finite values, NaN otherwise
+        for l in range(L):
+            if fin[l] != 0.0:
+                bad[blk] = k
+                break
+    if slot >= 0:
+        for l in range(L):
+            for j in range(d):
+                saved[slot, i0 + l, j] = xb[j, l]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _end_block(xb, L, x, i0):
+    d = x.shape[1]
+    for l in range(L):
+        for j in range(d):
+            x[i0 + l, j] = xb[j, l]
 
 
 # -- kernel bodies (undecorated; compiled below) -------------------------------------------------------------
-@njit(cache=True, inline="always", error_model="numpy")
-def _finish_row(xr, i, k, check, bad, slot, saved):
-    """After step ``k`` of row ``i``: note the first non-finite step, copy the row to its save slot."""
-    if check and bad[i] < 0:
-        for j in range(xr.shape[0]):
-            if not np.isfinite(xr[j]):
-                bad[i] = k
-                break
-    if slot >= 0:
-        for j in range(xr.shape[0]):
-            saved[slot, i, j] = xr[j]
-
-
-def _em_body(x, keys, k0, k1, st, coef, sparams, wsize, save_slot, saved, bad, check, extra):
+def _em_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, bad, check, extra, block):
     """Euler--Maruyama: ``x' = x + h (a x - c g^2 s) + g (sqrt|h| z)`` (the numpy solver's order of operations)."""
     n, d = x.shape
-    nb = (n + BLOCK - 1) // BLOCK
+    nb = (n + block - 1) // block
     for blk in prange(nb):
-        i0 = blk * BLOCK
-        i1 = min(n, i0 + BLOCK)
-        kb = keys[i0:i1]
-        sk = np.empty(BLOCK, dtype=np.uint64)
-        z = np.empty((d, BLOCK))
-        s = np.empty(d)
-        work = np.empty(wsize)
+        i0 = blk * block
+        L = min(n, i0 + block) - i0
+        # unpacked once per block: unpacking per call would cost atomic reference counting
+        p0, p1, p2, p3 = sparams
+        kb = np.empty(block, dtype=np.uint64)
+        sk = np.empty(block, dtype=np.uint64)
+        xb = np.empty((d, block))
+        z = np.empty((d, block))
+        s = np.empty((d, block))
+        fin = np.empty(block)
+        work = np.empty((wshape[0], wshape[1]))
+        _start_block(x, ids, skey, i0, L, xb, kb)
         for k in range(k0, k1):
-            fill_normals(kb, k, sk, z)
-            t = st[k, 0]
+            fill_normals(kb[:L], k, sk, z)
             c = coef[k, 0]
             h, a, g2c, g, sq = c[0], c[1], c[2], c[3], c[4]
-            sc = c[NC:]
-            slot = save_slot[k + 1]
-            for l in range(i1 - i0):
-                xr = x[i0 + l]
-                score_row(xr, t, sc, sparams, work, s)
-                for j in range(d):
-                    xr[j] = xr[j] + h * (a * xr[j] - g2c * s[j]) + g * (sq * z[j, l])
-                _finish_row(xr, i0 + l, k, check, bad, slot, saved)
+            score_block(xb, L, st[k, 0], c[NC:], p0, p1, p2, p3, work, s)
+            for j in range(d):
+                xj, sj, zj = xb[j], s[j], z[j]
+                for l in range(L):
+                    xj[l] = xj[l] + h * (a * xj[l] - g2c * sj[l]) + g * (sq * zj[l])
+            _end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
+        _end_block(xb, L, x, i0)
 
 
-def _stochastic_heun_body(x, keys, k0, k1, st, coef, sparams, wsize, save_slot, saved, bad, check, extra):
+def _stochastic_heun_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, bad, check, extra, block):
     """Stochastic Heun for additive noise (see :class:`sdekit.solvers.Heun`), stages at ``t`` and ``t_next``."""
     n, d = x.shape
-    nb = (n + BLOCK - 1) // BLOCK
+    nb = (n + block - 1) // block
     for blk in prange(nb):
-        i0 = blk * BLOCK
-        i1 = min(n, i0 + BLOCK)
-        kb = keys[i0:i1]
-        sk = np.empty(BLOCK, dtype=np.uint64)
-        z = np.empty((d, BLOCK))
-        s = np.empty(d)
-        f0 = np.empty(d)
-        dw = np.empty(d)
-        xp = np.empty(d)
-        work = np.empty(wsize)
+        i0 = blk * block
+        L = min(n, i0 + block) - i0
+        p0, p1, p2, p3 = sparams
+        kb = np.empty(block, dtype=np.uint64)
+        sk = np.empty(block, dtype=np.uint64)
+        xb = np.empty((d, block))
+        z = np.empty((d, block))
+        s = np.empty((d, block))
+        f0 = np.empty((d, block))
+        xp = np.empty((d, block))
+        fin = np.empty(block)
+        work = np.empty((wshape[0], wshape[1]))
+        _start_block(x, ids, skey, i0, L, xb, kb)
         for k in range(k0, k1):
-            fill_normals(kb, k, sk, z)
+            fill_normals(kb[:L], k, sk, z)
             c0 = coef[k, 0]
             c1 = coef[k, 1]
-            h, sq = c0[0], c0[4]
-            g0, g1 = c0[3], c1[3]
-            slot = save_slot[k + 1]
-            for l in range(i1 - i0):
-                xr = x[i0 + l]
-                score_row(xr, st[k, 0], c0[NC:], sparams, work, s)
-                for j in range(d):
-                    dw[j] = sq * z[j, l]
-                    f0[j] = c0[1] * xr[j] - c0[2] * s[j]
-                    xp[j] = xr[j] + h * f0[j] + g0 * dw[j]
-                score_row(xp, st[k, 1], c1[NC:], sparams, work, s)
-                for j in range(d):
-                    f1 = c1[1] * xp[j] - c1[2] * s[j]
-                    xr[j] = xr[j] + (0.5 * h) * (f0[j] + f1) + (0.5 * (g0 + g1)) * dw[j]
-                _finish_row(xr, i0 + l, k, check, bad, slot, saved)
+            h, sq, g0, g1 = c0[0], c0[4], c0[3], c1[3]
+            score_block(xb, L, st[k, 0], c0[NC:], p0, p1, p2, p3, work, s)
+            for j in range(d):
+                xj, sj, zj, fj, pj = xb[j], s[j], z[j], f0[j], xp[j]
+                for l in range(L):
+                    dw = sq * zj[l]
+                    zj[l] = dw
+                    fj[l] = c0[1] * xj[l] - c0[2] * sj[l]
+                    pj[l] = xj[l] + h * fj[l] + g0 * dw
+            score_block(xp, L, st[k, 1], c1[NC:], p0, p1, p2, p3, work, s)
+            for j in range(d):
+                xj, sj, zj, fj, pj = xb[j], s[j], z[j], f0[j], xp[j]
+                for l in range(L):
+                    f1 = c1[1] * pj[l] - c1[2] * sj[l]
+                    xj[l] = xj[l] + (0.5 * h) * (fj[l] + f1) + (0.5 * (g0 + g1)) * zj[l]
+            _end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
+        _end_block(xb, L, x, i0)
 
 
-def _rk_body(x, keys, k0, k1, st, coef, sparams, wsize, save_slot, saved, bad, check, extra):
+def _rk_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, bad, check, extra, block):
     """Explicit Runge--Kutta for the probability-flow ODE; ``extra = (A (S, S), b (S,))`` of the tableau."""
     A, bw = extra
     S = bw.shape[0]
     n, d = x.shape
-    nb = (n + BLOCK - 1) // BLOCK
+    nb = (n + block - 1) // block
     for blk in prange(nb):
-        i0 = blk * BLOCK
-        i1 = min(n, i0 + BLOCK)
-        ks = np.empty((S, d))
-        xi = np.empty(d)
-        s = np.empty(d)
-        work = np.empty(wsize)
+        i0 = blk * block
+        L = min(n, i0 + block) - i0
+        p0, p1, p2, p3 = sparams
+        kb = np.empty(block, dtype=np.uint64)
+        xb = np.empty((d, block))
+        ks = np.empty((S, d, block))
+        xi = np.empty((d, block))
+        s = np.empty((d, block))
+        fin = np.empty(block)
+        work = np.empty((wshape[0], wshape[1]))
+        _start_block(x, ids, skey, i0, L, xb, kb)
         for k in range(k0, k1):
             h = coef[k, 0, 0]
-            slot = save_slot[k + 1]
-            for l in range(i1 - i0):
-                xr = x[i0 + l]
-                for i in range(S):
-                    for j in range(d):
-                        v = xr[j]
-                        for q in range(i):
-                            if A[i, q] != 0.0:
-                                v = v + (h * A[i, q]) * ks[q, j]
-                        xi[j] = v
-                    c = coef[k, i]
-                    score_row(xi, st[k, i], c[NC:], sparams, work, s)
-                    for j in range(d):
-                        ks[i, j] = c[1] * xi[j] - c[2] * s[j]
+            for i in range(S):
                 for j in range(d):
-                    incr = bw[0] * ks[0, j]
+                    xij, xj = xi[j], xb[j]
+                    for l in range(L):
+                        xij[l] = xj[l]
+                    for q in range(i):
+                        if A[i, q] != 0.0:
+                            f = h * A[i, q]
+                            kq = ks[q, j]
+                            for l in range(L):
+                                xij[l] = xij[l] + f * kq[l]
+                c = coef[k, i]
+                score_block(xi, L, st[k, i], c[NC:], p0, p1, p2, p3, work, s)
+                for j in range(d):
+                    kij, xij, sj = ks[i, j], xi[j], s[j]
+                    for l in range(L):
+                        kij[l] = c[1] * xij[l] - c[2] * sj[l]
+            for j in range(d):
+                xj = xb[j]
+                for l in range(L):
+                    incr = bw[0] * ks[0, j, l]
                     for i in range(1, S):
-                        incr = incr + bw[i] * ks[i, j]
-                    xr[j] = xr[j] + h * incr
-                _finish_row(xr, i0 + l, k, check, bad, slot, saved)
+                        incr = incr + bw[i] * ks[i, j, l]
+                    xj[l] = xj[l] + h * incr
+            _end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
+        _end_block(xb, L, x, i0)
 
 
 # -- registry -------------------------------------------------------------------------------------------------
@@ -279,15 +330,15 @@ register_kernel(Heun, "sde", _SHEUN)
 
 # -- user row scores ------------------------------------------------------------------------------------------
 def _rebind(body, name, adapter):
-    """A copy of ``body`` whose global ``score_row`` is ``adapter`` (compiled per process, not cached)."""
+    """A copy of ``body`` whose global ``score_block`` is ``adapter`` (compiled per process, not cached)."""
     g = dict(body.__globals__)
-    g["score_row"] = adapter
+    g["score_block"] = adapter
     return FunctionType(body.__code__, g, name, body.__defaults__, body.__closure__)
 
 
 def _batch_body(x, t, out):
     for i in range(x.shape[0]):
-        score_row(x[i], t[i], out[i])
+        score_block(x[i], t[i], out[i])
 
 
 class RowScore:
@@ -330,8 +381,16 @@ class RowScore:
         fn = self.fn
 
         @njit(inline="always", error_model="numpy")
-        def adapter(x, t, coef, params, work, out):
-            fn(x, t, out)
+        def adapter(xb, L, t, coef, p0, p1, p2, p3, work, out):
+            # gather one lane into a row, call the user's row score, scatter back
+            xr = work[0]
+            orow = work[1]
+            for l in range(L):
+                for j in range(xb.shape[0]):
+                    xr[j] = xb[j, l]
+                fn(xr, t, orow)
+                for j in range(xb.shape[0]):
+                    out[j, l] = orow[j]
 
         return adapter
 
@@ -355,7 +414,7 @@ class RowScore:
         if self._batch is None:
             fn = self.fn
             g = dict(_batch_body.__globals__)
-            g["score_row"] = fn
+            g["score_block"] = fn
             self._batch = njit(error_model="numpy")(FunctionType(_batch_body.__code__, g, "row_score_batch"))
         self._batch(x2, tn, out)
         out = out.reshape(xn.shape).astype(xn.dtype, copy=False)
@@ -367,7 +426,7 @@ class RowScore:
 
 # -- host side ------------------------------------------------------------------------------------------------
 def _fused_plan(job):
-    """``(kernel, compiled, sparams, wsize, score_coef(times))`` when ``job`` can run fused, else None."""
+    """``(kernel, compiled, sparams, wshape, score_coef(times))`` when ``job`` can run fused, else None."""
     proc = job.process
     if not isinstance(proc, (ReverseSDE, ProbabilityFlowODE)) or not isinstance(proc.sde, LinearSDE):
         return None
@@ -383,12 +442,18 @@ def _fused_plan(job):
             return None
         params = analytic_params(score.density)
         density, score_sde = score.density, score.sde
-        return kernel, kernel.analytic(), params, analytic_work_size(params), (
-            lambda ts: analytic_coef(density, score_sde, ts)
+        return (
+            kernel,
+            kernel.analytic(),
+            params,
+            (analytic_work_rows(params), block_size(x0.shape[1])),
+            (lambda ts: analytic_coef(density, score_sde, ts)),
         )
     row = getattr(score, "numba_row_score", None)
     if isinstance(row, RowScore) and tuple(x0.shape[1:]) == row.event_shape:
-        return kernel, row.kernel(kernel), (np.zeros(1),), 1, (lambda ts: np.zeros(ts.shape + (0,)))
+        dummy = (np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1, 1)), np.zeros(1))
+        d = math.prod(row.event_shape)
+        return kernel, row.kernel(kernel), dummy, (2, d), (lambda ts: np.zeros(ts.shape + (0,)))
     return None
 
 
@@ -413,22 +478,26 @@ def _coef_table(job, st, score_coef):
 
 
 def _run_fused(job, plan):
-    kernel, compiled, sparams, wsize, score_coef = plan
+    kernel, compiled, sparams, wshape, score_coef = plan  # wshape: scratch (rows, cols) of the score
     solver, grid = job.solver, job.grid
     steps = len(grid) - 1
     n = job.x0.shape[0]
-    x = np.ascontiguousarray(job.x0.reshape(n, -1), dtype=np.float64).copy()
+    # the one copy of the state; sample keys are derived per block inside the kernel
+    x = np.array(job.x0.reshape(n, -1), dtype=np.float64, order="C", copy=True)
+    d = x.shape[1]
+    block = block_size(d)
     st = np.ascontiguousarray(kernel.stage_times(solver, grid), dtype=np.float64)
     coef = _coef_table(job, st, score_coef)
-    keys = sample_keys(job.seed, job.sample_ids)
+    ids = np.ascontiguousarray(job.sample_ids, dtype=np.int64)
+    skey = seed_key(job.seed)
     save_slot = np.full(steps + 1, -1, dtype=np.int64)
     order = sorted(job.save_index) if job.save_index is not None else []
     for slot, idx in enumerate(order):
         save_slot[idx] = slot
-    saved = np.empty((len(order), n, x.shape[1])) if order else np.zeros((1, 1, 1))
+    saved = np.empty((len(order), n, d)) if order else np.zeros((1, 1, 1))
     if 0 in order:
         saved[save_slot[0]] = x
-    bad = np.full(n, -1, dtype=np.int64)
+    bad = np.full((n + block - 1) // block, -1, dtype=np.int64)  # first non-finite step of each block
     extra = kernel.extra(solver)
     # without a progress bar the kernel runs the whole grid in one call
     chunks = max(1, min(steps, 50)) if job.progress else 1
@@ -437,7 +506,9 @@ def _run_fused(job, plan):
     with progress_bar(steps, job.progress, desc=solver.name) as bar:
         for c in range(chunks):
             k0, k1 = int(bounds[c]), int(bounds[c + 1])
-            compiled(x, keys, k0, k1, st, coef, sparams, wsize, save_slot, saved, bad, job.check_finite, extra)
+            compiled(
+                x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, bad, job.check_finite, extra, block
+            )
             bar.update(k1 - k0)
             if job.check_finite and np.any(bad >= 0):
                 k = int(bad[bad >= 0].min())

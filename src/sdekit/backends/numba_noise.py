@@ -206,7 +206,7 @@ def normal_pair(key, p):
     return r * c, r * s
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def fill_normals(keys, step, skeys, out):
     """``out[j, l]`` = component ``j`` of lane ``l``'s stream at ``step``, for ``l < L = keys.shape[0]``.
 

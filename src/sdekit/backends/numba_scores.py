@@ -3,11 +3,12 @@
 The fused kernels (:mod:`sdekit.backends.numba_`) evaluate a score one sample (one *row*) at a time, with the
 internal signature::
 
-    score_row(x_row, t, coef, params, work, out_row)
+    score_row(x_row, t, coef, p0, p1, p2, p3, work, out_row)
 
 ``x_row`` and ``out_row`` are ``(d,)`` float64 arrays (the flattened event), ``t`` the stage time, ``coef`` a
-``(m,)`` row of per-stage constants that the host computed once for every stage time of the grid, ``params`` a
-tuple of arrays that stay fixed for the solve, and ``work`` a scratch array owned by the calling thread.
+``(m,)`` row of per-stage constants that the host computed once for every stage time of the grid, ``p0 .. p3`` arrays that
+stay fixed for the solve (passed one by one: a tuple unpacked per row would cost atomic reference counting),
+and ``work`` a scratch array owned by the calling thread.
 
 :func:`analytic_row_score` is that function for :class:`sdekit.analytic.Gaussian` and
 :class:`~sdekit.analytic.GaussianMixture` (scalar, diagonal or full covariances; a Gaussian is a mixture of
@@ -19,8 +20,8 @@ once and cached on disk (``cache=True``). With ``(alpha, sigma) = sde.marginal(t
 * mixtures: ``r_k = softmax_k(log w_k - (sum log v_k + sum y_k^2 / v_k) / 2)``, ``score = sum_k r_k s_k``.
 
 ``coef = [alpha, sigma^2, sum_j log v_1j, ..., sum_j log v_Kj]`` at the stage time (so no logarithm is taken
-per row) and ``params = (means (K, d), eigvals (K, d), eigvecs (K, d, d) or (K, 0, 0) when diagonal,
-log_weights (K,))``. :func:`analytic_params` builds ``params`` and :func:`analytic_coef` the ``coef`` table.
+per row) and ``(p0, p1, p2, p3) = (means (K, d), eigvals (K, d), eigvecs (K, d, d) or (K, 0, 0) when diagonal,
+log_weights (K,))``. :func:`analytic_params` builds that tuple and :func:`analytic_coef` the ``coef`` table.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["analytic_row_score", "analytic_params", "analytic_coef", "analytic_work_size", "is_analytic_score"]
+__all__ = [
+    "analytic_row_score",
+    "analytic_block_score",
+    "analytic_params",
+    "analytic_coef",
+    "analytic_work_size",
+    "analytic_work_rows",
+    "is_analytic_score",
+]
 
 
 def is_analytic_score(score) -> bool:
@@ -76,19 +85,164 @@ def analytic_coef(density, sde, times) -> np.ndarray:
     return out.reshape(t.shape + (2 + means.shape[0],))
 
 
+def analytic_work_rows(params) -> int:
+    """Rows of the ``(rows, block)`` scratch :func:`analytic_block_score` needs: ``K (1 + d) + 2 + d``."""
+    K, d = params[0].shape
+    return K * (1 + d) + 2 + d
+
+
+@njit(cache=True, error_model="numpy")
+def analytic_block_score(xb, L, t, coef, means, lam, U, logw, work, out):
+    """Exact score of a Gaussian / Gaussian mixture for a block of samples, lanes last.
+
+    ``xb`` and ``out`` are ``(d, B)``: column ``l < L`` is one sample (only those are read and written), so
+    every inner loop runs over lanes with unit stride and compiles to SIMD code. ``coef`` and the parameter
+    arrays are as in the module docstring; ``work`` is ``(K (1 + d) + 2 + d, B)``.
+    """
+    K = means.shape[0]
+    d = xb.shape[0]
+    alpha = coef[0]
+    s2 = coef[1]
+    aa = alpha * alpha
+    full = U.shape[1] > 0
+    if K == 1 and not full:
+        for j in range(d):
+            m = alpha * means[0, j]
+            v = aa * lam[0, j] + s2
+            xj = xb[j]
+            oj = out[j]
+            for l in range(L):
+                oj[l] = -(xj[l] - m) / v
+        return
+    D = K * (1 + d) + 2  # first of d rows of differences (full covariances)
+    if K == 1:
+        # y = U^T (x - alpha mu) / v in work rows 0..d-1; out = -U y
+        for j in range(d):
+            m = alpha * means[0, j]
+            xj = xb[j]
+            dj = work[D + j]
+            for l in range(L):
+                dj[l] = xj[l] - m
+        for e in range(d):
+            we = work[e]
+            for l in range(L):
+                we[l] = 0.0
+            for j in range(d):
+                u = U[0, j, e]
+                dj = work[D + j]
+                for l in range(L):
+                    we[l] += dj[l] * u
+            v = aa * lam[0, e] + s2
+            for l in range(L):
+                we[l] = we[l] / v
+        for j in range(d):
+            oj = out[j]
+            for l in range(L):
+                oj[l] = 0.0
+            for e in range(d):
+                u = U[0, j, e]
+                we = work[e]
+                for l in range(L):
+                    oj[l] -= u * we[l]
+        return
+    # mixture: rows 0..K-1 log-responsibilities, K + k d + e the scaled coordinates y_ke / v_ke,
+    # K (1 + d) the running maximum, K (1 + d) + 1 the normaliser
+    mx = work[K * (1 + d)]
+    tot = work[K * (1 + d) + 1]
+    for k in range(K):
+        lk = work[k]
+        for l in range(L):
+            lk[l] = 0.0
+        if full:
+            for j in range(d):
+                m = alpha * means[k, j]
+                xj = xb[j]
+                dj = work[D + j]
+                for l in range(L):
+                    dj[l] = xj[l] - m
+            for e in range(d):
+                we = work[K + k * d + e]
+                for l in range(L):
+                    we[l] = 0.0
+                for j in range(d):
+                    u = U[k, j, e]
+                    dj = work[D + j]
+                    for l in range(L):
+                        we[l] += dj[l] * u
+                v = aa * lam[k, e] + s2
+                for l in range(L):
+                    y = we[l]
+                    w = y / v
+                    lk[l] += y * w
+                    we[l] = w
+        else:
+            for j in range(d):
+                m = alpha * means[k, j]
+                v = aa * lam[k, j] + s2
+                xj = xb[j]
+                we = work[K + k * d + j]
+                for l in range(L):
+                    y = xj[l] - m
+                    w = y / v
+                    lk[l] += y * w
+                    we[l] = w
+        c = logw[k] - 0.5 * coef[2 + k]
+        for l in range(L):
+            lk[l] = c - 0.5 * lk[l]
+    for l in range(L):
+        mx[l] = work[0, l]
+        tot[l] = 0.0
+    for k in range(1, K):
+        lk = work[k]
+        for l in range(L):
+            mx[l] = max(mx[l], lk[l])
+    for k in range(K):
+        lk = work[k]
+        for l in range(L):
+            e = math.exp(lk[l] - mx[l])
+            lk[l] = e
+            tot[l] += e
+    for j in range(d):
+        oj = out[j]
+        for l in range(L):
+            oj[l] = 0.0
+    for k in range(K):
+        lk = work[k]
+        if full:
+            for j in range(d):
+                dj = work[D + j]
+                for l in range(L):
+                    dj[l] = 0.0
+                for e in range(d):
+                    u = U[k, j, e]
+                    we = work[K + k * d + e]
+                    for l in range(L):
+                        dj[l] += u * we[l]
+            for j in range(d):
+                oj = out[j]
+                dj = work[D + j]
+                for l in range(L):
+                    oj[l] -= (lk[l] / tot[l]) * dj[l]
+        else:
+            for j in range(d):
+                oj = out[j]
+                we = work[K + k * d + j]
+                for l in range(L):
+                    oj[l] -= (lk[l] / tot[l]) * we[l]
+
+
 def analytic_work_size(params) -> int:
     """Scratch floats :func:`analytic_row_score` needs: ``K (1 + d)``."""
     K, d = params[0].shape
     return K * (1 + d)
 
 
-@njit(cache=True, error_model="numpy")
-def analytic_row_score(x, t, coef, params, work, out):
+@njit(cache=True, inline="always", error_model="numpy")
+def analytic_row_score(x, t, coef, means, lam, U, logw, work, out):
     """Exact score of a Gaussian / Gaussian mixture at one row ``x`` (d,), written to ``out`` (d,).
 
-    See the module docstring for ``coef``, ``params`` and ``work`` (size ``K (1 + d)``).
+    See the module docstring for ``coef``, the parameter arrays and ``work`` (size ``K (1 + d)``).
     """
-    means, lam, U, logw = params
     K = means.shape[0]
     d = x.shape[0]
     alpha = coef[0]
