@@ -3,12 +3,14 @@
 Fused path
 ----------
 When the process is the reverse SDE or the probability-flow ODE of a :class:`~sdekit.sdes.LinearSDE`, the
-score has a row form (an analytic density's score, or a :class:`RowScore`), ``x0`` is a float64 numpy array
-and the solver has a registered kernel, the whole time loop runs compiled. Samples are cut into blocks of
-:data:`BLOCK` rows; ``prange`` hands blocks to threads, and each block runs every step of the grid before the
-next block starts, so its state stays in cache and nothing is allocated per step. The counter-based
-normals of a block are drawn by :func:`sdekit.backends.numba_noise.fill_normals` (SIMD over the block), so
-sample ``i`` sees the same numbers as on the numpy backend whatever the block, batch or thread count.
+score has a compiled form (an analytic density's exact score, or a :class:`RowScore`), ``x0`` is a float64
+numpy array and the solver has a registered kernel, the whole time loop runs compiled. Samples are cut into
+blocks of :func:`block_size` samples (64 for small events); ``prange`` hands blocks to threads and each block
+runs every step of the grid before the next block starts, so its state stays in cache and nothing is
+allocated per step. Inside a block the state is stored lanes last, ``(d, B)``, so that the noise, the score
+and the update are loops over samples with unit stride that compile to SIMD code. The counter-based normals
+come from :func:`sdekit.backends.numba_noise.fill_normals`, so sample ``i`` sees the same numbers as on the
+numpy backend, whatever the block, the batch or the number of threads.
 
 Kernels need no SDE code: the drift of a linear SDE's reverse process at a stage time ``s`` is
 ``a(s) x - c g(s)^2 score(x, s)`` (``c = 1`` for the reverse SDE, ``1/2`` for the probability-flow ODE) and
@@ -19,21 +21,23 @@ per-stage constants of the score (for analytic densities ``alpha, sigma^2`` and 
 
 Kernel registry
 ---------------
-:data:`KERNELS` maps ``(solver class, process kind)`` (kind ``"sde"`` or ``"ode"``) to a :class:`Kernel`:
-the undecorated kernel body (a python function that calls the global name ``score_row``), a function giving
-the stage times of every step, a function giving the solver's coefficients as a tuple of arrays, and
-the number of normal fields per step. A solver adds its kernel with::
+:data:`KERNELS` maps ``(solver class, process kind)`` (kind ``"sde"`` or ``"ode"``) to a :class:`Kernel`: the
+undecorated kernel body (a python function calling the global name ``score_block``), a function giving the
+stage times of every step, a function giving the solver's coefficients as a tuple of arrays, and the number
+of normal fields per step. A solver adds its kernel with::
 
-    register_kernel(MySolver, "sde", Kernel(name, body, stage_times, extra, n_noise))
+    register_kernel(MySolver, "sde", Kernel("my_solver", body, stage_times, extra, n_noise=1))
 
 Look-up walks the solver's MRO; an entry found on a base class is used only if the solver does not
-override that base class's ``step`` (so a subclass with its own update never runs its parent's kernel).
-Every kernel body has the signature ``body(x, keys, k0, k1, st, coef, sparams, wsize, save_slot, saved,
-bad, check, extra)`` and advances the rows of ``x`` (n, d) in place over steps ``k0 <= k < k1``.
+override that class's ``step`` (a subclass with its own update never runs its parent's kernel). A body has
+the signature ``body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, bad, check, extra,
+block)`` and advances the rows of ``x`` (n, d) in place over the steps ``k0 <= k < k1``; read
+:func:`_em_body` for the pattern (``_start_block``, ``fill_normals``, ``score_block``, ``_end_step``,
+``_end_block``).
 
-Solvers without a kernel, processes other than the above, plain python scores and non-float64 states run
-the per-step loop of the numpy backend with the noise drawn by the numba generator (same numbers), so
-``backend="numba"`` works, with identical results, for every solver.
+Everything else runs the per-step loop of the numpy backend with the noise drawn by the numba generator
+(the same numbers): solvers without a kernel, other processes, plain python scores and non-float64 states.
+So ``backend="numba"`` accepts every solver and gives the numpy backend's samples to round-off.
 
 User scores compiled with numba
 -------------------------------
@@ -52,7 +56,7 @@ Wrap an ``numba.njit`` function ``score_row(x_row, t, out_row)`` that writes the
     sol = sdekit.sample(sdekit.VPSDE(), score, n=100_000, backend="numba")   # "auto" picks numba too
 
 The kernels are specialised to the function and inline it; that compilation happens once per process and
-per solver (it cannot be cached on disk, since the cache could not tell two user functions apart). A
+solver (it is not cached on disk, since the cache could not tell two user functions apart). A
 :class:`RowScore` is also an ordinary score ``score(x, t)`` for the other backends.
 """
 
@@ -61,9 +65,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FunctionType
-from typing import Callable
 
 import numpy as np
 from numba import njit, prange
@@ -362,8 +366,10 @@ class RowScore:
         if isinstance(event_shape, (int, np.integer)) and not isinstance(event_shape, bool):
             event_shape = (int(event_shape),)
         try:
+            if isinstance(event_shape, (str, bytes)):
+                raise TypeError
             event_shape = tuple(int(s) for s in event_shape)
-        except TypeError:
+        except (TypeError, ValueError):
             raise TypeError(f"event_shape must be an int or a tuple of ints, got {event_shape!r}") from None
         if len(event_shape) < 1 or any(s < 1 for s in event_shape):
             raise ValueError(f"event_shape must be a non-empty tuple of positive sizes, got {event_shape!r}")

@@ -1,27 +1,31 @@
-"""Row scores of the analytic densities, for the fused numba kernels.
+"""Scores of the analytic densities in the two forms the numba backend uses.
 
-The fused kernels (:mod:`sdekit.backends.numba_`) evaluate a score one sample (one *row*) at a time, with the
-internal signature::
+*Block form* (what the fused kernels call): a block of ``B`` samples is stored lanes last, ``xb`` of shape
+``(d, B)``, so that every inner loop runs over samples with unit stride and compiles to SIMD code::
 
-    score_row(x_row, t, coef, p0, p1, p2, p3, work, out_row)
+    score_block(xb, L, t, coef, p0, p1, p2, p3, work, out)     # out (d, B); lanes l < L are live
 
-``x_row`` and ``out_row`` are ``(d,)`` float64 arrays (the flattened event), ``t`` the stage time, ``coef`` a
-``(m,)`` row of per-stage constants that the host computed once for every stage time of the grid, ``p0 .. p3`` arrays that
-stay fixed for the solve (passed one by one: a tuple unpacked per row would cost atomic reference counting),
-and ``work`` a scratch array owned by the calling thread.
+*Row form* (one sample at a time, the form a user writes, see :class:`sdekit.backends.numba_.RowScore`)::
 
-:func:`analytic_row_score` is that function for :class:`sdekit.analytic.Gaussian` and
-:class:`~sdekit.analytic.GaussianMixture` (scalar, diagonal or full covariances; a Gaussian is a mixture of
-one component). Everything it needs is in arrays, not in closures, so the kernels that call it are compiled
-once and cached on disk (``cache=True``). With ``(alpha, sigma) = sde.marginal(t)`` and per component ``k``
-(eigendecomposition ``Sigma_k = U_k diag(lam_k) U_k^T``, ``v_k = alpha^2 lam_k + sigma^2``):
+    analytic_row_score(x_row, t, coef, p0, p1, p2, p3, work, out_row)
+
+``t`` is the stage time, ``coef`` an ``(m,)`` row of per-stage constants that the host computed once for every
+stage time of the grid, ``p0 .. p3`` arrays fixed for the solve (passed one by one: unpacking a tuple in the
+inner loop would cost atomic reference counting), ``work`` scratch owned by the calling thread.
+
+For :class:`sdekit.analytic.Gaussian` and :class:`~sdekit.analytic.GaussianMixture` (scalar, diagonal or full
+covariances; a Gaussian is a mixture of one component) everything is in arrays, not closures, so the kernels
+that call these functions are compiled once and cached on disk (``cache=True``). With
+``(alpha, sigma) = sde.marginal(t)`` and per component ``k`` (``Sigma_k = U_k diag(lam_k) U_k^T``,
+``v_k = alpha^2 lam_k + sigma^2``):
 
 * ``y_k = U_k^T (x - alpha mu_k)``, ``s_k = -U_k (y_k / v_k)``;
-* mixtures: ``r_k = softmax_k(log w_k - (sum log v_k + sum y_k^2 / v_k) / 2)``, ``score = sum_k r_k s_k``.
+* mixtures: ``r_k = softmax_k(log w_k - (sum log v_k + sum y_k^2 / v_k) / 2)``, ``score = sum_k r_k s_k``
+  (the constant ``d log(2 pi) / 2`` cancels in the softmax).
 
-``coef = [alpha, sigma^2, sum_j log v_1j, ..., sum_j log v_Kj]`` at the stage time (so no logarithm is taken
-per row) and ``(p0, p1, p2, p3) = (means (K, d), eigvals (K, d), eigvecs (K, d, d) or (K, 0, 0) when diagonal,
-log_weights (K,))``. :func:`analytic_params` builds that tuple and :func:`analytic_coef` the ``coef`` table.
+``coef = [alpha, sigma^2, sum_j log v_1j, ..., sum_j log v_Kj]`` at the stage time (no logarithm per sample)
+and ``(p0, p1, p2, p3) = (means (K, d), eigvals (K, d), eigvecs (K, d, d) or (K, 0, 0) when diagonal,
+log_weights (K,))``. :func:`analytic_params` builds the arrays and :func:`analytic_coef` the ``coef`` table.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def analytic_params(density):
 
 
 def analytic_coef(density, sde, times) -> np.ndarray:
-    """Per-stage constants ``[alpha, sigma^2, logdet_1..K]`` at ``times`` (any shape), shape ``times.shape + (2 + K,)``."""
+    """Per-stage constants ``[alpha, sigma^2, logdet_1..K]`` at ``times``; shape ``times.shape + (2 + K,)``."""
     means, lam, _, _ = analytic_params(density)
     t = np.asarray(times, dtype=np.float64)
     alpha, sigma = sde.marginal(t.ravel())
