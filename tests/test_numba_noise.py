@@ -17,12 +17,11 @@ pytest.importorskip("numba")
 
 from numba import njit  # noqa: E402
 
+from sdekit.backends.numba_math import exp_nonpos, log_unit, sincos_theta  # noqa: E402
 from sdekit.backends.numba_noise import (  # noqa: E402
-    log_unit,
     mix64,
     normals_numba,
     sample_keys,
-    sincos_theta,
     stream_key,
 )
 from sdekit.noise import PRIOR_STEP, TWO_PI, mix64_numpy, normals_numpy, stream_keys_numpy  # noqa: E402
@@ -70,6 +69,20 @@ def test_hash_is_bit_identical_to_numpy():
     for step in (0, 1, 999, PRIOR_STEP):
         got = _stream_keys(sample_keys(2024, ids), np.uint64(step))
         np.testing.assert_array_equal(got, stream_keys_numpy(2024, ids, step))
+
+
+@njit(cache=True)
+def _exps(x):
+    out = np.empty_like(x)
+    for i in range(x.shape[0]):
+        out[i] = exp_nonpos(x[i])
+    return out
+
+
+def test_exp_within_one_ulp():
+    x = -np.concatenate([np.random.default_rng(2).exponential(5.0, size=200_000), [0.0, 1e-300, 700.0, 708.0]])
+    assert _ulps(_exps(x), np.exp(x)).max() <= 1.0
+    np.testing.assert_array_equal(_exps(np.array([-709.0, -1e5, -np.inf])), 0.0)
 
 
 def _ulps(a, b):

@@ -35,6 +35,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .numba_math import exp_nonpos
+
 __all__ = [
     "analytic_row_score",
     "analytic_block_score",
@@ -203,9 +205,13 @@ def analytic_block_score(xb, L, t, coef, means, lam, U, logw, work, out):
     for k in range(K):
         lk = work[k]
         for l in range(L):
-            e = math.exp(lk[l] - mx[l])
+            e = exp_nonpos(lk[l] - mx[l])
             lk[l] = e
             tot[l] += e
+    for k in range(K):
+        lk = work[k]
+        for l in range(L):
+            lk[l] = lk[l] / tot[l]  # responsibility r_k
     for j in range(d):
         oj = out[j]
         for l in range(L):
@@ -226,13 +232,13 @@ def analytic_block_score(xb, L, t, coef, means, lam, U, logw, work, out):
                 oj = out[j]
                 dj = work[D + j]
                 for l in range(L):
-                    oj[l] -= (lk[l] / tot[l]) * dj[l]
+                    oj[l] -= lk[l] * dj[l]
         else:
             for j in range(d):
                 oj = out[j]
                 we = work[K + k * d + j]
                 for l in range(L):
-                    oj[l] -= (lk[l] / tot[l]) * we[l]
+                    oj[l] -= lk[l] * we[l]
 
 
 def analytic_work_size(params) -> int:
