@@ -11,13 +11,13 @@ from .scores import score_from_denoiser, score_from_eps, score_from_v, score_fro
 from .sdes import (
     EDMSDE,
     SDE,
+    VESDE,
+    VPSDE,
     GeneralSDE,
     LinearSDE,
     ProbabilityFlowODE,
     ReverseSDE,
     SubVPSDE,
-    VESDE,
-    VPSDE,
 )
 from .solution import Solution
 from .solvers import SOLVERS, get_solver

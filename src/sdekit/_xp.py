@@ -78,7 +78,7 @@ def full_time(t, x):
     if is_torch(x):
         torch = sys.modules["torch"]
         if isinstance(t, torch.Tensor) and t.ndim == 1:
-            return t.to(dtype=x.dtype)
+            return t.to(dtype=x.dtype, device=x.device)
         return torch.full((n,), float(t), dtype=x.dtype, device=x.device)
     if isinstance(t, np.ndarray) and t.ndim == 1:
         return t.astype(x.dtype, copy=False)

@@ -7,8 +7,8 @@
 * ``karras``    -- EDM's schedule (Karras et al. 2022, eq. 5) in the noise level ``sigma/alpha``:
   ``s_k = (s_max^(1/rho) + k/N (s_min^(1/rho) - s_max^(1/rho)))^rho``, then mapped back to ``t``.
 
-Every grid function has the signature ``grid(sde, steps, t_end=None, **options) -> np.ndarray`` and the
-registry :data:`GRIDS` maps names to them.
+Every grid function has the signature ``grid(sde, steps, t_end=None, t_start=None, **options)`` (``t_start``
+defaults to ``sde.T``) and the registry :data:`GRIDS` maps names to them.
 """
 
 from __future__ import annotations
@@ -20,34 +20,37 @@ import numpy as np
 __all__ = ["uniform", "quadratic", "log_snr", "karras", "GRIDS", "get_grid", "make_grid"]
 
 
-def _validate(sde, steps, t_end):
+def _validate(sde, steps, t_end, t_start):
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
         raise TypeError(f"steps must be a positive integer, got {steps!r}")
     if steps <= 0:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     t_end = sde.eps if t_end is None else t_end
-    if not isinstance(t_end, numbers.Real) or not (0.0 < float(t_end) < sde.T):
+    if isinstance(t_end, bool) or not isinstance(t_end, numbers.Real) or not (0.0 < float(t_end) < sde.T):
         raise ValueError(f"t_end must lie in (0, T) = (0, {sde.T}), got {t_end!r}")
-    return int(steps), float(t_end)
+    t_start = sde.T if t_start is None else t_start
+    if isinstance(t_start, bool) or not isinstance(t_start, numbers.Real) or not (t_end < t_start <= sde.T):
+        raise ValueError(f"t_start must lie in (t_end, T] = ({t_end}, {sde.T}], got {t_start!r}")
+    return int(steps), float(t_end), float(t_start)
 
 
-def _pin_ends(ts, T, t_end):
+def _pin_ends(ts, t_start, t_end):
     # the mapped grids (log-SNR, Karras) pass through an inverse; pin the ends so they are exact
-    ts[0], ts[-1] = T, t_end
+    ts[0], ts[-1] = t_start, t_end
     return ts
 
 
-def uniform(sde, steps: int, t_end: float | None = None) -> np.ndarray:
-    """``steps`` equal steps from ``sde.T`` down to ``t_end`` (default ``sde.eps``)."""
-    steps, t_end = _validate(sde, steps, t_end)
-    return np.linspace(sde.T, t_end, steps + 1)
+def uniform(sde, steps: int, t_end: float | None = None, t_start: float | None = None) -> np.ndarray:
+    """``steps`` equal steps from ``t_start`` (default ``sde.T``) down to ``t_end`` (default ``sde.eps``)."""
+    steps, t_end, t_start = _validate(sde, steps, t_end, t_start)
+    return np.linspace(t_start, t_end, steps + 1)
 
 
-def quadratic(sde, steps: int, t_end: float | None = None) -> np.ndarray:
+def quadratic(sde, steps: int, t_end: float | None = None, t_start: float | None = None) -> np.ndarray:
     """Steps that shrink quadratically towards ``t_end``: ``t_k = t_end + (T - t_end)(1 - k/N)^2``."""
-    steps, t_end = _validate(sde, steps, t_end)
+    steps, t_end, t_start = _validate(sde, steps, t_end, t_start)
     u = 1.0 - np.arange(steps + 1) / steps
-    return _pin_ends(t_end + (sde.T - t_end) * u * u, sde.T, t_end)
+    return _pin_ends(t_end + (t_start - t_end) * u * u, t_start, t_end)
 
 
 def _needs_linear(sde, name):
@@ -55,25 +58,25 @@ def _needs_linear(sde, name):
         raise ValueError(f"grid {name!r} needs a LinearSDE (with log_snr), got {sde!r}")
 
 
-def log_snr(sde, steps: int, t_end: float | None = None) -> np.ndarray:
-    """Equal steps in ``lambda(t) = log(alpha / sigma)`` between ``lambda(T)`` and ``lambda(t_end)``."""
-    steps, t_end = _validate(sde, steps, t_end)
+def log_snr(sde, steps: int, t_end: float | None = None, t_start: float | None = None) -> np.ndarray:
+    """Equal steps in ``lambda(t) = log(alpha / sigma)`` between ``lambda(t_start)`` and ``lambda(t_end)``."""
+    steps, t_end, t_start = _validate(sde, steps, t_end, t_start)
     _needs_linear(sde, "log_snr")
-    lam = np.linspace(float(sde.log_snr(sde.T)), float(sde.log_snr(t_end)), steps + 1)
-    return _pin_ends(np.asarray(sde.t_from_log_snr(lam), dtype=np.float64), sde.T, t_end)
+    lam = np.linspace(float(sde.log_snr(t_start)), float(sde.log_snr(t_end)), steps + 1)
+    return _pin_ends(np.asarray(sde.t_from_log_snr(lam), dtype=np.float64), t_start, t_end)
 
 
-def karras(sde, steps: int, t_end: float | None = None, rho: float = 7.0) -> np.ndarray:
+def karras(sde, steps: int, t_end: float | None = None, t_start: float | None = None, rho: float = 7.0) -> np.ndarray:
     """EDM's schedule with exponent ``rho`` (Karras et al. 2022, eq. 5), in ``sigma/alpha``, mapped to ``t``."""
-    steps, t_end = _validate(sde, steps, t_end)
+    steps, t_end, t_start = _validate(sde, steps, t_end, t_start)
     _needs_linear(sde, "karras")
-    if not isinstance(rho, numbers.Real) or not rho > 0:
+    if isinstance(rho, bool) or not isinstance(rho, numbers.Real) or not rho > 0:
         raise ValueError(f"rho must be a positive number, got {rho!r}")
-    s_max = np.exp(-float(sde.log_snr(sde.T)))
+    s_max = np.exp(-float(sde.log_snr(t_start)))
     s_min = np.exp(-float(sde.log_snr(t_end)))
     k = np.arange(steps + 1) / steps
     s = (s_max ** (1.0 / rho) + k * (s_min ** (1.0 / rho) - s_max ** (1.0 / rho))) ** rho
-    return _pin_ends(np.asarray(sde.t_from_log_snr(-np.log(s)), dtype=np.float64), sde.T, t_end)
+    return _pin_ends(np.asarray(sde.t_from_log_snr(-np.log(s)), dtype=np.float64), t_start, t_end)
 
 
 GRIDS = {"uniform": uniform, "quadratic": quadratic, "log_snr": log_snr, "karras": karras}
@@ -87,7 +90,14 @@ def get_grid(name: str):
         raise ValueError(f"unknown grid {name!r}; valid grids: {sorted(GRIDS)}") from None
 
 
-def make_grid(sde, steps: int, grid="uniform", t_end: float | None = None, **options) -> np.ndarray:
-    """A decreasing grid from ``sde.T`` to ``t_end``: ``grid`` is a name, a callable or ``None``."""
+def make_grid(
+    sde, steps: int, grid="uniform", t_end: float | None = None, t_start: float | None = None, **options
+) -> np.ndarray:
+    """A decreasing grid from ``t_start`` (default ``sde.T``) to ``t_end``: ``grid`` is a name or a callable.
+
+    A callable takes ``(sde, steps, t_end)`` (and ``t_start=`` when one is given).
+    """
     fn = grid if callable(grid) else get_grid(grid)
-    return fn(sde, steps, t_end, **options)
+    if t_start is None:
+        return fn(sde, steps, t_end, **options)
+    return fn(sde, steps, t_end, t_start=t_start, **options)

@@ -90,19 +90,22 @@ def _check_time(name, t):
 
 
 def _resolve_grid(process, t0, t1, steps, grid):
-    if steps is not None and grid is not None:
-        raise ValueError(f"give steps or grid, not both (got steps={steps!r} and a grid)")
-    if steps is None and grid is None:
-        raise ValueError("give steps (a uniform grid) or grid (times or a schedule name)")
-    if steps is not None:
+    if grid is None:
+        if steps is None:
+            raise ValueError("give steps or grid: steps for a uniform grid, grid for an explicit array of times")
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= 0:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         return np.linspace(t0, t1, int(steps) + 1)
     if isinstance(grid, str) or callable(grid):
-        raise ValueError(
-            f"solve() takes grid as an explicit array of times, got {grid!r}; build one with "
-            "sdekit.grids.make_grid(sde, steps, name, t_end), or use sample(..., grid=name, steps=N)"
-        )
+        # a named schedule between t0 and t1 (they run from high to low noise)
+        if steps is None:
+            raise ValueError(f"grid={grid!r} is a schedule: give steps too")
+        sde = getattr(process, "sde", process)
+        if not t1 < t0:
+            raise ValueError(f"named grids run backwards in time (t1 < t0); got t0={t0}, t1={t1}: pass an array")
+        return make_grid(sde, steps, grid, t_end=t1, t_start=t0)
+    if steps is not None:
+        raise ValueError(f"give steps or an explicit grid, not both (got steps={steps!r} and a grid array)")
     ts = np.asarray(grid, dtype=np.float64) if not _xp.is_torch(grid) else grid.detach().cpu().double().numpy()
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"grid must be a 1-D array of at least 2 times, got shape {ts.shape}")
@@ -187,8 +190,9 @@ def solve(
     solver : str or Solver
         A registered name (see ``sdekit.solvers.SOLVERS``) or a solver instance; ``solver_options`` go to
         its constructor.
-    steps, grid : int or 1-D array
-        ``steps`` equal steps, or an explicit monotone grid from ``t0`` to ``t1``.
+    steps, grid : int, and a 1-D array or schedule name
+        ``steps`` alone: equal steps. ``grid`` alone: an explicit monotone array of times from ``t0`` to ``t1``.
+        Both: the named schedule (see :mod:`sdekit.grids`) with ``steps`` steps from ``t0`` down to ``t1``.
     seed : int
         Noise seed; sample ``i`` (``sample_ids[i]``, default ``i``) draws noise from ``(seed, i, step)`` only.
     backend : {"auto", "numpy", "numba", "torch"}

@@ -21,12 +21,12 @@ Every coefficient function accepts python floats, numpy arrays and torch tensors
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 from . import _xp
-from .noise import PRIOR_STEP, normals_numpy
+from .noise import PRIOR_STEP, check_seed, normals_numpy
 
 __all__ = [
     "SDE",
@@ -76,11 +76,11 @@ class SDE:
         """``g(x, t)``, broadcastable to ``x`` (diagonal noise)."""
         raise NotImplementedError
 
-    def reverse(self, score: Callable) -> "ReverseSDE":
+    def reverse(self, score: Callable) -> ReverseSDE:
         """The reverse-time SDE ``dx = [f - g^2 score] dt + g dW_bar`` (integrate with decreasing t)."""
         return ReverseSDE(self, score)
 
-    def probability_flow(self, score: Callable) -> "ProbabilityFlowODE":
+    def probability_flow(self, score: Callable) -> ProbabilityFlowODE:
         """The probability-flow ODE ``dx = [f - g^2 score / 2] dt`` (Song et al. 2021, eq. 13)."""
         return ProbabilityFlowODE(self, score)
 
@@ -159,7 +159,7 @@ class LinearSDE(SDE):
         shape = tuple(int(s) for s in shape)
         if len(shape) < 1 or any(s < 0 for s in shape):
             raise ValueError(f"shape must be (n, *event_shape) with non-negative sizes, got {shape!r}")
-        z = normals_numpy(seed, np.arange(shape[0]), PRIOR_STEP, int(np.prod(shape[1:], dtype=np.int64)))
+        z = normals_numpy(check_seed(seed), np.arange(shape[0]), PRIOR_STEP, int(np.prod(shape[1:], dtype=np.int64)))
         z = z.reshape(shape) * self.prior_std
         if like is not None:
             return _xp.asarray_like(z, like)
@@ -391,65 +391,68 @@ class GeneralSDE(SDE):
         return 2.0 * self._diffusion(x, tt) * self._diffusion_dx(x, tt)
 
 
-class ReverseSDE:
-    """The reverse-time SDE ``dx = [f - g^2 score] dt + g dW_bar`` of a forward SDE; integrate from T down.
+class _ScoreDrivenProcess:
+    """A process built from a forward SDE and a score: drift ``f - w g^2 score`` (``w = score_weight``)."""
 
-    ``score(x, t)`` receives ``t`` of shape ``(n,)``.
-    """
-
-    is_sde = True
+    score_weight: float = 1.0
 
     def __init__(self, sde: SDE, score: Callable):
         if not isinstance(sde, SDE):
             raise TypeError(f"sde must be an sdekit.SDE, got {sde!r}")
         if not callable(score):
             raise TypeError(f"score must be callable score(x, t), got {score!r}")
-        self.sde = sde
-        self.score = score
-        self.T, self.eps, self.noise = sde.T, sde.eps, sde.noise
-
-    def drift(self, x, t):
-        g = self.sde.diffusion(x, t)
-        out = self.sde.drift(x, t) - (g * g) * self.score(x, _xp.full_time(t, x))
-        corr = self.sde._divergence_correction(x, t)
-        return out if corr is None else out - corr
-
-    def diffusion(self, x, t):
-        return self.sde.diffusion(x, t)
-
-    def __repr__(self):
-        return f"ReverseSDE({self.sde!r}, score={self.score!r})"
-
-
-class ProbabilityFlowODE:
-    """The probability-flow ODE ``dx = [f - g^2 score / 2] dt``: same marginals as the SDE, deterministic."""
-
-    is_sde = False
-    noise = None
-
-    def __init__(self, sde: SDE, score: Callable):
-        if not isinstance(sde, SDE):
-            raise TypeError(f"sde must be an sdekit.SDE, got {sde!r}")
-        if not callable(score):
-            raise TypeError(f"score must be callable score(x, t), got {score!r}")
-        if sde.noise != "additive":
-            raise ValueError(
-                "the probability-flow ODE is implemented for additive noise (g independent of x); "
-                f"got an SDE with noise={sde.noise!r}"
-            )
         self.sde = sde
         self.score = score
         self.T, self.eps = sde.T, sde.eps
 
     def drift(self, x, t):
         g = self.sde.diffusion(x, t)
-        return self.sde.drift(x, t) - 0.5 * (g * g) * self.score(x, _xp.full_time(t, x))
+        return self.sde.drift(x, t) - (self.score_weight * g * g) * self.score(x, _xp.full_time(t, x))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.sde!r}, score={self.score!r})"
+
+
+class ReverseSDE(_ScoreDrivenProcess):
+    """The reverse-time SDE ``dx = [f - g^2 score] dt + g dW_bar`` of a forward SDE; integrate from T down.
+
+    ``score(x, t)`` receives ``t`` of shape ``(n,)``. For state-dependent diagonal noise the drift also
+    carries the divergence term ``- d(g^2)/dx`` (Anderson 1982).
+    """
+
+    is_sde = True
+    score_weight = 1.0
+
+    def __init__(self, sde: SDE, score: Callable):
+        super().__init__(sde, score)
+        self.noise = sde.noise
+
+    def drift(self, x, t):
+        out = super().drift(x, t)
+        corr = self.sde._divergence_correction(x, t)
+        return out if corr is None else out - corr
+
+    def diffusion(self, x, t):
+        return self.sde.diffusion(x, t)
+
+
+class ProbabilityFlowODE(_ScoreDrivenProcess):
+    """The probability-flow ODE ``dx = [f - g^2 score / 2] dt``: same marginals as the SDE, deterministic."""
+
+    is_sde = False
+    noise = None
+    score_weight = 0.5
+
+    def __init__(self, sde: SDE, score: Callable):
+        super().__init__(sde, score)
+        if sde.noise != "additive":
+            raise ValueError(
+                "the probability-flow ODE is implemented for additive noise (g independent of x); "
+                f"got an SDE with noise={sde.noise!r}"
+            )
 
     def diffusion(self, x, t):
         return None
-
-    def __repr__(self):
-        return f"ProbabilityFlowODE({self.sde!r}, score={self.score!r})"
 
 
 def _log_expm1(B, xp):

@@ -1,7 +1,7 @@
 """Solvers: objects with declared orders, registered by name (see :data:`SOLVERS`)."""
 
 from .base import SOLVERS, Solver, get_solver, register
-from .runge_kutta import RK4Solver, Euler, Heun, RungeKutta, rk_step
+from .runge_kutta import Euler, Heun, RK4Solver, RungeKutta, rk_step
 from .stochastic import EulerMaruyama, brownian_increment
 from .tableaus import ButcherTableau
 
