@@ -13,12 +13,18 @@ Cases (reverse-time VP SDE of Song et al. 2021, data N(mu, diag(lam)) with its e
 4. ``em-d64``: Euler--Maruyama, d = 64 (diagonal Gaussian), n = 10 000.
 
 Compile time: each fused kernel compiled from scratch (no disk cache), timed on a tiny problem.
-Peak memory: ``tracemalloc`` peak during the solve (``x_T`` given, so the prior draw is not counted), as
-a multiple of the state array ``n * d * 8`` bytes; numba's internal per-block scratch (a few KiB per
-thread) is not seen by tracemalloc. torchsde's memory is not measured.
+The fused kernel runs with all numba threads and, for a per-core comparison, with one. The numpy loops are
+single-threaded; torchsde runs with one torch thread (on a small shared machine torch's thread pool only
+adds synchronisation cost: with 2 threads it measured 5-10x slower here). Fixed-step loops cost the same
+per step whatever the number of steps, so the slowest methods of cases 2-4 run fewer steps (the ``steps``
+column); ns/particle-step is wall time / (n * steps).
+
+Peak memory: ``tracemalloc`` peak during the solve (``x_T`` given, so the prior draw is not counted; 10 steps,
+no trajectory saved), as a multiple of the state array ``n * d * 8`` bytes; numba's internal per-block
+scratch (a few KiB per thread) is not seen by tracemalloc. torchsde's memory is not measured.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_cpu.py`` (``--quick`` for a smaller run; ``--torchsde-steps``
-to shorten the slowest peer, its ns per particle-step barely depends on the number of steps).
+to shorten the slowest peer).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from sdekit.analytic import Gaussian, GaussianMixture
 
 
 def _timed(fn, repeat=1):
+    """Best wall time of ``repeat`` runs and the last result."""
     best = math.inf
     out = None
     for _ in range(repeat):
@@ -83,8 +90,8 @@ def torchsde_em(sde, mu, lam, x_T, t_end, steps):
     import torch
     import torchsde
 
-    mu_t = torch.as_tensor(mu, dtype=torch.float64)
-    lam_t = torch.as_tensor(lam, dtype=torch.float64)
+    mu_t = torch.tensor(np.array(mu), dtype=torch.float64)
+    lam_t = torch.tensor(np.array(lam), dtype=torch.float64)
     bmin, bmax = sde.beta_min, sde.beta_max
 
     class ReverseVP(torch.nn.Module):
@@ -106,11 +113,17 @@ def torchsde_em(sde, mu, lam, x_T, t_end, steps):
             beta, _, _ = self._coef(tau)
             return torch.sqrt(beta) * torch.ones_like(y)
 
-    y0 = torch.as_tensor(x_T)
+    y0 = torch.tensor(x_T)
     ts = torch.tensor([-sde.T, -t_end], dtype=torch.float64)
     dt = (sde.T - t_end) / steps
-    with torch.no_grad():
-        return torchsde.sdeint(ReverseVP(), y0, ts, method="euler", dt=dt)[-1].numpy()
+    # one torch thread: on a small shared machine torch's thread pool only adds synchronisation cost
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            return torchsde.sdeint(ReverseVP(), y0, ts, method="euler", dt=dt)[-1].numpy()
+    finally:
+        torch.set_num_threads(threads)
 
 
 # -- compile times -------------------------------------------------------------------------------------------
@@ -143,43 +156,62 @@ def compile_times():
 
 
 # -- cases ---------------------------------------------------------------------------------------------------
-def run_case(title, sde, density, n, steps, solver, process, hand=None, torchsde_steps=None, repeat=1):
+def run_case(title, sde, density, n, steps, solver, process, hand=None, torchsde_steps=None, slow_steps=None):
+    """Time every method on one problem; slow methods may run ``slow_steps`` steps (ns/particle-step is per step)."""
+    import numba
+
     score = density.score(sde)
     d = density.dim
     x_T = sde.prior_sample((n, d), seed=0)
-    t_end = sde.eps
-    grid = np.linspace(sde.T, t_end, steps + 1)
+    slow_steps = slow_steps or steps
     proc = sde.reverse(score) if process == "sde" else sde.probability_flow(score)
     state_bytes = n * d * 8
+
+    def grid_of(m):
+        return np.linspace(sde.T, sde.eps, m + 1)
+
+    def sdekit_run(backend, m):
+        g = grid_of(m)
+        return sdekit.solve(proc, x_T, sde.T, g[-1], solver, grid=g, backend=backend, seed=0)
+
+    def hand_run(m):
+        return hand(sde, density.mean, density.eigvals, x_T, grid_of(m))
+
     rows = []
-
-    def sdekit_run(backend):
-        return sdekit.solve(proc, x_T, sde.T, t_end, solver, grid=grid, backend=backend, seed=0)
-
-    # warm up (cache load) on a small problem, then time
-    sdekit.solve(proc, x_T[:8], sde.T, grid[2], solver, grid=grid[:3], backend="numba")
-    t, sol = _timed(lambda: sdekit_run("numba"), repeat)
-    mem = _peak_bytes(lambda: sdekit_run("numba"))
-    rows.append(("sdekit numba (fused)", t, steps, mem, sol.stats.get("kernel", "")))
-    t, _ = _timed(lambda: sdekit_run("numpy"))
-    mem = _peak_bytes(lambda: sdekit_run("numpy"))
-    rows.append(("sdekit numpy", t, steps, mem, ""))
-    if hand is not None:
-        t, _ = _timed(lambda: hand(sde, density.mean, density.eigvals, x_T, grid), repeat)
-        mem = _peak_bytes(lambda: hand(sde, density.mean, density.eigvals, x_T, grid))
-        rows.append(("hand-written numpy loop", t, steps, mem, ""))
+    torch_row = None
     if torchsde_steps:
-        t, _ = _timed(lambda: torchsde_em(sde, density.mean, density.eigvals, x_T, t_end, torchsde_steps))
-        rows.append((f"torchsde euler ({torchsde_steps} steps)", t, torchsde_steps, None, ""))
+        # first, before numba's OpenMP threads exist: two OpenMP runtimes in one process slow torch down
+        t, _ = _timed(lambda: torchsde_em(sde, density.mean, density.eigvals, x_T, sde.eps, torchsde_steps))
+        torch_row = ("torchsde euler (1 torch thread)", t, torchsde_steps, None)
+    sdekit_run("numba", 2)  # load the cached kernel
+    threads = numba.get_num_threads()
+    t, sol = _timed(lambda: sdekit_run("numba", steps), 2)
+    # memory does not depend on the number of steps: measured on 10 steps
+    mem = _peak_bytes(lambda: sdekit_run("numba", 10))
+    rows.append((f"sdekit numba fused ({threads} threads)", t, steps, mem))
+    if threads > 1:
+        numba.set_num_threads(1)
+        try:
+            t, _ = _timed(lambda: sdekit_run("numba", steps), 2)
+        finally:
+            numba.set_num_threads(threads)
+        rows.append(("sdekit numba fused (1 thread)", t, steps, mem))
+    t, _ = _timed(lambda: sdekit_run("numpy", slow_steps))
+    rows.append(("sdekit numpy", t, slow_steps, _peak_bytes(lambda: sdekit_run("numpy", 10))))
+    if hand is not None:
+        t, _ = _timed(lambda: hand_run(steps), 2)
+        rows.append(("hand-written numpy loop", t, steps, _peak_bytes(lambda: hand_run(10))))
 
+    if torch_row is not None:
+        rows.append(torch_row)
     base = rows[0][1] / (n * rows[0][2])
-    print(f"\n### {title}: n={n}, d={d}, steps={steps}, solver={solver}, process={process}")
-    cols = ("seconds", "ns/particle-step", "x slower than fused", "peak mem / state")
-    print(f"{'method':34s} {cols[0]:>9s} {cols[1]:>17s} {cols[2]:>20s} {cols[3]:>17s}")
-    for name, secs, nsteps, mem, note in rows:
+    print(f"\n### {title}: n={n}, d={d}, solver={solver}, process={process}")
+    cols = ("steps", "seconds", "ns/particle-step", "x fused time", "peak mem / state")
+    print(f"{'method':36s} {cols[0]:>6s} {cols[1]:>8s} {cols[2]:>17s} {cols[3]:>13s} {cols[4]:>17s}")
+    for name, secs, nsteps, mem in rows:
         per = secs / (n * nsteps)
         memtxt = "-" if mem is None else f"{mem / state_bytes:.2f}"
-        print(f"{name:34s} {secs:9.3f} {per * 1e9:17.2f} {per / base:20.1f} {memtxt:>17s}  {note}")
+        print(f"{name:36s} {nsteps:6d} {secs:8.3f} {per * 1e9:17.2f} {per / base:13.1f} {memtxt:>17s}")
     return rows
 
 
@@ -195,22 +227,22 @@ def main():
     print(
         f"numba {numba.__version__}, threads {numba.get_num_threads()}, numpy {np.__version__}, cpus {os.cpu_count()}"
     )
-    if not args.skip_compile:
-        print("\n### compile time of each fused kernel (from scratch, no disk cache)")
-        for name, secs in compile_times().items():
-            print(f"{name:45s} {secs:7.2f} s")
     sde = sdekit.VPSDE()
     gauss2 = Gaussian([1.0, -0.5], [0.3, 2.0])
     n, steps = 100_000 // q, 1000 // q
     ts_steps = args.torchsde_steps or steps
-    run_case("em-d2", sde, gauss2, n, steps, "euler_maruyama", "sde", hand_numpy_em, ts_steps, repeat=2)
-    run_case("heun-ode-d2", sde, gauss2, n, steps, "heun", "ode")
+    run_case("em-d2", sde, gauss2, n, steps, "euler_maruyama", "sde", hand_numpy_em, ts_steps)
+    run_case("heun-ode-d2", sde, gauss2, n, steps, "heun", "ode", slow_steps=steps // 5)
     angles = 2 * np.pi * np.arange(8) / 8
     mix8 = GaussianMixture(np.full(8, 1 / 8), 2.0 * np.stack([np.cos(angles), np.sin(angles)], 1), np.full(8, 0.05))
-    run_case("em-mix8-d2", sde, mix8, n, steps, "euler_maruyama", "sde")
+    run_case("em-mix8-d2", sde, mix8, n, steps, "euler_maruyama", "sde", slow_steps=steps // 10)
     rng = np.random.default_rng(0)
     gauss64 = Gaussian(rng.normal(size=64), rng.uniform(0.1, 2.0, size=64))
-    run_case("em-d64", sde, gauss64, 10_000 // q, steps, "euler_maruyama", "sde", hand_numpy_em)
+    run_case("em-d64", sde, gauss64, 10_000 // q, steps, "euler_maruyama", "sde", hand_numpy_em, slow_steps=steps // 5)
+    if not args.skip_compile:
+        print("\n### compile time of each fused kernel (from scratch, no disk cache)")
+        for name, secs in compile_times().items():
+            print(f"{name:45s} {secs:7.2f} s")
 
 
 if __name__ == "__main__":

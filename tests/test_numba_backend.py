@@ -230,15 +230,19 @@ def test_solvers_without_kernel_run_per_step_with_identical_results():
 
 
 def test_plain_python_score_and_float32_run_per_step():
+    # Euler--Maruyama keeps the score in python and does noise and update in one numba pass per step
     sde = sdekit.VPSDE()
 
     def score(x, t):
         return -x / (1.0 + 0.0 * t[:, None])
 
-    a = sdekit.sample(sde, score, n=40, shape=(3,), steps=10, backend="numba", seed=2)
-    b = sdekit.sample(sde, score, n=40, shape=(3,), steps=10, backend="numpy", seed=2)
-    assert a.stats["kernel"] == "per-step"
-    _close(a.x, b.x)
+    for solver, kernel in (("euler_maruyama", "per-step euler_maruyama"), ("heun", "per-step")):
+        kw = dict(n=40, shape=(3,), steps=10, seed=2, solver=solver, process="sde", save_at=True)
+        a = sdekit.sample(sde, score, backend="numba", **kw)
+        b = sdekit.sample(sde, score, backend="numpy", **kw)
+        assert a.stats["kernel"] == kernel
+        _close(a.x, b.x)
+        _close(a.xs, b.xs)
     assert sdekit.sample(sde, score, n=4, shape=(3,), steps=3).stats["backend"] == "numpy"  # auto
     x32 = sde.prior_sample((30, 3), seed=0).astype(np.float32)
     proc = sde.reverse(DENSITIES["gaussian-diag"].score(sde))
@@ -272,6 +276,10 @@ def test_non_finite_state_raises_at_the_same_step_as_numpy():
     assert errors[0][0] == 5  # the first step starting at t < 0.55
     sol = sdekit.sample(sde, score, n=70, steps=10, backend="numba", check_finite=False, denoise=False)
     assert not np.isfinite(sol.x).any()
+    # the per-step path (a plain python score) raises at the same step
+    with pytest.raises(sdekit.NonFiniteError) as info:
+        sdekit.sample(sde, lambda x, t: score(x, t), n=70, shape=(2,), steps=10, backend="numba")
+    assert (info.value.step, info.value.t) == errors[1]
 
 
 def test_kernel_registry_rules_and_validation():

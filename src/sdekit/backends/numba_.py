@@ -434,7 +434,8 @@ class RowScore:
 def _fused_plan(job):
     """``(kernel, compiled, sparams, wshape, score_coef(times))`` when ``job`` can run fused, else None."""
     proc = job.process
-    if not isinstance(proc, (ReverseSDE, ProbabilityFlowODE)) or not isinstance(proc.sde, LinearSDE):
+    # exact types: a subclass may change the drift, which the kernels could not know
+    if type(proc) not in (ReverseSDE, ProbabilityFlowODE) or not isinstance(proc.sde, LinearSDE):
         return None
     x0 = job.x0
     if not isinstance(x0, np.ndarray) or x0.dtype != np.float64:
@@ -470,13 +471,13 @@ def _coef_table(job, st, score_coef):
     h = grid[1:] - grid[:-1]
     a = np.asarray(sde._a(st), dtype=np.float64) + np.zeros(st.shape)
     g = np.sqrt(np.asarray(sde._g2(st), dtype=np.float64) + np.zeros(st.shape))
-    cfac = 1.0 if job.stochastic else 0.5
+    w = float(proc.score_weight)  # 1 for the reverse SDE, 1/2 for the probability-flow ODE
     extra = score_coef(st)
     coef = np.empty(st.shape + (NC + extra.shape[-1],))
     coef[..., 0] = h[:, None]
     coef[..., 1] = a
-    # c g^2 written as the numpy path computes it, from g = sqrt(g^2)
-    coef[..., 2] = cfac * (g * g) if cfac != 1.0 else g * g
+    # w g^2 written as the process's drift computes it, from g = sqrt(g^2)
+    coef[..., 2] = w * g * g
     coef[..., 3] = g
     coef[..., 4] = (np.abs(h) ** 0.5)[:, None]
     coef[..., NC:] = extra
@@ -547,8 +548,77 @@ def numba_noise(job):
     return draw
 
 
+@njit(cache=True, parallel=True, error_model="numpy")
+def _em_update(x, s, ids, skey, k, h, a, g2c, g, sq, block):
+    """One Euler--Maruyama step in place, the noise drawn here: ``x += h (a x - g2c s) + g (sq z)``.
+
+    ``x`` and ``s`` are ``(n, d)``; returns True when every entry of the new state is finite.
+    """
+    n, d = x.shape
+    nb = (n + block - 1) // block
+    finite = np.ones(nb, dtype=np.bool_)
+    for blk in prange(nb):
+        i0 = blk * block
+        L = min(n, i0 + block) - i0
+        kb = np.empty(block, dtype=np.uint64)
+        sk = np.empty(block, dtype=np.uint64)
+        z = np.empty((d, block))
+        for l in range(L):
+            kb[l] = sample_key(skey, np.uint64(ids[i0 + l]))
+        fill_normals(kb[:L], k, sk, z)
+        acc = 0.0
+        for l in range(L):
+            xr = x[i0 + l]
+            sr = s[i0 + l]
+            for j in range(d):
+                v = xr[j] + h * (a * xr[j] - g2c * sr[j]) + g * (sq * z[j, l])
+                xr[j] = v
+                acc += v * 0.0  # 0 while finite, NaN otherwise
+        finite[blk] = acc == 0.0
+    return finite.all()
+
+
+def _run_em_per_step(job):
+    """Euler--Maruyama with a python score: the score per step in python, noise and update in one numba pass."""
+    proc, grid, solver = job.process, job.grid, job.solver
+    sde = proc.sde
+    shape = job.x0.shape
+    n = shape[0]
+    x = np.array(job.x0.reshape(n, -1), dtype=np.float64, order="C", copy=True)
+    xv = x.reshape(shape)  # a view: the score sees the user's shape
+    d = x.shape[1]
+    block = block_size(d)
+    ids = np.ascontiguousarray(job.sample_ids, dtype=np.int64)
+    skey = seed_key(job.seed)
+    w = float(proc.score_weight)
+    saved = [xv.copy()] if job.save_index is not None and 0 in job.save_index else []
+    steps = len(grid) - 1
+    start = time.perf_counter()
+    with progress_bar(steps, job.progress, desc=solver.name) as bar:
+        for k in range(steps):
+            t, t_next = float(grid[k]), float(grid[k + 1])
+            h = t_next - t
+            score = proc.score(xv, _xp.full_time(t, xv))
+            sc = np.ascontiguousarray(np.asarray(score, dtype=np.float64).reshape(n, d))
+            g = math.sqrt(float(sde._g2(t)))
+            ok = _em_update(x, sc, ids, skey, np.uint64(k), h, float(sde._a(t)), w * g * g, g, abs(h) ** 0.5, block)
+            if job.check_finite and not ok:
+                raise NonFiniteError(k, t_next)
+            if job.save_index is not None and (k + 1) in job.save_index:
+                saved.append(xv.copy())
+            bar.update(1)
+    stats = {
+        "steps": steps,
+        "accepted": steps,
+        "rejected": 0,
+        "wall_time": time.perf_counter() - start,
+        "kernel": "per-step euler_maruyama",
+    }
+    return xv, saved, solver.nfe_per_step * steps, stats
+
+
 def run(job):
-    """Run ``job``: fused when possible (see the module docstring), else the per-step loop with numba noise."""
+    """Run ``job``: fused when possible, else a per-step loop with numba noise (see the module docstring)."""
     plan = _fused_plan(job)
     if plan is not None:
         return _run_fused(job, plan)
@@ -557,6 +627,14 @@ def run(job):
         from ..integrate import _CheckedScore  # the same first-call check as the numpy backend
 
         job = dataclasses.replace(job, process=type(job.process)(job.process.sde, _CheckedScore(score)))
+        if (
+            type(job.process) is ReverseSDE
+            and isinstance(job.process.sde, LinearSDE)
+            and isinstance(job.x0, np.ndarray)
+            and job.x0.dtype == np.float64
+            and find_kernel(job.solver, "sde") is _EM
+        ):
+            return _run_em_per_step(job)
     x, xs, nfe, stats = numpy_.run(job, noise=numba_noise)
     stats["kernel"] = "per-step"
     return x, xs, nfe, stats
