@@ -3,6 +3,9 @@
 All methods run side by side in one process on the same machine; the script prints seconds, nanoseconds
 per particle-step (wall time / (n * steps)), ratios to the fused numba kernel and peak memory.
 
+``em-d2`` also runs the numba backend with the score given as a plain python function (per-step path: the
+score in python, noise and update in numba).
+
 Cases (reverse-time VP SDE of Song et al. 2021, data N(mu, diag(lam)) with its exact score unless said):
 
 1. ``em-d2``: Euler--Maruyama, d = 2, n = 100 000, 1000 steps. sdekit numba (fused), sdekit numpy, a careful
@@ -156,7 +159,9 @@ def compile_times():
 
 
 # -- cases ---------------------------------------------------------------------------------------------------
-def run_case(title, sde, density, n, steps, solver, process, hand=None, torchsde_steps=None, slow_steps=None):
+def run_case(
+    title, sde, density, n, steps, solver, process, hand=None, torchsde_steps=None, slow_steps=None, python_score=False
+):
     """Time every method on one problem; slow methods may run ``slow_steps`` steps (ns/particle-step is per step)."""
     import numba
 
@@ -196,6 +201,14 @@ def run_case(title, sde, density, n, steps, solver, process, hand=None, torchsde
         finally:
             numba.set_num_threads(threads)
         rows.append(("sdekit numba fused (1 thread)", t, steps, mem))
+    if python_score:
+        # the same score as a plain python function: numba runs the per-step path
+        py_proc = type(proc)(sde, lambda x, t: score(x, t))
+        g = grid_of(2)
+        sdekit.solve(py_proc, x_T[:8], sde.T, g[-1], solver, grid=g, backend="numba")  # load the cached update
+        g = grid_of(slow_steps)
+        t, _ = _timed(lambda: sdekit.solve(py_proc, x_T, sde.T, g[-1], solver, grid=g, backend="numba"))
+        rows.append(("sdekit numba, python score, per-step", t, slow_steps, None))
     t, _ = _timed(lambda: sdekit_run("numpy", slow_steps))
     rows.append(("sdekit numpy", t, slow_steps, _peak_bytes(lambda: sdekit_run("numpy", 10))))
     if hand is not None:
@@ -231,7 +244,7 @@ def main():
     gauss2 = Gaussian([1.0, -0.5], [0.3, 2.0])
     n, steps = 100_000 // q, 1000 // q
     ts_steps = args.torchsde_steps or steps
-    run_case("em-d2", sde, gauss2, n, steps, "euler_maruyama", "sde", hand_numpy_em, ts_steps)
+    run_case("em-d2", sde, gauss2, n, steps, "euler_maruyama", "sde", hand_numpy_em, ts_steps, python_score=True)
     run_case("heun-ode-d2", sde, gauss2, n, steps, "heun", "ode", slow_steps=steps // 5)
     angles = 2 * np.pi * np.arange(8) / 8
     mix8 = GaussianMixture(np.full(8, 1 / 8), 2.0 * np.stack([np.cos(angles), np.sin(angles)], 1), np.full(8, 0.05))

@@ -35,9 +35,11 @@ block)`` and advances the rows of ``x`` (n, d) in place over the steps ``k0 <= k
 :func:`_em_body` for the pattern (``_start_block``, ``fill_normals``, ``score_block``, ``_end_step``,
 ``_end_block``).
 
-Everything else runs the per-step loop of the numpy backend with the noise drawn by the numba generator
-(the same numbers): solvers without a kernel, other processes, plain python scores and non-float64 states.
-So ``backend="numba"`` accepts every solver and gives the numpy backend's samples to round-off.
+Everything else runs a per-step loop with the noise drawn by the numba generator (the same numbers). With a
+plain python score, Euler--Maruyama on a linear SDE's reverse process calls the score once per step and does
+noise and update in one parallel numba pass (``_em_update_body``); every other case (solvers without a kernel,
+other processes, non-float64 states) runs the numpy backend's loop with numba noise. So ``backend="numba"``
+accepts every solver and gives the numpy backend's samples to round-off.
 
 User scores compiled with numba
 -------------------------------
@@ -80,7 +82,7 @@ from ..sdes import LinearSDE, ProbabilityFlowODE, ReverseSDE
 from ..solvers.runge_kutta import Heun, RungeKutta
 from ..solvers.stochastic import EulerMaruyama
 from . import numpy_
-from .numba_noise import _normals, fill_normals, sample_key, sample_keys, seed_key
+from .numba_noise import PARALLEL_MIN, _normals, fill_normals, sample_key, sample_keys, seed_key, serial_and_parallel
 from .numba_scores import analytic_block_score, analytic_coef, analytic_params, analytic_work_rows, is_analytic_score
 
 __all__ = ["run", "RowScore", "Kernel", "KERNELS", "register_kernel", "find_kernel", "BLOCK"]
@@ -548,8 +550,7 @@ def numba_noise(job):
     return draw
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def _em_update(x, s, ids, skey, k, h, a, g2c, g, sq, block):
+def _em_update_body(x, s, ids, skey, k, h, a, g2c, g, sq, block):
     """One Euler--Maruyama step in place, the noise drawn here: ``x += h (a x - g2c s) + g (sq z)``.
 
     ``x`` and ``s`` are ``(n, d)``; returns True when every entry of the new state is finite.
@@ -578,6 +579,9 @@ def _em_update(x, s, ids, skey, k, h, a, g2c, g, sq, block):
     return finite.all()
 
 
+_em_update_serial, _em_update_parallel = serial_and_parallel(_em_update_body)
+
+
 def _run_em_per_step(job):
     """Euler--Maruyama with a python score: the score per step in python, noise and update in one numba pass."""
     proc, grid, solver = job.process, job.grid, job.solver
@@ -593,6 +597,7 @@ def _run_em_per_step(job):
     w = float(proc.score_weight)
     saved = [xv.copy()] if job.save_index is not None and 0 in job.save_index else []
     steps = len(grid) - 1
+    update = _em_update_parallel if x.size >= PARALLEL_MIN else _em_update_serial
     start = time.perf_counter()
     with progress_bar(steps, job.progress, desc=solver.name) as bar:
         for k in range(steps):
@@ -601,7 +606,7 @@ def _run_em_per_step(job):
             score = proc.score(xv, _xp.full_time(t, xv))
             sc = np.ascontiguousarray(np.asarray(score, dtype=np.float64).reshape(n, d))
             g = math.sqrt(float(sde._g2(t)))
-            ok = _em_update(x, sc, ids, skey, np.uint64(k), h, float(sde._a(t)), w * g * g, g, abs(h) ** 0.5, block)
+            ok = update(x, sc, ids, skey, np.uint64(k), h, float(sde._a(t)), w * g * g, g, abs(h) ** 0.5, block)
             if job.check_finite and not ok:
                 raise NonFiniteError(k, t_next)
             if job.save_index is not None and (k + 1) in job.save_index:

@@ -19,6 +19,8 @@ Kernels use the generator in two parts so that per-sample work is hoisted out of
 
 from __future__ import annotations
 
+from types import FunctionType
+
 import numpy as np
 from numba import njit, prange
 
@@ -124,8 +126,25 @@ def fill_normals(keys, step, skeys, out):
                 o0[l] = a
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
-def _normals(keys, step, size, out):
+#: Below this many numbers per call the loops run on one thread: a parallel launch costs a thread wake-up,
+#: which on a busy machine can take milliseconds, far more than the work.
+PARALLEL_MIN = 1 << 20
+
+
+def serial_and_parallel(body, **options):
+    """Two compiled versions of ``body`` (which loops with ``prange``): one thread, and parallel.
+
+    They get distinct names so that their on-disk caches do not collide.
+    """
+    serial = FunctionType(body.__code__, body.__globals__, body.__name__ + "_serial")
+    serial.__qualname__ = body.__qualname__ + "_serial"
+    return (
+        njit(cache=True, error_model="numpy", **options)(serial),
+        njit(cache=True, parallel=True, error_model="numpy", **options)(body),
+    )
+
+
+def _normals_body(keys, step, size, out):
     n = keys.shape[0]
     block = 256
     nb = (n + block - 1) // block
@@ -138,6 +157,15 @@ def _normals(keys, step, size, out):
         for r in range(i1 - i0):
             for j in range(size):
                 out[i0 + r, j] = buf[j, r]
+
+
+_normals_serial, _normals_parallel = serial_and_parallel(_normals_body)
+
+
+def _normals(keys, step, size, out):
+    """Fill ``out`` (n, size) with the normals of the streams ``keys`` (n,) at ``step`` (a uint64)."""
+    fn = _normals_parallel if out.size >= PARALLEL_MIN else _normals_serial
+    fn(keys, step, size, out)
 
 
 def normals_numba(seed: int, sample_ids, step: int, size: int) -> np.ndarray:
