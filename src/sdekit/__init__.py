@@ -3,7 +3,7 @@
 Public names only; see the modules for details.
 """
 
-from . import analytic, grids, noise, scores, solvers
+from . import analytic, bench, grids, likelihood, metrics, noise, scores, solvers
 from .analytic import Gaussian, GaussianMixture
 from .errors import NonFiniteError
 from .integrate import sample, solve, tweedie_denoise
@@ -48,6 +48,9 @@ __all__ = [
     "score_from_v",
     "score_from_denoiser",
     "analytic",
+    "bench",
+    "likelihood",
+    "metrics",
     "grids",
     "noise",
     "scores",

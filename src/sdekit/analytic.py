@@ -251,6 +251,56 @@ class AnalyticScore:
     def __repr__(self):
         return f"AnalyticScore({self.density!r}, {self.sde!r})"
 
+    # -- derivatives of the score (used by the likelihood ODE) --------------------------------------------
+    def _components(self, x, t):
+        """Responsibilities ``r (n, K)`` (``None`` for a Gaussian), component scores ``s_k (n, K, d)``,
+        eigen-variances ``v`` ((K, d) or (n, K, d)) and eigenvectors ``U`` ((K, d, d) or ``None``)."""
+        dens = self.density
+        if isinstance(dens, Gaussian):
+            y, v, U = dens._parts(x, t, self.sde)
+            y, v, r = y[:, None, :], (v[None, :] if v.ndim == 1 else v[:, None, :]), None
+            U = None if U is None else U[None]
+        else:
+            logc, y, v, U = dens._log_components(x, t, self.sde)
+            r = _xp.softmax(logc, 1)
+        s = -y / v
+        if U is not None:
+            s = _xp.lib(x).einsum("nke,kde->nkd", s, U)
+        return r, s, v, U
+
+    def divergence(self, x, t):
+        """Exact trace of the score's Jacobian ``tr grad_x s(x, t)``, shape ``(n,)`` (numpy or torch).
+
+        Gaussian: ``-sum_j 1 / v_j``. Mixture, with ``s = sum_k r_k s_k`` and ``grad r_k = r_k (s_k - s)``:
+        ``sum_k r_k tr J_k + sum_k r_k |s_k|^2 - |s|^2``, where ``tr J_k = -sum_j 1 / v_kj``.
+        """
+        _check_x(x, self.density.dim)
+        r, s, v, _ = self._components(x, t)
+        tr_k = -_xp.sum_last(1.0 / v, 1)  # (K,) or (n, K)
+        if r is None:
+            return tr_k[..., 0] + 0.0 * x[:, 0]
+        sbar = (r[:, :, None] * s).sum(1)
+        return (r * tr_k).sum(1) + (r * _xp.sum_last(s * s, 1)).sum(1) - _xp.sum_last(sbar * sbar, 1)
+
+    def jvp(self, x, t, w):
+        """Jacobian-vector product ``grad_x s(x, t) w`` for ``w`` like ``x``, exact (the Jacobian is symmetric).
+
+        ``J = sum_k r_k J_k + sum_k r_k s_k s_k^T - s s^T`` with ``J_k = -U_k diag(1 / v_k) U_k^T``.
+        """
+        _check_x(x, self.density.dim)
+        r, s, v, U = self._components(x, t)
+        xp = _xp.lib(x)
+        if U is None:
+            jk = -w[:, None, :] / v
+        else:
+            jk = xp.einsum("nke,kde->nkd", -xp.einsum("nd,kde->nke", w, U) / v, U)
+        if r is None:
+            return jk[:, 0, :]
+        sbar = (r[:, :, None] * s).sum(1)
+        sw = _xp.sum_last(s * w[:, None, :], 1)  # (n, K)
+        out = (r[:, :, None] * (jk + s * sw[:, :, None])).sum(1)
+        return out - sbar * _xp.sum_last(sbar * w, 1)[:, None]
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Gaussian

@@ -5,8 +5,10 @@ Nothing below the entry re-validates: backends receive a :class:`Job` whose fiel
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -140,17 +142,49 @@ def _resolve_save(save_at, grid):
     return frozenset(index)
 
 
+def _torch_module(score):
+    """The ``torch.nn.Module`` behind a score (the score itself, or the model an adapter wraps), else None."""
+    torch = sys.modules.get("torch")
+    if torch is None:  # no module can exist without torch imported
+        return None
+    for obj in (score, getattr(score, "fn", None)):
+        if isinstance(obj, torch.nn.Module):
+            return obj
+    return None
+
+
+def _initial_state(sde, shape, seed, backend, score, device, dtype):
+    """Prior draws for ``sample``: a torch tensor for the torch backend (or a torch module score), else numpy."""
+    module = _torch_module(score)
+    if backend == "torch" or (backend == "auto" and (module is not None or device is not None or dtype is not None)):
+        if "torch" not in BACKENDS:
+            raise ValueError("backend 'torch' is not available in this installation (install torch)")
+        from .backends.torch_ import initial_state
+
+        return initial_state(sde, shape, seed, module=module, device=device, dtype=dtype)
+    if device is not None or dtype is not None:
+        raise ValueError(
+            f"device and dtype choose the torch tensor for x_T and need backend='torch' or 'auto', "
+            f"got backend={backend!r}, device={device!r}, dtype={dtype!r}"
+        )
+    return sde.prior_sample(shape, seed=seed)
+
+
 def _pick_backend(backend, x0, score, solver):
     if backend not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKEND_NAMES)}")
     if backend == "auto":
         if _xp.is_torch(x0):
             return "torch"
+        if _torch_module(score) is not None:
+            raise TypeError("the score is a torch module; pass x0 as a torch tensor (and backend='torch' or 'auto')")
         if "numba" in BACKENDS and has_fused_score(score):
             return "numba"
         return "numpy"
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r} is not available in this installation; available: {sorted(BACKENDS)}")
+    if backend != "torch" and _torch_module(score) is not None:
+        raise TypeError(f"backend={backend!r} cannot run a torch module score; use backend='torch' (or 'auto')")
     if backend == "numpy" and _xp.is_torch(x0):
         raise TypeError("backend='numpy' needs x0 as a numpy array, got a torch tensor; use backend='torch'")
     if backend == "numba" and _xp.is_torch(x0):
@@ -266,6 +300,15 @@ def solve(
     return Solution(x=x, t=t_final, ts=ts_saved, xs=xs, nfe=int(nfe), stats=stats)
 
 
+def _grad_mode(x):
+    """The torch backend's autograd mode for tensors (the final denoising step obeys it too), else nothing."""
+    if not _xp.is_torch(x):
+        return contextlib.nullcontext()
+    from .backends.torch_ import grad_mode
+
+    return grad_mode()
+
+
 def tweedie_denoise(sde: LinearSDE, score, x, t):
     """Tweedie's denoising step at time ``t``: ``E[x_0 | x_t] = (x + sigma^2 score(x, t)) / alpha``.
 
@@ -295,6 +338,8 @@ def sample(
     progress=False,
     save_at=None,
     check_finite=True,
+    device=None,
+    dtype=None,
     **solver_options,
 ) -> Solution:
     """Draw samples: start from the prior at ``T``, integrate to ``t_end`` (default ``sde.eps``), denoise.
@@ -318,6 +363,10 @@ def sample(
     process : {"auto", "sde", "ode"}
         Reverse SDE or probability-flow ODE; ``"auto"`` takes the solver's natural process (ODE for
         solvers that do both).
+    device, dtype
+        Where and in which dtype to draw ``x_T`` when it is not given and the torch backend runs (``backend="torch"``,
+        or ``"auto"`` with a torch-module score or either keyword given). Default: the device and dtype of the
+        score module's parameters, else CPU float32.
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
@@ -338,6 +387,8 @@ def sample(
     t_end = float(t_end)
     if (x_T is None) == (n is None):
         raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
+    if x_T is not None and (device is not None or dtype is not None):
+        raise ValueError(f"device and dtype apply to a drawn x_T; x_T was given (device={device!r}, dtype={dtype!r})")
     if x_T is None:
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
             raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -347,7 +398,7 @@ def sample(
         event = (int(event),) if isinstance(event, numbers.Integral) else tuple(int(s) for s in event)
         if not hasattr(sde, "prior_sample"):
             raise ValueError(f"sde {sde!r} has no prior to sample from; pass x_T")
-        x_T = sde.prior_sample((int(n),) + event, seed=check_seed(seed))
+        x_T = _initial_state(sde, (int(n),) + event, check_seed(seed), backend, score, device, dtype)
     if isinstance(grid, str) or callable(grid):
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= 0:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -370,7 +421,8 @@ def sample(
     if denoise:
         if not isinstance(sde, LinearSDE):
             raise ValueError(f"denoise=True needs a LinearSDE, got {sde!r}; pass denoise=False")
-        sol.x = tweedie_denoise(sde, score, sol.x, t_end)
+        with _grad_mode(sol.x):
+            sol.x = tweedie_denoise(sde, score, sol.x, t_end)
         sol.nfe += 1
     if check_finite and not _xp.isfinite_all(sol.x):
         raise NonFiniteError(len(ts), t_end, f"non-finite values after the final denoising step at t = {t_end}")

@@ -2,26 +2,44 @@
 
 A backend is a function ``run(job) -> (x, xs, nfe, stats)`` registered in :data:`BACKENDS`, where
 ``job`` is the validated :class:`sdekit.integrate.Job`. ``numpy`` is the reference implementation.
-``numba`` is registered when numba is installed; its module is imported on first use only.
+``numba`` and ``torch`` are registered when installed; their modules are imported on first use only.
 """
 
 from __future__ import annotations
 
-from importlib.util import find_spec
+import importlib.util
 
 from . import numpy_
 
 BACKENDS = {"numpy": numpy_.run}
 
 
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a broken or deliberately blocked installation
+        return False
+
+
 def _run_numba(job):
+    # imported on first use: the kernels load (or compile) only when a numba solve runs
     from . import numba_
 
     return numba_.run(job)
 
 
-if find_spec("numba") is not None:
+def _run_torch(job):
+    # imported on first use: numpy users never pay for importing torch
+    from . import torch_
+
+    return torch_.run(job)
+
+
+if _installed("numba"):
     BACKENDS["numba"] = _run_numba
+
+if _installed("torch"):  # torch is an optional extra
+    BACKENDS["torch"] = _run_torch
 
 
 def has_fused_score(score) -> bool:

@@ -1,0 +1,353 @@
+"""torch backend: the fixed-grid loop on tensors of any device and dtype, without host synchronisation.
+
+What runs where
+---------------
+* The state, the noise and every intermediate live on ``x0``'s device in ``x0``'s dtype. The grid stays
+  on the host as python floats: times enter the step as scalars (no transfer, no synchronisation).
+* Noise comes from the counter-based generator (:mod:`sdekit.backends.torch_noise`) on the device; for
+  float64 it equals the numpy backend's noise, so torch on CPU reproduces numpy to round-off.
+* Solvers are the shared step objects of :mod:`sdekit.solvers` (written with operators numpy and torch
+  share), so every registered fixed-step solver runs here unchanged.
+
+No host synchronisation inside the loop
+---------------------------------------
+Nothing in the loop reads a tensor value on the host (no ``.item()``, ``bool(tensor)`` or branching on
+data). The finiteness check that the numpy backend does per step (``isfinite(x).all()``, a host sync)
+is replaced by a device-side record: after step ``k`` the float64 sum of the state is written to
+``checks[k]``; a NaN or an infinity anywhere makes the sum non-finite. ``checks`` is read once, after the
+loop, and the first non-finite entry gives the step and time of :class:`sdekit.NonFiniteError`. The cost
+is one reduction per step; the price is that a failing solve runs to the end before it raises. (The sum
+is accumulated in float64, so it cannot overflow for float32/float16 states; a float64 state whose
+entries are finite but sum beyond 1.8e308 would be reported as non-finite.)
+
+This loop is for fixed grids. Adaptive solvers (``solver.adaptive``) accept or reject steps on the host,
+which needs the error norm there; ``solve`` runs them in its array-generic adaptive loop instead.
+
+Gradients and capture
+---------------------
+The loop runs under ``torch.no_grad()``. Inside ``with torch_options(differentiable=True):`` it keeps the
+autograd graph instead (differentiable sampling: gradients of the samples with respect to the score's
+parameters or to ``x0``). ``with torch_options(capture="cuda_graph"):`` records the whole fixed-grid loop
+in a CUDA graph the first time a given (process, solver, grid, shape, dtype, device) is solved and
+replays it on later calls (new ``x0`` and seed are copied into the graph's inputs); see
+:func:`clear_capture_cache`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import NonFiniteError
+from ..noise import PRIOR_STEP
+from ..progress import progress_bar
+from .torch_noise import TorchNormals
+
+__all__ = [
+    "run",
+    "torch_options",
+    "TorchOptions",
+    "current_options",
+    "torch_noise",
+    "prior_sample",
+    "initial_state",
+    "grad_mode",
+    "clear_capture_cache",
+    "CAPTURE_MODES",
+]
+
+CAPTURE_MODES = (None, "cuda_graph")
+_CACHE_SIZE = 4
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    """Options of the torch backend (see :func:`torch_options`)."""
+
+    differentiable: bool = False
+    capture: str | None = None
+
+
+_DEFAULT_OPTIONS = TorchOptions()
+_OPTIONS: contextvars.ContextVar[TorchOptions | None] = contextvars.ContextVar("sdekit_torch_options", default=None)
+
+
+def current_options() -> TorchOptions:
+    """The options in effect (set by :func:`torch_options`)."""
+    return _OPTIONS.get() or _DEFAULT_OPTIONS
+
+
+@contextlib.contextmanager
+def torch_options(*, differentiable: bool = False, capture: str | None = None):
+    """Options for torch solves started inside the ``with`` block.
+
+    Parameters
+    ----------
+    differentiable : bool
+        Keep the autograd graph through the loop (default: the loop runs under ``torch.no_grad()``).
+    capture : {None, "cuda_graph"}
+        Record the fixed-grid loop in a CUDA graph on the first call and replay it afterwards (CUDA tensors,
+        fixed-step solvers, ``differentiable=False``; results equal the eager loop).
+    """
+    if not isinstance(differentiable, bool):
+        raise TypeError(f"differentiable must be True or False, got {differentiable!r}")
+    if capture not in CAPTURE_MODES:
+        raise ValueError(f"capture must be one of {list(CAPTURE_MODES)}, got {capture!r}")
+    if differentiable and capture is not None:
+        raise ValueError(
+            f"capture={capture!r} replays a recorded graph and cannot keep autograd; "
+            "use differentiable=True without capture"
+        )
+    token = _OPTIONS.set(TorchOptions(differentiable=differentiable, capture=capture))
+    try:
+        yield current_options()
+    finally:
+        _OPTIONS.reset(token)
+
+
+def grad_mode():
+    """The autograd context of the current options: ``torch.no_grad()`` unless ``differentiable=True``."""
+    return contextlib.nullcontext() if current_options().differentiable else torch.no_grad()
+
+
+def torch_noise(job):
+    """``noise(step) -> list of z``: ``job.solver.n_noise`` standard-normal fields like ``job.x0``, on its device.
+
+    Same layout as :func:`sdekit.backends.numpy_.numpy_noise` (field ``r`` reads components
+    ``[r * size, (r + 1) * size)``), hence the same numbers.
+    """
+    gen = TorchNormals(job.seed, job.sample_ids, job.x0.device, job.x0.dtype)
+    return _draw_from(gen, job.solver.n_noise, tuple(job.x0.shape[1:]))
+
+
+def _draw_from(gen, m, event):
+    size = int(np.prod(event, dtype=np.int64))
+
+    def draw(step):
+        z = gen.normals(step, m * size)
+        z = z.reshape((z.shape[0], m) + event)
+        return [z[:, r] for r in range(m)]
+
+    return draw
+
+
+def prior_sample(sde, shape, seed: int = 0, *, device="cpu", dtype=torch.float32):
+    """Prior samples ``N(0, prior_std^2 I)`` of shape ``(n, *event)``, drawn on ``device`` in ``dtype``.
+
+    The tensor twin of ``sde.prior_sample``: sample ``i`` depends only on ``(seed, i)``, and float64 equals
+    the numpy draw to round-off.
+    """
+    shape = tuple(int(s) for s in shape)
+    size = int(np.prod(shape[1:], dtype=np.int64))
+    z = TorchNormals(seed, np.arange(shape[0], dtype=np.int64), device, dtype).normals(PRIOR_STEP, size)
+    return z.reshape(shape) * sde.prior_std
+
+
+def initial_state(sde, shape, seed, *, module=None, device=None, dtype=None):
+    """``x_T`` for ``sample``: prior draws on ``device``/``dtype``.
+
+    Defaults come from ``module`` (the torch module behind the score: the device and floating dtype of its
+    first parameter or buffer), else CPU float32.
+    """
+    if device is None or dtype is None:
+        ref = None
+        if module is not None:
+            ref = next((p for p in module.parameters() if p.is_floating_point()), None)
+            if ref is None:
+                ref = next((b for b in module.buffers() if b.is_floating_point()), None)
+        if device is None:
+            device = ref.device if ref is not None else torch.device("cpu")
+        if dtype is None:
+            dtype = ref.dtype if ref is not None else torch.float32
+    try:
+        device = torch.device(device)
+    except (TypeError, RuntimeError) as err:
+        raise ValueError(f"device must be a torch device or its name (e.g. 'cpu', 'cuda:0'), got {device!r}") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for, but CUDA is not available in this installation")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch dtype (e.g. torch.float32), got {dtype!r}")
+    return prior_sample(sde, shape, seed, device=device, dtype=dtype)
+
+
+# -- the loop ----------------------------------------------------------------------------------------
+
+
+def _loop(job, x, draw, checks, bar):
+    """Every step of ``job.grid`` from ``x``; returns ``(x, saved)``. Writes the finiteness record into ``checks``."""
+    solver, process, grid = job.solver, job.process, job.grid
+    save = job.save_index
+    saved = [x] if save is not None and 0 in save else []
+    state = {"grid": grid}
+    for k in range(len(grid) - 1):
+        t, t_next = float(grid[k]), float(grid[k + 1])
+        state["k"] = k
+        z = draw(k) if draw is not None else None
+        x = solver.step(process, x, t, t_next, z, state)
+        if checks is not None:
+            # device-side record; read once after the loop (see the module docstring)
+            checks[k] = x.detach().sum(dtype=torch.float64)
+        if save is not None and (k + 1) in save:
+            saved.append(x)
+        bar.update(1)
+    return x, saved
+
+
+def _raise_if_nonfinite(checks, grid):
+    """One host read after the loop: raise :class:`NonFiniteError` at the first non-finite step."""
+    bad = ~torch.isfinite(checks)
+    first = int(torch.where(bad.any(), torch.argmax(bad.to(torch.uint8)), -1))  # the single synchronisation
+    if first >= 0:
+        raise NonFiniteError(first, float(grid[first + 1]))
+
+
+def run(job):
+    """Run ``job`` (validated by :func:`sdekit.solve`) on torch tensors; returns ``(x, saved, nfe, stats)``."""
+    opts = current_options()
+    solver = job.solver
+    if solver.adaptive:
+        raise ValueError(f"the torch backend runs fixed grids; solver {solver.name!r} is adaptive")
+    start = time.perf_counter()
+    n_steps = len(job.grid) - 1
+    with grad_mode():
+        if opts.capture == "cuda_graph":
+            x, saved, checks = _run_captured(job)
+        else:
+            draw = torch_noise(job) if job.stochastic else None
+            checks = job.x0.new_empty(n_steps, dtype=torch.float64) if job.check_finite else None
+            with progress_bar(n_steps, job.progress, desc=solver.name) as bar:
+                x, saved = _loop(job, job.x0, draw, checks, bar)
+    if checks is not None:
+        _raise_if_nonfinite(checks, job.grid)
+    stats = {
+        "steps": n_steps,
+        "accepted": n_steps,
+        "rejected": 0,
+        "wall_time": time.perf_counter() - start,
+    }
+    return x, saved, solver.nfe_per_step * n_steps, stats
+
+
+# -- CUDA graph capture ------------------------------------------------------------------------------
+
+
+class _CudaGraphs:
+    """The three CUDA operations capture needs, in one place (a test substitutes a CPU emulation)."""
+
+    @staticmethod
+    def check_device(device):
+        if device.type != "cuda":
+            raise ValueError(f"capture='cuda_graph' needs CUDA tensors; x0 is on device {str(device)!r}")
+
+    @staticmethod
+    @contextlib.contextmanager
+    def side_stream(device):
+        """Run the block on a fresh stream, ordered after the work queued so far and before what follows."""
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            yield
+        torch.cuda.current_stream(device).wait_stream(side)
+
+    @staticmethod
+    def record(body):
+        """Capture ``body()`` in a CUDA graph; returns ``(replay, outputs)``: ``replay()`` rewrites ``outputs``."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            outputs = body()
+        return graph.replay, outputs
+
+
+_GRAPHS = _CudaGraphs()
+
+
+class _Captured:
+    """A recorded loop: static inputs (state, per-sample noise keys) and the outputs a replay rewrites."""
+
+    def __init__(self, replay, x_in, gen, x_out, saved, checks, keep):
+        self.replay, self.x_in, self.gen = replay, x_in, gen
+        self.x_out, self.saved, self.checks = x_out, saved, checks
+        self.keep = keep  # strong references that keep the ids in the cache key valid
+
+
+_CAPTURED: OrderedDict = OrderedDict()
+
+
+def clear_capture_cache():
+    """Forget every recorded CUDA graph (and free its memory pool).
+
+    A graph replays the score on the parameter tensors it saw when it was recorded: in-place updates
+    (``optimizer.step()``, ``load_state_dict``) are seen, but after moving or replacing the model's tensors
+    (``model.to(...)``, re-creating the module) call this function.
+    """
+    _CAPTURED.clear()
+
+
+def _capture_key(job):
+    process, solver, x0 = job.process, job.solver, job.x0
+    score = getattr(process, "score", None)
+    score = getattr(score, "score", score)  # the user's score inside solve()'s checking wrapper
+    solver_conf = tuple(sorted((k, repr(v)) for k, v in vars(solver).items()))
+    key = (
+        type(process),
+        id(getattr(process, "sde", process)),
+        id(score),
+        type(solver),
+        solver_conf,
+        job.grid.tobytes(),
+        tuple(x0.shape),
+        x0.dtype,
+        x0.device,
+        job.save_index,
+        job.check_finite,
+        job.stochastic,
+    )
+    return key, (getattr(process, "sde", process), score)
+
+
+def _run_captured(job):
+    """The loop from a recorded CUDA graph: record on the first call for this key, replay afterwards."""
+    x0 = job.x0
+    _GRAPHS.check_device(x0.device)
+    n_steps = len(job.grid) - 1
+    key, keep = _capture_key(job)
+    entry = _CAPTURED.get(key)
+    if entry is not None:
+        _CAPTURED.move_to_end(key)
+        # new inputs into the graph's static tensors: the state and the per-sample noise keys of this seed
+        entry.x_in.copy_(x0)
+        if job.stochastic:
+            entry.gen.base.copy_(TorchNormals(job.seed, job.sample_ids, x0.device, x0.dtype).base)
+        entry.replay()
+        saved = [s.clone() for s in entry.saved]
+        checks = entry.checks.clone() if entry.checks is not None else None
+        return entry.x_out.clone(), saved, checks
+
+    # warm-up on a side stream (lazy initialisations such as cuBLAS handles must not happen during
+    # capture, and constants cached by scores get created here); its result is this call's answer
+    x_in = x0.clone()
+    gen = TorchNormals(job.seed, job.sample_ids, x0.device, x0.dtype) if job.stochastic else None
+    draw = _draw_from(gen, job.solver.n_noise, tuple(x0.shape[1:])) if gen is not None else None
+    with _GRAPHS.side_stream(x0.device):
+        checks = x0.new_empty(n_steps, dtype=torch.float64) if job.check_finite else None
+        with progress_bar(n_steps, job.progress, desc=job.solver.name) as bar:
+            x, saved = _loop(job, x_in, draw, checks, bar)
+        x, saved = x.clone(), [s.clone() for s in saved]
+
+    static_checks = x0.new_empty(n_steps, dtype=torch.float64) if job.check_finite else None
+    replay, (x_out, saved_out) = _GRAPHS.record(lambda: _loop(job, x_in, draw, static_checks, _NoBar()))
+    _CAPTURED[key] = _Captured(replay, x_in, gen, x_out, saved_out, static_checks, keep)
+    while len(_CAPTURED) > _CACHE_SIZE:
+        _CAPTURED.popitem(last=False)
+    return x, saved, checks
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
