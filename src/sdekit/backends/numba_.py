@@ -322,7 +322,8 @@ def _rk_times(solver, grid):
 
 
 def _rk_extra(solver):
-    return (np.ascontiguousarray(solver.tableau.a), np.ascontiguousarray(solver.tableau.b))
+    # writable copies: the tableau's arrays are read-only, a different numba type
+    return (np.array(solver.tableau.a, order="C", copy=True), np.array(solver.tableau.b, copy=True))
 
 
 _EM = Kernel("euler_maruyama", _em_body, _left_times, n_noise=1)
@@ -497,7 +498,7 @@ def _run_fused(job, plan):
     block = block_size(d)
     st = np.ascontiguousarray(kernel.stage_times(solver, grid), dtype=np.float64)
     coef = _coef_table(job, st, score_coef)
-    ids = np.ascontiguousarray(job.sample_ids, dtype=np.int64)
+    ids = np.require(job.sample_ids, dtype=np.int64, requirements=["C", "W"])  # one numba type
     skey = seed_key(job.seed)
     save_slot = np.full(steps + 1, -1, dtype=np.int64)
     order = sorted(job.save_index) if job.save_index is not None else []
@@ -592,7 +593,7 @@ def _run_em_per_step(job):
     xv = x.reshape(shape)  # a view: the score sees the user's shape
     d = x.shape[1]
     block = block_size(d)
-    ids = np.ascontiguousarray(job.sample_ids, dtype=np.int64)
+    ids = np.require(job.sample_ids, dtype=np.int64, requirements=["C", "W"])  # one numba type
     skey = seed_key(job.seed)
     w = float(proc.score_weight)
     saved = [xv.copy()] if job.save_index is not None and 0 in job.save_index else []
@@ -604,7 +605,7 @@ def _run_em_per_step(job):
             t, t_next = float(grid[k]), float(grid[k + 1])
             h = t_next - t
             score = proc.score(xv, _xp.full_time(t, xv))
-            sc = np.ascontiguousarray(np.asarray(score, dtype=np.float64).reshape(n, d))
+            sc = np.require(np.asarray(score, dtype=np.float64).reshape(n, d), requirements=["C", "W"])
             g = math.sqrt(float(sde._g2(t)))
             ok = update(x, sc, ids, skey, np.uint64(k), h, float(sde._a(t)), w * g * g, g, abs(h) ** 0.5, block)
             if job.check_finite and not ok:

@@ -79,7 +79,7 @@ def _sample_keys(skey, ids):
 
 def sample_keys(seed: int, sample_ids) -> np.ndarray:
     """The per-sample keys (uint64, shape ``(n,)``) of ``sample_ids`` under ``seed``."""
-    ids = np.ascontiguousarray(sample_ids, dtype=np.int64)
+    ids = np.require(sample_ids, dtype=np.int64, requirements=["C", "W"])  # one numba type
     return _sample_keys(seed_key(seed), ids)
 
 

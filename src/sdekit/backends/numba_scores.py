@@ -73,7 +73,8 @@ def analytic_params(density):
         means, lam, U, logw = density.means, density.eigvals, density.eigvecs, density.log_weights
     K = means.shape[0]
     U = np.zeros((K, 0, 0)) if U is None else U
-    return tuple(np.ascontiguousarray(a, dtype=np.float64) for a in (means, lam, U, logw))
+    # fresh writable C arrays: numba types read-only arrays apart, which would compile the kernels again
+    return tuple(np.array(a, dtype=np.float64, order="C", copy=True) for a in (means, lam, U, logw))
 
 
 def analytic_coef(density, sde, times) -> np.ndarray:
