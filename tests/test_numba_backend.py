@@ -12,6 +12,7 @@ from numba import njit  # noqa: E402
 import sdekit  # noqa: E402
 from sdekit.analytic import Gaussian, GaussianMixture  # noqa: E402
 from sdekit.backends.numba_ import (  # noqa: E402
+    BLOCK,
     KERNELS,
     Kernel,
     RowScore,
@@ -110,12 +111,14 @@ def test_saved_trajectory_and_progress_chunks_match():
 def test_batch_size_and_chunking_do_not_change_samples():
     sde = sdekit.VPSDE()
     proc = sde.reverse(DENSITIES["mixture-diag"].score(sde))
-    x0 = sde.prior_sample((300, 3), seed=8)
-    full = sdekit.solve(proc, x0, 1.0, 1e-3, steps=10, seed=8, backend="numba").x
-    head = sdekit.solve(proc, x0[:7], 1.0, 1e-3, steps=10, seed=8, backend="numba").x
-    tail = sdekit.solve(proc, x0[200:], 1.0, 1e-3, steps=10, seed=8, backend="numba", sample_ids=np.arange(200, 300))
+    n = 2 * BLOCK + 77  # three blocks, the last one partial
+    x0 = sde.prior_sample((n, 3), seed=8)
+    full = sdekit.solve(proc, x0, 1.0, 1e-3, steps=4, seed=8, backend="numba").x
+    head = sdekit.solve(proc, x0[:7], 1.0, 1e-3, steps=4, seed=8, backend="numba").x
+    ids = np.arange(BLOCK - 20, BLOCK + 30)  # across a block boundary
+    mid = sdekit.solve(proc, x0[ids], 1.0, 1e-3, steps=4, seed=8, backend="numba", sample_ids=ids).x
     np.testing.assert_array_equal(full[:7], head)
-    np.testing.assert_array_equal(full[200:], tail.x)
+    np.testing.assert_array_equal(full[ids], mid)
 
 
 # -- analytic row and block scores against the numpy score ------------------------------------------------------

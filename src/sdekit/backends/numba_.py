@@ -5,7 +5,7 @@ Fused path
 When the process is the reverse SDE or the probability-flow ODE of a :class:`~sdekit.sdes.LinearSDE`, the
 score has a compiled form (an analytic density's exact score, or a :class:`RowScore`), ``x0`` is a float64
 numpy array and the solver has a registered kernel, the whole time loop runs compiled. Samples are cut into
-blocks of :func:`block_size` samples (64 for small events); ``prange`` hands blocks to threads and each block
+blocks of :func:`block_size` samples (512 for small events); ``prange`` hands blocks to threads and each block
 runs every step of the grid before the next block starts, so its state stays in cache and nothing is
 allocated per step. Inside a block the state is stored lanes last, ``(d, B)``, so that the noise, the score
 and the update are loops over samples with unit stride that compile to SIMD code. The counter-based normals
@@ -82,13 +82,15 @@ from ..sdes import LinearSDE, ProbabilityFlowODE, ReverseSDE
 from ..solvers.runge_kutta import Heun, RungeKutta
 from ..solvers.stochastic import EulerMaruyama
 from . import numpy_
+from .numba_math import _f64_bits
 from .numba_noise import PARALLEL_MIN, _normals, fill_normals, sample_key, sample_keys, seed_key, serial_and_parallel
 from .numba_scores import analytic_block_score, analytic_coef, analytic_params, analytic_work_rows, is_analytic_score
 
 __all__ = ["run", "RowScore", "Kernel", "KERNELS", "register_kernel", "find_kernel", "BLOCK"]
 
-#: Samples per block for small events; a block's state, noise and scratch stay in cache for the whole grid.
-BLOCK = 64
+#: Most samples per block (small events); a block's state, noise and scratch stay in cache for the whole grid.
+BLOCK = 512
+_EXP_MASK = 0x7FF0000000000000  # exponent field of a float64
 #: Columns of ``coef`` before the score's own constants: h, a(s), c g(s)^2, g(s), sqrt(|h|).
 NC = 5
 
@@ -98,8 +100,12 @@ score_block = analytic_block_score
 
 
 def block_size(d: int) -> int:
-    """Samples per block for events of ``d`` components: 64, fewer for large events (about 32 KiB of state)."""
-    return int(max(4, min(BLOCK, 4096 // max(d, 1))))
+    """Samples per block for events of ``d`` components: about 128 KiB of state, between 8 and :data:`BLOCK`.
+
+    Large blocks amortise the per-block-step overhead (measured: d = 2 runs 15% faster with 512 samples than
+    with 64; d = 64 is flat from 64 to 256). The block does not change the numbers (noise is per sample).
+    """
+    return int(max(8, min(BLOCK, 16384 // max(d, 1))))
 
 
 # -- block helpers (inlined into the kernels) -----------------------------------------------------------------
@@ -118,16 +124,14 @@ def _end_step(xb, L, i0, blk, k, check, bad, fin, slot, saved):
     """After step ``k``: note the block's first non-finite step in ``bad[blk]``; copy the block to its save slot."""
     d = xb.shape[0]
     if check and bad[blk] < 0:
-        for l in range(L):
-            fin[l] = 0.0
+        # an integer OR over the exponent bits (all ones only for inf and NaN) compiles to SIMD code
+        acc = 0
         for j in range(d):
             xj = xb[j]
             for l in range(L):
-                fin[l] += xj[l] * 0.0  # 0 for finite values, NaN otherwise
-        for l in range(L):
-            if fin[l] != 0.0:
-                bad[blk] = k
-                break
+                acc |= (_f64_bits(xj[l]) & _EXP_MASK) == _EXP_MASK
+        if acc != 0:
+            bad[blk] = k
     if slot >= 0:
         for l in range(L):
             for j in range(d):
