@@ -22,9 +22,11 @@ per-stage constants of the score (for analytic densities ``alpha, sigma^2`` and 
 Kernel registry
 ---------------
 :data:`KERNELS` maps ``(solver class, process kind)`` (kind ``"sde"`` or ``"ode"``) to a :class:`Kernel`: the
-undecorated kernel body (a python function calling the global name ``score_block``), a function giving the
-stage times of every step, a function giving the solver's coefficients as a tuple of arrays, and the number
-of normal fields per step. A solver adds its kernel with::
+undecorated kernel body, a function giving the stage times of every step, a function giving the solver's
+coefficients as a tuple of arrays, and the number of normal fields per step. The body is a python function
+that calls the global name ``score_block`` (a body written in another module imports it,
+``from sdekit.backends.numba_ import score_block``, so that :class:`RowScore` can rebind it). A solver adds
+its kernel with::
 
     register_kernel(MySolver, "sde", Kernel("my_solver", body, stage_times, extra, n_noise=1))
 
