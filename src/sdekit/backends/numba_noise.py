@@ -8,7 +8,7 @@ round-off (about one unit in the last place).
 ``log``, ``sin`` and ``cos`` come from :mod:`sdekit.backends.numba_math` (fdlibm ports that vectorise), so a
 loop over samples that draws normals compiles to SIMD code.
 
-Kernels use the generator in two parts so that per-sample work is hoisted out of the time loop:
+Kernels use the generator in three parts, so that per-sample work is hoisted out of the time loop:
 
 * :func:`sample_key` (once per sample) ``mix64(mix64(seed ^ SEED_SALT) + i * GAMMA_SAMPLE)``;
 * :func:`stream_key` (once per sample and step) ``mix64(sample_key + k * GAMMA_STEP)``;
