@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _xp
-from .backends import BACKENDS
+from .backends import BACKENDS, has_fused_score
 from .errors import NonFiniteError
 from .grids import make_grid
 from .noise import check_seed
@@ -178,7 +178,7 @@ def _pick_backend(backend, x0, score, solver):
             return "torch"
         if _torch_module(score) is not None:
             raise TypeError("the score is a torch module; pass x0 as a torch tensor (and backend='torch' or 'auto')")
-        if getattr(score, "numba_row_score", None) is not None and "numba" in BACKENDS:
+        if "numba" in BACKENDS and has_fused_score(score):
             return "numba"
         return "numpy"
     if backend not in BACKENDS:
@@ -187,6 +187,8 @@ def _pick_backend(backend, x0, score, solver):
         raise TypeError(f"backend={backend!r} cannot run a torch module score; use backend='torch' (or 'auto')")
     if backend == "numpy" and _xp.is_torch(x0):
         raise TypeError("backend='numpy' needs x0 as a numpy array, got a torch tensor; use backend='torch'")
+    if backend == "numba" and _xp.is_torch(x0):
+        raise TypeError("backend='numba' needs x0 as a numpy array, got a torch tensor; use backend='torch'")
     if backend == "torch" and not _xp.is_torch(x0):
         raise TypeError("backend='torch' needs x0 as a torch tensor, got a numpy array")
     return backend
