@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _xp
-from .backends import BACKENDS
+from .backends import BACKENDS, has_fused_score
 from .backends import adaptive as adaptive_loop
 from .backends import numpy_ as numpy_loop
 from .brownian import tree_noise
@@ -183,7 +183,7 @@ def _pick_backend(backend, x0, score, solver):
             return "torch"
         if _torch_module(score) is not None:
             raise TypeError("the score is a torch module; pass x0 as a torch tensor (and backend='torch' or 'auto')")
-        if getattr(score, "numba_row_score", None) is not None and "numba" in BACKENDS:
+        if "numba" in BACKENDS and has_fused_score(score):
             return "numba"
         return "numpy"
     if backend not in BACKENDS:
@@ -192,6 +192,8 @@ def _pick_backend(backend, x0, score, solver):
         raise TypeError(f"backend={backend!r} cannot run a torch module score; use backend='torch' (or 'auto')")
     if backend == "numpy" and _xp.is_torch(x0):
         raise TypeError("backend='numpy' needs x0 as a numpy array, got a torch tensor; use backend='torch'")
+    if backend == "numba" and _xp.is_torch(x0):
+        raise TypeError("backend='numba' needs x0 as a numpy array, got a torch tensor; use backend='torch'")
     if backend == "torch" and not _xp.is_torch(x0):
         raise TypeError("backend='torch' needs x0 as a torch tensor, got a numpy array")
     return backend
@@ -303,10 +305,10 @@ def solve(
         if sample_ids.shape != (n,) or sample_ids.dtype.kind not in "iu" or np.any(sample_ids < 0):
             raise ValueError(f"sample_ids must be {n} non-negative integers, got {sample_ids!r}")
     score = getattr(process, "score", None)
-    if solver.adaptive and backend == "auto" and not _xp.is_torch(x0):
-        backend = "numpy"  # the adaptive loop runs on numpy and torch arrays
+    if (solver.adaptive or (noise == "tree" and is_sde_process)) and backend == "auto" and not _xp.is_torch(x0):
+        backend = "numpy"  # the adaptive loop and the tree noise run on numpy and torch arrays
     name = _pick_backend(backend, x0, score, solver)
-    if (solver.adaptive or noise == "tree") and name not in ("numpy", "torch"):
+    if (solver.adaptive or (noise == "tree" and is_sde_process)) and name not in ("numpy", "torch"):
         what = f"adaptive solver {solver.name!r}" if solver.adaptive else "noise='tree'"
         raise ValueError(f"{what} runs on the numpy and torch backends, got backend={name!r}")
     if name in ("numpy", "torch") and score is not None:

@@ -2,6 +2,7 @@
 
 A backend is a function ``run(job) -> (x, xs, nfe, stats)`` registered in :data:`BACKENDS`, where
 ``job`` is the validated :class:`sdekit.integrate.Job`. ``numpy`` is the reference implementation.
+``numba`` and ``torch`` are registered when installed; their modules are imported on first use only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,20 @@ from . import numpy_
 BACKENDS = {"numpy": numpy_.run}
 
 
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a broken or deliberately blocked installation
+        return False
+
+
+def _run_numba(job):
+    # imported on first use: the kernels load (or compile) only when a numba solve runs
+    from . import numba_
+
+    return numba_.run(job)
+
+
 def _run_torch(job):
     # imported on first use: numpy users never pay for importing torch
     from . import torch_
@@ -20,14 +35,24 @@ def _run_torch(job):
     return torch_.run(job)
 
 
-def _torch_installed() -> bool:
-    try:
-        return importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):  # a broken or deliberately blocked installation
-        return False
+if _installed("numba"):
+    BACKENDS["numba"] = _run_numba
 
-
-if _torch_installed():  # torch is an optional extra
+if _installed("torch"):  # torch is an optional extra
     BACKENDS["torch"] = _run_torch
 
-__all__ = ["BACKENDS"]
+
+def has_fused_score(score) -> bool:
+    """True when the numba backend can run ``score`` inside its fused kernels.
+
+    That is an analytic density's exact score (:mod:`sdekit.analytic`) or an object with a
+    ``numba_row_score`` attribute (:class:`sdekit.backends.numba_.RowScore`).
+    """
+    if getattr(score, "numba_row_score", None) is not None:
+        return True
+    from ..analytic import AnalyticScore
+
+    return isinstance(score, AnalyticScore)
+
+
+__all__ = ["BACKENDS", "has_fused_score"]
