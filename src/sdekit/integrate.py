@@ -17,6 +17,9 @@ import numpy as np
 
 from . import _xp
 from .backends import BACKENDS, has_fused_score
+from .backends import adaptive as adaptive_loop
+from .backends import numpy_ as numpy_loop
+from .brownian import tree_noise
 from .errors import NonFiniteError
 from .grids import make_grid
 from .noise import check_seed
@@ -27,6 +30,7 @@ from .solvers import Solver, get_solver
 __all__ = ["solve", "sample", "tweedie_denoise", "Job"]
 
 BACKEND_NAMES = ("auto", "numpy", "numba", "torch")
+NOISE_NAMES = ("counter", "tree")
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Job:
     stochastic: bool
     rtol: float | None = None
     atol: float | None = None
+    noise: str = "counter"  # "counter" (fresh normals per step) or "tree" (one Brownian path per sample)
 
 
 class _CheckedScore:
@@ -211,6 +216,7 @@ def solve(
     atol=None,
     check_finite=True,
     sample_ids=None,
+    noise=None,
     **solver_options,
 ) -> Solution:
     """Integrate ``process`` from ``t0`` to ``t1`` starting at ``x0``.
@@ -234,6 +240,14 @@ def solve(
         ``True`` saves every grid point; otherwise the given times, which must be grid points.
     check_finite : bool
         Raise :class:`sdekit.NonFiniteError` as soon as the state stops being finite.
+    rtol, atol : float, optional
+        Tolerances of adaptive solvers (``adaptive``, ``dopri5``); default: the solver's own. Adaptive solvers
+        need neither ``steps`` nor ``grid`` and give each sample its own step sizes.
+    noise : {None, "counter", "tree"}
+        ``"counter"``: fresh normals per step from ``(seed, i, step)``. ``"tree"``: one Brownian path per
+        sample (:mod:`sdekit.brownian`), so different grids (and adaptive retries) see the same path.
+        ``None``: ``"tree"`` for adaptive SDE solvers (redrawing fresh noise after a rejection selects the
+        noise and biases the law), ``"counter"`` otherwise.
     """
     start = time.perf_counter()
     if not isinstance(process, (SDE, ReverseSDE, ProbabilityFlowODE)):
@@ -260,7 +274,26 @@ def solve(
         raise ValueError(f"a forward SDE integrates forwards in time (t1 > t0); got t0={t0}, t1={t1}")
     if isinstance(process, ReverseSDE) and t1 > t0:
         raise ValueError(f"a reverse-time SDE integrates backwards in time (t1 < t0); got t0={t0}, t1={t1}")
-    ts = _resolve_grid(process, t0, t1, steps, grid)
+    if noise is None:
+        noise = "tree" if solver.adaptive and is_sde_process else "counter"
+    if noise not in NOISE_NAMES:
+        raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
+    check_process = getattr(solver, "check_process", None)
+    if check_process is not None:
+        check_process(process)
+    if solver.adaptive:
+        if steps is not None or grid is not None:
+            raise ValueError(f"solver {solver.name!r} chooses its own steps; do not pass steps or grid")
+        if save_at is not None and save_at is not False:
+            raise ValueError(f"save_at is not supported with the adaptive solver {solver.name!r}")
+        ts = np.array([t0, t1])
+        for tol_name, tol in (("rtol", rtol), ("atol", atol)):
+            if tol is not None and (
+                isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < float(tol) < math.inf)
+            ):
+                raise ValueError(f"{tol_name} must be a positive number, got {tol!r}")
+    else:
+        ts = _resolve_grid(process, t0, t1, steps, grid)
     if (rtol is not None or atol is not None) and not solver.adaptive:
         raise ValueError(f"rtol/atol apply to adaptive solvers; solver {solver.name!r} uses a fixed grid")
     seed = check_seed(seed)
@@ -272,7 +305,12 @@ def solve(
         if sample_ids.shape != (n,) or sample_ids.dtype.kind not in "iu" or np.any(sample_ids < 0):
             raise ValueError(f"sample_ids must be {n} non-negative integers, got {sample_ids!r}")
     score = getattr(process, "score", None)
+    if (solver.adaptive or (noise == "tree" and is_sde_process)) and backend == "auto" and not _xp.is_torch(x0):
+        backend = "numpy"  # the adaptive loop and the tree noise run on numpy and torch arrays
     name = _pick_backend(backend, x0, score, solver)
+    if (solver.adaptive or (noise == "tree" and is_sde_process)) and name not in ("numpy", "torch"):
+        what = f"adaptive solver {solver.name!r}" if solver.adaptive else "noise='tree'"
+        raise ValueError(f"{what} runs on the numpy and torch backends, got backend={name!r}")
     if name in ("numpy", "torch") and score is not None:
         process = type(process)(process.sde, _CheckedScore(score))
     job = Job(
@@ -288,8 +326,14 @@ def solve(
         stochastic=is_sde_process,
         rtol=rtol,
         atol=atol,
+        noise=noise,
     )
-    x, saved, nfe, stats = BACKENDS[name](job)
+    if solver.adaptive:
+        x, saved, nfe, stats = adaptive_loop.run(job)
+    elif noise == "tree" and job.stochastic:
+        x, saved, nfe, stats = numpy_loop.run(job, noise=tree_noise)
+    else:
+        x, saved, nfe, stats = BACKENDS[name](job)
     stats.update(backend=name, solver=solver.name, wall_time=time.perf_counter() - start)
     ts_saved = xs = None
     if job.save_index is not None:
@@ -340,6 +384,7 @@ def sample(
     check_finite=True,
     device=None,
     dtype=None,
+    noise=None,
     **solver_options,
 ) -> Solution:
     """Draw samples: start from the prior at ``T``, integrate to ``t_end`` (default ``sde.eps``), denoise.
@@ -367,6 +412,8 @@ def sample(
         Where and in which dtype to draw ``x_T`` when it is not given and the torch backend runs (``backend="torch"``,
         or ``"auto"`` with a torch-module score or either keyword given). Default: the device and dtype of the
         score module's parameters, else CPU float32.
+    noise : {None, "counter", "tree"}
+        Noise source of SDE solvers (see :func:`solve`).
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
@@ -399,7 +446,9 @@ def sample(
         if not hasattr(sde, "prior_sample"):
             raise ValueError(f"sde {sde!r} has no prior to sample from; pass x_T")
         x_T = _initial_state(sde, (int(n),) + event, check_seed(seed), backend, score, device, dtype)
-    if isinstance(grid, str) or callable(grid):
+    if solver.adaptive:
+        ts = None  # adaptive solvers choose their own steps (tolerances: rtol=..., atol=... solver options)
+    elif isinstance(grid, str) or callable(grid):
         if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= 0:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
         ts = make_grid(sde, int(steps), grid, t_end)
@@ -417,6 +466,7 @@ def sample(
         progress=progress,
         save_at=save_at,
         check_finite=check_finite,
+        noise=noise,
     )
     if denoise:
         if not isinstance(sde, LinearSDE):
@@ -425,5 +475,6 @@ def sample(
             sol.x = tweedie_denoise(sde, score, sol.x, t_end)
         sol.nfe += 1
     if check_finite and not _xp.isfinite_all(sol.x):
-        raise NonFiniteError(len(ts), t_end, f"non-finite values after the final denoising step at t = {t_end}")
+        n_steps = len(ts) - 1 if ts is not None else -1
+        raise NonFiniteError(n_steps, t_end, f"non-finite values after the final denoising step at t = {t_end}")
     return sol

@@ -1,7 +1,12 @@
 """Solvers: objects with declared orders, registered by name (see :data:`SOLVERS`)."""
 
+from .adaptive import AdaptiveSDE, Dopri5
 from .base import SOLVERS, Solver, get_solver, register
+from .dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, DPMSolverPP3MPC, DPMSolverPP3MSDE
+from .edm import EDMSampler
 from .runge_kutta import Euler, Heun, RK4Solver, RungeKutta, rk_step
+from .score_based import Ancestral, AnnealedLangevin, Langevin, PredictorCorrector, ReverseDiffusion
+from .sra import SRA1Solver
 from .stochastic import EulerMaruyama, brownian_increment
 from .tableaus import ButcherTableau
 
@@ -18,4 +23,18 @@ __all__ = [
     "ButcherTableau",
     "rk_step",
     "brownian_increment",
+    "ReverseDiffusion",
+    "Ancestral",
+    "Langevin",
+    "PredictorCorrector",
+    "AnnealedLangevin",
+    "EDMSampler",
+    "SRA1Solver",
+    "DPMSolverPP2M",
+    "DPMSolverPP3M",
+    "DPMSolverPP2MSDE",
+    "DPMSolverPP3MPC",
+    "DPMSolverPP3MSDE",
+    "AdaptiveSDE",
+    "Dopri5",
 ]

@@ -1,0 +1,151 @@
+"""The adaptive loop: every sample advances with its own step size until it reaches ``t1``.
+
+Array-generic: the states and the solver's arithmetic stay in ``x0``'s library (numpy arrays or torch
+tensors on any device); the control (times, step sizes, errors, accept decisions) lives in float64 numpy
+arrays of shape ``(n,)``. Each iteration gathers the samples that have not finished, lets the solver
+attempt one step for each of them, and scatters back the accepted ones. Samples therefore end after
+different numbers of steps; ``nfe`` is the mean over samples (``stats`` has the maximum too).
+
+Noise: with ``noise="counter"`` the ``j``-th attempt of sample ``i`` draws ``(seed, i, j)`` from the
+counter-based generator, fresh for every attempt as in Jolicoeur-Martineau et al. 2021. With ``noise="tree"``
+the attempt reads the increment of sample ``i``'s Brownian path over its own ``[t, t + h]``
+(:class:`sdekit.brownian.BrownianTree`), so a rejected step's retry stays on the same path.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .. import _xp
+from ..brownian import BrownianTree
+from ..errors import NonFiniteError
+from ..noise import normals_numpy
+
+MIN_STEP_FRACTION = 1e-14  # a step shorter than this fraction of the interval means the solve has failed
+
+
+def _index(idx: np.ndarray, like):
+    """Integer row indices usable on ``like`` (a torch index tensor on its device, or the numpy array)."""
+    if _xp.is_torch(like):
+        return _xp.lib(like).as_tensor(idx, dtype=_xp.lib(like).long, device=like.device)
+    return idx
+
+
+def _to_numpy(v) -> np.ndarray:
+    if _xp.is_torch(v):
+        return v.detach().cpu().double().numpy()
+    return np.asarray(v, dtype=np.float64)
+
+
+def run(job):
+    """Run an adaptive ``job`` (``job.solver.adaptive`` is true) on numpy arrays or torch tensors."""
+    solver, process = job.solver, job.process
+    start = time.perf_counter()
+    t0, t1 = float(job.grid[0]), float(job.grid[-1])
+    direction = 1.0 if t1 > t0 else -1.0
+    span = abs(t1 - t0)
+    rtol = solver.rtol if job.rtol is None else float(job.rtol)
+    atol = solver.atol if job.atol is None else float(job.atol)
+    ctrl = solver.controller
+
+    x = job.x0.clone() if _xp.is_torch(job.x0) else np.array(job.x0, copy=True)
+    n = x.shape[0]
+    event = tuple(x.shape[1:])
+    size = int(np.prod(event, dtype=np.int64))
+    m = solver.n_noise if job.stochastic else 0
+
+    t = np.full(n, t0)
+    h = np.full(n, min(solver.initial_step(t0, t1), span))
+    err_prev = np.ones(n)
+    nfe = np.zeros(n, dtype=np.int64)
+    n_acc = np.zeros(n, dtype=np.int64)
+    n_rej = np.zeros(n, dtype=np.int64)
+
+    def as_x(v):
+        return _xp.asarray_like(v, x)
+
+    carry, c_nfe = solver.init_carry(process, x, as_x(t))
+    nfe += c_nfe
+
+    tree = w_now = y_now = None
+    if m and job.noise == "tree":
+        tree = BrownianTree(job.seed, job.sample_ids, t0, t1, size)
+        w_now, y_now = tree.evaluate(t0)
+
+    it = 0
+    while True:
+        idx = np.flatnonzero(np.abs(t1 - t) > 0.0)
+        if idx.size == 0:
+            break
+        if it >= solver.max_steps:
+            raise NonFiniteError(it, float(t[idx[0]]), f"adaptive solver {solver.name!r} exceeded max_steps="
+                                 f"{solver.max_steps} attempts with {idx.size} samples unfinished")  # fmt: skip
+        rem = np.abs(t1 - t[idx])
+        hh = np.minimum(h[idx], rem)
+        last = hh >= rem * (1.0 - 1e-12)
+        t_next = np.where(last, t1, t[idx] + direction * hh)
+        hh = np.abs(t_next - t[idx])
+        ix = _index(idx, x)
+        xs = x[ix]
+        cs = {k: v[ix] for k, v in carry.items()}
+
+        z = None
+        if m:
+            if tree is not None:
+                dw, i10, end = tree.increment(t[idx], t_next, rows=idx, start=(w_now[idx], y_now[idx]))
+                z0, z1 = BrownianTree.standardise(dw, i10, hh)
+                fields = [z0, z1][: min(m, 2)]
+            else:
+                zz = normals_numpy(job.seed, job.sample_ids[idx], it, m * size)
+                fields = [zz[:, r * size : (r + 1) * size] for r in range(m)]
+            z = [as_x(f.reshape((idx.size,) + event)) for f in fields]
+
+        x_new, err, proposal, a_nfe = solver.attempt(process, xs, as_x(t[idx]), as_x(t_next), z, cs, rtol, atol)
+        nfe[idx] += a_nfe
+        err = _to_numpy(err)
+        if job.check_finite:
+            # a non-finite trial counts as a failed attempt: the step shrinks and is retried
+            finite = _to_numpy(_xp.sum_last(x_new * 0.0, x_new.ndim - 1)) == 0.0
+            err = np.where(finite & np.isfinite(err), err, np.inf)
+        accept, h_new = ctrl.propose(hh, err, err_prev[idx])
+        h[idx] = h_new
+        n_acc[idx[accept]] += 1
+        n_rej[idx[~accept]] += 1
+        pos = np.flatnonzero(accept)
+        if pos.size:
+            ip = _index(pos, x)
+            acc = idx[pos]
+            ia = _index(acc, x)
+            x_acc = x_new[ip]
+            c_new, acc_nfe = solver.accept(
+                process, x_acc, as_x(t_next[pos]), {k: v[ip] for k, v in cs.items()},
+                {k: v[ip] for k, v in proposal.items()},
+            )  # fmt: skip
+            nfe[acc] += acc_nfe
+            x[ia] = x_acc
+            for k, v in c_new.items():
+                carry[k][ia] = v
+            t[acc] = t_next[pos]
+            err_prev[acc] = np.maximum(err[pos], 1e-4)
+            if tree is not None:
+                w_now[acc], y_now[acc] = end[0][pos], end[1][pos]
+        small = h[idx] < MIN_STEP_FRACTION * span
+        if np.any(small):
+            bad = idx[small][0]
+            raise NonFiniteError(int(n_acc[bad] + n_rej[bad]), float(t[bad]),
+                                 f"adaptive solver {solver.name!r}: step size underflow at t = {t[bad]!r} for sample "
+                                 f"{bad} (non-finite or too stiff); loosen rtol/atol or check the score")  # fmt: skip
+        it += 1
+
+    stats = {
+        "steps": float(np.mean(n_acc + n_rej)),
+        "accepted": float(np.mean(n_acc)),
+        "rejected": float(np.mean(n_rej)),
+        "nfe_mean": float(np.mean(nfe)),
+        "nfe_max": int(np.max(nfe)),
+        "wall_time": time.perf_counter() - start,
+        "t_final": t1,
+    }
+    return x, [], int(round(float(np.mean(nfe)))), stats

@@ -1,0 +1,59 @@
+"""Step-size control for adaptive solvers, one step size per sample.
+
+A controller turns the normalised error of an attempted step (``err <= 1`` means within tolerance) into an
+accept/reject decision and the next step size. The PI controller (Gustafsson 1991; Hairer & Wanner,
+"Solving ODEs II", sec. IV.2) uses the current and the previous accepted error::
+
+    factor = SAFETY * err^(-beta1) * err_prev^(beta2),  clipped to [MIN_FACTOR, MAX_FACTOR]
+
+After a rejection the step only shrinks (factor capped at 1). Everything works on ``(n,)`` numpy arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PIController", "SAFETY", "MIN_FACTOR", "MAX_FACTOR", "DOPRI5_BETA"]
+
+# named constants, as in scipy.integrate._ivp.rk
+SAFETY = 0.9  # multiply the optimal factor by this to keep the next error below the tolerance
+MIN_FACTOR = 0.2  # never shrink a step by more than this
+MAX_FACTOR = 10.0  # never grow a step by more than this
+DOPRI5_BETA = 0.04  # Hairer's DOPRI5 stabilisation: beta2 = 0.04, beta1 = 1/5 - 0.75 beta2
+ERR_FLOOR = 1e-4  # errors below this count as this (Hairer's facold floor), to bound the growth
+
+
+@dataclass(frozen=True)
+class PIController:
+    """A PI step-size controller with exponents ``beta1`` (current error) and ``beta2`` (previous error).
+
+    ``beta2 = 0`` gives the classic I controller ``factor = SAFETY err^(-1/(q+1))`` with ``beta1 = 1/(q+1)``.
+    """
+
+    beta1: float
+    beta2: float = 0.0
+    safety: float = SAFETY
+    min_factor: float = MIN_FACTOR
+    max_factor: float = MAX_FACTOR
+
+    def __post_init__(self):
+        for name in ("beta1", "beta2", "safety", "min_factor"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
+        if not self.max_factor >= 1.0:
+            raise ValueError(f"max_factor must be >= 1, got {self.max_factor!r}")
+
+    def propose(self, h: np.ndarray, err: np.ndarray, err_prev: np.ndarray):
+        """``(accept, h_new)`` for attempted step sizes ``h`` (positive) with errors ``err``, all ``(n,)``."""
+        accept = err <= 1.0
+        e = np.maximum(err, ERR_FLOOR)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            factor = self.safety * e ** (-self.beta1) * np.maximum(err_prev, ERR_FLOOR) ** self.beta2
+        factor = np.where(np.isfinite(factor), factor, self.min_factor)
+        factor = np.clip(factor, self.min_factor, self.max_factor)
+        factor = np.where(accept, factor, np.minimum(factor, 1.0))
+        return accept, h * factor

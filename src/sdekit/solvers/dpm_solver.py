@@ -1,0 +1,280 @@
+"""DPM-Solver++ multistep samplers in the log-SNR variable of a linear SDE (Lu et al. 2022, "DPM-Solver++:
+Fast Solver for Guided Sampling of Diffusion Probabilistic Models", Alg. 2 and sec. 5; Lu et al. 2022a).
+
+Write ``lambda = log(alpha / sigma)`` and the data prediction ``D(x, t) = (x + sigma^2 score) / alpha``. The
+probability-flow ODE then has the exact solution (variation of constants)
+
+    x_t = (sigma_t / sigma_s) x_s + sigma_t int_{lambda_s}^{lambda_t} e^{lambda} D(x_lambda) d lambda,
+
+and the multistep methods interpolate ``D`` through the last 2 or 3 grid points, using the history kept in
+the solve's ``state``. The SDE variant integrates the reverse SDE the same way, its Gaussian part exactly.
+Formulas follow the "midpoint" variants of diffusers' ``DPMSolverMultistepScheduler``, with one correction in
+the third-order step: with ``D2 ~ h^2 D''/2`` (diffusers' divided difference) the exact weight of ``D2`` is
+``alpha_t (1 - 2 (e^{-h} - 1 + h) / h^2) ~ alpha_t h / 3``; the reference code (and Lu et al.'s) uses half of
+it, ``alpha_t (1/2 - (e^{-h} - 1 + h) / h^2)``, which leaves an ``O(h^3)`` local error, i.e. a second-order
+method (``tests/test_sampler_orders.py`` measures slope 2 with the halved weight and 3 with this one).
+
+Warm-up and end: the first step is first order, the second at most second order (as in the references;
+the warm-up error is proportional to ``dD/dlambda`` at the noisiest end, which is tiny, so the observed order
+is the nominal one). With ``lower_order_final=True`` and fewer than 15 steps, the last step is first order
+and the one before at most second order (diffusers' stabilisation for few steps); at 15 steps or more
+nothing changes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ._common import coeffs, data_prediction, linear_sde_of, log_snr
+from .base import Solver, register
+
+__all__ = [
+    "DPMSolverPP2M",
+    "DPMSolverPP3M",
+    "DPMSolverPP2MSDE",
+    "DPMSolverPP3MPC",
+    "DPMSolverPP3MSDE",
+    "exp_adams_weights",
+]
+
+LOWER_ORDER_FINAL_STEPS = 15  # below this many steps, lower the order of the last steps (diffusers)
+
+
+class _DPMSolverPP(Solver):
+    """Shared multistep machinery: history of ``(lambda, D)``, effective order per step."""
+
+    multistep_order = 2
+
+    def __init__(self, lower_order_final: bool = True):
+        if not isinstance(lower_order_final, bool):
+            raise TypeError(f"lower_order_final must be a bool, got {lower_order_final!r}")
+        self.lower_order_final = lower_order_final
+
+    def __repr__(self):
+        return f"{type(self).__name__}(lower_order_final={self.lower_order_final})"
+
+    def check_process(self, process):
+        linear_sde_of(process, self.name)
+
+    def _history(self, process, sde, x, t, state):
+        """Append ``(lambda(t), D(x, t))``; return the history (most recent last) and the effective order."""
+        k = state["k"]
+        hist = state.get("dpmpp") if k > 0 else None
+        if hist is None:
+            hist = state["dpmpp"] = []
+        hist.append((log_snr(sde, t), data_prediction(process, sde, x, t)))
+        del hist[: -self.multistep_order]
+        n_steps = len(state["grid"]) - 1
+        order = min(self.multistep_order, len(hist))
+        if self.lower_order_final and n_steps < LOWER_ORDER_FINAL_STEPS:
+            order = min(order, n_steps - k)  # 1 on the last step, at most 2 on the one before
+        return hist, order
+
+    @staticmethod
+    def _derivatives(hist, order, h):
+        """``(D0, D1, D2)``: value and scaled divided differences of ``D`` (diffusers' notation)."""
+        lam0, m0 = hist[-1]
+        if order == 1:
+            return m0, None, None
+        lam1, m1 = hist[-2]
+        r0 = (lam0 - lam1) / h
+        d1_0 = (m0 - m1) / r0
+        if order == 2:
+            return m0, d1_0, None
+        lam2, m2 = hist[-3]
+        r1 = (lam1 - lam2) / h
+        d1_1 = (m1 - m2) / r1
+        d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        return m0, d1, d2
+
+
+class _DPMSolverPPODE(_DPMSolverPP):
+    is_ode = True
+    nfe_per_step = 1
+    d2_weight = 2.0  # the Taylor-exact weight of D2 (see the module docstring); the reference codes use 1
+
+    def step(self, process, x, t, t_next, z, state):
+        sde = process.sde
+        hist, order = self._history(process, sde, x, t, state)
+        alpha_s, sigma_s = coeffs(sde, t)
+        alpha_t, sigma_t = coeffs(sde, t_next)
+        h = log_snr(sde, t_next) - hist[-1][0]
+        d0, d1, d2 = self._derivatives(hist, order, h)
+        phi1 = math.expm1(-h)  # e^{-h} - 1
+        x_next = (sigma_t / sigma_s) * x - (alpha_t * phi1) * d0
+        if order >= 2:
+            if order == 2:
+                x_next = x_next - (0.5 * alpha_t * phi1) * d1
+            else:
+                phi2 = phi1 / h + 1.0
+                phi3 = self.d2_weight * ((phi1 + h) / (h * h) - 0.5)
+                x_next = x_next + (alpha_t * phi2) * d1 - (alpha_t * phi3) * d2
+        return x_next
+
+
+@register
+class DPMSolverPP2M(_DPMSolverPPODE):
+    """DPM-Solver++(2M) for the probability-flow ODE: order 2, 1 NFE per step (Lu et al. 2022, Alg. 2)."""
+
+    name = "dpmpp_2m"
+    order = 2
+    multistep_order = 2
+
+
+@register
+class DPMSolverPP3M(_DPMSolverPPODE):
+    """DPM-Solver++(3M) for the probability-flow ODE: order 3, 1 NFE per step (third-order multistep)."""
+
+    name = "dpmpp_3m"
+    order = 3
+    multistep_order = 3
+
+
+@register
+class DPMSolverPP2MSDE(_DPMSolverPP):
+    """SDE-DPM-Solver++(2M) for the reverse SDE (Lu et al. 2022, sec. 5; diffusers "sde-dpmsolver++")::
+
+        x_t = (sigma_t / sigma_s) e^{-h} x_s + alpha_t (1 - e^{-2h}) (D0 + D1 / 2) + sigma_t sqrt(1 - e^{-2h}) z
+
+    with ``h = lambda_t - lambda_s`` and ``D1`` the scaled difference of the last two data predictions. The
+    linear part and the noise are exact; the data prediction is interpolated linearly. Deterministic order
+    2; strong and weak order 1 for the reverse SDE (the noise enters through its exact variance over the
+    step, so the path error is ``O(h)``). 1 NFE per step.
+    """
+
+    name = "dpmpp_2m_sde"
+    order = 2
+    strong_order = 1.0
+    weak_order = 1.0
+    is_sde = True
+    nfe_per_step = 1
+    n_noise = 1
+    multistep_order = 2
+
+    def step(self, process, x, t, t_next, z, state):
+        sde = process.sde
+        hist, order = self._history(process, sde, x, t, state)
+        alpha_s, sigma_s = coeffs(sde, t)
+        alpha_t, sigma_t = coeffs(sde, t_next)
+        h = log_snr(sde, t_next) - hist[-1][0]
+        d0, d1, _ = self._derivatives(hist, order, h)
+        one_m = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
+        x_next = (sigma_t / sigma_s * math.exp(-h)) * x + (alpha_t * one_m) * d0
+        if order >= 2:
+            x_next = x_next + (0.5 * alpha_t * one_m) * d1
+        return x_next + (sigma_t * math.sqrt(max(one_m, 0.0))) * z[0]
+
+
+def exp_adams_weights(nodes, h: float):
+    """Weights ``w`` with ``sum_j w_j p(u_j) = int_0^h e^{u - h} p(u) du`` for every polynomial ``p`` of degree
+    ``< len(nodes)`` (interpolatory quadrature of the exponential integrator, nodes ``u_j`` relative to ``lambda_s``).
+
+    The moments ``I_k = int_0^h e^{u-h} u^k du`` follow ``I_0 = 1 - e^{-h}``, ``I_k = h^k - k I_{k-1}``.
+    """
+    m = len(nodes)
+    moments = [-math.expm1(-h)]
+    for k in range(1, m):
+        moments.append(h**k - k * moments[-1])
+    vander = np.vander(np.asarray(nodes, dtype=np.float64), m, increasing=True)  # rows: nodes, cols: powers
+    return np.linalg.solve(vander.T, np.asarray(moments))
+
+
+@register
+class DPMSolverPP3MPC(_DPMSolverPP):
+    """DPM-Solver++(3M) predictor with an exponential Adams--Moulton corrector: order 4 at 1 NFE per step.
+
+    The corrector idea of UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast
+    Sampling of Diffusion Models"): the data prediction ``D(x~_t, t)`` at the predicted point, which the next
+    step needs anyway, is used once more to re-integrate the step just taken with one more interpolation node
+    (implicit-Adams style), and the next step starts from the corrected state. Both stages use the exact
+    interpolatory weights of :func:`exp_adams_weights` on the history of ``(lambda, D)``. Warm-up: orders grow
+    with the history (1, 2, 3 for the predictor; the corrector one more). The last step is not corrected (that
+    would cost an NFE); with ``denoise=True`` the final Tweedie step evaluates at the predicted point.
+    """
+
+    name = "dpmpp_3m_pc"
+    order = 4
+    is_ode = True
+    nfe_per_step = 1
+    multistep_order = 3
+
+    def __init__(self):
+        super().__init__(lower_order_final=False)
+
+    def __repr__(self):
+        return "DPMSolverPP3MPC()"
+
+    def step(self, process, x, t, t_next, z, state):
+        sde = process.sde
+        k = state["k"]
+        if k == 0:
+            state["pc"] = {"lam": [], "d": [], "x_prev": None, "t_prev": None}
+        pc = state["pc"]
+        lam_s = log_snr(sde, t)
+        d_s = data_prediction(process, sde, x, t)
+        if pc["x_prev"] is not None:
+            # corrector: re-integrate [t_prev, t] from the corrected x_prev with D(x~_t) as an extra node
+            lam_p = pc["lam"][-1]
+            nodes = [lam_s - lam_p] + [lj - lam_p for lj in pc["lam"][::-1]]
+            ds = [d_s] + pc["d"][::-1]
+            w = exp_adams_weights(nodes, lam_s - lam_p)
+            alpha_s, sigma_s = coeffs(sde, t)
+            sigma_p = coeffs(sde, pc["t_prev"])[1]
+            x = (sigma_s / sigma_p) * pc["x_prev"]
+            for wj, dj in zip(w, ds):
+                x = x + (alpha_s * float(wj)) * dj
+        pc["lam"].append(lam_s)
+        pc["d"].append(d_s)
+        del pc["lam"][: -self.multistep_order], pc["d"][: -self.multistep_order]
+        # predictor: exponential Adams-Bashforth on the last (up to) 3 data predictions
+        h = log_snr(sde, t_next) - lam_s
+        nodes = [lj - lam_s for lj in pc["lam"][::-1]]
+        w = exp_adams_weights(nodes, h)
+        alpha_t, sigma_t = coeffs(sde, t_next)
+        sigma_s = coeffs(sde, t)[1]
+        x_next = (sigma_t / sigma_s) * x
+        for wj, dj in zip(w, pc["d"][::-1]):
+            x_next = x_next + (alpha_t * float(wj)) * dj
+        pc["x_prev"], pc["t_prev"] = x, t
+        return x_next
+
+
+@register
+class DPMSolverPP3MSDE(_DPMSolverPP):
+    """SDE-DPM-Solver++(3M) for the reverse SDE, with the Taylor-exact weights of its interpolation::
+
+        x_t = (sigma_t / sigma_s) e^{-h} x_s + alpha_t sum_j w_j D_j + sigma_t sqrt(1 - e^{-2h}) z,
+        w_j: int_0^h 2 e^{2(u - h)} p(u) du = sum_j w_j p(u_j) for polynomials p of degree < order
+
+    (the reverse SDE in log-SNR has the kernel ``2 e^{-2(lambda_t - lambda)}`` where the ODE has
+    ``e^{-(lambda_t - lambda)}``; the weights are :func:`exp_adams_weights` at nodes and step doubled). The
+    multistep history and warm-up are those of :class:`DPMSolverPP3M`; k-diffusion's ``sample_dpmpp_3m_sde``
+    (eta = 1) is the same scheme with the halved second-difference weight. Deterministic order 3; strong and
+    weak order 1 for the reverse SDE (the noise enters with its exact variance over the step). 1 NFE per step.
+    """
+
+    name = "dpmpp_3m_sde"
+    order = 3
+    strong_order = 1.0
+    weak_order = 1.0
+    is_sde = True
+    nfe_per_step = 1
+    n_noise = 1
+    multistep_order = 3
+
+    def step(self, process, x, t, t_next, z, state):
+        sde = process.sde
+        hist, order = self._history(process, sde, x, t, state)
+        lam_s = hist[-1][0]
+        h = log_snr(sde, t_next) - lam_s
+        recent = hist[-order:][::-1]  # most recent first
+        w = exp_adams_weights([2.0 * (lam - lam_s) for lam, _ in recent], 2.0 * h)
+        alpha_t, sigma_t = coeffs(sde, t_next)
+        sigma_s = coeffs(sde, t)[1]
+        x_next = (sigma_t / sigma_s * math.exp(-h)) * x
+        for wj, (_, dj) in zip(w, recent):
+            x_next = x_next + (alpha_t * float(wj)) * dj
+        return x_next + (sigma_t * math.sqrt(max(-math.expm1(-2.0 * h), 0.0))) * z[0]
