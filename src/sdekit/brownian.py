@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _xp
-from .noise import GAMMA, GAMMA_SAMPLE, GAMMA_STEP, MASK64, SEED_SALT, TWO_PI, TWO_POW_M53, mix64_numpy, normals_numpy
+from .noise import normals_numpy
 
 __all__ = ["BrownianTree", "TREE_STEP", "tree_noise", "normals_rows"]
 
@@ -65,27 +65,10 @@ _SQRT12 = float(np.sqrt(12.0))
 def normals_rows(seed: int, sample_ids: np.ndarray, steps: np.ndarray, size: int) -> np.ndarray:
     """Counter-based standard normals ``(n, size)`` with a different counter step for each row.
 
-    The algorithm of :func:`sdekit.noise.normals_numpy`, vectorised over ``steps`` (``(n,)`` integers): with
-    all steps equal it returns exactly ``normals_numpy(seed, sample_ids, step, size)``.
+    :func:`sdekit.noise.normals_numpy` with ``(n,)`` steps: with all steps equal it returns exactly
+    ``normals_numpy(seed, sample_ids, step, size)``.
     """
-    with np.errstate(over="ignore"):
-        s = mix64_numpy(np.array([seed ^ SEED_SALT], dtype=np.uint64))
-        ids = np.asarray(sample_ids).astype(np.uint64)
-        k = mix64_numpy(s + ids * np.uint64(GAMMA_SAMPLE))
-        st = (np.asarray(steps).astype(np.uint64)) & np.uint64(MASK64)
-        keys = mix64_numpy(k + st * np.uint64(GAMMA_STEP))[:, None]
-        n_pairs = (size + 1) // 2
-        c = np.arange(1, 2 * n_pairs + 1, dtype=np.uint64) * np.uint64(GAMMA)
-        w1 = mix64_numpy(keys + c[0::2])
-        w2 = mix64_numpy(keys + c[1::2])
-    u1 = ((w1 >> np.uint64(11)).astype(np.float64) + 0.5) * TWO_POW_M53
-    u2 = ((w2 >> np.uint64(11)).astype(np.float64) + 0.5) * TWO_POW_M53
-    r = np.sqrt(-2.0 * np.log(u1))
-    theta = TWO_PI * u2
-    out = np.empty((keys.shape[0], 2 * n_pairs), dtype=np.float64)
-    out[:, 0::2] = r * np.cos(theta)
-    out[:, 1::2] = r * np.sin(theta)
-    return out[:, :size]
+    return normals_numpy(seed, sample_ids, np.asarray(steps), size)
 
 
 class BrownianTree:

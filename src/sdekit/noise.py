@@ -56,19 +56,27 @@ def mix64_numpy(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def stream_keys_numpy(seed: int, sample_ids: np.ndarray, step: int) -> np.ndarray:
-    """The uint64 stream key of each sample for one step, shape ``(n,)``."""
+def _as_step_counters(step) -> np.ndarray:
+    """``step`` (an int, or ``(n,)`` ints, one per row) as uint64 counters modulo 2**64."""
+    if np.ndim(step) == 0:
+        return np.uint64(int(step) & MASK64)
+    return np.asarray(step).astype(np.uint64)
+
+
+def stream_keys_numpy(seed: int, sample_ids: np.ndarray, step) -> np.ndarray:
+    """The uint64 stream key of each sample for one step (or one step per sample), shape ``(n,)``."""
     with np.errstate(over="ignore"):
         s = mix64_numpy(np.array([seed ^ SEED_SALT], dtype=np.uint64))
         ids = np.asarray(sample_ids).astype(np.uint64)
         k = mix64_numpy(s + ids * np.uint64(GAMMA_SAMPLE))
-        return mix64_numpy(k + np.uint64(step & MASK64) * np.uint64(GAMMA_STEP))
+        return mix64_numpy(k + _as_step_counters(step) * np.uint64(GAMMA_STEP))
 
 
-def normals_numpy(seed: int, sample_ids, step: int, size: int) -> np.ndarray:
+def normals_numpy(seed: int, sample_ids, step, size: int) -> np.ndarray:
     """Standard normals of shape ``(n, size)`` for samples ``sample_ids`` (shape ``(n,)``) at ``step``.
 
     Row ``r`` depends only on ``(seed, sample_ids[r], step)``; column ``j`` of that row is component ``j``.
+    ``step`` is one integer for all rows or an ``(n,)`` integer array, one counter step per row.
     """
     keys = stream_keys_numpy(seed, sample_ids, step)[:, None]
     n_pairs = (size + 1) // 2

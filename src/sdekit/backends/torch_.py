@@ -47,6 +47,7 @@ import torch
 from ..errors import NonFiniteError
 from ..noise import PRIOR_STEP
 from ..progress import progress_bar
+from .numpy_ import fixed_grid_stats
 from .torch_noise import TorchNormals
 
 __all__ = [
@@ -225,13 +226,7 @@ def run(job):
                 x, saved = _loop(job, job.x0, draw, checks, bar)
     if checks is not None:
         _raise_if_nonfinite(checks, job.grid)
-    stats = {
-        "steps": n_steps,
-        "accepted": n_steps,
-        "rejected": 0,
-        "wall_time": time.perf_counter() - start,
-    }
-    return x, saved, solver.nfe_per_step * n_steps, stats
+    return x, saved, solver.nfe_per_step * n_steps, fixed_grid_stats(n_steps, start)
 
 
 # -- CUDA graph capture ------------------------------------------------------------------------------
