@@ -204,14 +204,18 @@ def _affine_parts(fn, m, n_noise, name):
     y0 = y[0]
     a = (y[1 : 1 + d] - y0).T
     bs = [(y[1 + d + r * d : 1 + d + (r + 1) * d] - y0).T for r in range(n_noise)]
-    predicted = y0 + a @ v + sum((b @ wr for b, wr in zip(bs, w)), np.zeros(d))
+    _check_affine(y0 + a @ v + sum((b @ wr for b, wr in zip(bs, w)), np.zeros(d)), y, name, "the state")
+    return y, y0, a, bs
+
+
+def _check_affine(predicted, y, name, what):
+    """The test row (last row of ``y``) must equal its affine prediction to round-off."""
     scale = 1.0 + np.abs(y).max()
     if not np.all(np.abs(predicted - y[-1]) <= 1e-8 * scale):
         raise ValueError(
-            f"{name} is not affine in the state and the noise under a Gaussian data law "
+            f"{name} is not affine in {what} and the noise under a Gaussian data law "
             f"(test-row mismatch {np.abs(predicted - y[-1]).max():.3g}); exact_law does not apply"
         )
-    return y, y0, a, bs
 
 
 def _whole_solve_parts(solver, proc, ts, m, n_noise, name):
@@ -254,13 +258,7 @@ def _whole_solve_parts(solver, proc, ts, m, n_noise, name):
     c = y[0]
     a = (y[1 : 1 + d] - c).T  # column j: response to e_j in x_T
     bmat = (y[1 + d : 1 + d + n_unit] - c).T  # one column per (step, field, component)
-    predicted = c + a @ v + bmat @ w.reshape(-1)
-    scale = 1.0 + np.abs(y).max()
-    if not np.all(np.abs(predicted - y[-1]) <= 1e-8 * scale):
-        raise ValueError(
-            f"{name} is not affine in the start point and the noise under a Gaussian data law "
-            f"(test-row mismatch {np.abs(predicted - y[-1]).max():.3g}); exact_law does not apply"
-        )
+    _check_affine(c + a @ v + bmat @ w.reshape(-1), y, name, "the start point")
     return c, a, bmat
 
 

@@ -82,6 +82,14 @@ def _mean_cov(name_m, mean, name_c, cov):
     return m, 0.5 * (c + c.T)
 
 
+def _two_gaussians(mean1, cov1, mean2, cov2):
+    m1, c1 = _mean_cov("mean1", mean1, "cov1", cov1)
+    m2, c2 = _mean_cov("mean2", mean2, "cov2", cov2)
+    if m1.shape != m2.shape:
+        raise ValueError(f"mean1 and mean2 must have the same shape, got {m1.shape} and {m2.shape}")
+    return m1, c1, m2, c2
+
+
 def _psd_sqrt(c):
     """Symmetric square root of a symmetric positive semi-definite matrix (eigenvalues clipped at 0)."""
     lam, u = np.linalg.eigh(c)
@@ -106,10 +114,7 @@ def gaussian_w2(mean1, cov1, mean2, cov2) -> float:
     Covariances are scalars (``c I``), diagonals ``(d,)`` or matrices ``(d, d)``, positive semi-definite.
     The trace term cancels in floating point: values below about ``sqrt(1e-15 (tr C1 + tr C2))`` are round-off.
     """
-    m1, c1 = _mean_cov("mean1", mean1, "cov1", cov1)
-    m2, c2 = _mean_cov("mean2", mean2, "cov2", cov2)
-    if m1.shape != m2.shape:
-        raise ValueError(f"mean1 and mean2 must have the same shape, got {m1.shape} and {m2.shape}")
+    m1, c1, m2, c2 = _two_gaussians(mean1, cov1, mean2, cov2)
     s2 = _psd_sqrt(c2)
     cross = _psd_sqrt(s2 @ c1 @ s2)
     w2sq = float(np.sum((m1 - m2) ** 2) + np.trace(c1) + np.trace(c2) - 2.0 * np.trace(cross))
@@ -121,10 +126,7 @@ def gaussian_kl(mean1, cov1, mean2, cov2) -> float:
 
     ``1/2 [tr(C2^{-1} C1) + (m2 - m1)^T C2^{-1} (m2 - m1) - d + log det C2 - log det C1]``, by Cholesky factors.
     """
-    m1, c1 = _mean_cov("mean1", mean1, "cov1", cov1)
-    m2, c2 = _mean_cov("mean2", mean2, "cov2", cov2)
-    if m1.shape != m2.shape:
-        raise ValueError(f"mean1 and mean2 must have the same shape, got {m1.shape} and {m2.shape}")
+    m1, c1, m2, c2 = _two_gaussians(mean1, cov1, mean2, cov2)
     try:
         l1 = np.linalg.cholesky(c1)
     except np.linalg.LinAlgError:
@@ -305,19 +307,14 @@ def energy_distance(x, y) -> float:
 # ----------------------------------------------------------------------------------------------------------
 def _mixture_components(mixture, t, sde):
     """Weights ``(K,)``, means ``(K, d)`` and full covariances ``(K, d, d)`` of ``p_t`` of a Gaussian/mixture."""
-    from .analytic import Gaussian, GaussianMixture
+    from .analytic import Gaussian, GaussianMixture, _float_coeffs
 
     if isinstance(mixture, Gaussian):
         m, c = mixture.mean_cov(t, sde)
         return np.ones(1), m[None, :], c[None, :, :]
     if not isinstance(mixture, GaussianMixture):
         raise TypeError(f"mixture must be an sdekit.Gaussian or sdekit.GaussianMixture, got {mixture!r}")
-    if sde is None:
-        if t != 0.0:
-            raise ValueError(f"t must be 0 when sde is None, got {t!r}")
-        alpha, sigma = 1.0, 0.0
-    else:
-        alpha, sigma = (float(v) for v in sde.marginal(float(t)))
+    alpha, sigma = _float_coeffs(t, sde)  # validates t and sde as the mixture's own methods do
     d = mixture.dim
     covs = alpha * alpha * mixture._cov_matrices() + sigma * sigma * np.eye(d)
     return mixture.weights.copy(), alpha * mixture.means, covs
