@@ -216,7 +216,7 @@ def test_mmd_to_mixture_null_mean_zero_and_spread_falls_like_one_over_n():
     assert abs(f.mean) < 3 * f.std and f.resolution > 0
 
 
-def test_mmd_to_mixture_agrees_with_the_sample_mmd():
+def test_mmd_to_mixture_agrees_with_the_sample_mmd(monkeypatch):
     from sdekit import VPSDE
     from sdekit.bench import make_density
 
@@ -227,8 +227,12 @@ def test_mmd_to_mixture_agrees_with_the_sample_mmd():
     exact = metrics.mmd_to_mixture(x, ring, t=0.02, sde=sde)
     two = np.array([metrics.mmd(x, _ring(1200, 0.02, sde, 100 + r), bandwidth=h) for r in range(5)])
     assert exact > 0.005 and abs(two.mean() - exact) <= 4 * two.std(ddof=1) / math.sqrt(5) + 1e-4, (exact, two)
-    # chunking changes nothing; two bandwidths add
+    # chunking and the distance computation (direct sums in low dimension, a matrix product above) change nothing
     assert metrics.mmd_to_mixture(x, ring, t=0.02, sde=sde, chunk=7) == pytest.approx(exact, rel=1e-10)
+    monkeypatch.setattr(metrics, "_DIRECT_DIM", 0)
+    assert metrics.mmd_to_mixture(x, ring, t=0.02, sde=sde, chunk=300) == pytest.approx(exact, rel=1e-10)
+    monkeypatch.undo()
+    # two bandwidths add
     both = metrics.mmd_to_mixture(x, ring, [h, 2 * h], t=0.02, sde=sde)
     assert both == pytest.approx(exact + metrics.mmd_to_mixture(x, ring, 2 * h, t=0.02, sde=sde), rel=1e-10)
 
