@@ -58,7 +58,7 @@ def measured_table_markdown(density: str, sde: str, grid: str) -> str:
     cells = {(r["solver"], r["process"], r["nfe_budget"]): r for r in res.rows}
     body = ""
     for key in dict.fromkeys((r["solver"], r["process"]) for r in res.rows):
-        metric = next(r["metric"] for r in res.rows if (r["solver"], r["process"]) == key)
+        metric = next((r["metric"] for r in res.rows if (r["solver"], r["process"]) == key and r["metric"]), "")
         vals = []
         for b in budgets:
             r = cells.get(key + (b,))

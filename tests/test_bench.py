@@ -40,11 +40,8 @@ def _moment_check(x, mean, cov, k=4.5):
 def test_exact_law_agrees_with_monte_carlo(solver, process):
     sde = VPSDE()
     grid = sdekit.grids.make_grid(sde, 6, "uniform")  # few steps: the solver's own bias is large
-    try:
-        mean, cov = bench.exact_law(solver, sde, GAUSS, grid, process=process, start="prior")
-    except ValueError as exc:  # multistep / non-affine solvers are refused, never approximated
-        assert "multistep" in str(exc) or "not affine" in str(exc)
-        pytest.skip(f"exact_law does not cover {solver}: {exc}")
+    # every registered fixed-step solver is affine under Gaussian data (multistep ones by whole-solve probes)
+    mean, cov = bench.exact_law(solver, sde, GAUSS, grid, process=process, start="prior")
     sol = sdekit.sample(sde, GAUSS.score(sde), n=N_MC, solver=solver, steps=6, process=process, denoise=False, seed=3)
     _moment_check(sol.x, mean, cov)
     if SOLVERS[solver]().order == 1:
@@ -95,12 +92,42 @@ class _Nonlinear(Solver):
         return x + (t_next - t) * process.drift(x, t) + 1e-3 * x**2
 
 
-def test_exact_law_refuses_multistep_and_non_affine_solvers():
+def test_exact_law_of_a_multistep_solver():
+    # AB2 on the probability-flow ODE: x_out = c + A x_T, so the law is N(c + A m_T, A C_T A^T); the
+    # whole-solve probes give A column by column, compared here with a direct solve of the start points
+    sde = VPSDE()
+    grid = sdekit.grids.make_grid(sde, 12, "uniform")
+    mean, cov = bench.exact_law(_TwoStep(), sde, GAUSS, grid)
+    m_T, c_T = GAUSS.mean_cov(sde.T, sde)
+    pts = m_T + np.vstack([np.zeros(2), np.eye(2)])
+    out = sdekit.solve(sde.probability_flow(GAUSS.score(sde)), pts, sde.T, grid[-1], _TwoStep(), grid=grid).x
+    a = (out[1:] - out[0]).T
+    np.testing.assert_allclose(mean, out[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cov, a @ c_T @ a.T, rtol=1e-10, atol=1e-12)
+    # and it is not Euler's law (the history is used)
+    m_e, c_e = bench.exact_law("euler", sde, GAUSS, grid)
+    assert np.abs(c_e - cov).max() > 1e-3
+
+
+@pytest.mark.parametrize("solver, process", [("heun", "sde"), ("euler_maruyama", "sde"), ("rk4", "ode"), ("pc", "sde")])
+def test_exact_law_whole_solve_probes_match_per_step_propagation(solver, process):
+    sde = VESDE()
+    a = bench.exact_law(solver, sde, GAUSS, 15, process=process, start="prior", denoise=True)
+    b = bench.exact_law(solver, sde, GAUSS, 15, process=process, start="prior", denoise=True, method="solve")
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-10, atol=1e-12)
+
+
+def test_exact_law_refuses_non_affine_solvers_and_bad_options():
     sde = VPSDE()
     with pytest.raises(ValueError, match="multistep"):
-        bench.exact_law(_TwoStep(), sde, GAUSS, 5)
+        bench.exact_law(_TwoStep(), sde, GAUSS, 5, method="step")
+    with pytest.raises(ValueError, match="method"):
+        bench.exact_law("heun", sde, GAUSS, 5, method="fast")
     with pytest.raises(ValueError, match="not affine"):
         bench.exact_law(_Nonlinear(), sde, GAUSS, 5)
+    with pytest.raises(ValueError, match="not affine"):
+        bench.exact_law(_Nonlinear(), sde, GAUSS, 5, method="solve")
     with pytest.raises(TypeError, match="Gaussian"):
         bench.exact_law("heun", sde, bench.make_density("ring8"), 5)
     with pytest.raises(ValueError, match="start"):

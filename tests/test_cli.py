@@ -50,6 +50,8 @@ def test_compare_gaussian_table_png_csv(tmp_path, capsys):
         "64",
         "--n-ode",
         "32",
+        "--grid",
+        "uniform",
     )
     # table: one line per (solver, process), with the NFE columns and a fitted order
     lines = out.splitlines()
@@ -105,13 +107,29 @@ def test_compare_mixture_reports_reference_and_noise_floor(tmp_path, capsys):
         "karras",
     )
     assert "scipy DOP853, rtol=atol=1e-10" in out
-    assert "noise floor of sliced_w2" in out
+    # the default SDE metric on a mixture: MMD to the exact p(t_end), with its noise floor
+    assert "noise floor of mmd_exact" in out and "grid: karras (EDM's schedule" in out
     sde_rows = [r for r in rows if r["process"] == "sde"]
-    assert sde_rows and all(float(r["floor"]) > 0 and r["metric"] == "sliced_w2" for r in sde_rows)
-    assert all(float(r["resolution"]) > float(r["floor"]) for r in sde_rows)
+    assert sde_rows and all(r["metric"] == "mmd_exact" for r in sde_rows)
+    assert all(float(r["resolution"]) > max(float(r["floor"]), 0.0) for r in sde_rows)
     nfe, err = _errors(rows, "heun", "ode")
     assert np.all(np.diff(err) < 0)
     assert png.exists()
+    # the two-sample metrics stay selectable
+    out, _, rows = _run_compare(
+        tmp_path, capsys, "--solvers", "euler_maruyama", "--nfe", "8", "--n", "100", "--metric", "sliced_w2"
+    )
+    assert "noise floor of sliced_w2" in out and "grid: log_snr" in out
+    assert [r["metric"] for r in rows] == ["sliced_w2"] and float(rows[0]["floor"]) > 0
+
+
+def test_compare_mmd_resolves_few_step_errors_on_the_mixture(tmp_path, capsys):
+    # Euler-Maruyama with 4 steps on ring8 is far from p(t_end); 16 and 64 steps come closer. The MMD to the
+    # exact mixture resolves the coarse errors at a modest n and ranks them
+    out, _, rows = _run_compare(tmp_path, capsys, "--solvers", "euler_maruyama", "--nfe", "4", "16", "64", "--n", "800")
+    nfe, err = _errors(rows, "euler_maruyama", "sde")
+    res = float(rows[0]["resolution"])
+    assert err[0] > 3 * res and err[1] > res and err[0] > err[1] > err[2] - res, (err, res)
 
 
 def test_budget_below_nfe_per_step_is_reported(tmp_path, capsys):

@@ -158,3 +158,96 @@ def test_noise_floor_and_validation():
         metrics.mmd(np.zeros((3, 2)), np.ones((3, 2)), bandwidth="silverman")
     with pytest.raises(ValueError, match="cov2"):
         metrics.gaussian_w2([0, 0], np.eye(2), [0, 0], np.ones(3))
+
+
+# -- MMD to an exact mixture -------------------------------------------------------------------------------
+def _kernel_mean(delta, cov, h):
+    """E k(delta + U), U ~ N(0, cov), for k(a) = exp(-|a|^2 / (2 h^2)): (2 pi h^2)^{d/2} N(delta; 0, cov + h^2 I)."""
+    from scipy.stats import multivariate_normal
+
+    d = len(delta)
+    return (2 * math.pi * h * h) ** (d / 2) * multivariate_normal(np.zeros(d), cov + h * h * np.eye(d)).pdf(delta)
+
+
+def test_mmd_to_mixture_closed_form_for_gaussians():
+    # X ~ N(m1, C1) against Q = N(m2, C2): MMD^2 = E k(X-X') + E k(Y-Y') - 2 E k(X-Y), each a Gaussian integral
+    from sdekit import Gaussian
+
+    m1, c1 = np.array([0.4, -0.2]), np.array([[1.0, 0.3], [0.3, 0.6]])
+    m2, c2 = np.array([0.0, 0.1]), np.array([[0.8, -0.1], [-0.1, 0.9]])
+    h = 0.7
+    want = _kernel_mean(np.zeros(2), 2 * c1, h) + _kernel_mean(np.zeros(2), 2 * c2, h)
+    want -= 2 * _kernel_mean(m1 - m2, c1 + c2, h)
+    chol = np.linalg.cholesky(c1)
+    est = np.array(
+        [
+            metrics.mmd_to_mixture(
+                m1 + np.random.default_rng(r).standard_normal((1500, 2)) @ chol.T, Gaussian(m2, c2), h
+            )
+            for r in range(6)
+        ]
+    )
+    assert abs(est.mean() - want) <= 4 * est.std(ddof=1) / math.sqrt(6) + 1e-5, (est, want)
+    assert est.std() < want / 5  # power: the difference is far above the spread
+
+
+def _ring(n, t, sde, seed):
+    from sdekit.bench import make_density
+
+    return make_density("ring8").sample(n, seed=seed, t=t, sde=sde)
+
+
+def test_mmd_to_mixture_null_mean_zero_and_spread_falls_like_one_over_n():
+    from sdekit import VPSDE
+    from sdekit.bench import make_density
+
+    sde, ring = VPSDE(), make_density("ring8")
+
+    def null(n):
+        return np.array([metrics.mmd_to_mixture(_ring(n, 0.05, sde, s), ring, t=0.05, sde=sde) for s in range(16)])
+
+    small, large = null(250), null(1000)
+    for v in (small, large):
+        assert abs(v.mean()) <= 4 * v.std(ddof=1) / 4.0  # unbiased: mean 0 within 4 standard errors (16 repeats)
+    # a degenerate U-statistic: std ~ 1/n, so 4x the sample size cuts it ~4x (a two-sample metric: ~2x)
+    assert small.std() / large.std() > 2.8, (small.std(), large.std())
+    # the noise floor helper works with it (the mixture as the reference argument)
+    f = metrics.noise_floor(metrics.mmd_to_mixture, lambda n, s: _ring(n, 0.0, None, s), 500, reference=(ring,))
+    assert abs(f.mean) < 3 * f.std and f.resolution > 0
+
+
+def test_mmd_to_mixture_agrees_with_the_sample_mmd(monkeypatch):
+    from sdekit import VPSDE
+    from sdekit.bench import make_density
+
+    sde, ring = VPSDE(), make_density("ring8")
+    h = metrics.component_bandwidth(ring, 0.02, sde)
+    assert h == pytest.approx(math.sqrt(0.05 * sde.marginal(0.02)[0] ** 2 + sde.marginal(0.02)[1] ** 2), rel=1e-12)
+    x = _ring(1200, 0.1, sde, 7)  # a different law than p_0.02: more noise
+    exact = metrics.mmd_to_mixture(x, ring, t=0.02, sde=sde)
+    two = np.array([metrics.mmd(x, _ring(1200, 0.02, sde, 100 + r), bandwidth=h) for r in range(5)])
+    assert exact > 0.005 and abs(two.mean() - exact) <= 4 * two.std(ddof=1) / math.sqrt(5) + 1e-4, (exact, two)
+    # chunking and the distance computation (direct sums in low dimension, a matrix product above) change nothing
+    assert metrics.mmd_to_mixture(x, ring, t=0.02, sde=sde, chunk=7) == pytest.approx(exact, rel=1e-10)
+    monkeypatch.setattr(metrics, "_DIRECT_DIM", 0)
+    assert metrics.mmd_to_mixture(x, ring, t=0.02, sde=sde, chunk=300) == pytest.approx(exact, rel=1e-10)
+    monkeypatch.undo()
+    # two bandwidths add
+    both = metrics.mmd_to_mixture(x, ring, [h, 2 * h], t=0.02, sde=sde)
+    assert both == pytest.approx(exact + metrics.mmd_to_mixture(x, ring, 2 * h, t=0.02, sde=sde), rel=1e-10)
+
+
+def test_mmd_to_mixture_validation():
+    from sdekit.bench import make_density
+
+    ring = make_density("ring8")
+    with pytest.raises(ValueError, match="bandwidth"):
+        metrics.mmd_to_mixture(np.zeros((4, 2)), ring, bandwidth="median")
+    with pytest.raises(ValueError, match="bandwidth"):
+        metrics.mmd_to_mixture(np.zeros((4, 2)), ring, bandwidth=-1.0)
+    with pytest.raises(TypeError, match="mixture"):
+        metrics.mmd_to_mixture(np.zeros((4, 2)), np.zeros(2))
+    with pytest.raises(ValueError, match="dimension"):
+        metrics.mmd_to_mixture(np.zeros((4, 3)), ring)
+    with pytest.raises(ValueError, match="chunk"):
+        metrics.mmd_to_mixture(np.zeros((4, 2)), ring, chunk=0)

@@ -8,9 +8,10 @@ import functools
 import numpy as np
 import pytest
 
-from _laws import exact_output_law, gaussian_w2
 from sdekit import EDMSDE, VPSDE, Gaussian, GeneralSDE, solve
+from sdekit.bench import exact_law
 from sdekit.grids import make_grid
+from sdekit.metrics import gaussian_w2
 from sdekit.solvers import get_solver
 
 DATA = Gaussian(np.array([1.0, -0.5]), np.array([[0.6, 0.2], [0.2, 1.5]]))
@@ -121,13 +122,11 @@ def test_strong_order_on_nested_grids(solver, order):
 
 
 def test_weak_order_euler_maruyama_exact_law():
-    # On Gaussian data the law of EM's output is exactly Gaussian (tests/_laws.py); its W2 distance to
+    # On Gaussian data the law of EM's output is exactly Gaussian (sdekit.bench.exact_law); its W2 distance to
     # p_t_end falls at rate 1 (from the exact p_T, so no prior mismatch).
     sde = VPSDE()
-    proc = sde.reverse(DATA.score(sde))
-    m_T, c_T = DATA.mean_cov(sde.T, sde)
     m_ex, c_ex = DATA.mean_cov(sde.eps, sde)
     steps = [100, 200, 400, 800]
-    errs = [gaussian_w2(*exact_output_law(proc, "euler_maruyama", make_grid(sde, n, "uniform"), m_T, c_T), m_ex, c_ex)
+    errs = [gaussian_w2(*exact_law("euler_maruyama", sde, DATA, make_grid(sde, n, "uniform")), m_ex, c_ex)
             for n in steps]  # fmt: skip
     assert abs(_slope(steps, errs) - 1.0) < 0.2, errs

@@ -1,4 +1,4 @@
-"""Laws of the score-based samplers on Gaussian data, computed exactly (tests/_laws.py), against p_t_end."""
+"""Laws of the score-based samplers on Gaussian data, computed exactly (sdekit.bench.exact_law), against p_t_end."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import sdekit
-from _laws import exact_output_law, gaussian_w2
 from sdekit import EDMSDE, VESDE, VPSDE, Gaussian, sample
+from sdekit.bench import exact_law
 from sdekit.grids import make_grid
+from sdekit.metrics import gaussian_w2
 from sdekit.solvers import Langevin, get_solver
 
 DATA = Gaussian(np.array([1.0, -0.5]), np.array([[0.6, 0.2], [0.2, 1.5]]))
@@ -18,12 +19,9 @@ SDES = {"vp": (VPSDE(), "uniform"), "ve": (VESDE(), "uniform"), "edm": (EDMSDE()
 def _w2(sde_key, solver, steps, **options):
     """W2 between the exact law of the sampler's output (started from the exact p_T) and p_t_end."""
     sde, grid_name = SDES[sde_key]
-    score = DATA.score(sde)
     solver = get_solver(solver, **options)
-    proc = sde.probability_flow(score) if solver.default_process == "ode" else sde.reverse(score)
     grid = make_grid(sde, steps, grid_name)
-    m_T, c_T = DATA.mean_cov(sde.T, sde)
-    m, c = exact_output_law(proc, solver, grid, m_T, c_T)
+    m, c = exact_law(solver, sde, DATA, grid)
     m_ex, c_ex = DATA.mean_cov(sde.eps, sde)
     return gaussian_w2(m, c, m_ex, c_ex)
 

@@ -10,8 +10,11 @@ analytic density (whose noised marginals ``p_t`` and score are exact) and measur
 * **SDE solvers** (reverse SDE): a distance between the law of the solver's output and the exact ``p_{t_end}``.
   For a Gaussian density and a solver that is affine in the state, the law of the output is itself Gaussian and
   computed exactly by :func:`exact_law`; the error is then the exact W2 (no Monte Carlo noise). Otherwise it is
-  a two-sample metric (sliced W2 by default) against ``n`` exact samples of ``p_{t_end}``, and the metric's
-  noise floor (its value between two independent exact samples) is reported next to it.
+  the MMD between the ``n`` solver samples and the exact ``p_{t_end}`` (:func:`sdekit.metrics.mmd_to_mixture`:
+  the reference side is a closed-form Gaussian integral, so only the solver's sample is random; reported as
+  the signed root ``sign(MMD^2) sqrt(|MMD^2|)`` of the unbiased estimate, which scales like the law error),
+  or a chosen two-sample metric against exact samples. The metric's noise floor (its value on exact samples)
+  is reported next to it.
 
 All runs start from exact samples of ``p_T`` (not the prior), so the errors are the integrators' alone and
 do not include the prior mismatch ``p_T != N(0, prior_std^2 I)``; no final denoising step is applied.
@@ -35,7 +38,15 @@ from . import _xp
 from .analytic import Gaussian, GaussianMixture
 from .grids import GRIDS, make_grid
 from .integrate import BACKEND_NAMES, solve, tweedie_denoise
-from .metrics import SAMPLE_METRICS, gaussian_kl, gaussian_w2, noise_floor, sliced_w2_to
+from .metrics import (
+    SAMPLE_METRICS,
+    component_bandwidth,
+    gaussian_kl,
+    gaussian_w2,
+    mmd_to_mixture,
+    noise_floor,
+    sliced_w2_to,
+)
 from .progress import progress_bar
 from .sdes import EDMSDE, VESDE, VPSDE, LinearSDE, SubVPSDE
 from .solvers import SOLVERS, get_solver
@@ -44,6 +55,10 @@ __all__ = [
     "DENSITIES",
     "SDES",
     "DEFAULT_NFE",
+    "COMPARE_METRICS",
+    "DEFAULT_GRID",
+    "DEFAULT_METRIC",
+    "DEFAULT_N",
     "compare",
     "study",
     "CompareResult",
@@ -95,7 +110,30 @@ DENSITIES = {
 SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE, "edm": EDMSDE}
 
 #: Default NFE budgets of :func:`compare` (multiples of 4 so that 1-, 2- and 4-stage solvers use them fully).
-DEFAULT_NFE = (8, 16, 32, 64, 128, 256)
+#: On the default problem the SDE errors reach the MMD noise floor at n = 4000 around 64 NFE, so 256 adds
+#: cost (half the SDE solve time) and no resolved SDE point.
+DEFAULT_NFE = (8, 16, 32, 64, 128)
+
+#: Default time grid of :func:`compare`: equal steps in log-SNR, the schedule the DPM-Solver family is built
+#: for and a good one for every solver on VP (a uniform grid in ``t`` wastes steps at large ``t``).
+DEFAULT_GRID = "log_snr"
+
+#: Default number of SDE samples of :func:`compare` (the MMD noise floor falls like ``1/n`` in ``MMD^2``).
+DEFAULT_N = 4000
+
+#: Default SDE metric of :func:`compare` when the exact law is not available.
+DEFAULT_METRIC = "mmd_exact"
+
+#: One-line descriptions of the grids, for the report header.
+_GRID_DESCRIPTIONS = {
+    "uniform": "equal steps in t",
+    "quadratic": "steps shrinking quadratically towards t_end",
+    "log_snr": "equal steps in log-SNR log(alpha/sigma), DPM-Solver's schedule",
+    "karras": "EDM's schedule in sigma/alpha, rho=7",
+}
+
+#: SDE metrics of :func:`compare`: the exact-reference MMD (default) and the two-sample metrics.
+COMPARE_METRICS = ("mmd_exact",) + tuple(SAMPLE_METRICS)
 
 
 def make_density(density):
@@ -166,30 +204,90 @@ def _affine_parts(fn, m, n_noise, name):
     y0 = y[0]
     a = (y[1 : 1 + d] - y0).T
     bs = [(y[1 + d + r * d : 1 + d + (r + 1) * d] - y0).T for r in range(n_noise)]
-    predicted = y0 + a @ v + sum((b @ wr for b, wr in zip(bs, w)), np.zeros(d))
-    scale = 1.0 + np.abs(y).max()
-    if not np.all(np.abs(predicted - y[-1]) <= 1e-8 * scale):
-        raise ValueError(
-            f"{name} is not affine in the state and the noise under a Gaussian data law "
-            f"(test-row mismatch {np.abs(predicted - y[-1]).max():.3g}); exact_law does not apply"
-        )
+    _check_affine(y0 + a @ v + sum((b @ wr for b, wr in zip(bs, w)), np.zeros(d)), y, name, "the state")
     return y, y0, a, bs
 
 
-def exact_law(solver, sde, gaussian, grid, *, process="auto", start="marginal", denoise=False, **solver_options):
+def _check_affine(predicted, y, name, what):
+    """The test row (last row of ``y``) must equal its affine prediction to round-off."""
+    scale = 1.0 + np.abs(y).max()
+    if not np.all(np.abs(predicted - y[-1]) <= 1e-8 * scale):
+        raise ValueError(
+            f"{name} is not affine in {what} and the noise under a Gaussian data law "
+            f"(test-row mismatch {np.abs(predicted - y[-1]).max():.3g}); exact_law does not apply"
+        )
+
+
+def _whole_solve_parts(solver, proc, ts, m, n_noise, name):
+    """Affine parts of a whole fixed-grid solve ``x_out = c + A x_T + sum_{k,r} B_{k,r} z_{k,r}`` around ``m``.
+
+    One solve through the reference numpy loop on ``2 + d + N n_noise d`` rows: the mean with all noise zero,
+    the mean plus each unit vector, the mean with one unit noise component at one step and field each, and a
+    random test row (random ``x_T`` offset and noise at every step) that checks the whole solve is affine.
+    Covers multistep solvers, whose history lives in the per-solve ``state``. Returns ``(c, A, B)`` with
+    ``B`` of shape ``(d, N n_noise d)``.
+    """
+    from .backends import numpy_ as numpy_loop
+    from .integrate import Job
+
+    d = m.shape[0]
+    n_steps = len(ts) - 1
+    n_unit = n_steps * n_noise * d
+    rows = 2 + d + n_unit
+    rng = np.random.default_rng(20240611)
+    v = rng.standard_normal(d)
+    w = rng.standard_normal((n_steps, n_noise, d))
+    x0 = np.tile(m, (rows, 1))
+    x0[1 : 1 + d] += np.eye(d)
+    x0[-1] += v
+
+    def noise(job):
+        def draw(k):
+            z = np.zeros((n_noise, rows, d))
+            base = 1 + d + k * n_noise * d
+            for r in range(n_noise):
+                z[r, base + r * d + np.arange(d), np.arange(d)] = 1.0
+            z[:, -1] = w[k]
+            return list(z)
+
+        return draw
+
+    job = Job(process=proc, solver=solver, x0=x0, grid=ts, seed=0, sample_ids=np.arange(rows), save_index=None,
+              progress=False, check_finite=True, stochastic=n_noise > 0)  # fmt: skip
+    y, _, _, _ = numpy_loop.run(job, noise=noise)
+    c = y[0]
+    a = (y[1 : 1 + d] - c).T  # column j: response to e_j in x_T
+    bmat = (y[1 + d : 1 + d + n_unit] - c).T  # one column per (step, field, component)
+    _check_affine(c + a @ v + bmat @ w.reshape(-1), y, name, "the start point")
+    return c, a, bmat
+
+
+def exact_law(
+    solver, sde, gaussian, grid, *, process="auto", start="marginal", denoise=False, method="auto", **solver_options
+):
     """Exact mean and covariance of a solver's output when the data law is Gaussian.
 
-    With ``p_0 = N(mu, Sigma)`` the exact score is affine in ``x``, so one step ``x' = step(x, z)`` of any solver
-    built from drift evaluations, linear combinations and Gaussian noise is affine in ``(x, z)``:
-    ``x' = c + A x + sum_r B_r z_r``. Its parts are read off the solver itself (applied to the mean, to the mean
-    plus unit vectors and to unit noise vectors, one batched call per step), and the law is propagated exactly:
-    ``m' = c + A m``, ``C' = A C A^T + sum_r B_r B_r^T``. No per-solver algebra, no Monte Carlo.
+    With ``p_0 = N(mu, Sigma)`` the exact score is affine in ``x``, so any solver built from drift evaluations,
+    linear combinations (with coefficients that depend on the grid only) and Gaussian noise is affine in the
+    start point and all the noise: ``x_out = c + A x_T + sum_{k,r} B_{k,r} z_{k,r}``, hence Gaussian with mean
+    ``c + A m_T`` and covariance ``A C_T A^T + sum B B^T``. The parts are read off the solver itself, by
+    running it on probe rows; no per-solver algebra, no Monte Carlo.
+
+    * One-step solvers: per step, one batched ``step`` call on the mean, the mean plus unit vectors and unit
+      noise vectors gives ``x' = c + A x + sum_r B_r z_r`` and the law is propagated,
+      ``m' = c + A m``, ``C' = A C A^T + sum_r B_r B_r^T`` (``O(d)`` rows whatever the number of steps).
+    * Multistep solvers (a per-sample history left in the per-solve ``state`` is detected after the first
+      step) and any other affine solver: one whole solve on ``2 + d + N n_noise d`` probe rows (the mean, unit
+      offsets of ``x_T`` and one unit noise component per step, field and component) gives ``c``, ``A`` and
+      every ``B_{k,r}`` at once (``O(N^2 n_noise d^2)`` work for ``N`` steps).
+
+    Both check affinity on a random test row (each step, or the whole solve) and raise ``ValueError`` for a
+    solver that is not affine under Gaussian data.
 
     Parameters
     ----------
     solver : str or Solver
-        A one-step solver. Multistep solvers (which keep a per-sample history between steps) are detected and
-        refused, as are solvers that turn out not to be affine (checked each step on a random test row).
+        A fixed-grid solver (adaptive solvers are refused: their steps depend on the state).
     sde : LinearSDE
     gaussian : Gaussian
         The data law ``p_0``; the solver uses its exact score.
@@ -201,6 +299,10 @@ def exact_law(solver, sde, gaussian, grid, *, process="auto", start="marginal", 
         Law at ``T``: the exact ``p_T`` or the prior ``N(0, prior_std^2 I)`` (what :func:`sdekit.sample` draws).
     denoise : bool
         Apply the final Tweedie step ``(x + sigma^2 score) / alpha`` (affine too).
+    method : {"auto", "step", "solve"}
+        ``"auto"``: per-step propagation, switching to the whole-solve probes when the solver turns out to be
+        multistep; ``"step"``: per-step only (a multistep solver raises ``ValueError``); ``"solve"``: whole
+        solve always.
 
     Returns
     -------
@@ -216,6 +318,8 @@ def exact_law(solver, sde, gaussian, grid, *, process="auto", start="marginal", 
         raise ValueError(f"solver {solver.name!r} is adaptive; exact_law covers fixed-grid solvers only")
     if process not in ("auto", "sde", "ode"):
         raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
+    if method not in ("auto", "step", "solve"):
+        raise ValueError(f"method must be one of ['auto', 'step', 'solve'], got {method!r}")
     kind = solver.default_process if process == "auto" else process
     if (kind == "sde" and not solver.is_sde) or (kind == "ode" and not solver.is_ode):
         raise ValueError(f"solver {solver.name!r} cannot integrate process={kind!r}")
@@ -228,30 +332,41 @@ def exact_law(solver, sde, gaussian, grid, *, process="auto", start="marginal", 
         if abs(ts[0] - sde.T) > 1e-12 * max(1.0, sde.T) or ts[-1] <= 0:
             raise ValueError(f"grid must run from T={sde.T} down to a positive t_end, got {ts[0]} ... {ts[-1]}")
     if start == "marginal":
-        m, c = gaussian.mean_cov(float(ts[0]), sde)
+        m0, c0 = gaussian.mean_cov(float(ts[0]), sde)
     elif start == "prior":
-        m, c = np.zeros(gaussian.dim), sde.prior_std**2 * np.eye(gaussian.dim)
+        m0, c0 = np.zeros(gaussian.dim), sde.prior_std**2 * np.eye(gaussian.dim)
     else:
         raise ValueError(f"start must be one of ['marginal', 'prior'], got {start!r}")
     score = gaussian.score(sde)
     proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
+    if hasattr(solver, "check_process"):
+        solver.check_process(proc)
     n_noise = solver.n_noise if kind == "sde" else 0
+    name = f"solver {solver.name!r}"
+    m, c = m0, c0
     state = {"grid": ts}
-    for k in range(len(ts) - 1):
+    multistep = method == "solve"
+    for k in range(len(ts) - 1 if method != "solve" else 0):
         t, t_next = float(ts[k]), float(ts[k + 1])
         state["k"] = k
 
         def one_step(x, z, t=t, t_next=t_next):
             return solver.step(proc, x, t, t_next, z, state)
 
-        y, m_new, a, bs = _affine_parts(one_step, m, n_noise, f"solver {solver.name!r}")
+        y, m_new, a, bs = _affine_parts(one_step, m, n_noise, name)
         if _history_in_state(state, y.shape[0]):
-            raise ValueError(
-                f"solver {solver.name!r} keeps a per-sample history between steps (multistep); "
-                "exact_law covers one-step solvers only"
-            )
+            if method == "step":
+                raise ValueError(
+                    f"{name} keeps a per-sample history between steps (multistep); method='step' covers one-step "
+                    "solvers only (use method='auto' or 'solve')"
+                )
+            multistep = True  # the next step depends on this one's probe rows: propagate the whole solve
+            break
         c = a @ c @ a.T + sum((b @ b.T for b in bs), np.zeros_like(c))
         m = m_new
+    if multistep:
+        c_out, a, bmat = _whole_solve_parts(solver, proc, ts, m0, n_noise, name)
+        m, c = c_out, a @ c0 @ a.T + bmat @ bmat.T
     if denoise:
         t_end = float(ts[-1])
         _, m, a, _ = _affine_parts(lambda x, z: tweedie_denoise(sde, score, x, t_end), m, 0, "denoising")
@@ -291,6 +406,7 @@ def fit_order(nfe, err, floor: float = 0.0, last: int | None = 3) -> float:
 _ODE_REF_TOL = 1e-10
 # exact reference samples per solver sample: 4 for sliced W2 (O(n log n)); 1 for the O(n m) kernel metrics
 _REF_FACTOR = {"sliced_w2": 4, "mmd": 1, "energy": 1}
+_FLOOR_REPEATS = 8  # exact samples at which the SDE metric's noise floor is measured (mean and std)
 _ODE_FIT_FLOOR = {"exact": 1e-12, "dop853": 1e-8}
 
 
@@ -348,7 +464,7 @@ class CompareResult:
         lines = [head, "-" * len(head)]
         cells = {(r["solver"], r["process"], r["nfe_budget"]): r for r in self.rows}
         for key in dict.fromkeys((r["solver"], r["process"]) for r in self.rows):
-            metric = next(r["metric"] for r in self.rows if (r["solver"], r["process"]) == key)
+            metric = next((r["metric"] for r in self.rows if (r["solver"], r["process"]) == key and r["metric"]), "")
             line = f"{key[0]:<18}{key[1]:<8}{metric:<11}"
             for b in budgets:
                 r = cells.get(key + (b,))
@@ -367,8 +483,8 @@ class CompareResult:
         i = self.info
         out = [
             f"density: {i['density']} ({i['density_description']})",
-            f"sde: {i['sde']}, grid: {i['grid']}, t_end: {i['t_end']:g}, n: {i['n']}, seed: {i['seed']}, "
-            f"backend: {i['backend']}",
+            f"sde: {i['sde']}, grid: {i['grid']} ({_GRID_DESCRIPTIONS.get(i['grid'], 'custom')}), "
+            f"t_end: {i['t_end']:g}, n: {i['n']}, seed: {i['seed']}, backend: {i['backend']}",
             f"ODE error (ode_rms): RMS endpoint distance to the reference flow of the same start points; "
             f"reference: {i['ode_reference']}",
             f"SDE error: {i['sde_metric_description']}",
@@ -384,7 +500,8 @@ class CompareResult:
         if unresolved:
             out.append(
                 f"\n{len(unresolved)} SDE errors are within the Monte Carlo resolution: raise --n (the floor falls "
-                "like n^-1/2), or use --density gaussian / gaussian10, whose SDE errors come from exact laws."
+                "like n^-1/2 in the error units shown), or use --density gaussian / gaussian10, whose SDE errors "
+                "come from exact laws."
             )
         notes = sorted({f"{r['solver']} ({r['process']}): {r['note']}" for r in self.rows if r["note"]})
         if notes:
@@ -494,12 +611,12 @@ def compare(
     solvers=None,
     nfe=DEFAULT_NFE,
     *,
-    grid="uniform",
+    grid=DEFAULT_GRID,
     backend="numpy",
     seed=0,
-    n=4000,
+    n=DEFAULT_N,
     n_ode=500,
-    metric="sliced_w2",
+    metric=DEFAULT_METRIC,
     t_end=None,
     progress=False,
     csv_path=None,
@@ -520,19 +637,22 @@ def compare(
     nfe : sequence of int
         NFE budgets; a solver with ``k`` evaluations per step runs ``nfe // k`` steps (budgets below ``k`` skip).
     grid : str
-        A schedule name in ``sdekit.grids.GRIDS``.
+        A schedule name in ``sdekit.grids.GRIDS``; default ``"log_snr"`` (:data:`DEFAULT_GRID`).
     backend : str
         ``"numpy"``, ``"numba"``, ``"torch"`` or ``"auto"``; the reference computations stay in numpy.
     seed : int
         Seed of the start points (exact samples of ``p_T``), the solver noise and the reference samples.
     n : int
-        Number of samples per SDE run (and of exact reference samples); the Monte Carlo noise floor of the
-        sample metric falls like ``n^{-1/2}``.
+        Number of samples per SDE run; the noise floor of ``mmd_exact`` falls like ``1/n`` in ``MMD^2`` (so
+        like ``n^{-1/2}`` in the root shown), that of the two-sample metrics like ``n^{-1/2}``.
     n_ode : int
         Number of start points of the ODE runs (the first ``min(n, n_ode)`` of the SDE start points); the ODE
         error is pathwise, so it needs few points.
     metric : str
-        Two-sample metric for SDE solvers when the exact law is not available: one of ``metrics.SAMPLE_METRICS``.
+        SDE metric when the exact law is not available: ``"mmd_exact"`` (default; the signed root of the
+        unbiased MMD^2 to the exact ``p_{t_end}``, :func:`sdekit.metrics.mmd_to_mixture`, bandwidth
+        :func:`sdekit.metrics.component_bandwidth`) or a two-sample metric of ``metrics.SAMPLE_METRICS``
+        (``sliced_w2``, ``mmd``, ``energy``) against exact samples.
     t_end : float, optional
         End time (default ``sde.eps``).
     csv_path, png_path, json_path : str, optional
@@ -548,8 +668,8 @@ def compare(
         raise ValueError(f"grid must be a schedule name, one of {sorted(GRIDS)}, got {grid!r}")
     if backend not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKEND_NAMES)}")
-    if metric not in SAMPLE_METRICS:
-        raise ValueError(f"unknown metric {metric!r}; valid metrics: {sorted(SAMPLE_METRICS)}")
+    if metric not in COMPARE_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; valid metrics: {sorted(COMPARE_METRICS)}")
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
     if isinstance(n_ode, bool) or not isinstance(n_ode, numbers.Integral) or n_ode < 1:
@@ -598,31 +718,46 @@ def compare(
         ref_short = "exact flow" if kind == "exact" else "DOP853 reference"
         ode_floor = _ODE_FIT_FLOOR[kind]
 
-    metric_fn = SAMPLE_METRICS[metric]
     exact_sde = isinstance(dens, Gaussian)
-    m_ref = _REF_FACTOR[metric] * n
-    sde_desc = f"{metric} between the n solver samples and {m_ref} exact samples of p(t_end)"
+    if metric == "mmd_exact":
+        h = component_bandwidth(dens, t_end, sde_obj)
+
+        def metric_fn(y):
+            v = mmd_to_mixture(y, dens, h, t=t_end, sde=sde_obj)
+            return math.copysign(math.sqrt(abs(v)), v)
+
+        sde_desc = (
+            f"MMD (Gaussian kernel, bandwidth h={h:.3g} = narrowest component std) between the n solver samples "
+            "and the exact p(t_end) in closed form; shown as sign(MMD^2) sqrt(|MMD^2|) of the unbiased estimate"
+        )
+    else:
+        m_ref = _REF_FACTOR[metric] * n
+        sde_desc = f"{metric} between the n solver samples and {m_ref} exact samples of p(t_end)"
     if exact_sde:
         target_m, target_c = dens.mean_cov(t_end, sde_obj)
         sde_desc = (
             "exact W2 between the solver's exact output law (bench.exact_law) and p(t_end) (no Monte Carlo noise); "
-            f"{metric} to {m_ref} exact samples for solvers exact_law does not cover"
+            f"for solvers exact_law does not cover: {sde_desc}"
         )
     sample_ref = {}
 
     def to_target(x):
-        """The sample metric against exact samples of p(t_end); reference and floor built on first use."""
+        """The sample metric against the exact p(t_end); reference and floor built on first use."""
         if not sample_ref:
-            # seeds disjoint from the start points'; exact samples are cheap, so a reference larger than the
-            # solver's sample lowers the floor, which is the metric between fresh exact n-samples and it
-            target = dens.sample(m_ref, seed=seed + 1, t=t_end, sde=sde_obj)
-            fn = sliced_w2_to(target) if metric == "sliced_w2" else (lambda y: metric_fn(y, target))
+            if metric == "mmd_exact":
+                fn = metric_fn
+            else:
+                # seeds disjoint from the start points'; exact samples are cheap, so a reference larger than the
+                # solver's sample lowers the floor, which is the metric between fresh exact n-samples and it
+                target = dens.sample(m_ref, seed=seed + 1, t=t_end, sde=sde_obj)
+                two_sample = SAMPLE_METRICS[metric]
+                fn = sliced_w2_to(target) if metric == "sliced_w2" else (lambda y: two_sample(y, target))
             sample_ref["fn"] = fn
             sample_ref["floor"] = noise_floor(
                 fn,
                 lambda size, s: dens.sample(size, seed=s, t=t_end, sde=sde_obj),
                 n,
-                repeats=5,
+                repeats=_FLOOR_REPEATS,
                 seed=seed + 2,
                 reference=(),
             )
