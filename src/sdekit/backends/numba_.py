@@ -274,7 +274,10 @@ class Kernel:
     """A fused kernel: ``body`` (see the module docstring) and what the host prepares for it.
 
     ``stage_times(solver, grid) -> (steps, S)`` times at which the drift is evaluated in each step;
-    ``extra(solver) -> tuple of arrays`` the solver's coefficients; ``n_noise`` normal fields per step.
+    ``extra(solver) -> tuple of arrays`` the solver's coefficients; ``n_noise`` normal fields per step;
+    ``grid_extra(solver, process, grid) -> tuple of arrays``, when given, replaces ``extra`` (per-step
+    coefficients that depend on the grid and the SDE); ``chunkable=False`` for kernels that keep a history
+    across steps inside the call (they run the whole grid in one call, even with a progress bar).
     """
 
     name: str
@@ -282,6 +285,8 @@ class Kernel:
     stage_times: Callable
     extra: Callable = lambda solver: ()  # noqa: E731
     n_noise: int = 0
+    grid_extra: Callable | None = None
+    chunkable: bool = True
     _compiled: object = None
 
     def analytic(self):
@@ -339,6 +344,8 @@ register_kernel(EulerMaruyama, "sde", _EM)
 register_kernel(RungeKutta, "ode", _RK)
 register_kernel(Heun, "ode", _RK)
 register_kernel(Heun, "sde", _SHEUN)
+# the affine multistep kernel (DPM-Solver++, ancestral, reverse diffusion) registers itself on import
+from . import numba_multistep  # noqa: E402, F401
 
 
 # -- user row scores ------------------------------------------------------------------------------------------
@@ -514,9 +521,9 @@ def _run_fused(job, plan):
     if 0 in order:
         saved[save_slot[0]] = x
     bad = np.full((n + block - 1) // block, -1, dtype=np.int64)  # first non-finite step of each block
-    extra = kernel.extra(solver)
+    extra = kernel.extra(solver) if kernel.grid_extra is None else kernel.grid_extra(solver, job.process, grid)
     # without a progress bar the kernel runs the whole grid in one call
-    chunks = max(1, min(steps, 50)) if job.progress else 1
+    chunks = max(1, min(steps, 50)) if job.progress and kernel.chunkable else 1
     bounds = np.linspace(0, steps, chunks + 1).round().astype(np.int64)
     start = time.perf_counter()
     with progress_bar(steps, job.progress, desc=solver.name) as bar:
