@@ -276,8 +276,9 @@ class Kernel:
     ``stage_times(solver, grid) -> (steps, S)`` times at which the drift is evaluated in each step;
     ``extra(solver) -> tuple of arrays`` the solver's coefficients; ``n_noise`` normal fields per step;
     ``grid_extra(solver, process, grid) -> tuple of arrays``, when given, replaces ``extra`` (per-step
-    coefficients that depend on the grid and the SDE); ``chunkable=False`` for kernels that keep a history
-    across steps inside the call (they run the whole grid in one call, even with a progress bar).
+    coefficients that depend on the grid and the SDE); ``process_stage_times(solver, process, grid)``, when
+    given, replaces ``stage_times`` (stage times that depend on the SDE); ``chunkable=False`` for kernels that
+    keep a history across steps inside the call (they run the whole grid in one call, even with a progress bar).
     """
 
     name: str
@@ -286,6 +287,7 @@ class Kernel:
     extra: Callable = lambda solver: ()  # noqa: E731
     n_noise: int = 0
     grid_extra: Callable | None = None
+    process_stage_times: Callable | None = None
     chunkable: bool = True
     _compiled: object = None
 
@@ -345,7 +347,7 @@ register_kernel(RungeKutta, "ode", _RK)
 register_kernel(Heun, "ode", _RK)
 register_kernel(Heun, "sde", _SHEUN)
 # the affine multistep kernel (DPM-Solver++, ancestral, reverse diffusion) registers itself on import
-from . import numba_multistep  # noqa: E402, F401
+from . import numba_edm, numba_multistep  # noqa: E402, F401
 
 
 # -- user row scores ------------------------------------------------------------------------------------------
@@ -509,7 +511,11 @@ def _run_fused(job, plan):
     x = np.array(job.x0.reshape(n, -1), dtype=np.float64, order="C", copy=True)
     d = x.shape[1]
     block = block_size(d)
-    st = np.ascontiguousarray(kernel.stage_times(solver, grid), dtype=np.float64)
+    if kernel.process_stage_times is None:
+        st = kernel.stage_times(solver, grid)
+    else:
+        st = kernel.process_stage_times(solver, job.process, grid)
+    st = np.ascontiguousarray(st, dtype=np.float64)
     coef = _coef_table(job, st, score_coef)
     ids = np.require(job.sample_ids, dtype=np.int64, requirements=["C", "W"])  # one numba type
     skey = seed_key(job.seed)
