@@ -210,3 +210,25 @@ def test_edm_fused_matches_numpy(sde):
     full = sdekit.solve(proc, x0, sde.T, sde.eps, "edm", steps=5, seed=5, backend="numba").x
     mid = sdekit.solve(proc, x0[ids], sde.T, sde.eps, "edm", steps=5, seed=5, backend="numba", sample_ids=ids).x
     np.testing.assert_array_equal(full[ids], mid)
+
+
+# -- SRA (stochastic Runge--Kutta for additive noise) ----------------------------------------------------------
+def test_sra1_fused_matches_numpy_and_is_batch_independent():
+    from sdekit.backends.numba_sra import SRA_KERNEL
+
+    assert find_kernel(get_solver("sra1"), "sde") is SRA_KERNEL
+    for sde in (sdekit.VPSDE(), sdekit.VESDE(), sdekit.EDMSDE()):
+        score = DENSITIES["gaussian-full"].score(sde)
+        for steps in (10, 40):
+            kw = dict(n=64, steps=steps, solver="sra1", process="sde", seed=11)
+            a = sdekit.sample(sde, score, backend="numba", **kw)
+            b = sdekit.sample(sde, score, backend="numpy", **kw)
+            assert a.stats["kernel"] == "fused sra"
+            _close(a.x, b.x)
+    sde = sdekit.VPSDE()
+    proc = sde.reverse(DENSITIES["mixture-diag"].score(sde))
+    x0 = sde.prior_sample((BLOCK + 40, 3), seed=5)
+    ids = np.arange(BLOCK - 10, BLOCK + 20)
+    full = sdekit.solve(proc, x0, 1.0, 1e-3, "sra1", steps=5, seed=5, backend="numba").x
+    mid = sdekit.solve(proc, x0[ids], 1.0, 1e-3, "sra1", steps=5, seed=5, backend="numba", sample_ids=ids).x
+    np.testing.assert_array_equal(full[ids], mid)

@@ -347,7 +347,7 @@ register_kernel(RungeKutta, "ode", _RK)
 register_kernel(Heun, "ode", _RK)
 register_kernel(Heun, "sde", _SHEUN)
 # the affine multistep kernel (DPM-Solver++, ancestral, reverse diffusion) registers itself on import
-from . import numba_edm, numba_multistep  # noqa: E402, F401
+from . import numba_edm, numba_multistep, numba_sra  # noqa: E402, F401
 
 
 # -- user row scores ------------------------------------------------------------------------------------------
