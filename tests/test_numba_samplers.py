@@ -232,3 +232,31 @@ def test_sra1_fused_matches_numpy_and_is_batch_independent():
     full = sdekit.solve(proc, x0, 1.0, 1e-3, "sra1", steps=5, seed=5, backend="numba").x
     mid = sdekit.solve(proc, x0[ids], 1.0, 1e-3, "sra1", steps=5, seed=5, backend="numba", sample_ids=ids).x
     np.testing.assert_array_equal(full[ids], mid)
+
+
+# -- predictor--corrector ------------------------------------------------------------------------------------
+def test_pc_fused_for_sigma_rule_and_affine_predictors_else_per_step():
+    from sdekit.solvers.score_based import PredictorCorrector
+
+    for sde in (sdekit.VPSDE(), sdekit.VESDE()):
+        proc = sde.reverse(DENSITIES["mixture-diag"].score(sde))
+        x0 = sde.prior_sample((64, 3), seed=3)
+        for solver, kernel in (
+            (PredictorCorrector(), "fused pc"),
+            (PredictorCorrector("ancestral", snr=0.05, n_steps=3), "fused pc"),
+            (PredictorCorrector("euler_maruyama"), "per-step"),  # no affine predictor table
+            (PredictorCorrector(step_size="per_sample"), "per-step"),  # norms per sample: not in the kernel
+        ):
+            a = sdekit.solve(proc, x0, sde.T, sde.eps, solver, steps=15, backend="numba", seed=3)
+            b = sdekit.solve(proc, x0, sde.T, sde.eps, solver, steps=15, backend="numpy", seed=3)
+            assert a.stats["kernel"] == kernel, solver
+            assert a.nfe == b.nfe
+            _close(a.x, b.x)
+    sde = sdekit.VPSDE()
+    proc = sde.reverse(DENSITIES["mixture-diag"].score(sde))
+    x0 = sde.prior_sample((BLOCK + 40, 3), seed=5)
+    ids = np.arange(BLOCK - 10, BLOCK + 20)
+    solver = PredictorCorrector("ancestral", n_steps=2)
+    full = sdekit.solve(proc, x0, 1.0, 1e-3, solver, steps=5, seed=5, backend="numba").x
+    mid = sdekit.solve(proc, x0[ids], 1.0, 1e-3, solver, steps=5, seed=5, backend="numba", sample_ids=ids).x
+    np.testing.assert_array_equal(full[ids], mid)

@@ -276,7 +276,8 @@ class Kernel:
     ``stage_times(solver, grid) -> (steps, S)`` times at which the drift is evaluated in each step;
     ``extra(solver) -> tuple of arrays`` the solver's coefficients; ``n_noise`` normal fields per step;
     ``grid_extra(solver, process, grid) -> tuple of arrays``, when given, replaces ``extra`` (per-step
-    coefficients that depend on the grid and the SDE); ``process_stage_times(solver, process, grid)``, when
+    coefficients that depend on the grid and the SDE); ``accepts(solver)`` False sends a configuration the
+    kernel does not cover to the per-step path; ``process_stage_times(solver, process, grid)``, when
     given, replaces ``stage_times`` (stage times that depend on the SDE); ``chunkable=False`` for kernels that
     keep a history across steps inside the call (they run the whole grid in one call, even with a progress bar).
     """
@@ -288,6 +289,7 @@ class Kernel:
     n_noise: int = 0
     grid_extra: Callable | None = None
     process_stage_times: Callable | None = None
+    accepts: Callable = lambda solver: True  # noqa: E731
     chunkable: bool = True
     _compiled: object = None
 
@@ -347,7 +349,7 @@ register_kernel(RungeKutta, "ode", _RK)
 register_kernel(Heun, "ode", _RK)
 register_kernel(Heun, "sde", _SHEUN)
 # the affine multistep kernel (DPM-Solver++, ancestral, reverse diffusion) registers itself on import
-from . import numba_edm, numba_multistep, numba_sra  # noqa: E402, F401
+from . import numba_edm, numba_multistep, numba_pc, numba_sra  # noqa: E402, F401
 
 
 # -- user row scores ------------------------------------------------------------------------------------------
@@ -459,7 +461,7 @@ def _fused_plan(job):
     if not isinstance(x0, np.ndarray) or x0.dtype != np.float64:
         return None
     kernel = find_kernel(job.solver, "sde" if job.stochastic else "ode")
-    if kernel is None:
+    if kernel is None or not kernel.accepts(job.solver):
         return None
     score = proc.score
     if is_analytic_score(score):

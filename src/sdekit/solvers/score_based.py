@@ -160,11 +160,7 @@ class Langevin:
         """``n_steps`` corrector steps at time ``t``; ``zs`` is a list of ``n_steps`` standard-normal arrays."""
         sde = process.sde
         linear = isinstance(sde, LinearSDE)
-        if linear:
-            ratio = coeffs(sde, t)[0] / coeffs(sde, t_next)[0]
-            r = ratio * ratio if ratio < 1.0 else 1.0 / (ratio * ratio)
-        else:
-            r = 1.0
+        r = self._alpha_ratio(sde, t, t_next) if linear else 1.0
         if self.step_size == "sigma" and not linear:
             raise ValueError("Langevin step_size='sigma' needs a LinearSDE; use step_size='per_sample' or 'batch'")
         ev = x.ndim - 1
@@ -172,7 +168,7 @@ class Langevin:
         for z in zs:
             grad = score_at(process, x, t)
             if self.step_size == "sigma":
-                eps = 2.0 * r * (self.snr * coeffs(sde, t)[1]) ** 2
+                eps = self._sigma_eps(sde, r, t)
                 x = x + eps * grad + math.sqrt(2.0 * eps) * z
                 continue
             g_norm = xp.sqrt(_xp.sum_last(grad * grad, ev))
@@ -182,6 +178,20 @@ class Langevin:
             eps = _xp.per_sample(2.0 * r * (self.snr * z_norm / g_norm) ** 2, x)
             x = x + eps * grad + xp.sqrt(2.0 * eps) * z
         return x
+
+    @staticmethod
+    def _alpha_ratio(sde: LinearSDE, t: float, t_next: float) -> float:
+        """``r = (alpha(t) / alpha(t_next))^2``, folded into ``(0, 1]`` (score_sde's ``alpha_i``)."""
+        ratio = coeffs(sde, t)[0] / coeffs(sde, t_next)[0]
+        return ratio * ratio if ratio < 1.0 else 1.0 / (ratio * ratio)
+
+    def _sigma_eps(self, sde: LinearSDE, r: float, t: float) -> float:
+        """The step of the ``"sigma"`` rule, ``eps = 2 r (snr sigma(t))^2``."""
+        return 2.0 * r * (self.snr * coeffs(sde, t)[1]) ** 2
+
+    def sigma_step(self, sde: LinearSDE, t: float, t_next: float) -> float:
+        """``eps`` of every corrector step at ``t`` under the ``"sigma"`` rule (the same for every sample)."""
+        return self._sigma_eps(sde, self._alpha_ratio(sde, t, t_next), t)
 
 
 @register
