@@ -14,6 +14,9 @@ Cases (reverse-time VP SDE of Song et al. 2021, data N(mu, diag(lam)) with its e
 2. ``heun-ode-d2``: Heun on the probability-flow ODE, same data.
 3. ``em-mix8-d2``: Euler--Maruyama, an 8-component Gaussian mixture.
 4. ``em-d64``: Euler--Maruyama, d = 64 (diagonal Gaussian), n = 10 000.
+5. ``dpmpp2m-ode-mix8-d2``: DPM-Solver++(2M) on the probability-flow ODE, the 8-component mixture, n = 100 000:
+   the fused affine-multistep kernel against the path it replaced (``backend="numba"`` running the numpy
+   loop, here through a subclass that overrides ``step`` and so has no kernel) and sdekit numpy.
 
 Compile time: each fused kernel compiled from scratch (no disk cache), timed on a tiny problem.
 The fused kernel runs with all numba threads and, for a per-core comparison, with one. The numpy loops are
@@ -42,6 +45,7 @@ import numpy as np
 
 import sdekit
 from sdekit.analytic import Gaussian, GaussianMixture
+from sdekit.solvers.dpm_solver import DPMSolverPP2M
 
 
 def _timed(fn, repeat=1):
@@ -129,6 +133,13 @@ def torchsde_em(sde, mu, lam, x_T, t_end, steps):
         torch.set_num_threads(threads)
 
 
+class _Unfused2M(DPMSolverPP2M):
+    """DPM-Solver++(2M) with its own ``step``: the numba backend finds no kernel and runs the numpy loop."""
+
+    def step(self, process, x, t, t_next, z, state):
+        return super().step(process, x, t, t_next, z, state)
+
+
 # -- compile times -------------------------------------------------------------------------------------------
 def compile_times():
     """Seconds to compile each fused kernel from scratch (no disk cache), on a 4-sample problem."""
@@ -141,7 +152,8 @@ def compile_times():
     sde = sdekit.VPSDE()
     score = Gaussian([0.0, 1.0], [1.0, 2.0]).score(sde)
     out = {}
-    for solver_name, kind in (("euler_maruyama", "sde"), ("heun", "sde"), ("rk4", "ode")):
+    cases = (("euler_maruyama", "sde"), ("heun", "sde"), ("rk4", "ode"), ("dpmpp_2m", "ode"), ("edm", "sde"))
+    for solver_name, kind in cases + (("sra1", "sde"), ("pc", "sde")):
         solver = get_solver(solver_name)
         proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
         x0 = np.zeros((4, 2))
@@ -149,20 +161,38 @@ def compile_times():
         job = Job(proc, solver, x0, grid, 0, np.arange(4), None, False, True, kind == "sde")
         kernel, _, sparams, wshape, score_coef = nb._fused_plan(job)
         fresh = njit(parallel=True, error_model="numpy")(kernel.body)
-        st = np.ascontiguousarray(kernel.stage_times(solver, grid))
+        if kernel.process_stage_times is None:
+            st = kernel.stage_times(solver, grid)
+        else:
+            st = kernel.process_stage_times(solver, proc, grid)
+        st = np.ascontiguousarray(st, dtype=np.float64)
         coef = nb._coef_table(job, st, score_coef)
+        extra = kernel.extra(solver) if kernel.grid_extra is None else kernel.grid_extra(solver, proc, grid)
         args = (st, coef, sparams, wshape, np.full(3, -1), np.zeros((1, 1, 1)), np.full(1, -1), True)
         t0 = time.perf_counter()
-        fresh(x0.copy(), np.arange(4), nb.seed_key(0), 0, 2, *args, kernel.extra(solver), 4)
+        fresh(x0.copy(), np.arange(4), nb.seed_key(0), 0, 2, *args, extra, 4)
         out[f"{kernel.name} ({solver_name}, {kind})"] = time.perf_counter() - t0
     return out
 
 
 # -- cases ---------------------------------------------------------------------------------------------------
 def run_case(
-    title, sde, density, n, steps, solver, process, hand=None, torchsde_steps=None, slow_steps=None, python_score=False
+    title,
+    sde,
+    density,
+    n,
+    steps,
+    solver,
+    process,
+    hand=None,
+    torchsde_steps=None,
+    slow_steps=None,
+    python_score=False,
+    fallback=None,
 ):
-    """Time every method on one problem; slow methods may run ``slow_steps`` steps (ns/particle-step is per step)."""
+    """Time every method on one problem; slow methods may run ``slow_steps`` steps (ns/particle-step is per step).
+
+    ``fallback``: a solver instance without a fused kernel, run with ``backend="numba"`` (the per-step path)."""
     import numba
 
     score = density.score(sde)
@@ -209,6 +239,11 @@ def run_case(
         g = grid_of(slow_steps)
         t, _ = _timed(lambda: sdekit.solve(py_proc, x_T, sde.T, g[-1], solver, grid=g, backend="numba"))
         rows.append(("sdekit numba, python score, per-step", t, slow_steps, None))
+    if fallback is not None:
+        g = grid_of(slow_steps)
+        t, fb = _timed(lambda: sdekit.solve(proc, x_T, sde.T, g[-1], fallback, grid=g, backend="numba"))
+        assert fb.stats["kernel"] == "per-step"
+        rows.append(("sdekit numba, no kernel (numpy loop)", t, slow_steps, None))
     t, _ = _timed(lambda: sdekit_run("numpy", slow_steps))
     rows.append(("sdekit numpy", t, slow_steps, _peak_bytes(lambda: sdekit_run("numpy", 10))))
     if hand is not None:
@@ -252,6 +287,9 @@ def main():
     rng = np.random.default_rng(0)
     gauss64 = Gaussian(rng.normal(size=64), rng.uniform(0.1, 2.0, size=64))
     run_case("em-d64", sde, gauss64, 10_000 // q, steps, "euler_maruyama", "sde", hand_numpy_em, slow_steps=steps // 5)
+    run_case(
+        "dpmpp2m-ode-mix8-d2", sde, mix8, n, steps, "dpmpp_2m", "ode", slow_steps=steps // 10, fallback=_Unfused2M()
+    )
     if not args.skip_compile:
         print("\n### compile time of each fused kernel (from scratch, no disk cache)")
         for name, secs in compile_times().items():

@@ -30,6 +30,13 @@ its kernel with::
 
     register_kernel(MySolver, "sde", Kernel("my_solver", body, stage_times, extra, n_noise=1))
 
+Kernels registered: Euler--Maruyama, stochastic Heun and explicit Runge--Kutta (here);
+:mod:`~sdekit.backends.numba_multistep` (``dpmpp_2m``, ``dpmpp_3m``, ``dpmpp_3m_pc``, ``dpmpp_2m_sde``,
+``dpmpp_3m_sde``, ``ancestral``, ``reverse_diffusion``: one affine multistep kernel driven by per-step
+coefficient tables), :mod:`~sdekit.backends.numba_edm` (``edm``), :mod:`~sdekit.backends.numba_sra` (``sra1``
+and any SRA tableau) and :mod:`~sdekit.backends.numba_pc` (``pc`` with the ``"sigma"`` step rule and a
+reverse-diffusion or ancestral predictor).
+
 Look-up walks the solver's MRO; an entry found on a base class is used only if the solver does not
 override that class's ``step`` (a subclass with its own update never runs its parent's kernel). A body has
 the signature ``body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, bad, check, extra,
@@ -274,7 +281,12 @@ class Kernel:
     """A fused kernel: ``body`` (see the module docstring) and what the host prepares for it.
 
     ``stage_times(solver, grid) -> (steps, S)`` times at which the drift is evaluated in each step;
-    ``extra(solver) -> tuple of arrays`` the solver's coefficients; ``n_noise`` normal fields per step.
+    ``extra(solver) -> tuple of arrays`` the solver's coefficients; ``n_noise`` normal fields per step;
+    ``grid_extra(solver, process, grid) -> tuple of arrays``, when given, replaces ``extra`` (per-step
+    coefficients that depend on the grid and the SDE); ``accepts(solver)`` False sends a configuration the
+    kernel does not cover to the per-step path; ``process_stage_times(solver, process, grid)``, when
+    given, replaces ``stage_times`` (stage times that depend on the SDE); ``chunkable=False`` for kernels that
+    keep a history across steps inside the call (they run the whole grid in one call, even with a progress bar).
     """
 
     name: str
@@ -282,6 +294,10 @@ class Kernel:
     stage_times: Callable
     extra: Callable = lambda solver: ()  # noqa: E731
     n_noise: int = 0
+    grid_extra: Callable | None = None
+    process_stage_times: Callable | None = None
+    accepts: Callable = lambda solver: True  # noqa: E731
+    chunkable: bool = True
     _compiled: object = None
 
     def analytic(self):
@@ -339,6 +355,8 @@ register_kernel(EulerMaruyama, "sde", _EM)
 register_kernel(RungeKutta, "ode", _RK)
 register_kernel(Heun, "ode", _RK)
 register_kernel(Heun, "sde", _SHEUN)
+# the affine multistep kernel (DPM-Solver++, ancestral, reverse diffusion) registers itself on import
+from . import numba_edm, numba_multistep, numba_pc, numba_sra  # noqa: E402, F401
 
 
 # -- user row scores ------------------------------------------------------------------------------------------
@@ -450,7 +468,7 @@ def _fused_plan(job):
     if not isinstance(x0, np.ndarray) or x0.dtype != np.float64:
         return None
     kernel = find_kernel(job.solver, "sde" if job.stochastic else "ode")
-    if kernel is None:
+    if kernel is None or not kernel.accepts(job.solver):
         return None
     score = proc.score
     if is_analytic_score(score):
@@ -502,7 +520,11 @@ def _run_fused(job, plan):
     x = np.array(job.x0.reshape(n, -1), dtype=np.float64, order="C", copy=True)
     d = x.shape[1]
     block = block_size(d)
-    st = np.ascontiguousarray(kernel.stage_times(solver, grid), dtype=np.float64)
+    if kernel.process_stage_times is None:
+        st = kernel.stage_times(solver, grid)
+    else:
+        st = kernel.process_stage_times(solver, job.process, grid)
+    st = np.ascontiguousarray(st, dtype=np.float64)
     coef = _coef_table(job, st, score_coef)
     ids = np.require(job.sample_ids, dtype=np.int64, requirements=["C", "W"])  # one numba type
     skey = seed_key(job.seed)
@@ -514,9 +536,9 @@ def _run_fused(job, plan):
     if 0 in order:
         saved[save_slot[0]] = x
     bad = np.full((n + block - 1) // block, -1, dtype=np.int64)  # first non-finite step of each block
-    extra = kernel.extra(solver)
+    extra = kernel.extra(solver) if kernel.grid_extra is None else kernel.grid_extra(solver, job.process, grid)
     # without a progress bar the kernel runs the whole grid in one call
-    chunks = max(1, min(steps, 50)) if job.progress else 1
+    chunks = max(1, min(steps, 50)) if job.progress and kernel.chunkable else 1
     bounds = np.linspace(0, steps, chunks + 1).round().astype(np.int64)
     start = time.perf_counter()
     with progress_bar(steps, job.progress, desc=solver.name) as bar:

@@ -66,11 +66,14 @@ class _DPMSolverPP(Solver):
             hist = state["dpmpp"] = []
         hist.append((log_snr(sde, t), data_prediction(process, sde, x, t)))
         del hist[: -self.multistep_order]
-        n_steps = len(state["grid"]) - 1
-        order = min(self.multistep_order, len(hist))
+        return hist, self._order(k, len(hist), len(state["grid"]) - 1)
+
+    def _order(self, k: int, n_hist: int, n_steps: int) -> int:
+        """Effective order of step ``k`` of ``n_steps`` with ``n_hist`` data predictions in the history."""
+        order = min(self.multistep_order, n_hist)
         if self.lower_order_final and n_steps < LOWER_ORDER_FINAL_STEPS:
             order = min(order, n_steps - k)  # 1 on the last step, at most 2 on the one before
-        return hist, order
+        return order
 
     @staticmethod
     def _derivatives(hist, order, h):
@@ -99,6 +102,11 @@ class _DPMSolverPPODE(_DPMSolverPP):
     def step(self, process, x, t, t_next, z, state):
         sde = process.sde
         hist, order = self._history(process, sde, x, t, state)
+        return self._update(sde, hist, order, x, t, t_next, z)
+
+    def _update(self, sde, hist, order, x, t, t_next, z):
+        """The step from ``x`` at ``t`` given the history ``[(lambda, D), ...]`` (most recent last); linear in
+        ``x`` and the ``D`` (the numba backend reads its coefficients off basis vectors)."""
         alpha_s, sigma_s = coeffs(sde, t)
         alpha_t, sigma_t = coeffs(sde, t_next)
         h = log_snr(sde, t_next) - hist[-1][0]
@@ -157,6 +165,10 @@ class DPMSolverPP2MSDE(_DPMSolverPP):
     def step(self, process, x, t, t_next, z, state):
         sde = process.sde
         hist, order = self._history(process, sde, x, t, state)
+        return self._update(sde, hist, order, x, t, t_next, z)
+
+    def _update(self, sde, hist, order, x, t, t_next, z):
+        """The step given the history (see :meth:`_DPMSolverPPODE._update`); linear in ``x``, the ``D`` and ``z``."""
         alpha_s, sigma_s = coeffs(sde, t)
         alpha_t, sigma_t = coeffs(sde, t_next)
         h = log_snr(sde, t_next) - hist[-1][0]
@@ -216,20 +228,32 @@ class DPMSolverPP3MPC(_DPMSolverPP):
         lam_s = log_snr(sde, t)
         d_s = data_prediction(process, sde, x, t)
         if pc["x_prev"] is not None:
-            # corrector: re-integrate [t_prev, t] from the corrected x_prev with D(x~_t) as an extra node
-            lam_p = pc["lam"][-1]
-            nodes = [lam_s - lam_p] + [lj - lam_p for lj in pc["lam"][::-1]]
-            ds = [d_s] + pc["d"][::-1]
-            w = exp_adams_weights(nodes, lam_s - lam_p)
-            alpha_s, sigma_s = coeffs(sde, t)
-            sigma_p = coeffs(sde, pc["t_prev"])[1]
-            x = (sigma_s / sigma_p) * pc["x_prev"]
-            for wj, dj in zip(w, ds):
-                x = x + (alpha_s * float(wj)) * dj
+            x = self._correct(sde, pc, lam_s, d_s, t)
         pc["lam"].append(lam_s)
         pc["d"].append(d_s)
         del pc["lam"][: -self.multistep_order], pc["d"][: -self.multistep_order]
-        # predictor: exponential Adams-Bashforth on the last (up to) 3 data predictions
+        x_next = self._predict(sde, pc, lam_s, x, t, t_next)
+        pc["x_prev"], pc["t_prev"] = x, t
+        return x_next
+
+    @staticmethod
+    def _correct(sde, pc, lam_s, d_s, t):
+        """Corrector: re-integrate ``[t_prev, t]`` from the corrected ``x_prev`` with ``D(x~_t)`` as an extra node
+        (linear in ``x_prev`` and the ``D``; the numba backend reads its coefficients off basis vectors)."""
+        lam_p = pc["lam"][-1]
+        nodes = [lam_s - lam_p] + [lj - lam_p for lj in pc["lam"][::-1]]
+        ds = [d_s] + pc["d"][::-1]
+        w = exp_adams_weights(nodes, lam_s - lam_p)
+        alpha_s, sigma_s = coeffs(sde, t)
+        sigma_p = coeffs(sde, pc["t_prev"])[1]
+        x = (sigma_s / sigma_p) * pc["x_prev"]
+        for wj, dj in zip(w, ds):
+            x = x + (alpha_s * float(wj)) * dj
+        return x
+
+    @staticmethod
+    def _predict(sde, pc, lam_s, x, t, t_next):
+        """Predictor: exponential Adams--Bashforth on the last (up to) 3 data predictions (linear in ``x``, ``D``)."""
         h = log_snr(sde, t_next) - lam_s
         nodes = [lj - lam_s for lj in pc["lam"][::-1]]
         w = exp_adams_weights(nodes, h)
@@ -238,7 +262,6 @@ class DPMSolverPP3MPC(_DPMSolverPP):
         x_next = (sigma_t / sigma_s) * x
         for wj, dj in zip(w, pc["d"][::-1]):
             x_next = x_next + (alpha_t * float(wj)) * dj
-        pc["x_prev"], pc["t_prev"] = x, t
         return x_next
 
 
@@ -268,6 +291,10 @@ class DPMSolverPP3MSDE(_DPMSolverPP):
     def step(self, process, x, t, t_next, z, state):
         sde = process.sde
         hist, order = self._history(process, sde, x, t, state)
+        return self._update(sde, hist, order, x, t, t_next, z)
+
+    def _update(self, sde, hist, order, x, t, t_next, z):
+        """The step given the history (see :meth:`_DPMSolverPPODE._update`); linear in ``x``, the ``D`` and ``z``."""
         lam_s = hist[-1][0]
         h = log_snr(sde, t_next) - lam_s
         recent = hist[-order:][::-1]  # most recent first

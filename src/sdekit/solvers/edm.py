@@ -62,6 +62,22 @@ class EDMSampler(Solver):
     def check_process(self, process):
         linear_sde_of(process, self.name)
 
+    def levels(self, sde, t: float, t_next: float, n_steps: int, noisy: bool = True):
+        """``(alpha(t), s_hat, t_hat, churn, alpha(t_next), s_next)`` of one step of ``n_steps``: the churned level
+        ``s_hat`` and its time ``t_hat``, the noise factor ``churn = sqrt(s_hat^2 - s^2) S_noise`` (0 without churn or
+        noise) and the next level ``s_next``."""
+        alpha, sigma = coeffs(sde, t)
+        s = sigma / alpha
+        # churn: raise the noise level from s to s_hat by adding fresh noise
+        gamma = min(self.S_churn / n_steps, math.sqrt(2.0) - 1.0) if self.S_tmin <= s <= self.S_tmax else 0.0
+        s_hat, t_hat, churn = s, t, 0.0
+        if gamma > 0.0 and noisy:
+            s_hat = s * (1.0 + gamma)
+            t_hat = float(sde.t_from_log_snr(-math.log(s_hat)))
+            churn = math.sqrt(s_hat * s_hat - s * s) * self.S_noise
+        alpha_n, sigma_n = coeffs(sde, t_next)
+        return alpha, s_hat, t_hat, churn, alpha_n, sigma_n / alpha_n
+
     @staticmethod
     def _denoise(process, sde, x_hat, t):
         alpha, sigma = coeffs(sde, t)
@@ -70,20 +86,11 @@ class EDMSampler(Solver):
 
     def step(self, process, x, t, t_next, z, state):
         sde = process.sde
-        n_steps = len(state["grid"]) - 1
-        alpha, sigma = coeffs(sde, t)
-        s = sigma / alpha
+        alpha, s_hat, t_hat, churn, alpha_n, s_next = self.levels(sde, t, t_next, len(state["grid"]) - 1, z is not None)
         x_hat = x / alpha
-        # churn: raise the noise level from s to s_hat by adding fresh noise
-        gamma = min(self.S_churn / n_steps, math.sqrt(2.0) - 1.0) if self.S_tmin <= s <= self.S_tmax else 0.0
-        s_hat, t_hat = s, t
-        if gamma > 0.0 and z is not None:
-            s_hat = s * (1.0 + gamma)
-            t_hat = float(sde.t_from_log_snr(-math.log(s_hat)))
-            x_hat = x_hat + (math.sqrt(s_hat * s_hat - s * s) * self.S_noise) * z[0]
+        if churn > 0.0:
+            x_hat = x_hat + churn * z[0]
         # Euler step from s_hat to s_next
-        alpha_n, sigma_n = coeffs(sde, t_next)
-        s_next = sigma_n / alpha_n
         d = (x_hat - self._denoise(process, sde, x_hat, t_hat)) / s_hat
         x_pred = x_hat + (s_next - s_hat) * d
         # second-order (trapezoidal) correction

@@ -60,9 +60,15 @@ class ReverseDiffusion(Solver):
         if not isinstance(sde, LinearSDE):
             h = t_next - t
             return x + h * process.drift(x, t) + process.diffusion(x, t) * brownian_increment(h, x, z[0])
+        c_x, c_s, c_z = self.coefficients(sde, t, t_next)
+        x_mean = c_x * x + c_s * score_at(process, x, t)
+        return x_mean + c_z * z[0]
+
+    @staticmethod
+    def coefficients(sde: LinearSDE, t: float, t_next: float) -> tuple[float, float, float]:
+        """``(2 - a, b^2, b)``: the step is ``x' = (2 - a) x + b^2 score(x, t) + b z`` on a :class:`LinearSDE`."""
         a, b2 = _transition(sde, t, t_next)
-        x_mean = (2.0 - a) * x + b2 * score_at(process, x, t)
-        return x_mean + math.sqrt(b2) * z[0]
+        return 2.0 - a, b2, math.sqrt(b2)
 
 
 @register
@@ -102,15 +108,20 @@ class Ancestral(Solver):
         linear_sde_of(process, self.name)
 
     def step(self, process, x, t, t_next, z, state):
-        sde = process.sde
+        s2t, alpha_t, c_x0, c_x, c_z = self.coefficients(process.sde, t, t_next)
+        x0 = (x + s2t * score_at(process, x, t)) / alpha_t
+        mean = c_x0 * x0 + c_x * x
+        return mean + c_z * z[0]
+
+    def coefficients(self, sde: LinearSDE, t: float, t_next: float) -> tuple[float, float, float, float, float]:
+        """``(sigma_t^2, alpha_t, c_x0, c_x, c_z)``: ``x0_hat = (x + sigma_t^2 score) / alpha_t`` and
+        ``x' = c_x0 x0_hat + c_x x + c_z z`` (the posterior mean and standard deviation)."""
         alpha_t, sigma_t = coeffs(sde, t)
         alpha_s, sigma_s = coeffs(sde, t_next)
         a, b2 = _transition(sde, t, t_next)
         s2t, s2s = sigma_t * sigma_t, sigma_s * sigma_s
-        x0 = (x + s2t * score_at(process, x, t)) / alpha_t
-        mean = (alpha_s * b2 / s2t) * x0 + (a * s2s / s2t) * x
         var = b2 * s2s / s2t if self.variance == "posterior" else b2
-        return mean + sqrt_pos(var) * z[0]
+        return s2t, alpha_t, alpha_s * b2 / s2t, a * s2s / s2t, sqrt_pos(var)
 
 
 class Langevin:
@@ -149,11 +160,7 @@ class Langevin:
         """``n_steps`` corrector steps at time ``t``; ``zs`` is a list of ``n_steps`` standard-normal arrays."""
         sde = process.sde
         linear = isinstance(sde, LinearSDE)
-        if linear:
-            ratio = coeffs(sde, t)[0] / coeffs(sde, t_next)[0]
-            r = ratio * ratio if ratio < 1.0 else 1.0 / (ratio * ratio)
-        else:
-            r = 1.0
+        r = self._alpha_ratio(sde, t, t_next) if linear else 1.0
         if self.step_size == "sigma" and not linear:
             raise ValueError("Langevin step_size='sigma' needs a LinearSDE; use step_size='per_sample' or 'batch'")
         ev = x.ndim - 1
@@ -161,7 +168,7 @@ class Langevin:
         for z in zs:
             grad = score_at(process, x, t)
             if self.step_size == "sigma":
-                eps = 2.0 * r * (self.snr * coeffs(sde, t)[1]) ** 2
+                eps = self._sigma_eps(sde, r, t)
                 x = x + eps * grad + math.sqrt(2.0 * eps) * z
                 continue
             g_norm = xp.sqrt(_xp.sum_last(grad * grad, ev))
@@ -171,6 +178,20 @@ class Langevin:
             eps = _xp.per_sample(2.0 * r * (self.snr * z_norm / g_norm) ** 2, x)
             x = x + eps * grad + xp.sqrt(2.0 * eps) * z
         return x
+
+    @staticmethod
+    def _alpha_ratio(sde: LinearSDE, t: float, t_next: float) -> float:
+        """``r = (alpha(t) / alpha(t_next))^2``, folded into ``(0, 1]`` (score_sde's ``alpha_i``)."""
+        ratio = coeffs(sde, t)[0] / coeffs(sde, t_next)[0]
+        return ratio * ratio if ratio < 1.0 else 1.0 / (ratio * ratio)
+
+    def _sigma_eps(self, sde: LinearSDE, r: float, t: float) -> float:
+        """The step of the ``"sigma"`` rule, ``eps = 2 r (snr sigma(t))^2``."""
+        return 2.0 * r * (self.snr * coeffs(sde, t)[1]) ** 2
+
+    def sigma_step(self, sde: LinearSDE, t: float, t_next: float) -> float:
+        """``eps`` of every corrector step at ``t`` under the ``"sigma"`` rule (the same for every sample)."""
+        return self._sigma_eps(sde, self._alpha_ratio(sde, t, t_next), t)
 
 
 @register

@@ -1,0 +1,231 @@
+"""One fused numba kernel for the affine multistep samplers: DPM-Solver++ (2M, 3M, 3M-PC, 2M-SDE, 3M-SDE),
+ancestral sampling and reverse diffusion.
+
+Each of these solvers takes, per step ``k`` (left time ``t_k``), one score evaluation turned into an
+*evaluation*
+
+    E_k = (e0_k x + e1_k score(x, t_k)) / e2_k            (DPM-Solver++ and ancestral: Tweedie's data prediction)
+
+and then an update that is affine in the state, the last few evaluations and the noise::
+
+    [corrector, 3M-PC only]  x <- cx_k x_prev + sum_{j < nc_k} w_kj E_{k-j}       (x_prev: the last corrected x)
+    x' = A_k x + sum_{j < np_k} B_kj E_{k-j} + C_k z
+
+with per-step scalars that depend only on the grid and the SDE. The host computes them once per solve from
+the solver's own step code: the update is linear, so applying the solver's ``_update`` (``_correct``,
+``_predict``) to basis vectors in place of ``x``, the ``D`` and ``z`` gives the coefficients (for ancestral and
+reverse diffusion, their ``coefficients`` method). The kernel therefore contains no solver formula, and the
+sums run in the solver's order (most recent evaluation first), so the results agree with the numpy backend to
+round-off (bit for bit for 3M-PC, 3M-SDE, ancestral and reverse diffusion; the divided differences of 2M/3M
+are folded into the weights, a few ulp).
+
+State per block: ``x`` and the ring of the last 4 evaluations ``(4, d, B)`` (and ``x_prev`` for the
+corrector); nothing is allocated per step. The history lives inside one kernel call, so these kernels run the
+whole grid in one call (a progress bar advances once, at the end).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ..solvers._common import coeffs, log_snr
+from ..solvers.dpm_solver import (
+    DPMSolverPP2M,
+    DPMSolverPP2MSDE,
+    DPMSolverPP3M,
+    DPMSolverPP3MPC,
+    DPMSolverPP3MSDE,
+)
+from ..solvers.score_based import Ancestral, ReverseDiffusion
+from .numba_ import NC, Kernel, _end_block, _end_step, _left_times, _start_block, register_kernel, score_block
+from .numba_noise import fill_normals
+
+__all__ = ["AFFINE_MULTISTEP", "affine_multistep_coefficients"]
+
+RING = 4  # evaluations kept: the corrector of 3M-PC uses the new one and the 3 before it
+# basis layout of the host's coefficient extraction: x, E_k .. E_{k-3}, z, x_prev
+_X, _E0, _Z, _XP = 0, 1, 5, 6
+_NB = 7
+
+
+def _affine_multistep_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, bad, check, extra, block):
+    """``extra = (ev (steps, 3), pred (steps, 2 + 3), corr (steps, 1 + 4), counts (steps, 4) int64)``:
+    ``ev = e0, e1, e2``; ``pred = A, C, B_0..B_2``; ``corr = cx, w_0..w_3``; ``counts = np, nc, noise, keep_prev``."""
+    ev, pred, corr, counts = extra
+    n, d = x.shape
+    nb = (n + block - 1) // block
+    for blk in prange(nb):
+        i0 = blk * block
+        L = min(n, i0 + block) - i0
+        p0, p1, p2, p3 = sparams
+        kb = np.empty(block, dtype=np.uint64)
+        sk = np.empty(block, dtype=np.uint64)
+        xb = np.empty((d, block))
+        z = np.empty((d, block))
+        s = np.empty((d, block))
+        ring = np.empty((RING, d, block))
+        xprev = np.empty((d, block))
+        fin = np.empty(block)
+        work = np.empty((wshape[0], wshape[1]))
+        _start_block(x, ids, skey, i0, L, xb, kb)
+        for k in range(k0, k1):
+            npred, ncorr, noisy, keep = counts[k, 0], counts[k, 1], counts[k, 2], counts[k, 3]
+            if noisy != 0:
+                fill_normals(kb[:L], k, sk, z)
+            score_block(xb, L, st[k, 0], coef[k, 0][NC:], p0, p1, p2, p3, work, s)
+            e0, e1, e2 = ev[k, 0], ev[k, 1], ev[k, 2]
+            ek = ring[k % RING]
+            for j in range(d):
+                xj, sj, ej = xb[j], s[j], ek[j]
+                for l in range(L):
+                    ej[l] = (e0 * xj[l] + e1 * sj[l]) / e2
+            if ncorr > 0:
+                cx = corr[k, 0]
+                for j in range(d):
+                    xj, pj = xb[j], xprev[j]
+                    for l in range(L):
+                        xj[l] = cx * pj[l]
+                    for q in range(ncorr):
+                        w = corr[k, 1 + q]
+                        eq = ring[(k - q) % RING, j]
+                        for l in range(L):
+                            xj[l] = xj[l] + w * eq[l]
+            if keep != 0:
+                for j in range(d):
+                    xj, pj = xb[j], xprev[j]
+                    for l in range(L):
+                        pj[l] = xj[l]
+            A, C = pred[k, 0], pred[k, 1]
+            for j in range(d):
+                xj = xb[j]
+                for l in range(L):
+                    xj[l] = A * xj[l]
+                for q in range(npred):
+                    b = pred[k, 2 + q]
+                    eq = ring[(k - q) % RING, j]
+                    for l in range(L):
+                        xj[l] = xj[l] + b * eq[l]
+                if noisy != 0:
+                    zj = z[j]
+                    for l in range(L):
+                        xj[l] = xj[l] + C * zj[l]
+            _end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
+        _end_block(xb, L, x, i0)
+
+
+# -- host: per-step coefficients from the solvers' own step code ------------------------------------------------
+def _basis(i):
+    e = np.zeros(_NB)
+    e[i] = 1.0
+    return e
+
+
+def _tables(steps):
+    return np.zeros((steps, 3)), np.zeros((steps, 5)), np.zeros((steps, 5)), np.zeros((steps, 4), dtype=np.int64)
+
+
+def _dpm_tables(solver, sde, grid, noisy):
+    """DPM-Solver++ 2M / 3M / 2M-SDE / 3M-SDE: ``E`` is the data prediction, the update ``solver._update``."""
+    steps = len(grid) - 1
+    ev, pred, corr, counts = _tables(steps)
+    lams = [log_snr(sde, float(t)) for t in grid[:-1]]
+    for k in range(steps):
+        t, t_next = float(grid[k]), float(grid[k + 1])
+        alpha, sigma = coeffs(sde, t)
+        ev[k] = 1.0, sigma * sigma, alpha
+        m = min(solver.multistep_order, k + 1)
+        hist = [(lams[k - j], _basis(_E0 + j)) for j in range(m - 1, -1, -1)]  # most recent last
+        order = solver._order(k, m, steps)
+        v = solver._update(sde, hist, order, _basis(_X), t, t_next, [_basis(_Z)])
+        pred[k, 0], pred[k, 1] = v[_X], (v[_Z] if noisy else 0.0)
+        pred[k, 2 : 2 + order] = v[_E0 : _E0 + order]
+        counts[k] = order, 0, int(noisy), 0
+    return ev, pred, corr, counts
+
+
+def _pc_tables(solver, sde, grid):
+    """DPM-Solver++ 3M-PC: the state machine of :meth:`DPMSolverPP3MPC.step` run on basis vectors."""
+    steps = len(grid) - 1
+    ev, pred, corr, counts = _tables(steps)
+    lam_hist: list[float] = []
+    t_prev = None
+    for k in range(steps):
+        t, t_next = float(grid[k]), float(grid[k + 1])
+        alpha, sigma = coeffs(sde, t)
+        ev[k] = 1.0, sigma * sigma, alpha
+        lam_s = log_snr(sde, t)
+        q = len(lam_hist)
+        # the earlier evaluations, oldest first, as this step's basis vectors E_{k-q} .. E_{k-1}
+        pc = {"lam": list(lam_hist), "d": [_basis(_E0 + q - i) for i in range(q)], "x_prev": _basis(_XP)}
+        pc["t_prev"] = t_prev
+        ncorr = 0
+        if t_prev is not None:
+            v = solver._correct(sde, pc, lam_s, _basis(_E0), t)
+            ncorr = q + 1
+            corr[k, 0] = v[_XP]
+            corr[k, 1 : 1 + ncorr] = v[_E0 : _E0 + ncorr]
+        pc["lam"].append(lam_s)
+        pc["d"].append(_basis(_E0))
+        del pc["lam"][: -solver.multistep_order], pc["d"][: -solver.multistep_order]
+        v = solver._predict(sde, pc, lam_s, _basis(_X), t, t_next)
+        npred = len(pc["d"])
+        pred[k, 0] = v[_X]
+        pred[k, 2 : 2 + npred] = v[_E0 : _E0 + npred]
+        counts[k] = npred, ncorr, 0, 1
+        lam_hist, t_prev = pc["lam"], t
+    return ev, pred, corr, counts
+
+
+def _ancestral_tables(solver, sde, grid):
+    steps = len(grid) - 1
+    ev, pred, corr, counts = _tables(steps)
+    for k in range(steps):
+        s2t, alpha_t, c_x0, c_x, c_z = solver.coefficients(sde, float(grid[k]), float(grid[k + 1]))
+        ev[k] = 1.0, s2t, alpha_t
+        pred[k, :3] = c_x, c_z, c_x0
+        counts[k] = 1, 0, 1, 0
+    return ev, pred, corr, counts
+
+
+def _reverse_diffusion_tables(solver, sde, grid):
+    steps = len(grid) - 1
+    ev, pred, corr, counts = _tables(steps)
+    for k in range(steps):
+        c_x, c_s, c_z = solver.coefficients(sde, float(grid[k]), float(grid[k + 1]))
+        ev[k] = c_x, c_s, 1.0  # E is the mean itself; x' = 0 x + 1 E + c_z z
+        pred[k, :3] = 0.0, c_z, 1.0
+        counts[k] = 1, 0, 1, 0
+    return ev, pred, corr, counts
+
+
+def affine_multistep_coefficients(solver, process, grid):
+    """``(ev, pred, corr, counts)`` of the kernel (see :func:`_affine_multistep_body`) for ``solver`` on
+    ``process`` (the reverse SDE or probability-flow ODE of a LinearSDE) over ``grid``."""
+    sde = process.sde
+    grid = np.asarray(grid, dtype=np.float64)
+    if isinstance(solver, DPMSolverPP3MPC):
+        return _pc_tables(solver, sde, grid)
+    if isinstance(solver, (DPMSolverPP2M, DPMSolverPP3M)):
+        return _dpm_tables(solver, sde, grid, noisy=False)
+    if isinstance(solver, (DPMSolverPP2MSDE, DPMSolverPP3MSDE)):
+        return _dpm_tables(solver, sde, grid, noisy=True)
+    if isinstance(solver, Ancestral):
+        return _ancestral_tables(solver, sde, grid)
+    if isinstance(solver, ReverseDiffusion):
+        return _reverse_diffusion_tables(solver, sde, grid)
+    raise TypeError(f"no affine multistep coefficients for solver {solver!r}")
+
+
+AFFINE_MULTISTEP = Kernel(
+    "affine_multistep",
+    _affine_multistep_body,
+    _left_times,
+    n_noise=1,
+    grid_extra=affine_multistep_coefficients,
+    chunkable=False,
+)
+for _cls in (DPMSolverPP2M, DPMSolverPP3M, DPMSolverPP3MPC):
+    register_kernel(_cls, "ode", AFFINE_MULTISTEP)
+for _cls in (DPMSolverPP2MSDE, DPMSolverPP3MSDE, Ancestral, ReverseDiffusion):
+    register_kernel(_cls, "sde", AFFINE_MULTISTEP)
