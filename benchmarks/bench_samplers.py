@@ -15,10 +15,13 @@ levels down to sigma_min plus a final step to 0 (k-diffusion's ``append_zero``, 
 * The adaptive reverse-SDE solver against 1000-step Euler--Maruyama (Karras and log-SNR grids): W2 and NFE.
 
 The W2 of stochastic samplers is the moment W2 (the W2 between the Gaussians with the samples' and the target's
-mean and covariance, the Gelbrich lower bound of W2): with tens of thousands of samples its Monte Carlo floor
-is ~1e-2, where an empirical optimal-transport W2 in 2-D would sit at ~0.2 for 2000 samples.
+mean and covariance, the Gelbrich lower bound of W2): with 2e5 samples its Monte Carlo floor is ~4e-3 (printed
+as the mean and range over 5 draws of exact samples), where an empirical optimal-transport W2 in 2-D would sit at
+~0.2 for 2000 samples. The "debiased" summary rows subtract the floor in the square (bias and sampling noise add
+in the squared moment W2); they are only meaningful well above the floor.
 
-Run: ``PYTHONPATH=src python benchmarks/bench_samplers.py [--quick]`` (about 15 minutes on 2 shared cores).
+Run: ``PYTHONPATH=src python benchmarks/bench_samplers.py [--quick]`` (about 16 minutes on 2 shared cores;
+``--quick`` under 2).
 """
 
 from __future__ import annotations
