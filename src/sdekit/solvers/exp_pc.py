@@ -16,8 +16,10 @@ is integrated again from its start (exponential Adams--Moulton, UniPC's correcto
 step reuses the same noise ``z``, so the corrector changes only the drift quadrature. Cost: 1 NFE per step.
 The last step is never corrected (that would cost an NFE).
 
-Orders: deterministic order ``order + 1`` with the corrector, ``order`` without (the local error of the
-corrected step is that of the ``order + 1``-node quadrature). For the reverse SDE the noise enters with its
+Orders: with predictor order ``p = order`` and a corrector on ``c = corrector_order`` nodes (default
+``p + 1``), the deterministic order is ``min(c, p + 1)`` (PECE: the corrected step's quadrature error is
+``O(h^{c+1})``, and the predicted point enters with weight ``~h``, adding ``O(h^{p+2})``); ``p`` without the
+corrector. For the reverse SDE the noise enters with its
 exact variance, so strong and weak order are 1 (as for SDE-DPM-Solver++).
 
 ``dpmpp_pc(order=3, corrector=True, lower_order_final=False)`` is the same scheme as ``dpmpp_3m_pc`` (the
