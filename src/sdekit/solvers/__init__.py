@@ -38,3 +38,7 @@ __all__ = [
     "AdaptiveSDE",
     "Dopri5",
 ]
+
+from .exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE  # noqa: E402
+
+__all__ += ["ExpPredictorCorrector", "ExpPredictorCorrectorSDE"]
