@@ -1,6 +1,9 @@
-"""The fused affine-multistep kernel (DPM-Solver++, ancestral, reverse diffusion) gives the numpy backend's samples."""
+"""The fused sampler kernels (affine multistep: DPM-Solver++, exponential predictor-corrector, ancestral, reverse
+diffusion; EDM; SRA; PC) give the numpy backend's samples."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ from sdekit.backends.numba_ import BLOCK, RowScore, find_kernel  # noqa: E402
 from sdekit.backends.numba_multistep import AFFINE_MULTISTEP, affine_multistep_coefficients  # noqa: E402
 from sdekit.solvers import get_solver  # noqa: E402
 from sdekit.solvers.dpm_solver import DPMSolverPP2M, DPMSolverPP3MPC  # noqa: E402
+from sdekit.solvers.exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE  # noqa: E402
 from sdekit.solvers.score_based import Ancestral  # noqa: E402
 
 RTOL = 1e-12
@@ -24,8 +28,10 @@ CASES = [
     ("dpmpp_2m", "ode"),
     ("dpmpp_3m", "ode"),
     ("dpmpp_3m_pc", "ode"),
+    ("dpmpp_pc", "ode"),
     ("dpmpp_2m_sde", "sde"),
     ("dpmpp_3m_sde", "sde"),
+    ("dpmpp_sde_pc", "sde"),
     ("ancestral", "sde"),
     ("reverse_diffusion", "sde"),
 ]
@@ -117,7 +123,7 @@ def test_coefficients_reproduce_one_numpy_step():
     for k in range(1, 5):
         a_s, _ = sde.marginal(grid[k])
         hk = sde.log_snr(grid[k]) - sde.log_snr(grid[k - 1])
-        np.testing.assert_allclose(corr[k, 1 : 1 + counts[k, 1]].sum(), -a_s * np.expm1(-hk), rtol=1e-12)
+        np.testing.assert_allclose(corr[k, 2 : 2 + counts[k, 1]].sum(), -a_s * np.expm1(-hk), rtol=1e-12)
 
 
 def test_batch_size_chunking_saves_and_progress():
@@ -126,7 +132,12 @@ def test_batch_size_chunking_saves_and_progress():
     n = 2 * BLOCK + 77  # three blocks, the last one partial
     x0 = sde.prior_sample((n, 3), seed=8)
     ids = np.arange(BLOCK - 20, BLOCK + 30)  # across a block boundary
-    for proc, solver in ((sde.reverse(score), "dpmpp_3m_sde"), (sde.probability_flow(score), "dpmpp_3m_pc")):
+    for proc, solver in (
+        (sde.reverse(score), "dpmpp_3m_sde"),
+        (sde.probability_flow(score), "dpmpp_3m_pc"),
+        (sde.probability_flow(score), ExpPredictorCorrector(order=4, corrector_order=5)),
+        (sde.reverse(score), ExpPredictorCorrectorSDE(order=4, corrector_order=5)),  # corrector reuses z_{k-1}
+    ):
         full = sdekit.solve(proc, x0, 1.0, 1e-3, solver, steps=6, seed=8, backend="numba").x
         head = sdekit.solve(proc, x0[:7], 1.0, 1e-3, solver, steps=6, seed=8, backend="numba").x
         mid = sdekit.solve(proc, x0[ids], 1.0, 1e-3, solver, steps=6, seed=8, backend="numba", sample_ids=ids).x
@@ -158,9 +169,13 @@ def user_row(x, t, out):
         out[j] = -(x[j] - alpha * MU[j]) / (alpha * alpha * LAM[j] + s2)
 
 
+# one instance: the kernels specialised to it compile once for the tests below
+USER_SCORE = RowScore(user_row, event_shape=2)
+
+
 def test_user_jitted_score_runs_the_same_kernel():
     sde = sdekit.VPSDE()
-    score = RowScore(user_row, event_shape=2)
+    score = USER_SCORE
     for solver, process in (("dpmpp_3m_pc", "ode"), ("ancestral", "sde")):
         kw = dict(n=100, steps=12, solver=solver, process=process, seed=5)
         a = sdekit.sample(sde, score, backend="numba", **kw)
@@ -183,6 +198,94 @@ def test_non_finite_state_raises_at_the_same_step_as_numpy():
             sdekit.sample(sde, score, n=70, steps=10, solver="dpmpp_2m", process="ode", backend=backend)
         errors.append((info.value.step, info.value.t))
     assert errors[0] == errors[1]
+
+
+# -- exponential predictor-corrector (dpmpp_pc, dpmpp_sde_pc) on the affine multistep kernel -------------------
+# every option: predictor order 1..4, corrector off / on with 2..5 nodes, lower_order_final (7 steps < 15)
+EXP_PC_OPTIONS = [
+    dict(order=p, corrector=c, lower_order_final=lof, corrector_order=co)
+    for p, c, lof, co in itertools.product([1, 2, 3, 4], [True, False], [True, False], [None, 2, 5])
+    if c or co is None  # corrector_order does nothing without the corrector
+]
+
+
+@pytest.mark.parametrize("cls,process", [(ExpPredictorCorrector, "ode"), (ExpPredictorCorrectorSDE, "sde")])
+def test_exp_pc_options_match_numpy(cls, process):
+    for sde, name, grid in (
+        (sdekit.VPSDE(), "mixture-diag", "uniform"),
+        (sdekit.EDMSDE(), "gaussian-full", "log_snr"),
+    ):
+        score = DENSITIES[name].score(sde)
+        for options in EXP_PC_OPTIONS:
+            solver = cls(**options)
+            assert find_kernel(solver, process) is AFFINE_MULTISTEP
+            kw = dict(n=40, steps=7, solver=solver, process=process, seed=6, grid=grid)
+            a = sdekit.sample(sde, score, backend="numba", **kw)
+            b = sdekit.sample(sde, score, backend="numpy", **kw)
+            assert a.stats["kernel"] == "fused affine_multistep"
+            assert a.nfe == b.nfe == 8  # 7 steps and the final denoising evaluation
+            _close(a.x, b.x)
+
+
+class _PerStepODE(ExpPredictorCorrector):
+    """The same solver with its own ``step``: no kernel, the numba backend's per-step loop."""
+
+    def step(self, process, x, t, t_next, z, state):
+        return super().step(process, x, t, t_next, z, state)
+
+
+class _PerStepSDE(ExpPredictorCorrectorSDE):
+    def step(self, process, x, t, t_next, z, state):
+        return super().step(process, x, t, t_next, z, state)
+
+
+def test_exp_pc_fused_is_bitwise_the_per_step_loop():
+    # with a compiled row score both paths evaluate the same score and draw the same normals, so the kernel must
+    # repeat the solver's arithmetic exactly, including the corrector's reuse of the previous step's noise
+    sde = sdekit.VPSDE()
+    x0 = sde.prior_sample((30, 2), seed=2)
+    for fused, slow, proc in (
+        (ExpPredictorCorrector, _PerStepODE, sde.probability_flow(USER_SCORE)),
+        (ExpPredictorCorrectorSDE, _PerStepSDE, sde.reverse(USER_SCORE)),
+    ):
+        for options in EXP_PC_OPTIONS:
+            a = sdekit.solve(proc, x0, 1.0, 1e-3, fused(**options), steps=7, backend="numba", seed=9)
+            b = sdekit.solve(proc, x0, 1.0, 1e-3, slow(**options), steps=7, backend="numba", seed=9)
+            assert (a.stats["kernel"], b.stats["kernel"]) == ("fused affine_multistep", "per-step")
+            np.testing.assert_array_equal(a.x, b.x, err_msg=f"{fused.__name__}({options})")
+
+
+def test_exp_pc_tables():
+    sde = sdekit.EDMSDE()
+    proc = sde.reverse(DENSITIES["gaussian-full"].score(sde))
+    grid = sdekit.grids.make_grid(sde, 8, "log_snr")
+    # order 4 with a 5-node corrector: the ring holds E_k .. E_{k-4}
+    ev, pred, corr, counts = affine_multistep_coefficients(
+        ExpPredictorCorrectorSDE(order=4, corrector_order=5), proc, grid
+    )
+    np.testing.assert_array_equal(counts[:, 0], [1, 2, 3, 4, 4, 4, 4, 4])  # predictor nodes
+    np.testing.assert_array_equal(counts[:, 1], [0, 2, 3, 4, 5, 5, 5, 5])  # corrector nodes, none at step 0
+    np.testing.assert_array_equal(counts[:, 2:], [[1, 1, 0]] + [[1, 1, 1]] * 7)  # noise, keep x_prev, z_{k-1}
+    # the corrector adds the previous step's noise term C_{k-1} z_{k-1} unchanged
+    np.testing.assert_array_equal(corr[1:, 1], pred[:-1, 1])
+    h = np.diff([sde.log_snr(t) for t in grid])
+    sig = np.array([sde.marginal(t)[1] for t in grid])
+    np.testing.assert_allclose(pred[:, 1], sig[1:] * np.sqrt(-np.expm1(-2 * h)), rtol=1e-14)
+    np.testing.assert_allclose(pred[:, 0], sig[1:] / sig[:-1] * np.exp(-h), rtol=1e-14)
+    # lower_order_final (8 < 15 steps): the predictor order is capped at n_steps - k; no corrector, nothing kept
+    _, _, corr, counts = affine_multistep_coefficients(
+        ExpPredictorCorrector(order=4, corrector=False, lower_order_final=True), proc, grid
+    )
+    np.testing.assert_array_equal(counts[:, 0], [1, 2, 3, 4, 4, 3, 2, 1])
+    np.testing.assert_array_equal(counts[:, 1:], 0)
+    np.testing.assert_array_equal(corr, 0.0)
+    # dpmpp_pc(order=3) is dpmpp_3m_pc: the same tables, bit for bit
+    ode = sde.probability_flow(DENSITIES["gaussian-full"].score(sde))
+    for u, v in zip(
+        affine_multistep_coefficients(ExpPredictorCorrector(order=3), ode, grid),
+        affine_multistep_coefficients(DPMSolverPP3MPC(), ode, grid),
+    ):
+        np.testing.assert_array_equal(u, v)
 
 
 # -- EDM's sampler ---------------------------------------------------------------------------------------------

@@ -31,11 +31,11 @@ its kernel with::
     register_kernel(MySolver, "sde", Kernel("my_solver", body, stage_times, extra, n_noise=1))
 
 Kernels registered: Euler--Maruyama, stochastic Heun and explicit Runge--Kutta (here);
-:mod:`~sdekit.backends.numba_multistep` (``dpmpp_2m``, ``dpmpp_3m``, ``dpmpp_3m_pc``, ``dpmpp_2m_sde``,
-``dpmpp_3m_sde``, ``ancestral``, ``reverse_diffusion``: one affine multistep kernel driven by per-step
-coefficient tables), :mod:`~sdekit.backends.numba_edm` (``edm``), :mod:`~sdekit.backends.numba_sra` (``sra1``
-and any SRA tableau) and :mod:`~sdekit.backends.numba_pc` (``pc`` with the ``"sigma"`` step rule and a
-reverse-diffusion or ancestral predictor).
+:mod:`~sdekit.backends.numba_multistep` (``dpmpp_2m``, ``dpmpp_3m``, ``dpmpp_3m_pc``, ``dpmpp_pc``,
+``dpmpp_2m_sde``, ``dpmpp_3m_sde``, ``dpmpp_sde_pc``, ``ancestral``, ``reverse_diffusion``: one affine
+multistep kernel driven by per-step coefficient tables), :mod:`~sdekit.backends.numba_edm` (``edm``),
+:mod:`~sdekit.backends.numba_sra` (``sra1`` and any SRA tableau) and :mod:`~sdekit.backends.numba_pc` (``pc``
+with the ``"sigma"`` step rule and a reverse-diffusion or ancestral predictor).
 
 Look-up walks the solver's MRO; an entry found on a base class is used only if the solver does not
 override that class's ``step`` (a subclass with its own update never runs its parent's kernel). A body has

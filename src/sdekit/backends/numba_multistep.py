@@ -1,5 +1,6 @@
 """One fused numba kernel for the affine multistep samplers: DPM-Solver++ (2M, 3M, 3M-PC, 2M-SDE, 3M-SDE),
-ancestral sampling and reverse diffusion.
+the exponential predictor-corrector samplers (``dpmpp_pc``, ``dpmpp_sde_pc``, every option), ancestral sampling
+and reverse diffusion.
 
 Each of these solvers takes, per step ``k`` (left time ``t_k``), one score evaluation turned into an
 *evaluation*
@@ -8,20 +9,25 @@ Each of these solvers takes, per step ``k`` (left time ``t_k``), one score evalu
 
 and then an update that is affine in the state, the last few evaluations and the noise::
 
-    [corrector, 3M-PC only]  x <- cx_k x_prev + sum_{j < nc_k} w_kj E_{k-j}       (x_prev: the last corrected x)
-    x' = A_k x + sum_{j < np_k} B_kj E_{k-j} + C_k z
+    [corrector]  x <- cx_k x_prev + sum_{j < nc_k} w_kj E_{k-j} + cz_k z_{k-1}     (x_prev: the last corrected x)
+    x' = A_k x + sum_{j < np_k} B_kj E_{k-j} + C_k z_k
 
-with per-step scalars that depend only on the grid and the SDE. The host computes them once per solve from
-the solver's own step code: the update is linear, so applying the solver's ``_update`` (``_correct``,
-``_predict``) to basis vectors in place of ``x``, the ``D`` and ``z`` gives the coefficients (for ancestral and
-reverse diffusion, their ``coefficients`` method). The kernel therefore contains no solver formula, and the
-sums run in the solver's order (most recent evaluation first), so the results agree with the numpy backend to
-round-off (bit for bit for 3M-PC, 3M-SDE, ancestral and reverse diffusion; the divided differences of 2M/3M
-are folded into the weights, a few ulp).
+with per-step scalars that depend only on the grid and the SDE. The corrector (3M-PC, ``dpmpp_pc``,
+``dpmpp_sde_pc``) re-integrates the step just taken; ``dpmpp_sde_pc`` adds that step's noise term
+``C_{k-1} z_{k-1}`` again, so the normals of step ``k`` are drawn after the corrector and the buffer still
+holds ``z_{k-1}`` when it runs. The host computes the scalars once per solve from the solver's own step code:
+the update is linear, so applying the solver's ``_update`` (``_correct``, ``_predict``) to basis vectors in
+place of ``x``, the ``D``, ``x_prev`` and the noise gives the coefficients (for ancestral and reverse
+diffusion, their ``coefficients`` method). The kernel therefore contains no solver formula, and the sums run
+in the solver's order (most recent evaluation first). The step arithmetic is the solver's exactly (fused and
+per-step runs of the numba backend with a compiled :class:`~sdekit.backends.numba_.RowScore` agree bit for
+bit), except in 2M/3M, whose divided differences are folded into the weights (a few ulp); against the numpy
+backend the results differ by the round-off of the score and the normals, amplified by the scheme.
 
-State per block: ``x`` and the ring of the last 4 evaluations ``(4, d, B)`` (and ``x_prev`` for the
-corrector); nothing is allocated per step. The history lives inside one kernel call, so these kernels run the
-whole grid in one call (a progress bar advances once, at the end).
+State per block: ``x``, the ring of the last 5 evaluations ``(5, d, B)`` (the largest corrector,
+``corrector_order=5``, uses ``E_k .. E_{k-4}``), ``x_prev`` and the normals; nothing is allocated per step.
+The history lives inside one kernel call, so these kernels run the whole grid in one call (a progress bar
+advances once, at the end).
 """
 
 from __future__ import annotations
@@ -37,21 +43,23 @@ from ..solvers.dpm_solver import (
     DPMSolverPP3MPC,
     DPMSolverPP3MSDE,
 )
+from ..solvers.exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE
 from ..solvers.score_based import Ancestral, ReverseDiffusion
 from .numba_ import NC, Kernel, _end_block, _end_step, _left_times, _start_block, register_kernel, score_block
 from .numba_noise import fill_normals
 
 __all__ = ["AFFINE_MULTISTEP", "affine_multistep_coefficients"]
 
-RING = 4  # evaluations kept: the corrector of 3M-PC uses the new one and the 3 before it
-# basis layout of the host's coefficient extraction: x, E_k .. E_{k-3}, z, x_prev
-_X, _E0, _Z, _XP = 0, 1, 5, 6
-_NB = 7
+RING = 5  # evaluations kept: the largest corrector (dpmpp_pc, corrector_order=5) uses the new one and 4 before it
+# basis layout of the host's coefficient extraction: x, E_k .. E_{k-4}, z, x_prev, z_prev
+_X, _E0, _Z, _XP, _ZP = 0, 1, 1 + RING, 2 + RING, 3 + RING
+_NB = 4 + RING
 
 
 def _affine_multistep_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, bad, check, extra, block):
-    """``extra = (ev (steps, 3), pred (steps, 2 + 3), corr (steps, 1 + 4), counts (steps, 4) int64)``:
-    ``ev = e0, e1, e2``; ``pred = A, C, B_0..B_2``; ``corr = cx, w_0..w_3``; ``counts = np, nc, noise, keep_prev``."""
+    """``extra = (ev (steps, 3), pred (steps, 2 + RING), corr (steps, 2 + RING), counts (steps, 5) int64)``:
+    ``ev = e0, e1, e2``; ``pred = A, C, B_0..B_4``; ``corr = cx, cz, w_0..w_4``; ``counts = np, nc, noise,
+    keep_prev, noise_prev`` (``noise_prev``: the corrector adds ``cz z_{k-1}``, the previous step's normals)."""
     ev, pred, corr, counts = extra
     n, d = x.shape
     nb = (n + block - 1) // block
@@ -70,9 +78,7 @@ def _affine_multistep_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save
         work = np.empty((wshape[0], wshape[1]))
         _start_block(x, ids, skey, i0, L, xb, kb)
         for k in range(k0, k1):
-            npred, ncorr, noisy, keep = counts[k, 0], counts[k, 1], counts[k, 2], counts[k, 3]
-            if noisy != 0:
-                fill_normals(kb[:L], k, sk, z)
+            npred, ncorr, noisy, keep, znoisy = counts[k, 0], counts[k, 1], counts[k, 2], counts[k, 3], counts[k, 4]
             score_block(xb, L, st[k, 0], coef[k, 0][NC:], p0, p1, p2, p3, work, s)
             e0, e1, e2 = ev[k, 0], ev[k, 1], ev[k, 2]
             ek = ring[k % RING]
@@ -81,21 +87,27 @@ def _affine_multistep_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save
                 for l in range(L):
                     ej[l] = (e0 * xj[l] + e1 * sj[l]) / e2
             if ncorr > 0:
-                cx = corr[k, 0]
+                cx, cz = corr[k, 0], corr[k, 1]
                 for j in range(d):
                     xj, pj = xb[j], xprev[j]
                     for l in range(L):
                         xj[l] = cx * pj[l]
                     for q in range(ncorr):
-                        w = corr[k, 1 + q]
+                        w = corr[k, 2 + q]
                         eq = ring[(k - q) % RING, j]
                         for l in range(L):
                             xj[l] = xj[l] + w * eq[l]
+                    if znoisy != 0:  # the previous step's noise again: z still holds z_{k-1}
+                        zj = z[j]
+                        for l in range(L):
+                            xj[l] = xj[l] + cz * zj[l]
             if keep != 0:
                 for j in range(d):
                     xj, pj = xb[j], xprev[j]
                     for l in range(L):
                         pj[l] = xj[l]
+            if noisy != 0:  # drawn after the corrector, which may still need z_{k-1}
+                fill_normals(kb[:L], k, sk, z)
             A, C = pred[k, 0], pred[k, 1]
             for j in range(d):
                 xj = xb[j]
@@ -122,7 +134,12 @@ def _basis(i):
 
 
 def _tables(steps):
-    return np.zeros((steps, 3)), np.zeros((steps, 5)), np.zeros((steps, 5)), np.zeros((steps, 4), dtype=np.int64)
+    return (
+        np.zeros((steps, 3)),
+        np.zeros((steps, 2 + RING)),
+        np.zeros((steps, 2 + RING)),
+        np.zeros((steps, 5), dtype=np.int64),
+    )
 
 
 def _dpm_tables(solver, sde, grid, noisy):
@@ -140,7 +157,7 @@ def _dpm_tables(solver, sde, grid, noisy):
         v = solver._update(sde, hist, order, _basis(_X), t, t_next, [_basis(_Z)])
         pred[k, 0], pred[k, 1] = v[_X], (v[_Z] if noisy else 0.0)
         pred[k, 2 : 2 + order] = v[_E0 : _E0 + order]
-        counts[k] = order, 0, int(noisy), 0
+        counts[k] = order, 0, int(noisy), 0, 0
     return ev, pred, corr, counts
 
 
@@ -164,7 +181,7 @@ def _pc_tables(solver, sde, grid):
             v = solver._correct(sde, pc, lam_s, _basis(_E0), t)
             ncorr = q + 1
             corr[k, 0] = v[_XP]
-            corr[k, 1 : 1 + ncorr] = v[_E0 : _E0 + ncorr]
+            corr[k, 2 : 2 + ncorr] = v[_E0 : _E0 + ncorr]
         pc["lam"].append(lam_s)
         pc["d"].append(_basis(_E0))
         del pc["lam"][: -solver.multistep_order], pc["d"][: -solver.multistep_order]
@@ -172,8 +189,46 @@ def _pc_tables(solver, sde, grid):
         npred = len(pc["d"])
         pred[k, 0] = v[_X]
         pred[k, 2 : 2 + npred] = v[_E0 : _E0 + npred]
-        counts[k] = npred, ncorr, 0, 1
+        counts[k] = npred, ncorr, 0, 1, 0
         lam_hist, t_prev = pc["lam"], t
+    return ev, pred, corr, counts
+
+
+def _exp_pc_tables(solver, sde, grid):
+    """``dpmpp_pc`` / ``dpmpp_sde_pc``: :meth:`_ExpPC._correct` and :meth:`_ExpPC._predict` run on basis vectors.
+
+    Before each step the solver's kept state is renamed into the kernel's buffers: the stored data predictions
+    become ``E_{k-1}, E_{k-2}, ...``, ``x_prev`` the kernel's ``x_prev`` and the kept noise ``C_{k-1} z_{k-1}``
+    the coefficient ``C_{k-1}`` on ``z_prev`` (the kernel still holds ``z_{k-1}`` when the corrector runs).
+    """
+    steps = len(grid) - 1
+    ev, pred, corr, counts = _tables(steps)
+    noisy = solver.n_noise > 0
+    pc = {"lam": [], "d": [], "x_prev": None, "t_prev": None, "noise_prev": None}
+    for k in range(steps):
+        t, t_next = float(grid[k]), float(grid[k + 1])
+        alpha, sigma = coeffs(sde, t)
+        ev[k] = 1.0, sigma * sigma, alpha
+        lam_s = log_snr(sde, t)
+        q = len(pc["d"])
+        pc["d"] = [_basis(_E0 + q - i) for i in range(q)]  # oldest first
+        if pc["x_prev"] is not None:
+            pc["x_prev"] = _basis(_XP)
+        if pc["noise_prev"] is not None:
+            pc["noise_prev"] = pc["noise_prev"][_Z] * _basis(_ZP)
+        ncorr = znoisy = 0
+        if solver.corrector and pc["x_prev"] is not None:
+            v = solver._correct(sde, pc, lam_s, _basis(_E0), t)
+            ncorr = 1 + min(solver.corrector_order - 1, q)
+            znoisy = int(pc["noise_prev"] is not None)
+            corr[k, 0], corr[k, 1] = v[_XP], v[_ZP]
+            corr[k, 2 : 2 + ncorr] = v[_E0 : _E0 + ncorr]
+        z = [_basis(_Z)] if noisy else None
+        v = solver._predict(sde, pc, lam_s, _basis(_E0), _basis(_X), t, t_next, z, k, steps)
+        npred = solver._predictor_order(k, q + 1, steps)
+        pred[k, 0], pred[k, 1] = v[_X], (v[_Z] if noisy else 0.0)
+        pred[k, 2 : 2 + npred] = v[_E0 : _E0 + npred]
+        counts[k] = npred, ncorr, int(noisy), int(solver.corrector), znoisy
     return ev, pred, corr, counts
 
 
@@ -184,7 +239,7 @@ def _ancestral_tables(solver, sde, grid):
         s2t, alpha_t, c_x0, c_x, c_z = solver.coefficients(sde, float(grid[k]), float(grid[k + 1]))
         ev[k] = 1.0, s2t, alpha_t
         pred[k, :3] = c_x, c_z, c_x0
-        counts[k] = 1, 0, 1, 0
+        counts[k] = 1, 0, 1, 0, 0
     return ev, pred, corr, counts
 
 
@@ -195,7 +250,7 @@ def _reverse_diffusion_tables(solver, sde, grid):
         c_x, c_s, c_z = solver.coefficients(sde, float(grid[k]), float(grid[k + 1]))
         ev[k] = c_x, c_s, 1.0  # E is the mean itself; x' = 0 x + 1 E + c_z z
         pred[k, :3] = 0.0, c_z, 1.0
-        counts[k] = 1, 0, 1, 0
+        counts[k] = 1, 0, 1, 0, 0
     return ev, pred, corr, counts
 
 
@@ -206,6 +261,8 @@ def affine_multistep_coefficients(solver, process, grid):
     grid = np.asarray(grid, dtype=np.float64)
     if isinstance(solver, DPMSolverPP3MPC):
         return _pc_tables(solver, sde, grid)
+    if isinstance(solver, (ExpPredictorCorrector, ExpPredictorCorrectorSDE)):
+        return _exp_pc_tables(solver, sde, grid)
     if isinstance(solver, (DPMSolverPP2M, DPMSolverPP3M)):
         return _dpm_tables(solver, sde, grid, noisy=False)
     if isinstance(solver, (DPMSolverPP2MSDE, DPMSolverPP3MSDE)):
@@ -225,7 +282,7 @@ AFFINE_MULTISTEP = Kernel(
     grid_extra=affine_multistep_coefficients,
     chunkable=False,
 )
-for _cls in (DPMSolverPP2M, DPMSolverPP3M, DPMSolverPP3MPC):
+for _cls in (DPMSolverPP2M, DPMSolverPP3M, DPMSolverPP3MPC, ExpPredictorCorrector):
     register_kernel(_cls, "ode", AFFINE_MULTISTEP)
-for _cls in (DPMSolverPP2MSDE, DPMSolverPP3MSDE, Ancestral, ReverseDiffusion):
+for _cls in (DPMSolverPP2MSDE, DPMSolverPP3MSDE, ExpPredictorCorrectorSDE, Ancestral, ReverseDiffusion):
     register_kernel(_cls, "sde", AFFINE_MULTISTEP)

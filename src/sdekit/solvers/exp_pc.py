@@ -110,24 +110,40 @@ class _ExpPC(Solver):
         pc = state["exp_pc"]
         lam_s = log_snr(sde, t)
         d_s = data_prediction(process, sde, x, t)
-        alpha_s, sigma_s = coeffs(sde, t)
         if self.corrector and pc["x_prev"] is not None:
-            # re-integrate [t_prev, t] from x_prev with D(x~_t) as one more interpolation node
-            lam_p = pc["lam"][-1]
-            hp = lam_s - lam_p
-            m = self.corrector_order - 1
-            nodes = [hp] + [lj - lam_p for lj in pc["lam"][::-1][:m]]
-            ds = [d_s] + pc["d"][::-1][:m]
-            sigma_p = coeffs(sde, pc["t_prev"])[1]
-            x = self._quadrature(pc["x_prev"], self._decay(sigma_s, sigma_p, hp), alpha_s, nodes, ds, hp)
-            if pc["noise_prev"] is not None:
-                x = x + pc["noise_prev"]
-        pc["lam"].append(lam_s)
-        pc["d"].append(d_s)
-        order = min(self.multistep_order, len(pc["lam"]))
-        n_steps = len(state["grid"]) - 1
+            x = self._correct(sde, pc, lam_s, d_s, t)
+        return self._predict(sde, pc, lam_s, d_s, x, t, t_next, z, k, len(state["grid"]) - 1)
+
+    def _correct(self, sde, pc, lam_s, d_s, t):
+        """Corrector: re-integrate ``[t_prev, t]`` from ``x_prev`` with ``D(x~_t)`` as one more interpolation
+        node, adding the step's noise again. Linear in ``x_prev``, the ``D`` and the noise (the numba backend
+        reads its coefficients off basis vectors)."""
+        alpha_s, sigma_s = coeffs(sde, t)
+        lam_p = pc["lam"][-1]
+        hp = lam_s - lam_p
+        m = self.corrector_order - 1
+        nodes = [hp] + [lj - lam_p for lj in pc["lam"][::-1][:m]]
+        ds = [d_s] + pc["d"][::-1][:m]
+        sigma_p = coeffs(sde, pc["t_prev"])[1]
+        x = self._quadrature(pc["x_prev"], self._decay(sigma_s, sigma_p, hp), alpha_s, nodes, ds, hp)
+        if pc["noise_prev"] is not None:
+            x = x + pc["noise_prev"]
+        return x
+
+    def _predictor_order(self, k: int, n_hist: int, n_steps: int) -> int:
+        """Nodes of the predictor on step ``k`` of ``n_steps`` with ``n_hist`` data predictions in the history."""
+        order = min(self.multistep_order, n_hist)
         if self.lower_order_final and n_steps < LOWER_ORDER_FINAL_STEPS:
             order = max(1, min(order, n_steps - k))
+        return order
+
+    def _predict(self, sde, pc, lam_s, d_s, x, t, t_next, z, k, n_steps):
+        """Predictor from the (corrected) ``x`` at ``t``: appends ``(lambda_s, d_s)`` to the history and keeps
+        ``x`` and the noise for the next step's corrector. Linear in ``x``, the ``D`` and ``z``."""
+        sigma_s = coeffs(sde, t)[1]
+        pc["lam"].append(lam_s)
+        pc["d"].append(d_s)
+        order = self._predictor_order(k, len(pc["lam"]), n_steps)
         del pc["lam"][: -self._keep], pc["d"][: -self._keep]
         h = log_snr(sde, t_next) - lam_s
         alpha_t, sigma_t = coeffs(sde, t_next)
