@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _laws import exact_output_law, gaussian_w2
 from sdekit import EDMSDE, VESDE, VPSDE, Gaussian, GaussianMixture, sample, solve
+from sdekit.bench import exact_law
 from sdekit.grids import make_grid
+from sdekit.metrics import gaussian_w2
 from sdekit.solvers import get_solver
 
 DATA = Gaussian(np.array([1.0, -0.5]), np.array([[0.6, 0.2], [0.2, 1.5]]))
@@ -121,12 +122,10 @@ def test_dpmpp_sde_pc_converges_to_exact_law(sde_key, options):
     # Exact law of the (affine) sampler on Gaussian data, no Monte Carlo; first order in the law (as the
     # other SDE samplers' test): a factor > 2.5 from 200 to 800 steps and W2 < 0.02 at 800.
     sde, grid_name = SDES[sde_key]
-    proc = sde.reverse(DATA.score(sde))
-    m_T, c_T = DATA.mean_cov(sde.T, sde)
     m_ex, c_ex = DATA.mean_cov(sde.eps, sde)
     w = []
     for n in (200, 800):
-        m, c = exact_output_law(proc, "dpmpp_sde_pc", make_grid(sde, n, grid_name), m_T, c_T, **options)
+        m, c = exact_law("dpmpp_sde_pc", sde, DATA, make_grid(sde, n, grid_name), process="sde", **options)
         w.append(gaussian_w2(m, c, m_ex, c_ex))
     assert w[1] < 0.02, w
     assert w[0] / w[1] > 2.5, w
