@@ -58,6 +58,15 @@ class _DPMSolverPP(Solver):
     def check_process(self, process):
         linear_sde_of(process, self.name)
 
+    def step(self, process, x, t, t_next, z, state):
+        """Record ``D(x, t)`` in the history, then take the multistep update of :meth:`_update`."""
+        sde = process.sde
+        hist, order = self._history(process, sde, x, t, state)
+        return self._update(sde, hist, order, x, t, t_next, z)
+
+    def _update(self, sde, hist, order, x, t, t_next, z):
+        raise NotImplementedError
+
     def _history(self, process, sde, x, t, state):
         """Append ``(lambda(t), D(x, t))``; return the history (most recent last) and the effective order."""
         k = state["k"]
@@ -98,11 +107,6 @@ class _DPMSolverPPODE(_DPMSolverPP):
     is_ode = True
     nfe_per_step = 1
     d2_weight = 2.0  # the Taylor-exact weight of D2 (see the module docstring); the reference codes use 1
-
-    def step(self, process, x, t, t_next, z, state):
-        sde = process.sde
-        hist, order = self._history(process, sde, x, t, state)
-        return self._update(sde, hist, order, x, t, t_next, z)
 
     def _update(self, sde, hist, order, x, t, t_next, z):
         """The step from ``x`` at ``t`` given the history ``[(lambda, D), ...]`` (most recent last); linear in
@@ -161,11 +165,6 @@ class DPMSolverPP2MSDE(_DPMSolverPP):
     nfe_per_step = 1
     n_noise = 1
     multistep_order = 2
-
-    def step(self, process, x, t, t_next, z, state):
-        sde = process.sde
-        hist, order = self._history(process, sde, x, t, state)
-        return self._update(sde, hist, order, x, t, t_next, z)
 
     def _update(self, sde, hist, order, x, t, t_next, z):
         """The step given the history (see :meth:`_DPMSolverPPODE._update`); linear in ``x``, the ``D`` and ``z``."""
@@ -287,11 +286,6 @@ class DPMSolverPP3MSDE(_DPMSolverPP):
     nfe_per_step = 1
     n_noise = 1
     multistep_order = 3
-
-    def step(self, process, x, t, t_next, z, state):
-        sde = process.sde
-        hist, order = self._history(process, sde, x, t, state)
-        return self._update(sde, hist, order, x, t, t_next, z)
 
     def _update(self, sde, hist, order, x, t, t_next, z):
         """The step given the history (see :meth:`_DPMSolverPPODE._update`); linear in ``x``, the ``D`` and ``z``."""
