@@ -20,19 +20,15 @@ _MEASURED = re.compile(r"<!-- sdekit:measured-table (\S+) (\S+) (\S+) -->")
 def solver_rows():
     """``[(name, kind, order, strong, weak, nfe_per_step, n_noise, adaptive, backends)]`` from the registry."""
     from sdekit.backends import BACKENDS
-    from sdekit.solvers import SOLVERS
+    from sdekit.solvers import registry_rows
 
     rows = []
-    for name, cls in SOLVERS.items():
-        try:
-            s = cls()
-        except TypeError:
-            s = cls
-        kind = " and ".join(k for k, flag in (("ODE", s.is_ode), ("SDE", s.is_sde)) if flag)
-        strong = "-" if s.strong_order is None else f"{s.strong_order:g}"
-        weak = "-" if s.weak_order is None else f"{s.weak_order:g}"
-        backends = ", ".join(sorted(getattr(s, "backends", None) or BACKENDS))
-        rows.append((name, kind, s.order, strong, weak, s.nfe_per_step, s.n_noise, bool(s.adaptive), backends))
+    for r in registry_rows():
+        backends = ", ".join(sorted(getattr(r["solver"], "backends", None) or BACKENDS))
+        rows.append(
+            (r["name"], " and ".join(r["kinds"]), r["order"], r["strong"], r["weak"], r["nfe_per_step"],
+             r["n_noise"], r["adaptive"], backends)
+        )  # fmt: skip
     return rows
 
 

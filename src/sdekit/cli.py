@@ -152,18 +152,15 @@ def _cmd_compare(args, parser) -> int:
 
 
 def _cmd_solvers(args, parser) -> int:
-    from .solvers import SOLVERS
+    from .solvers import registry_rows
 
     print(f"{'name':<18}{'kind':<9}{'order':>6}{'strong':>8}{'weak':>6}{'NFE/step':>10}  adaptive")
-    for name, cls in SOLVERS.items():
-        try:
-            s = cls()
-        except TypeError:
-            s = cls
-        kind = "+".join(k for k, flag in (("ODE", s.is_ode), ("SDE", s.is_sde)) if flag)
-        strong = "-" if s.strong_order is None else f"{s.strong_order:g}"
-        weak = "-" if s.weak_order is None else f"{s.weak_order:g}"
-        print(f"{name:<18}{kind:<9}{s.order:>6}{strong:>8}{weak:>6}{s.nfe_per_step:>10}  {bool(s.adaptive)}")
+    for r in registry_rows():
+        kind = "+".join(r["kinds"])
+        print(
+            f"{r['name']:<18}{kind:<9}{r['order']:>6}{r['strong']:>8}{r['weak']:>6}{r['nfe_per_step']:>10}"
+            f"  {r['adaptive']}"
+        )
     return 0
 
 

@@ -14,7 +14,7 @@ additive noise, whether it integrates SDEs and/or ODEs, and its drift evaluation
 
 from __future__ import annotations
 
-__all__ = ["Solver", "SOLVERS", "register", "get_solver"]
+__all__ = ["Solver", "SOLVERS", "register", "get_solver", "registry_rows"]
 
 
 class Solver:
@@ -66,3 +66,29 @@ def get_solver(solver, **options) -> Solver:
     if isinstance(solver, str) and solver in SOLVERS:
         return SOLVERS[solver](**options)
     raise ValueError(f"unknown solver {solver!r}; valid solvers: {sorted(SOLVERS)}")
+
+
+def registry_rows() -> list[dict]:
+    """One dict per registered solver (registry order), for tables: ``name``, ``kinds`` (``["ODE", "SDE"]``
+    subset), ``order``, ``strong`` and ``weak`` (formatted, ``"-"`` when undeclared), ``nfe_per_step``,
+    ``n_noise``, ``adaptive`` and ``solver`` (a default instance, or the class when it needs arguments)."""
+    rows = []
+    for name, cls in SOLVERS.items():
+        try:
+            s = cls()
+        except TypeError:
+            s = cls
+        rows.append(
+            {
+                "name": name,
+                "kinds": [k for k, flag in (("ODE", s.is_ode), ("SDE", s.is_sde)) if flag],
+                "order": s.order,
+                "strong": "-" if s.strong_order is None else f"{s.strong_order:g}",
+                "weak": "-" if s.weak_order is None else f"{s.weak_order:g}",
+                "nfe_per_step": s.nfe_per_step,
+                "n_noise": s.n_noise,
+                "adaptive": bool(s.adaptive),
+                "solver": s,
+            }
+        )
+    return rows
