@@ -129,6 +129,24 @@ def _start_block(x, ids, skey, i0, L, xb, kb):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _open_block(x, ids, skey, i0, L, block, wshape):
+    """The buffers every fused kernel needs for one block, with rows ``i0 .. i0 + L`` loaded.
+
+    Returns ``(kb, sk, xb, s, fin, work)``: noise keys of the block's samples and scratch for their step keys,
+    the state ``(d, B)`` lanes last, the score ``(d, B)``, the finiteness scratch and the score's work array.
+    """
+    d = x.shape[1]
+    kb = np.empty(block, dtype=np.uint64)
+    sk = np.empty(block, dtype=np.uint64)
+    xb = np.empty((d, block))
+    s = np.empty((d, block))
+    fin = np.empty(block)
+    work = np.empty((wshape[0], wshape[1]))
+    _start_block(x, ids, skey, i0, L, xb, kb)
+    return kb, sk, xb, s, fin, work
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _end_step(xb, L, i0, blk, k, check, bad, fin, slot, saved):
     """After step ``k``: note the block's first non-finite step in ``bad[blk]``; copy the block to its save slot."""
     d = xb.shape[0]
@@ -165,14 +183,8 @@ def _em_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, 
         L = min(n, i0 + block) - i0
         # unpacked once per block: unpacking per call would cost atomic reference counting
         p0, p1, p2, p3 = sparams
-        kb = np.empty(block, dtype=np.uint64)
-        sk = np.empty(block, dtype=np.uint64)
-        xb = np.empty((d, block))
         z = np.empty((d, block))
-        s = np.empty((d, block))
-        fin = np.empty(block)
-        work = np.empty((wshape[0], wshape[1]))
-        _start_block(x, ids, skey, i0, L, xb, kb)
+        kb, sk, xb, s, fin, work = _open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             fill_normals(kb[:L], k, sk, z)
             c = coef[k, 0]
@@ -194,16 +206,10 @@ def _stochastic_heun_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_
         i0 = blk * block
         L = min(n, i0 + block) - i0
         p0, p1, p2, p3 = sparams
-        kb = np.empty(block, dtype=np.uint64)
-        sk = np.empty(block, dtype=np.uint64)
-        xb = np.empty((d, block))
         z = np.empty((d, block))
-        s = np.empty((d, block))
         f0 = np.empty((d, block))
         xp = np.empty((d, block))
-        fin = np.empty(block)
-        work = np.empty((wshape[0], wshape[1]))
-        _start_block(x, ids, skey, i0, L, xb, kb)
+        kb, sk, xb, s, fin, work = _open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             fill_normals(kb[:L], k, sk, z)
             c0 = coef[k, 0]
@@ -237,14 +243,9 @@ def _rk_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, 
         i0 = blk * block
         L = min(n, i0 + block) - i0
         p0, p1, p2, p3 = sparams
-        kb = np.empty(block, dtype=np.uint64)
-        xb = np.empty((d, block))
         ks = np.empty((S, d, block))
         xi = np.empty((d, block))
-        s = np.empty((d, block))
-        fin = np.empty(block)
-        work = np.empty((wshape[0], wshape[1]))
-        _start_block(x, ids, skey, i0, L, xb, kb)
+        kb, sk, xb, s, fin, work = _open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             h = coef[k, 0, 0]
             for i in range(S):

@@ -14,7 +14,7 @@ from numba import prange
 
 from ..solvers._common import coeffs
 from ..solvers.edm import EDMSampler
-from .numba_ import NC, Kernel, _end_block, _end_step, _start_block, register_kernel, score_block
+from .numba_ import NC, Kernel, _end_block, _end_step, _open_block, register_kernel, score_block
 from .numba_noise import fill_normals
 
 __all__ = ["EDM", "edm_levels"]
@@ -29,18 +29,12 @@ def _edm_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved,
         i0 = blk * block
         L = min(n, i0 + block) - i0
         p0, p1, p2, p3 = sparams
-        kb = np.empty(block, dtype=np.uint64)
-        sk = np.empty(block, dtype=np.uint64)
-        xb = np.empty((d, block))
         z = np.empty((d, block))
-        s = np.empty((d, block))
         xh = np.empty((d, block))
         xx = np.empty((d, block))
         dd = np.empty((d, block))
         xp = np.empty((d, block))
-        fin = np.empty(block)
-        work = np.empty((wshape[0], wshape[1]))
-        _start_block(x, ids, skey, i0, L, xb, kb)
+        kb, sk, xb, s, fin, work = _open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             alpha, s_hat, churn, a_h, s2_h = lv[k, 0], lv[k, 1], lv[k, 2], lv[k, 3], lv[k, 4]
             a_n, s2_n, s_next = lv[k, 5], lv[k, 6], lv[k, 7]

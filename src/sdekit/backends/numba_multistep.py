@@ -45,7 +45,7 @@ from ..solvers.dpm_solver import (
 )
 from ..solvers.exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE
 from ..solvers.score_based import Ancestral, ReverseDiffusion
-from .numba_ import NC, Kernel, _end_block, _end_step, _left_times, _start_block, register_kernel, score_block
+from .numba_ import NC, Kernel, _end_block, _end_step, _left_times, _open_block, register_kernel, score_block
 from .numba_noise import fill_normals
 
 __all__ = ["AFFINE_MULTISTEP", "affine_multistep_coefficients"]
@@ -67,16 +67,10 @@ def _affine_multistep_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save
         i0 = blk * block
         L = min(n, i0 + block) - i0
         p0, p1, p2, p3 = sparams
-        kb = np.empty(block, dtype=np.uint64)
-        sk = np.empty(block, dtype=np.uint64)
-        xb = np.empty((d, block))
         z = np.empty((d, block))
-        s = np.empty((d, block))
         ring = np.empty((RING, d, block))
         xprev = np.empty((d, block))
-        fin = np.empty(block)
-        work = np.empty((wshape[0], wshape[1]))
-        _start_block(x, ids, skey, i0, L, xb, kb)
+        kb, sk, xb, s, fin, work = _open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             npred, ncorr, noisy, keep, znoisy = counts[k, 0], counts[k, 1], counts[k, 2], counts[k, 3], counts[k, 4]
             score_block(xb, L, st[k, 0], coef[k, 0][NC:], p0, p1, p2, p3, work, s)

@@ -18,7 +18,7 @@ import numpy as np
 from numba import prange
 
 from ..solvers.score_based import Ancestral, Langevin, PredictorCorrector, ReverseDiffusion
-from .numba_ import NC, Kernel, _end_block, _end_step, _left_times, _start_block, register_kernel, score_block
+from .numba_ import NC, Kernel, _end_block, _end_step, _left_times, _open_block, register_kernel, score_block
 from .numba_multistep import _ancestral_tables, _reverse_diffusion_tables
 from .numba_noise import fill_normals
 
@@ -36,14 +36,8 @@ def _pc_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, 
         i0 = blk * block
         L = min(n, i0 + block) - i0
         p0, p1, p2, p3 = sparams
-        kb = np.empty(block, dtype=np.uint64)
-        sk = np.empty(block, dtype=np.uint64)
-        xb = np.empty((d, block))
         z = np.empty(((1 + nc) * d, block))
-        s = np.empty((d, block))
-        fin = np.empty(block)
-        work = np.empty((wshape[0], wshape[1]))
-        _start_block(x, ids, skey, i0, L, xb, kb)
+        kb, sk, xb, s, fin, work = _open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             fill_normals(kb[:L], k, sk, z)
             t = st[k, 0]

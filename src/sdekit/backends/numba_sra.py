@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange
 
 from ..solvers.sra import SRA
-from .numba_ import NC, Kernel, _end_block, _end_step, _start_block, register_kernel, score_block
+from .numba_ import NC, Kernel, _end_block, _end_step, _open_block, register_kernel, score_block
 from .numba_noise import fill_normals
 
 __all__ = ["SRA_KERNEL"]
@@ -35,16 +35,10 @@ def _sra_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved,
         i0 = blk * block
         L = min(n, i0 + block) - i0
         p0, p1, p2, p3 = sparams
-        kb = np.empty(block, dtype=np.uint64)
-        sk = np.empty(block, dtype=np.uint64)
-        xb = np.empty((d, block))
         z = np.empty((2 * d, block))
         fs = np.empty((S, d, block))
         hb = np.empty((d, block))
-        s = np.empty((d, block))
-        fin = np.empty(block)
-        work = np.empty((wshape[0], wshape[1]))
-        _start_block(x, ids, skey, i0, L, xb, kb)
+        kb, sk, xb, s, fin, work = _open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             fill_normals(kb[:L], k, sk, z)
             h = coef[k, 0, 0]
