@@ -10,6 +10,7 @@ pytest.importorskip("numba")
 from numba import njit  # noqa: E402
 
 import sdekit  # noqa: E402
+from _user_scores import LAM, MU, user_row  # noqa: E402
 from sdekit.analytic import Gaussian, GaussianMixture  # noqa: E402
 from sdekit.backends.numba_ import (  # noqa: E402
     BLOCK,
@@ -143,18 +144,6 @@ def test_row_and_block_scores_match_the_numpy_score(name):
 
 
 # -- user jitted scores ---------------------------------------------------------------------------------------
-MU = np.array([1.0, -2.0])
-LAM = np.array([0.5, 2.0])
-
-
-@njit
-def user_row(x, t, out):
-    # exact score of N(MU, diag(LAM)) under the default VPSDE, written by hand
-    B = 0.1 * t + 0.5 * (20.0 - 0.1) * t * t
-    alpha = np.exp(-0.5 * B)
-    s2 = -np.expm1(-B)
-    for j in range(x.shape[0]):
-        out[j] = -(x[j] - alpha * MU[j]) / (alpha * alpha * LAM[j] + s2)
 
 
 @pytest.fixture(scope="module")

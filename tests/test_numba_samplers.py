@@ -13,6 +13,7 @@ pytest.importorskip("numba")
 from numba import njit  # noqa: E402
 
 import sdekit  # noqa: E402
+from _user_scores import user_row  # noqa: E402
 from sdekit.analytic import Gaussian, GaussianMixture  # noqa: E402
 from sdekit.backends.numba_ import BLOCK, RowScore, find_kernel  # noqa: E402
 from sdekit.backends.numba_multistep import AFFINE_MULTISTEP, affine_multistep_coefficients  # noqa: E402
@@ -153,20 +154,6 @@ def test_batch_size_chunking_saves_and_progress():
     assert a.xs.shape == b.xs.shape == (5, 50, 3)
     _close(a.xs, b.xs)
     np.testing.assert_array_equal(a.xs[-1], a.x)
-
-
-MU = np.array([1.0, -2.0])
-LAM = np.array([0.5, 2.0])
-
-
-@njit
-def user_row(x, t, out):
-    # exact score of N(MU, diag(LAM)) under the default VPSDE, written by hand
-    B = 0.1 * t + 0.5 * (20.0 - 0.1) * t * t
-    alpha = np.exp(-0.5 * B)
-    s2 = -np.expm1(-B)
-    for j in range(x.shape[0]):
-        out[j] = -(x[j] - alpha * MU[j]) / (alpha * alpha * LAM[j] + s2)
 
 
 # one instance: the kernels specialised to it compile once for the tests below
