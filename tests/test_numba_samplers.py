@@ -189,11 +189,20 @@ def test_non_finite_state_raises_at_the_same_step_as_numpy():
 
 # -- exponential predictor-corrector (dpmpp_pc, dpmpp_sde_pc) on the affine multistep kernel -------------------
 # every option: predictor order 1..4, corrector off / on with 2..5 nodes, lower_order_final (7 steps < 15)
-EXP_PC_OPTIONS = [
-    dict(order=p, corrector=c, lower_order_final=lof, corrector_order=co)
-    for p, c, lof, co in itertools.product([1, 2, 3, 4], [True, False], [True, False], [None, 2, 5])
-    if c or co is None  # corrector_order does nothing without the corrector
-]
+EXP_PC_OPTIONS = (
+    [
+        dict(order=p, corrector=c, lower_order_final=lof, corrector_order=co)
+        for p, c, lof, co in itertools.product([1, 2, 3, 4], [True, False], [True, False], [None, 2, 5])
+        if c or co is None  # corrector_order does nothing without the corrector
+    ]
+    + [  # the Gaussian linear part: other evaluation coefficients (EDM's F) and quadrature weights
+        dict(order=p, sigma_data=0.7) for p in (1, 2, 3, 4)
+    ]
+    + [
+        dict(order=3, corrector=False, sigma_data=0.7),
+        dict(order=2, corrector_order=5, lower_order_final=True, sigma_data=1.3),
+    ]
+)
 
 
 @pytest.mark.parametrize("cls,process", [(ExpPredictorCorrector, "ode"), (ExpPredictorCorrectorSDE, "sde")])

@@ -201,8 +201,7 @@ def _exp_pc_tables(solver, sde, grid):
     pc = {"lam": [], "d": [], "x_prev": None, "t_prev": None, "noise_prev": None}
     for k in range(steps):
         t, t_next = float(grid[k]), float(grid[k + 1])
-        alpha, sigma = coeffs(sde, t)
-        ev[k] = 1.0, sigma * sigma, alpha
+        ev[k] = solver.evaluation_coefficients(sde, t)
         lam_s = log_snr(sde, t)
         q = len(pc["d"])
         pc["d"] = [_basis(_E0 + q - i) for i in range(q)]  # oldest first

@@ -22,6 +22,28 @@ Orders: with predictor order ``p = order`` and a corrector on ``c = corrector_or
 corrector. For the reverse SDE the noise enters with its
 exact variance, so strong and weak order are 1 (as for SDE-DPM-Solver++).
 
+Gaussian linear part (``sigma_data``): with the data standard deviation ``sigma_data`` (EDM's constant) the
+denoiser of Gaussian data ``N(0, sigma_data^2 I)``, ``c(lambda) x_hat`` with ``x_hat = x / alpha``,
+``s = e^{-lambda} = sigma / alpha`` and ``c = sigma_data^2 / (sigma_data^2 + s^2)`` (EDM's ``c_skip``), is moved
+into the linear part, which is then integrated exactly, and the polynomial extrapolates the rest of the
+denoiser in EDM's output scaling, ``F = (D - c x_hat) / c_out`` with ``c_out = s sigma_data / sqrt(s^2 +
+sigma_data^2)`` (the network output ``F`` of EDM's preconditioning)::
+
+    ODE:  x_hat_t = Phi x_hat_s + int Phi(lambda_t, l) c_out(l) F(l) dl
+    SDE:  x_hat_t = Phi^2 x_hat_s + int 2 Phi(lambda_t, l)^2 c_out(l) F(l) dl
+                    + sqrt((s_t^2 + sd^2)(s_s^2 - s_t^2) / (s_s^2 + sd^2)) z
+
+(``sd = sigma_data``, ``Phi(a, b) = sqrt((s_a^2 + sd^2) / (s_b^2 + sd^2))``, ``Phi = Phi(lambda_t, lambda_s)``,
+``l`` runs over the step in log-SNR). The weights are Gauss--Legendre quadratures of the Lagrange basis against
+these kernels (no closed form). For Gaussian data with standard deviation ``sigma_data`` and mean 0, ``F = 0`` and
+every step is exact, at any step count; for other data the Gaussian part of the denoiser, which dominates at large
+noise, is integrated without error and the extrapolated ``F`` is smoother in ``lambda`` than ``D``, which at few
+steps lowers the error severalfold on the mixture of ``benchmarks/bench_samplers.py``. The idea is the one of DPM-
+Solver-v3 (Zheng et al. 2023, "DPM-Solver-v3: Improved Diffusion ODE Solver with Empirical Model Statistics"), which
+moves a linear part of the model into the exact integral; here that part is the Gaussian denoiser fixed by
+``sigma_data`` instead of statistics estimated from the model. ``sigma_data=None`` (the default) is DPM-Solver++'s
+data prediction with closed-form weights. Orders are unchanged.
+
 ``dpmpp_pc(order=3, corrector=True, lower_order_final=False)`` is the same scheme as ``dpmpp_3m_pc`` (the
 tests check it to round-off). Warm-up: the predictor order grows with the history (1, 2, ...).
 ``lower_order_final=True`` caps the predictor order on the last steps at ``n_steps - k`` when there are fewer
@@ -33,13 +55,19 @@ from __future__ import annotations
 import math
 import numbers
 
-from ._common import coeffs, data_prediction, linear_sde_of, log_snr
+import numpy as np
+
+from ._common import coeffs, data_prediction, linear_sde_of, log_snr, score_at
 from .base import Solver, register
 from .dpm_solver import LOWER_ORDER_FINAL_STEPS, exp_adams_weights
 
-__all__ = ["ExpPredictorCorrector", "ExpPredictorCorrectorSDE"]
+__all__ = ["ExpPredictorCorrector", "ExpPredictorCorrectorSDE", "gaussian_part_weights"]
 
 MAX_ORDER = 4  # beyond this the interpolation through few widely spaced log-SNR nodes is ill-conditioned
+# Gauss--Legendre nodes per panel, and log-SNR length of a panel, of the sigma_data weights: the kernels vary like
+# e^{-2 u} at worst, so a panel of length 2 is resolved to round-off by far fewer than 32 nodes
+_GL_X, _GL_W = np.polynomial.legendre.leggauss(32)
+_PANEL = 2.0
 
 
 class _ExpPC(Solver):
@@ -52,6 +80,7 @@ class _ExpPC(Solver):
         corrector: bool = True,
         lower_order_final: bool = False,
         corrector_order: int | None = None,
+        sigma_data: float | None = None,
     ):
         if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not 1 <= order <= MAX_ORDER:
             raise ValueError(f"order must be an integer in 1..{MAX_ORDER}, got {order!r}")
@@ -69,6 +98,13 @@ class _ExpPC(Solver):
             raise TypeError(f"corrector must be a bool, got {corrector!r}")
         if not isinstance(lower_order_final, bool):
             raise TypeError(f"lower_order_final must be a bool, got {lower_order_final!r}")
+        if sigma_data is not None:
+            if isinstance(sigma_data, bool) or not isinstance(sigma_data, numbers.Real):
+                raise TypeError(f"sigma_data must be None or a positive number, got {sigma_data!r}")
+            if not (math.isfinite(sigma_data) and sigma_data > 0):
+                raise ValueError(f"sigma_data must be None or a positive finite number, got {sigma_data!r}")
+            sigma_data = float(sigma_data)
+        self.sigma_data = sigma_data
         self.multistep_order = int(order)
         self.corrector = corrector
         self.corrector_order = int(corrector_order)
@@ -81,25 +117,53 @@ class _ExpPC(Solver):
     def __repr__(self):
         return (
             f"{type(self).__name__}(order={self.multistep_order}, corrector={self.corrector}, "
-            f"lower_order_final={self.lower_order_final}, corrector_order={self.corrector_order})"
+            f"lower_order_final={self.lower_order_final}, corrector_order={self.corrector_order}, "
+            f"sigma_data={self.sigma_data})"
         )
 
     def check_process(self, process):
         linear_sde_of(process, self.name)
 
-    def _decay(self, sigma_to, sigma_from, h):
-        """The exact linear propagator over a log-SNR step ``h``."""
-        return sigma_to / sigma_from * (math.exp(-h) if self.kernel == 2.0 else 1.0)
+    def evaluation_coefficients(self, sde, t: float) -> tuple[float, float, float]:
+        """``(e0, e1, e2)`` with the interpolated quantity ``(e0 x + e1 score(x, t)) / e2`` at time ``t``: the data
+        prediction ``D`` (``1, sigma^2, alpha``), or with ``sigma_data`` EDM's ``F = (D - c x_hat) / c_out``."""
+        alpha, sigma = coeffs(sde, t)
+        if self.sigma_data is None:
+            return 1.0, sigma * sigma, alpha
+        sd2, s = self.sigma_data**2, sigma / alpha
+        c_out = s * self.sigma_data / math.sqrt(s * s + sd2)
+        return s * s / (s * s + sd2), sigma * sigma, alpha * c_out
 
-    def _quadrature(self, x, decay, alpha_to, nodes, ds, h):
+    def _evaluate(self, process, sde, x, t):
+        if self.sigma_data is None:
+            return data_prediction(process, sde, x, t)
+        e0, e1, e2 = self.evaluation_coefficients(sde, t)
+        return (e0 * x + e1 * score_at(process, x, t)) / e2
+
+    def _decay(self, sde, t_to, t_from, h):
+        """The exact linear propagator of ``x`` over a log-SNR step ``h`` from ``t_from`` to ``t_to``."""
+        (alpha_to, sigma_to), (alpha_from, sigma_from) = coeffs(sde, t_to), coeffs(sde, t_from)
+        if self.sigma_data is None:
+            return sigma_to / sigma_from * (math.exp(-h) if self.kernel == 2.0 else 1.0)
+        sd2 = self.sigma_data**2
+        ratio = ((sigma_to / alpha_to) ** 2 + sd2) / ((sigma_from / alpha_from) ** 2 + sd2)
+        return alpha_to / alpha_from * (ratio if self.kernel == 2.0 else math.sqrt(ratio))
+
+    def _weights(self, lam_from, nodes, h):
+        """Weights of the interpolated values at ``nodes`` (log-SNR, relative to ``lam_from``) over ``[0, h]``."""
         c = self.kernel
-        w = exp_adams_weights([c * u for u in nodes], c * h)
+        if self.sigma_data is None:
+            return exp_adams_weights([c * u for u in nodes], c * h)
+        return gaussian_part_weights(self.sigma_data, c, lam_from, nodes, h)
+
+    def _quadrature(self, x, decay, alpha_to, lam_from, nodes, ds, h):
+        w = self._weights(lam_from, nodes, h)
         out = decay * x
         for wj, dj in zip(w, ds):
             out = out + (alpha_to * float(wj)) * dj
         return out
 
-    def _noise(self, sigma_t, h, z):
+    def _noise(self, alpha_t, sigma_t, h, z):
         return None
 
     def step(self, process, x, t, t_next, z, state):
@@ -109,7 +173,7 @@ class _ExpPC(Solver):
             state["exp_pc"] = {"lam": [], "d": [], "x_prev": None, "t_prev": None, "noise_prev": None}
         pc = state["exp_pc"]
         lam_s = log_snr(sde, t)
-        d_s = data_prediction(process, sde, x, t)
+        d_s = self._evaluate(process, sde, x, t)
         if self.corrector and pc["x_prev"] is not None:
             x = self._correct(sde, pc, lam_s, d_s, t)
         return self._predict(sde, pc, lam_s, d_s, x, t, t_next, z, k, len(state["grid"]) - 1)
@@ -118,14 +182,13 @@ class _ExpPC(Solver):
         """Corrector: re-integrate ``[t_prev, t]`` from ``x_prev`` with ``D(x~_t)`` as one more interpolation
         node, adding the step's noise again. Linear in ``x_prev``, the ``D`` and the noise (the numba backend
         reads its coefficients off basis vectors)."""
-        alpha_s, sigma_s = coeffs(sde, t)
+        alpha_s = coeffs(sde, t)[0]
         lam_p = pc["lam"][-1]
         hp = lam_s - lam_p
         m = self.corrector_order - 1
         nodes = [hp] + [lj - lam_p for lj in pc["lam"][::-1][:m]]
         ds = [d_s] + pc["d"][::-1][:m]
-        sigma_p = coeffs(sde, pc["t_prev"])[1]
-        x = self._quadrature(pc["x_prev"], self._decay(sigma_s, sigma_p, hp), alpha_s, nodes, ds, hp)
+        x = self._quadrature(pc["x_prev"], self._decay(sde, t, pc["t_prev"], hp), alpha_s, lam_p, nodes, ds, hp)
         if pc["noise_prev"] is not None:
             x = x + pc["noise_prev"]
         return x
@@ -140,7 +203,6 @@ class _ExpPC(Solver):
     def _predict(self, sde, pc, lam_s, d_s, x, t, t_next, z, k, n_steps):
         """Predictor from the (corrected) ``x`` at ``t``: appends ``(lambda_s, d_s)`` to the history and keeps
         ``x`` and the noise for the next step's corrector. Linear in ``x``, the ``D`` and ``z``."""
-        sigma_s = coeffs(sde, t)[1]
         pc["lam"].append(lam_s)
         pc["d"].append(d_s)
         order = self._predictor_order(k, len(pc["lam"]), n_steps)
@@ -148,8 +210,9 @@ class _ExpPC(Solver):
         h = log_snr(sde, t_next) - lam_s
         alpha_t, sigma_t = coeffs(sde, t_next)
         nodes = [lj - lam_s for lj in pc["lam"][::-1][:order]]
-        x_next = self._quadrature(x, self._decay(sigma_t, sigma_s, h), alpha_t, nodes, pc["d"][::-1][:order], h)
-        noise = self._noise(sigma_t, h, z)
+        decay = self._decay(sde, t_next, t, h)
+        x_next = self._quadrature(x, decay, alpha_t, lam_s, nodes, pc["d"][::-1][:order], h)
+        noise = self._noise(alpha_t, sigma_t, h, z)
         if noise is not None:
             x_next = x_next + noise
         pc["x_prev"], pc["t_prev"], pc["noise_prev"] = x, t, noise
@@ -181,5 +244,34 @@ class ExpPredictorCorrectorSDE(_ExpPC):
     weak_order = 1.0
     kernel = 2.0
 
-    def _noise(self, sigma_t, h, z):
-        return (sigma_t * math.sqrt(max(-math.expm1(-2.0 * h), 0.0))) * z[0]
+    def _noise(self, alpha_t, sigma_t, h, z):
+        if self.sigma_data is None:
+            return (sigma_t * math.sqrt(max(-math.expm1(-2.0 * h), 0.0))) * z[0]
+        # the linear part's exact noise variance (s_t^2 + sd^2)(s_s^2 - s_t^2) / (s_s^2 + sd^2), s = sigma / alpha
+        sd2, s_t2 = self.sigma_data**2, (sigma_t / alpha_t) ** 2
+        s_s2 = s_t2 * math.exp(2.0 * h)
+        var = (s_t2 + sd2) * s_t2 * math.expm1(2.0 * h) / (s_s2 + sd2)
+        return (alpha_t * math.sqrt(max(var, 0.0))) * z[0]
+
+
+def gaussian_part_weights(sigma_data: float, kernel: float, lam_from: float, nodes, h: float) -> np.ndarray:
+    """Weights ``w_j = int_0^h K(u) l_j(u) du`` of the ``sigma_data`` schemes (see the module docstring): ``l_j``
+    the Lagrange basis on ``nodes`` (log-SNR relative to ``lam_from``), ``K(u) = kernel Phi(lambda_t,
+    lambda_from + u)^kernel c_out(lambda_from + u)``, ``kernel`` 1 (ODE) or 2 (SDE). Composite Gauss--Legendre
+    on panels of log-SNR length at most 2 (exact to round-off for these smooth kernels)."""
+    nodes = np.asarray(nodes, dtype=np.float64)
+    panels = max(1, math.ceil(abs(h) / _PANEL))
+    edges = np.linspace(0.0, h, panels + 1)
+    u = (0.5 * (edges[1:] - edges[:-1])[:, None] * _GL_X + 0.5 * (edges[1:] + edges[:-1])[:, None]).ravel()
+    wq = (0.5 * (edges[1:] - edges[:-1])[:, None] * _GL_W).ravel()
+    sd2 = sigma_data * sigma_data
+    s2 = np.exp(-2.0 * (lam_from + u))  # (sigma / alpha)^2 along the step
+    s2_to = math.exp(-2.0 * (lam_from + h))
+    phi = (s2_to + sd2) / (s2 + sd2)
+    k = kernel * (phi if kernel == 2.0 else np.sqrt(phi)) * np.sqrt(s2) * sigma_data / np.sqrt(s2 + sd2)
+    w = np.empty(len(nodes))
+    for j in range(len(nodes)):
+        others = np.delete(nodes, j)
+        basis = np.prod((u[:, None] - others) / (nodes[j] - others), axis=1)
+        w[j] = np.sum(wq * k * basis)
+    return w
