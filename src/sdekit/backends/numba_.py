@@ -34,8 +34,9 @@ Kernels registered: Euler--Maruyama, stochastic Heun and explicit Runge--Kutta (
 :mod:`~sdekit.backends.numba_multistep` (``dpmpp_2m``, ``dpmpp_3m``, ``dpmpp_3m_pc``, ``dpmpp_pc``,
 ``dpmpp_2m_sde``, ``dpmpp_3m_sde``, ``dpmpp_sde_pc``, ``ancestral``, ``reverse_diffusion``: one affine
 multistep kernel driven by per-step coefficient tables), :mod:`~sdekit.backends.numba_edm` (``edm``),
-:mod:`~sdekit.backends.numba_sra` (``sra1`` and any SRA tableau) and :mod:`~sdekit.backends.numba_pc` (``pc``
-with the ``"sigma"`` step rule and a reverse-diffusion or ancestral predictor).
+:mod:`~sdekit.backends.numba_sra` (``sra1`` and any SRA tableau), :mod:`~sdekit.backends.numba_pc` (``pc``
+with the ``"sigma"`` step rule and a reverse-diffusion or ancestral predictor) and
+:mod:`~sdekit.backends.numba_annealed` (``annealed_langevin``).
 
 Look-up walks the solver's MRO; an entry found on a base class is used only if the solver does not
 override that class's ``step`` (a subclass with its own update never runs its parent's kernel). A body has
@@ -357,7 +358,7 @@ register_kernel(RungeKutta, "ode", _RK)
 register_kernel(Heun, "ode", _RK)
 register_kernel(Heun, "sde", _SHEUN)
 # the affine multistep kernel (DPM-Solver++, ancestral, reverse diffusion) registers itself on import
-from . import numba_edm, numba_multistep, numba_pc, numba_sra  # noqa: E402, F401
+from . import numba_annealed, numba_edm, numba_multistep, numba_pc, numba_sra  # noqa: E402, F401
 
 
 # -- user row scores ------------------------------------------------------------------------------------------
