@@ -124,8 +124,11 @@ def test_entry_checks():
         solve(proc, x, 1.0, 0.1, "heun", steps=10, rtol=1e-3)
     with pytest.raises(ValueError, match="rtol"):
         solve(proc, x, 1.0, 0.1, "dopri5", rtol=-1.0)
-    with pytest.raises(ValueError, match="save_at"):
+    with pytest.raises(ValueError, match="save_at=True"):
         solve(proc, x, 1.0, 0.1, "dopri5", save_at=True)
+    for bad in (1.5, 0.05, float("nan")):
+        with pytest.raises(ValueError, match="save_at times must lie in"):
+            solve(proc, x, 1.0, 0.1, "dopri5", save_at=[0.5, bad])
     with pytest.raises(ValueError, match="rtol"):
         get_solver("adaptive", rtol=0.0)
     with pytest.raises(TypeError, match="adaptive loop"):
@@ -133,3 +136,40 @@ def test_entry_checks():
     gen = GeneralSDE(lambda x, t: -x, lambda x, t: 1.0 + x, noise="diagonal", diffusion_dx=lambda x, t: 1.0 + 0 * x)
     with pytest.raises(ValueError, match="additive"):
         solve(gen, x, 0.0, 1.0, "adaptive")
+
+
+@pytest.mark.parametrize("sde", [VPSDE(), EDMSDE()], ids=["vp", "edm"])
+def test_dopri5_save_at_lands_on_the_times(sde):
+    # every sample steps onto the save times exactly: the saved states are the exact flow there within the
+    # tolerance bound of the final state, for times given in any order (and the ends)
+    score = DATA.score(sde)
+    x_T = sde.prior_sample((64, 2), seed=1)
+    times = [sde.eps + 0.5 * (sde.T - sde.eps), sde.T, sde.eps + 0.01 * (sde.T - sde.eps), sde.eps]
+    sol = solve(sde.probability_flow(score), x_T, sde.T, sde.eps, "dopri5", rtol=1e-7, atol=1e-7, save_at=times)
+    np.testing.assert_array_equal(sol.ts, sorted(times, reverse=True))
+    assert sol.xs.shape == (4, 64, 2)
+    np.testing.assert_array_equal(sol.xs[0], x_T)
+    np.testing.assert_array_equal(sol.xs[-1], sol.x)
+    for ti, xi in zip(sol.ts, sol.xs):
+        assert np.max(np.abs(xi - DATA.flow(x_T, sde.T, ti, sde))) < 20 * 1e-7, ti
+
+
+def test_adaptive_save_at_is_on_the_path():
+    # tree noise: the saved state at t_mid is a discretisation of the same Brownian path as a fine SRA1 solve
+    # from T to t_mid; the error is within the pathwise bound of the tolerance
+    sde = VPSDE()
+    score = DATA.score(sde)
+    x_T = sde.prior_sample((100, 2), seed=3)
+    t_mid = 0.3
+    sol = solve(sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=1e-2, atol=1e-3, seed=3, save_at=[t_mid])
+    # the tree of the adaptive solve spans [T, eps]; a fixed-grid tree solve over [T, t_mid] with the same span
+    # reads the same path only if its tree has the same span, so the reference runs to eps and saves t_mid
+    grid = np.linspace(sde.T, sde.eps, 2**11 + 1)
+    grid = np.sort(np.r_[grid, t_mid])[::-1]
+    ref = solve(sde.reverse(score), x_T, sde.T, sde.eps, "sra1", grid=grid, noise="tree", seed=3, save_at=[t_mid])
+    assert sol.xs.shape == (1, 100, 2) and sol.ts[0] == t_mid
+    err = np.sqrt(np.mean((sol.xs[0] - ref.xs[0]) ** 2))
+    assert err < 5 * (1e-2 + 1e-3), err
+    # without the stop the same tolerance gives a comparable final state (the stop only shortens one step)
+    plain = solve(sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=1e-2, atol=1e-3, seed=3)
+    assert np.sqrt(np.mean((plain.x - sol.x) ** 2)) < 5 * (1e-2 + 1e-3)

@@ -147,6 +147,26 @@ def _resolve_save(save_at, grid):
     return frozenset(index)
 
 
+def _adaptive_stops(solver, save_at, t0: float, t1: float) -> np.ndarray:
+    """``[t0, save times strictly inside, t1]``: the times every sample of an adaptive solve steps onto exactly
+    (its step is shortened to land on the next one), so the states there are saved without interpolation."""
+    if save_at is None or save_at is False:
+        return np.array([t0, t1])
+    if save_at is True:
+        raise ValueError(f"save_at=True (every step) needs a fixed grid; the adaptive solver {solver.name!r} takes "
+                         f"per-sample steps: pass the times to save at")  # fmt: skip
+    wanted = np.atleast_1d(np.asarray(save_at, dtype=np.float64))
+    lo, hi = min(t0, t1), max(t0, t1)
+    tol = 1e-12 * max(1.0, abs(t0), abs(t1))
+    bad = wanted[~np.isfinite(wanted) | (wanted < lo - tol) | (wanted > hi + tol)]
+    if bad.size:
+        raise ValueError(f"save_at times must lie in [{lo}, {hi}], got {bad[0]!r}")
+    inside = np.unique(wanted[(np.abs(wanted - t0) > tol) & (np.abs(wanted - t1) > tol)])
+    if t1 < t0:
+        inside = inside[::-1]
+    return np.concatenate([[t0], inside, [t1]])
+
+
 def _torch_module(score):
     """The ``torch.nn.Module`` behind a score (the score itself, or the model an adapter wraps), else None."""
     torch = sys.modules.get("torch")
@@ -237,7 +257,9 @@ def solve(
         Noise seed; sample ``i`` (``sample_ids[i]``, default ``i``) draws noise from ``(seed, i, step)`` only.
     backend : {"auto", "numpy", "numba", "torch"}
     save_at : None, True or times
-        ``True`` saves every grid point; otherwise the given times, which must be grid points.
+        ``True`` saves every grid point; otherwise the given times, which must be grid points. Adaptive
+        solvers take times in ``[t1, t0]`` (not ``True``): every sample's step is shortened to land on each
+        of them exactly, so the saved states carry no interpolation error.
     check_finite : bool
         Raise :class:`sdekit.NonFiniteError` as soon as the state stops being finite.
     rtol, atol : float, optional
@@ -284,9 +306,7 @@ def solve(
     if solver.adaptive:
         if steps is not None or grid is not None:
             raise ValueError(f"solver {solver.name!r} chooses its own steps; do not pass steps or grid")
-        if save_at is not None and save_at is not False:
-            raise ValueError(f"save_at is not supported with the adaptive solver {solver.name!r}")
-        ts = np.array([t0, t1])
+        ts = _adaptive_stops(solver, save_at, t0, t1)
         for tol_name, tol in (("rtol", rtol), ("atol", atol)):
             if tol is not None and (
                 isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < float(tol) < math.inf)

@@ -6,6 +6,10 @@ arrays of shape ``(n,)``. Each iteration gathers the samples that have not finis
 attempt one step for each of them, and scatters back the accepted ones. Samples therefore end after
 different numbers of steps; ``nfe`` is the mean over samples (``stats`` has the maximum too).
 
+Save times: ``job.grid`` is ``[t0, stops..., t1]``; a sample's step is shortened to land exactly on its next
+stop, and its state there goes to the save slot of that stop when ``job.save_index`` asks for it (exact
+states, no interpolation; each stop can cost a shortened step).
+
 Noise: with ``noise="counter"`` the ``j``-th attempt of sample ``i`` draws ``(seed, i, j)`` from the
 counter-based generator, fresh for every attempt as in Jolicoeur-Martineau et al. 2021. With ``noise="tree"``
 the attempt reads the increment of sample ``i``'s Brownian path over its own ``[t, t + h]``
@@ -58,6 +62,16 @@ def run(job):
 
     t = np.full(n, t0)
     h = np.full(n, min(solver.initial_step(t0, t1), span))
+    stops = np.asarray(job.grid, dtype=np.float64)
+    nxt = np.ones(n, dtype=np.int64)  # index in ``stops`` of each sample's next stop
+    order = sorted(job.save_index) if job.save_index is not None else []
+    slot_of = {i: k for k, i in enumerate(order)}
+    saved = [None] * len(order)
+    if 0 in slot_of:
+        saved[slot_of[0]] = x.clone() if _xp.is_torch(x) else x.copy()
+    for i in order:
+        if i > 0:
+            saved[slot_of[i]] = x * 0.0  # filled row by row as the samples reach stop i
     err_prev = np.ones(n)
     nfe = np.zeros(n, dtype=np.int64)
     n_acc = np.zeros(n, dtype=np.int64)
@@ -82,10 +96,11 @@ def run(job):
         if it >= solver.max_steps:
             raise NonFiniteError(it, float(t[idx[0]]), f"adaptive solver {solver.name!r} exceeded max_steps="
                                  f"{solver.max_steps} attempts with {idx.size} samples unfinished")  # fmt: skip
-        rem = np.abs(t1 - t[idx])
+        target = stops[nxt[idx]]
+        rem = np.abs(target - t[idx])
         hh = np.minimum(h[idx], rem)
         last = hh >= rem * (1.0 - 1e-12)
-        t_next = np.where(last, t1, t[idx] + direction * hh)
+        t_next = np.where(last, target, t[idx] + direction * hh)
         hh = np.abs(t_next - t[idx])
         ix = _index(idx, x)
         xs = x[ix]
@@ -129,6 +144,13 @@ def run(job):
                 carry[k][ia] = v
             t[acc] = t_next[pos]
             err_prev[acc] = np.maximum(err[pos], 1e-4)
+            landed = last[pos]
+            if np.any(landed):
+                for i in np.unique(nxt[acc[landed]]):
+                    if int(i) in slot_of:
+                        rows = landed & (nxt[acc] == i)
+                        saved[slot_of[int(i)]][_index(acc[rows], x)] = x_acc[_index(np.flatnonzero(rows), x)]
+                nxt[acc[landed]] += 1
             if tree is not None:
                 w_now[acc], y_now[acc] = end[0][pos], end[1][pos]
         small = h[idx] < MIN_STEP_FRACTION * span
@@ -148,4 +170,4 @@ def run(job):
         "wall_time": time.perf_counter() - start,
         "t_final": t1,
     }
-    return x, [], int(round(float(np.mean(nfe)))), stats
+    return x, saved, int(round(float(np.mean(nfe)))), stats
