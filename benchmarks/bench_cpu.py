@@ -17,6 +17,9 @@ Cases (reverse-time VP SDE of Song et al. 2021, data N(mu, diag(lam)) with its e
 5. ``dpmpp2m-ode-mix8-d2``: DPM-Solver++(2M) on the probability-flow ODE, the 8-component mixture, n = 100 000:
    the fused affine-multistep kernel against the path it replaced (``backend="numba"`` running the numpy
    loop, here through a subclass that overrides ``step`` and so has no kernel) and sdekit numpy.
+6. ``annealed-ve-mix8-d2``: annealed Langevin dynamics (NCSN) on the VE SDE, the same mixture, 10 Langevin steps
+   per level (a "step" of the table is one level: 10 score evaluations), fused kernel against the per-step path
+   and sdekit numpy.
 
 Compile time: each fused kernel compiled from scratch (no disk cache), timed on a tiny problem.
 The fused kernel runs with all numba threads and, for a per-core comparison, with one. The numpy loops are
@@ -46,6 +49,7 @@ import numpy as np
 import sdekit
 from sdekit.analytic import Gaussian, GaussianMixture
 from sdekit.solvers.dpm_solver import DPMSolverPP2M
+from sdekit.solvers.score_based import AnnealedLangevin
 
 
 def _timed(fn, repeat=1):
@@ -133,6 +137,13 @@ def torchsde_em(sde, mu, lam, x_T, t_end, steps):
         torch.set_num_threads(threads)
 
 
+class _UnfusedAnnealed(AnnealedLangevin):
+    """Annealed Langevin with its own ``step``: no kernel, the numba backend's per-step path."""
+
+    def step(self, process, x, t, t_next, z, state):
+        return super().step(process, x, t, t_next, z, state)
+
+
 class _Unfused2M(DPMSolverPP2M):
     """DPM-Solver++(2M) with its own ``step``: the numba backend finds no kernel and runs the numpy loop."""
 
@@ -153,7 +164,7 @@ def compile_times():
     score = Gaussian([0.0, 1.0], [1.0, 2.0]).score(sde)
     out = {}
     cases = (("euler_maruyama", "sde"), ("heun", "sde"), ("rk4", "ode"), ("dpmpp_2m", "ode"), ("edm", "sde"))
-    for solver_name, kind in cases + (("sra1", "sde"), ("pc", "sde")):
+    for solver_name, kind in cases + (("sra1", "sde"), ("pc", "sde"), ("annealed_langevin", "sde")):
         solver = get_solver(solver_name)
         proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
         x0 = np.zeros((4, 2))
@@ -268,6 +279,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="n and steps divided by 10")
     parser.add_argument("--torchsde-steps", type=int, default=None, help="steps for torchsde (default: as sdekit)")
     parser.add_argument("--skip-compile", action="store_true", help="do not time compilation from scratch")
+    parser.add_argument("--cases", nargs="+", default=None, help="run only these cases (titles as printed)")
     args = parser.parse_args()
     import numba
 
@@ -279,17 +291,51 @@ def main():
     gauss2 = Gaussian([1.0, -0.5], [0.3, 2.0])
     n, steps = 100_000 // q, 1000 // q
     ts_steps = args.torchsde_steps or steps
-    run_case("em-d2", sde, gauss2, n, steps, "euler_maruyama", "sde", hand_numpy_em, ts_steps, python_score=True)
-    run_case("heun-ode-d2", sde, gauss2, n, steps, "heun", "ode", slow_steps=steps // 5)
     angles = 2 * np.pi * np.arange(8) / 8
     mix8 = GaussianMixture(np.full(8, 1 / 8), 2.0 * np.stack([np.cos(angles), np.sin(angles)], 1), np.full(8, 0.05))
-    run_case("em-mix8-d2", sde, mix8, n, steps, "euler_maruyama", "sde", slow_steps=steps // 10)
     rng = np.random.default_rng(0)
     gauss64 = Gaussian(rng.normal(size=64), rng.uniform(0.1, 2.0, size=64))
-    run_case("em-d64", sde, gauss64, 10_000 // q, steps, "euler_maruyama", "sde", hand_numpy_em, slow_steps=steps // 5)
-    run_case(
-        "dpmpp2m-ode-mix8-d2", sde, mix8, n, steps, "dpmpp_2m", "ode", slow_steps=steps // 10, fallback=_Unfused2M()
-    )
+    ve = sdekit.VESDE()
+    cases = {
+        "em-d2": lambda: run_case(
+            "em-d2", sde, gauss2, n, steps, "euler_maruyama", "sde", hand_numpy_em, ts_steps, python_score=True
+        ),
+        "heun-ode-d2": lambda: run_case("heun-ode-d2", sde, gauss2, n, steps, "heun", "ode", slow_steps=steps // 5),
+        "em-mix8-d2": lambda: run_case(
+            "em-mix8-d2", sde, mix8, n, steps, "euler_maruyama", "sde", slow_steps=steps // 10
+        ),
+        "em-d64": lambda: run_case(
+            "em-d64", sde, gauss64, 10_000 // q, steps, "euler_maruyama", "sde", hand_numpy_em, slow_steps=steps // 5
+        ),
+        "dpmpp2m-ode-mix8-d2": lambda: run_case(
+            "dpmpp2m-ode-mix8-d2",
+            sde,
+            mix8,
+            n,
+            steps,
+            "dpmpp_2m",
+            "ode",
+            slow_steps=steps // 10,
+            fallback=_Unfused2M(),
+        ),  # fmt: skip
+        "annealed-ve-mix8-d2": lambda: run_case(
+            "annealed-ve-mix8-d2",
+            ve,
+            mix8,
+            n,
+            steps // 10,
+            AnnealedLangevin(eps=2e-5, n_steps=10),
+            "sde",
+            slow_steps=steps // 100,
+            fallback=_UnfusedAnnealed(eps=2e-5, n_steps=10),
+        ),  # fmt: skip
+    }
+    unknown = set(args.cases or ()) - set(cases)
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; valid: {list(cases)}")
+    for name, case in cases.items():
+        if args.cases is None or name in args.cases:
+            case()
     if not args.skip_compile:
         print("\n### compile time of each fused kernel (from scratch, no disk cache)")
         for name, secs in compile_times().items():
