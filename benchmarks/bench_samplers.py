@@ -20,7 +20,8 @@ as the mean and range over 5 draws of exact samples), where an empirical optimal
 ~0.2 for 2000 samples. The "debiased" summary rows subtract the floor in the square (bias and sampling noise add
 in the squared moment W2); they are only meaningful well above the floor.
 
-Run: ``PYTHONPATH=src python benchmarks/bench_samplers.py [--quick]`` (about 16 minutes on 2 shared cores;
+Run: ``PYTHONPATH=src python benchmarks/bench_samplers.py [--quick]`` (about 65 minutes on 2 shared cores, most of it
+the 1e6-sample stochastic runs through the python-level closed-form score;
 ``--quick`` under 2).
 """
 
