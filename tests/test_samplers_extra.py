@@ -274,3 +274,31 @@ def test_sigma_data_is_validated():
             with pytest.raises(TypeError, match="sigma_data"):
                 get_solver(name, sigma_data=bad)
         assert "sigma_data=0.5" in repr(get_solver(name, sigma_data=0.5))
+
+
+def test_solver_specs():
+    from sdekit.solvers import parse_solver_spec
+
+    assert parse_solver_spec("dpmpp_pc(order=2, sigma_data=1.5)") == ("dpmpp_pc", {"order": 2, "sigma_data": 1.5})
+    assert parse_solver_spec(" pc(predictor=ancestral, snr=0.1, step_size='batch') ") == (
+        "pc",
+        {"predictor": "ancestral", "snr": 0.1, "step_size": "batch"},
+    )
+    assert parse_solver_spec("euler") == ("euler", {})
+    s = get_solver("dpmpp_pc(order=2, sigma_data=1.5)")
+    assert (s.multistep_order, s.sigma_data) == (2, 1.5)
+    # a spec is the same solver as the keyword form: identical samples
+    sde = EDMSDE(0.002, 80.0)
+    x_T = sde.prior_sample((8, 2), seed=1)
+    a = sample(sde, MIX.score(sde), x_T=x_T, solver="dpmpp_sde_pc(order=2, sigma_data=0.9)", steps=6, seed=2).x
+    b = sample(sde, MIX.score(sde), x_T=x_T, solver="dpmpp_sde_pc", order=2, sigma_data=0.9, steps=6, seed=2).x
+    np.testing.assert_array_equal(a, b)
+    for bad in ("dpmpp_pc(2)", "dpmpp_pc(order=1+1)", "dpmpp_pc(**o)", "dpmpp pc", "dpmpp_pc("):
+        with pytest.raises(ValueError, match="solver spec"):
+            parse_solver_spec(bad)
+    with pytest.raises(ValueError, match="valid solvers"):
+        get_solver("nope(order=2)")
+    with pytest.raises(ValueError, match="both"):
+        get_solver("dpmpp_pc(order=2)", order=3)
+    with pytest.raises(ValueError, match="sigma_data"):
+        get_solver("dpmpp_pc(sigma_data=-1)")

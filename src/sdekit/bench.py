@@ -49,7 +49,7 @@ from .metrics import (
 )
 from .progress import progress_bar
 from .sdes import EDMSDE, VESDE, VPSDE, LinearSDE, SubVPSDE
-from .solvers import SOLVERS, get_solver
+from .solvers import SOLVERS, get_solver, parse_solver_spec
 
 __all__ = [
     "DENSITIES",
@@ -632,7 +632,9 @@ def compare(
     sde : str or LinearSDE
         A name in :data:`SDES` (``vp``, ``subvp``, ``ve``, ``edm``) or an instance.
     solvers : list of str, optional
-        Registered solver names; default: every fixed-step solver registered in ``sdekit.SOLVERS`` at call time.
+        Registered solver names, each optionally with constructor options as ``"name(key=value, ...)"`` (e.g.
+        ``"dpmpp_pc(order=2, sigma_data=1.4)"``; :func:`sdekit.solvers.parse_solver_spec`), used as the row label;
+        default: every fixed-step solver registered in ``sdekit.SOLVERS`` at call time.
         Solvers that do both (``heun``) are run on the ODE and on the SDE.
     nfe : sequence of int
         NFE budgets; a solver with ``k`` evaluations per step runs ``nfe // k`` steps (budgets below ``k`` skip).
@@ -681,7 +683,7 @@ def compare(
     elif isinstance(solvers, str):
         solvers = [solvers]
     for s in solvers:
-        if s not in SOLVERS:
+        if not isinstance(s, str) or parse_solver_spec(s)[0] not in SOLVERS:
             raise ValueError(f"unknown solver {s!r}; valid solvers: {sorted(SOLVERS)}")
     t_end = sde_obj.eps if t_end is None else float(t_end)
     if not 0.0 < t_end < sde_obj.T:

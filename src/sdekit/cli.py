@@ -38,9 +38,16 @@ def _seed(text):
 
 
 def _split_names(values):
+    """Split on commas outside parentheses: ``a,b`` is two solvers, ``dpmpp_pc(order=2,sigma_data=1)`` one."""
     names = []
     for v in values:
-        names += [s for s in v.split(",") if s]
+        depth, start = 0, 0
+        for i, ch in enumerate(v + ","):
+            depth += (ch == "(") - (ch == ")")
+            if ch == "," and depth == 0:
+                if v[start:i].strip():
+                    names.append(v[start:i].strip())
+                start = i + 1
     return names
 
 
@@ -75,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="solver names (space or comma separated); default: every registered fixed-step solver",
+        help="solver names (space or comma separated), each optionally with options, e.g. "
+        "'dpmpp_pc(order=2, sigma_data=1.4)'; default: every registered fixed-step solver",
     )
     p.add_argument("--nfe", nargs="+", type=_positive_int, default=list(DEFAULT_NFE), help="NFE budgets")
     p.add_argument(
@@ -114,12 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_compare(args, parser) -> int:
     from .bench import compare
-    from .solvers import SOLVERS
+    from .solvers import SOLVERS, parse_solver_spec
 
     solvers = None
     if args.solvers is not None:
         solvers = _split_names(args.solvers)
-        bad = [s for s in solvers if s not in SOLVERS]
+        bad = []
+        for spec in solvers:
+            try:
+                if parse_solver_spec(spec)[0] not in SOLVERS:
+                    bad.append(spec)
+            except ValueError as exc:
+                parser.error(f"argument --solvers: {exc}")
         if bad or not solvers:
             parser.error(f"argument --solvers: unknown solver(s) {bad}; valid solvers: {sorted(SOLVERS)}")
     if args.n < 2:

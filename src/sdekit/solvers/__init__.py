@@ -1,7 +1,7 @@
 """Solvers: objects with declared orders, registered by name (see :data:`SOLVERS`)."""
 
 from .adaptive import AdaptiveSDE, Dopri5
-from .base import SOLVERS, Solver, get_solver, register, registry_rows
+from .base import SOLVERS, Solver, get_solver, parse_solver_spec, register, registry_rows
 from .dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, DPMSolverPP3MPC, DPMSolverPP3MSDE
 from .edm import EDMSampler
 from .runge_kutta import Euler, Heun, RK4Solver, RungeKutta, rk_step
@@ -14,6 +14,7 @@ __all__ = [
     "SOLVERS",
     "Solver",
     "get_solver",
+    "parse_solver_spec",
     "register",
     "registry_rows",
     "RungeKutta",

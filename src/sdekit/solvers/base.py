@@ -14,6 +14,8 @@ additive noise, whether it integrates SDEs and/or ODEs, and its drift evaluation
 
 from __future__ import annotations
 
+import ast
+
 __all__ = ["Solver", "SOLVERS", "register", "get_solver", "registry_rows"]
 
 
@@ -54,8 +56,39 @@ def register(cls):
     return cls
 
 
+def parse_solver_spec(spec: str) -> tuple[str, dict]:
+    """``"name"`` or ``"name(key=value, ...)"`` -> ``(name, options)``.
+
+    Values are python literals (numbers, strings, ``True``/``False``/``None``, tuples); a bare word is taken as a
+    string (``pc(predictor=ancestral)``). Used by :func:`get_solver` and the ``sdekit compare --solvers`` option,
+    so that one solver can be compared with several settings. ``ValueError`` on anything else.
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"a solver spec must be a string, got {spec!r}")
+    text = spec.strip()
+    try:
+        tree = ast.parse(text if "(" in text else f"{text}()", mode="eval").body
+    except SyntaxError:
+        tree = None
+    if not isinstance(tree, ast.Call) or not isinstance(tree.func, ast.Name) or tree.args:
+        raise ValueError(f"solver spec {spec!r} is not of the form name or name(key=value, ...)")
+    options = {}
+    for kw in tree.keywords:
+        if kw.arg is None:
+            raise ValueError(f"solver spec {spec!r}: ** is not allowed")
+        if isinstance(kw.value, ast.Name) and kw.value.id not in ("True", "False", "None"):
+            options[kw.arg] = kw.value.id
+            continue
+        try:
+            options[kw.arg] = ast.literal_eval(kw.value)
+        except ValueError:
+            raise ValueError(f"solver spec {spec!r}: the value of {kw.arg!r} is not a literal") from None
+    return tree.func.id, options
+
+
 def get_solver(solver, **options) -> Solver:
-    """A solver instance from a name (with ``options`` for its constructor) or an instance."""
+    """A solver instance from a name (with ``options`` for its constructor), a spec ``"name(key=value, ...)"``
+    (see :func:`parse_solver_spec`) or an instance."""
     if isinstance(solver, Solver):
         if options:
             raise ValueError(
@@ -65,6 +98,13 @@ def get_solver(solver, **options) -> Solver:
         return solver
     if isinstance(solver, str) and solver in SOLVERS:
         return SOLVERS[solver](**options)
+    if isinstance(solver, str) and "(" in solver:
+        name, spec_options = parse_solver_spec(solver)
+        both = sorted(set(spec_options) & set(options))
+        if both:
+            raise ValueError(f"solver options {both} were given both in {solver!r} and as keyword arguments")
+        if name in SOLVERS:
+            return SOLVERS[name](**spec_options, **options)
     raise ValueError(f"unknown solver {solver!r}; valid solvers: {sorted(SOLVERS)}")
 
 
