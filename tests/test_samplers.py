@@ -168,6 +168,8 @@ def test_declared_properties():
         ("dpmpp_2m", {}, "ode"),
         ("dpmpp_3m", {}, "ode"),
         ("dpmpp_3m_pc", {}, "ode"),
+        ("dpmpp_pc", {"order": 3, "sigma_data": 0.7}, "ode"),
+        ("dpmpp_sde_pc", {"order": 2, "sigma_data": 0.7}, "sde"),
     ],
 )
 def test_steps_run_on_torch_tensors(solver, options, process):
