@@ -145,11 +145,12 @@ def test_compare_solver_specs_with_options(tmp_path, capsys):
     # one solver with several settings (commas inside the parentheses do not split): each spec runs with its own
     # options and labels its rows; sigma_data and the predictor order each change the errors
     specs = ["dpmpp_pc(order=2, sigma_data=1.0)", "dpmpp_pc(order=2)", "dpmpp_pc"]
-    _, _, rows = _run_compare(
+    out, _, rows = _run_compare(
         tmp_path, capsys, "--density", "gaussian", "--solvers", f"{specs[0]},{specs[1]}", specs[2],
         "--nfe", "8", "16", "--n", "16", "--n-ode", "16",
     )  # fmt: skip
     assert {r["solver"] for r in rows} == set(specs)
+    assert any(line.startswith(specs[0] + " ") for line in out.splitlines())  # the column fits the spec
     errs = {spec: _errors(rows, spec, "ode")[1] for spec in specs}
     assert np.all(errs[specs[0]] != errs[specs[1]]) and np.all(errs[specs[1]] != errs[specs[2]])
 
@@ -177,6 +178,7 @@ def test_solvers_command_lists_registry(capsys):
         (["compare", "--solvers", "magic"], "valid solvers"),
         (["compare", "--solvers", "magic(order=2)"], "valid solvers"),
         (["compare", "--solvers", "dpmpp_pc(2)"], "not of the form"),
+        (["compare", "--solvers", "dpmpp_pc(sigma_data=-1)", "--n", "8", "--n-ode", "4"], "sigma_data"),
         (["compare", "--nfe", "0"], "positive integer"),
         (["compare", "--grid", "cubic"], "karras"),
         (["compare", "--n", "1"], "at least 2"),

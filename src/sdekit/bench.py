@@ -459,13 +459,14 @@ class CompareResult:
     def table(self) -> str:
         """A fixed-width table: one line per (solver, process), one column per NFE budget, and the fitted order."""
         budgets = sorted({r["nfe_budget"] for r in self.rows})
-        head = f"{'solver':<18}{'process':<8}{'metric':<11}" + "".join(f"{'NFE=' + str(b):>11}" for b in budgets)
+        w = max([18] + [len(r["solver"]) + 2 for r in self.rows])  # solver specs with options can be long
+        head = f"{'solver':<{w}}{'process':<8}{'metric':<11}" + "".join(f"{'NFE=' + str(b):>11}" for b in budgets)
         head += f"{'order':>8}"
         lines = [head, "-" * len(head)]
         cells = {(r["solver"], r["process"], r["nfe_budget"]): r for r in self.rows}
         for key in dict.fromkeys((r["solver"], r["process"]) for r in self.rows):
             metric = next((r["metric"] for r in self.rows if (r["solver"], r["process"]) == key and r["metric"]), "")
-            line = f"{key[0]:<18}{key[1]:<8}{metric:<11}"
+            line = f"{key[0]:<{w}}{key[1]:<8}{metric:<11}"
             for b in budgets:
                 r = cells.get(key + (b,))
                 if r is None or not math.isfinite(r["error"]):
@@ -704,6 +705,8 @@ def compare(
         try:
             inst = get_solver(name)
         except (TypeError, ValueError) as exc:
+            if "(" in name:  # options the caller wrote: a wrong one is an error, not a note
+                raise ValueError(f"solver {name!r} cannot be built: {exc}") from exc
             notes[name] = f"cannot be built with default options: {exc}"
             continue
         if getattr(inst, "adaptive", False):
