@@ -12,41 +12,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ..solvers._common import coeffs
 from ..solvers.score_based import AnnealedLangevin
 from .numba_ import NC, Kernel, _end_block, _end_step, _open_block, register_kernel, score_block
-from .numba_noise import normal_pair, stream_key
+from .numba_noise import fill_components, stream_key
 
 __all__ = ["ANNEALED_LANGEVIN", "annealed_coefficients"]
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _fill_components(skeys, L, c0, out):
-    """``out[j, l]`` = component ``c0 + j`` of lane ``l``'s stream (stream keys ``skeys``), ``j < out.shape[0]``.
-
-    Components come in Box--Muller pairs ``(2p, 2p + 1)``; a field that starts or ends inside a pair takes one
-    of its two numbers.
-    """
-    m = out.shape[0]
-    for p in range(c0 // 2, (c0 + m - 1) // 2 + 1):
-        pp = np.uint64(p)
-        j0 = 2 * p - c0
-        if j0 >= 0 and j0 + 1 < m:
-            o0, o1 = out[j0], out[j0 + 1]
-            for l in range(L):
-                a, b = normal_pair(skeys[l], pp)
-                o0[l] = a
-                o1[l] = b
-        elif j0 >= 0:  # the field ends after the first number of the pair
-            o0 = out[j0]
-            for l in range(L):
-                o0[l] = normal_pair(skeys[l], pp)[0]
-        else:  # the field starts with the second number of the pair
-            o1 = out[j0 + 1]
-            for l in range(L):
-                o1[l] = normal_pair(skeys[l], pp)[1]
 
 
 def _annealed_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, bad, check, extra, block):
@@ -69,7 +42,7 @@ def _annealed_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, s
             c = coef[k, 0][NC:]
             half, sq = ab[k, 0], ab[k, 1]
             for r in range(nl):
-                _fill_components(sk, L, r * d, z)
+                fill_components(sk, L, r * d, z)
                 score_block(xb, L, t, c, p0, p1, p2, p3, work, s)
                 for j in range(d):
                     xj, sj, zj = xb[j], s[j], z[j]

@@ -97,33 +97,47 @@ def normal_pair(key, p):
     return r * c, r * s
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def fill_components(skeys, L, c0, out):
+    """``out[j, l]`` = component ``c0 + j`` of lane ``l``'s stream, for ``j < out.shape[0]`` and ``l < L``.
+
+    ``skeys`` holds the lanes' stream keys (:func:`stream_key`); ``out`` is ``(m, >= L)``, components first, so
+    that the loop over lanes is contiguous and compiles to SIMD code. Components come in Box--Muller pairs
+    ``(2p, 2p + 1)``; a range that starts or ends inside a pair takes one of its two numbers.
+    """
+    m = out.shape[0]
+    for p in range(c0 // 2, (c0 + m - 1) // 2 + 1):
+        pp = np.uint64(p)
+        j0 = 2 * p - c0
+        # 1-D row views: with them LLVM sees a unit-stride loop and vectorises it
+        if j0 >= 0 and j0 + 1 < m:
+            o0, o1 = out[j0], out[j0 + 1]
+            for l in range(L):
+                a, b = normal_pair(skeys[l], pp)
+                o0[l] = a
+                o1[l] = b
+        elif j0 >= 0:  # the range ends after the first number of the pair
+            o0 = out[j0]
+            for l in range(L):
+                o0[l] = normal_pair(skeys[l], pp)[0]
+        else:  # the range starts with the second number of the pair
+            o1 = out[j0 + 1]
+            for l in range(L):
+                o1[l] = normal_pair(skeys[l], pp)[1]
+
+
 @njit(cache=True, error_model="numpy")
 def fill_normals(keys, step, skeys, out):
     """``out[j, l]`` = component ``j`` of lane ``l``'s stream at ``step``, for ``l < L = keys.shape[0]``.
 
     ``keys`` (L,) sample keys; ``skeys`` a uint64 work array of at least ``L`` entries (no allocation here);
-    ``out`` of shape ``(m, >= L)``: components first, so that the loop over lanes is contiguous and
-    compiles to SIMD code.
+    ``out`` of shape ``(m, >= L)`` (see :func:`fill_components`).
     """
-    m = out.shape[0]
     L = keys.shape[0]
     k = np.uint64(step)
     for l in range(L):
         skeys[l] = stream_key(keys[l], k)
-    for p in range((m + 1) // 2):
-        pp = np.uint64(p)
-        # 1-D row views: with them LLVM sees a unit-stride loop and vectorises it
-        o0 = out[2 * p]
-        if 2 * p + 1 < m:
-            o1 = out[2 * p + 1]
-            for l in range(L):
-                a, b = normal_pair(skeys[l], pp)
-                o0[l] = a
-                o1[l] = b
-        else:
-            for l in range(L):
-                a, b = normal_pair(skeys[l], pp)
-                o0[l] = a
+    fill_components(skeys, L, 0, out)
 
 
 #: Below this many numbers per call the loops run on one thread: a parallel launch costs a thread wake-up,
