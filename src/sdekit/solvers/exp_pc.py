@@ -59,7 +59,7 @@ import numbers
 
 import numpy as np
 
-from ._common import coeffs, data_prediction, linear_sde_of, log_snr, score_at
+from ._common import coeffs, linear_sde_of, log_snr, score_at
 from .base import Solver, register
 from .dpm_solver import LOWER_ORDER_FINAL_STEPS, exp_adams_weights
 
@@ -137,14 +137,13 @@ class _ExpPC(Solver):
         return s * s / (s * s + sd2), sigma * sigma, alpha * c_out
 
     def _evaluate(self, process, sde, x, t):
-        if self.sigma_data is None:
-            return data_prediction(process, sde, x, t)
+        # the formula the numba kernel applies to the same coefficients (with e0 = 1, bit for bit Tweedie's D)
         e0, e1, e2 = self.evaluation_coefficients(sde, t)
         return (e0 * x + e1 * score_at(process, x, t)) / e2
 
-    def _decay(self, sde, t_to, t_from, h):
-        """The exact linear propagator of ``x`` over a log-SNR step ``h`` from ``t_from`` to ``t_to``."""
-        (alpha_to, sigma_to), (alpha_from, sigma_from) = coeffs(sde, t_to), coeffs(sde, t_from)
+    def _decay(self, alpha_to, sigma_to, alpha_from, sigma_from, h):
+        """The exact linear propagator of ``x`` over a log-SNR step ``h`` between the marginal coefficients
+        ``(alpha_from, sigma_from)`` and ``(alpha_to, sigma_to)``."""
         if self.sigma_data is None:
             return sigma_to / sigma_from * (math.exp(-h) if self.kernel == 2.0 else 1.0)
         sd2 = self.sigma_data**2
@@ -184,13 +183,14 @@ class _ExpPC(Solver):
         """Corrector: re-integrate ``[t_prev, t]`` from ``x_prev`` with ``D(x~_t)`` as one more interpolation
         node, adding the step's noise again. Linear in ``x_prev``, the ``D`` and the noise (the numba backend
         reads its coefficients off basis vectors)."""
-        alpha_s = coeffs(sde, t)[0]
+        alpha_s, sigma_s = coeffs(sde, t)
         lam_p = pc["lam"][-1]
         hp = lam_s - lam_p
         m = self.corrector_order - 1
         nodes = [hp] + [lj - lam_p for lj in pc["lam"][::-1][:m]]
         ds = [d_s] + pc["d"][::-1][:m]
-        x = self._quadrature(pc["x_prev"], self._decay(sde, t, pc["t_prev"], hp), alpha_s, lam_p, nodes, ds, hp)
+        decay = self._decay(alpha_s, sigma_s, *coeffs(sde, pc["t_prev"]), hp)
+        x = self._quadrature(pc["x_prev"], decay, alpha_s, lam_p, nodes, ds, hp)
         if pc["noise_prev"] is not None:
             x = x + pc["noise_prev"]
         return x
@@ -212,7 +212,7 @@ class _ExpPC(Solver):
         h = log_snr(sde, t_next) - lam_s
         alpha_t, sigma_t = coeffs(sde, t_next)
         nodes = [lj - lam_s for lj in pc["lam"][::-1][:order]]
-        decay = self._decay(sde, t_next, t, h)
+        decay = self._decay(alpha_t, sigma_t, *coeffs(sde, t), h)
         x_next = self._quadrature(x, decay, alpha_t, lam_s, nodes, pc["d"][::-1][:order], h)
         noise = self._noise(alpha_t, sigma_t, h, z)
         if noise is not None:
