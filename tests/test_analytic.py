@@ -142,7 +142,7 @@ def test_mean_cov_solves_moment_ode(dens, sde, u0, u1):
 
     def rhs(t, y):
         m, V = y[:d], y[d:].reshape(d, d)
-        a, g2 = float(sde._a(t)), float(sde._g2(t))
+        a, g2 = float(sde.drift_coef(t)), float(sde.g2(t))
         return np.concatenate([a * m, (2 * a * V + g2 * np.eye(d)).ravel()])
 
     if t0 == t1:
@@ -240,7 +240,7 @@ def test_flow_solves_probability_flow_ode(g, sde, u0, u1):
 
     def rhs(t, y):
         xx = y.reshape(x0.shape)
-        return (float(sde._a(t)) * xx - 0.5 * float(sde._g2(t)) * score(xx, t)).ravel()
+        return (float(sde.drift_coef(t)) * xx - 0.5 * float(sde.g2(t)) * score(xx, t)).ravel()
 
     sol = integrate.solve_ivp(rhs, (t0, t1), x0.ravel(), method="DOP853", rtol=1e-10, atol=1e-12)
     assert sol.success

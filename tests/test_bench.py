@@ -10,7 +10,7 @@ import pytest
 
 import sdekit
 from sdekit import VESDE, VPSDE, Gaussian, bench, metrics
-from sdekit.solvers import SOLVERS, Solver
+from sdekit.solvers import SOLVERS, FixedStepSolver
 
 GAUSS = Gaussian([0.5, -0.3], [[1.0, 0.6], [0.6, 0.5]])
 N_MC = 20000
@@ -70,25 +70,25 @@ def test_exact_law_converges_to_the_exact_marginal():
     assert metrics.gaussian_w2(mean, cov, m_true, c_true) < 1e-7
 
 
-class _TwoStep(Solver):
-    """A multistep method (Adams--Bashforth 2 for ODEs) that keeps the last drift in ``state``."""
+class _TwoStep(FixedStepSolver):
+    """A multistep method (Adams--Bashforth 2 for ODEs) that keeps the last drift in ``ctx.memory``."""
 
     name = "_test_ab2"
     is_ode = True
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         f = process.drift(x, t)
-        prev = state.get("f_prev")
-        state["f_prev"] = f
+        prev = ctx.memory.get("f_prev")
+        ctx.memory["f_prev"] = f
         h = t_next - t
         return x + h * f if prev is None else x + h * (1.5 * f - 0.5 * prev)
 
 
-class _Nonlinear(Solver):
+class _Nonlinear(FixedStepSolver):
     name = "_test_nonlinear"
     is_ode = True
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         return x + (t_next - t) * process.drift(x, t) + 1e-3 * x**2
 
 

@@ -27,7 +27,7 @@ from sdekit.backends.numba_scores import (  # noqa: E402
     analytic_row_score,
     analytic_work_rows,
 )
-from sdekit.solvers import EulerMaruyama, Solver  # noqa: E402
+from sdekit.solvers import EulerMaruyama, FixedStepSolver  # noqa: E402
 
 RTOL = 1e-12
 
@@ -184,7 +184,7 @@ def test_row_score_validation():
 
 
 # -- the per-step path ----------------------------------------------------------------------------------------
-class Midpoint(Solver):
+class Midpoint(FixedStepSolver):
     """Explicit midpoint rule, a solver with no fused kernel."""
 
     name = "test_midpoint"
@@ -192,7 +192,7 @@ class Midpoint(Solver):
     order = 2
     nfe_per_step = 2
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         h = t_next - t
         return x + h * process.drift(x + 0.5 * h * process.drift(x, t), t + 0.5 * h)
 
@@ -203,7 +203,7 @@ class NoisyEuler(EulerMaruyama):
     name = "test_noisy_euler"
     n_noise = 2
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         h = t_next - t
         g = process.diffusion(x, t)
         return x + h * process.drift(x, t) + g * abs(h) ** 0.5 * (0.6 * z[0] + 0.8 * z[1])

@@ -18,7 +18,7 @@ from sdekit.analytic import Gaussian, GaussianMixture  # noqa: E402
 from sdekit.backends.numba_ import BLOCK, RowScore, find_kernel  # noqa: E402
 from sdekit.backends.numba_multistep import AFFINE_MULTISTEP, affine_multistep_coefficients  # noqa: E402
 from sdekit.solvers import get_solver  # noqa: E402
-from sdekit.solvers.dpm_solver import DPMSolverPP2M, DPMSolverPP3MPC  # noqa: E402
+from sdekit.solvers.dpm_solver import DPMSolverPP2M  # noqa: E402
 from sdekit.solvers.exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE  # noqa: E402
 from sdekit.solvers.score_based import Ancestral, AnnealedLangevin  # noqa: E402
 
@@ -98,7 +98,7 @@ def test_solver_options_and_a_score_of_another_sde():
         (ve.reverse(score), Ancestral(variance="forward")),
         (ve.reverse(score), Ancestral(variance="posterior")),
         (ve.probability_flow(score), DPMSolverPP2M(lower_order_final=False)),
-        (ve.probability_flow(score), DPMSolverPP3MPC()),
+        (ve.probability_flow(score), get_solver("dpmpp_3m_pc")),
     ):
         a = sdekit.solve(proc, x0, 1.0, 0.01, solver, steps=10, backend="numba", seed=4)
         b = sdekit.solve(proc, x0, 1.0, 0.01, solver, steps=10, backend="numpy", seed=4)
@@ -111,7 +111,7 @@ def test_coefficients_reproduce_one_numpy_step():
     sde = sdekit.VPSDE()
     proc = sde.probability_flow(DENSITIES["gaussian-full"].score(sde))
     grid = np.linspace(1.0, 1e-3, 6)
-    ev, pred, corr, counts = affine_multistep_coefficients(DPMSolverPP3MPC(), proc, grid)
+    ev, pred, corr, counts = affine_multistep_coefficients(get_solver("dpmpp_3m_pc"), proc, grid)
     np.testing.assert_array_equal(counts[:, 0], [1, 2, 3, 3, 3])  # predictor nodes grow to 3
     np.testing.assert_array_equal(counts[:, 1], [0, 2, 3, 4, 4])  # corrector: one node more, none at step 0
     a0, s0 = sde.marginal(grid[0])
@@ -226,13 +226,13 @@ def test_exp_pc_options_match_numpy(cls, process):
 class _PerStepODE(ExpPredictorCorrector):
     """The same solver with its own ``step``: no kernel, the numba backend's per-step loop."""
 
-    def step(self, process, x, t, t_next, z, state):
-        return super().step(process, x, t, t_next, z, state)
+    def step(self, process, x, t, t_next, z, ctx):
+        return super().step(process, x, t, t_next, z, ctx)
 
 
 class _PerStepSDE(ExpPredictorCorrectorSDE):
-    def step(self, process, x, t, t_next, z, state):
-        return super().step(process, x, t, t_next, z, state)
+    def step(self, process, x, t, t_next, z, ctx):
+        return super().step(process, x, t, t_next, z, ctx)
 
 
 def test_exp_pc_fused_is_bitwise_the_per_step_loop():
@@ -279,7 +279,7 @@ def test_exp_pc_tables():
     ode = sde.probability_flow(DENSITIES["gaussian-full"].score(sde))
     for u, v in zip(
         affine_multistep_coefficients(ExpPredictorCorrector(order=3), ode, grid),
-        affine_multistep_coefficients(DPMSolverPP3MPC(), ode, grid),
+        affine_multistep_coefficients(get_solver("dpmpp_3m_pc"), ode, grid),
     ):
         np.testing.assert_array_equal(u, v)
 
@@ -363,8 +363,8 @@ def test_pc_fused_for_sigma_rule_and_affine_predictors_else_per_step():
 
 # -- annealed Langevin -----------------------------------------------------------------------------------------
 class _PerStepAnnealed(AnnealedLangevin):
-    def step(self, process, x, t, t_next, z, state):
-        return super().step(process, x, t, t_next, z, state)
+    def step(self, process, x, t, t_next, z, ctx):
+        return super().step(process, x, t, t_next, z, ctx)
 
 
 def test_annealed_langevin_fused_matches_numpy_and_the_per_step_loop():

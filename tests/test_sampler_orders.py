@@ -12,7 +12,7 @@ from sdekit import EDMSDE, VPSDE, Gaussian, GeneralSDE, solve
 from sdekit.bench import exact_law
 from sdekit.grids import make_grid
 from sdekit.metrics import gaussian_w2
-from sdekit.solvers import get_solver
+from sdekit.solvers import StepContext, get_solver
 
 DATA = Gaussian(np.array([1.0, -0.5]), np.array([[0.6, 0.2], [0.2, 1.5]]))
 
@@ -48,11 +48,10 @@ def test_ode_order_on_exact_flow(solver, options, steps):
             sol = solve(sde.probability_flow(score), x_T, sde.T, sde.eps, s, grid=grid)
             x = sol.x
         else:  # an SDE scheme on the ODE: step with zero diffusion via the probability-flow process
-            proc, state, x = sde.probability_flow(score), {"grid": grid}, x_T
+            proc, memory, x = sde.probability_flow(score), {}, x_T
             zero = [np.zeros_like(x_T)] * s.n_noise
             for k in range(n):
-                state["k"] = k
-                x = s.step(_NoNoise(proc), x, grid[k], grid[k + 1], zero, state)
+                x = s.step(_NoNoise(proc), x, grid[k], grid[k + 1], zero, StepContext(k, grid, memory))
         errs.append(np.max(np.abs(x - exact)))
     assert abs(_slope(steps, errs) - s.order) < 0.2, (errs, _slope(steps, errs))
 

@@ -10,7 +10,7 @@ from sdekit import EDMSDE, VESDE, VPSDE, Gaussian, sample
 from sdekit.bench import exact_law
 from sdekit.grids import make_grid
 from sdekit.metrics import gaussian_w2
-from sdekit.solvers import Langevin, get_solver
+from sdekit.solvers import Langevin, StepContext, get_solver
 
 DATA = Gaussian(np.array([1.0, -0.5]), np.array([[0.6, 0.2], [0.2, 1.5]]))
 SDES = {"vp": (VPSDE(), "uniform"), "ve": (VESDE(), "uniform"), "edm": (EDMSDE(), "karras")}
@@ -93,7 +93,7 @@ def test_ancestral_ve_is_smld_update():
     t, s = 0.6, 0.55
     st, ss = float(sde.marginal(t)[1]), float(sde.marginal(s)[1])
     want = x + (st**2 - ss**2) * score(x, np.full(2, t)) + np.sqrt(ss**2 * (st**2 - ss**2) / st**2) * z[0]
-    got = get_solver("ancestral").step(proc, x, t, s, z, {"grid": np.array([1.0, s]), "k": 0})
+    got = get_solver("ancestral").step(proc, x, t, s, z, StepContext(0, np.array([1.0, s])))
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-13)
 
 
@@ -182,12 +182,12 @@ def test_steps_run_on_torch_tensors(solver, options, process):
     grid = make_grid(sde, 6, "uniform")
     x = sde.prior_sample((5, 2), seed=2)
     xt = torch.as_tensor(x)
-    st_np, st_t = {"grid": grid}, {"grid": grid}
+    mem_np, mem_t = {}, {}
     rng = np.random.default_rng(0)
     for k in range(len(grid) - 1):
         z = [rng.standard_normal(x.shape) for _ in range(s_np.n_noise)] if process == "sde" else None
-        st_np["k"] = st_t["k"] = k
-        x = s_np.step(proc, x, grid[k], grid[k + 1], z, st_np)
-        xt = s_t.step(proc, xt, grid[k], grid[k + 1], None if z is None else [torch.as_tensor(v) for v in z], st_t)
+        x = s_np.step(proc, x, grid[k], grid[k + 1], z, StepContext(k, grid, mem_np))
+        zt = None if z is None else [torch.as_tensor(v) for v in z]
+        xt = s_t.step(proc, xt, grid[k], grid[k + 1], zt, StepContext(k, grid, mem_t))
     assert isinstance(xt, torch.Tensor)
     np.testing.assert_allclose(xt.numpy(), x, rtol=1e-10, atol=1e-10)

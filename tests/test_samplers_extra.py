@@ -10,7 +10,7 @@ from sdekit import EDMSDE, VESDE, VPSDE, Gaussian, GaussianMixture, sample, solv
 from sdekit.bench import exact_law
 from sdekit.grids import make_grid
 from sdekit.metrics import gaussian_w2
-from sdekit.solvers import get_solver
+from sdekit.solvers import StepContext, get_solver
 
 DATA = Gaussian(np.array([1.0, -0.5]), np.array([[0.6, 0.2], [0.2, 1.5]]))
 MIX = GaussianMixture(
@@ -89,11 +89,10 @@ class _NoNoise:
 
 
 def _run(solver, proc, x, grid):
-    state = {"grid": grid}
+    memory = {}
     zero = [np.zeros_like(x)] * solver.n_noise
     for k in range(len(grid) - 1):
-        state["k"] = k
-        x = solver.step(proc, x, grid[k], grid[k + 1], zero if solver.n_noise else None, state)
+        x = solver.step(proc, x, grid[k], grid[k + 1], zero if solver.n_noise else None, StepContext(k, grid, memory))
     return x
 
 

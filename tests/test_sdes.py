@@ -32,8 +32,8 @@ def test_linear_sde_coefficients_satisfy_the_moment_odes(sde, u):
     alpha, sigma = sde.marginal(t)
     dalpha = (a_p - a_m) / (2 * h)
     dvar = (s_p**2 - s_m**2) / (2 * h)
-    assert dalpha == pytest.approx(sde._a(t) * alpha, rel=1e-5, abs=1e-9)
-    assert dvar == pytest.approx(2 * sde._a(t) * sigma**2 + sde._g2(t), rel=1e-5, abs=1e-9)
+    assert dalpha == pytest.approx(sde.drift_coef(t) * alpha, rel=1e-5, abs=1e-9)
+    assert dvar == pytest.approx(2 * sde.drift_coef(t) * sigma**2 + sde.g2(t), rel=1e-5, abs=1e-9)
 
 
 @given(sde=sde_strategy, u=st.floats(0.0, 1.0))
@@ -65,11 +65,11 @@ def test_reference_values_from_the_papers():
     # VE: sigma(t) = sigma_min (sigma_max / sigma_min)^t, g^2 = d sigma^2 / dt
     ve = VESDE()
     assert ve.marginal(0.5)[1] == pytest.approx(0.01 * 5000**0.5, rel=1e-14)
-    assert ve._g2(0.5) == pytest.approx(2 * math.log(5000) * (0.01 * 5000**0.5) ** 2, rel=1e-14)
+    assert ve.g2(0.5) == pytest.approx(2 * math.log(5000) * (0.01 * 5000**0.5) ** 2, rel=1e-14)
     # EDM: sigma(t) = t, g = sqrt(2 t); T = sigma_max, eps = sigma_min
     edm = EDMSDE()
     assert (edm.T, edm.eps) == (80.0, 0.002)
-    assert edm.marginal(3.0) == (1.0, 3.0) and edm._g2(3.0) == 6.0
+    assert edm.marginal(3.0) == (1.0, 3.0) and edm.g2(3.0) == 6.0
 
 
 def test_vp_log_snr_is_stable_at_both_ends():

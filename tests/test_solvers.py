@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sdekit import EDMSDE, VPSDE, Gaussian, get_solver, solve
-from sdekit.solvers import tableaus
+from sdekit.solvers import StepContext, tableaus
 
 SDE = VPSDE()
 DATA = Gaussian(mean=[1.0, -0.5], cov=[[0.5, 0.2], [0.2, 0.3]])
@@ -76,7 +76,7 @@ def _solve_on_fixed_path(solver, process, x, grid, z_fine):
     for k in range(n):
         dw = np.sqrt(h_fine) * z_fine[k * block : (k + 1) * block].sum(axis=0)
         h = abs(grid[k + 1] - grid[k])
-        x = solver.step(process, x, grid[k], grid[k + 1], [dw / np.sqrt(h)], {})
+        x = solver.step(process, x, grid[k], grid[k + 1], [dw / np.sqrt(h)], StepContext(k, np.asarray(grid)))
     return x
 
 

@@ -28,7 +28,7 @@ def minimum(sde, t, weighting):
     alpha, sigma = sde.marginal(t)
     a2v = alpha[:, None] ** 2 * VAR
     total = 0.5 * (a2v / (a2v + sigma[:, None] ** 2)).sum(dim=1)
-    return total if weighting == "sigma2" else sde._g2(t) / sigma**2 * total
+    return total if weighting == "sigma2" else sde.g2(t) / sigma**2 * total
 
 
 def data(n, seed):

@@ -43,6 +43,7 @@ from scipy.special import ndtr
 from . import _xp
 from .noise import PRIOR_STEP, check_seed, normals_numpy
 from .sdes import LinearSDE
+from .validation import integer_at_least
 
 __all__ = ["Gaussian", "GaussianMixture", "AnalyticScore", "DATA_STEP"]
 
@@ -196,14 +197,6 @@ def _consts_like(obj, arrays, like):
         )
         cache[key] = out
     return out
-
-
-def _check_n(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n must be a non-negative integer, got {n!r}")
-    if n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    return int(n)
 
 
 def _check_sde_time(t, sde, n):
@@ -417,7 +410,7 @@ class Gaussian:
         so sample ``i`` depends only on ``(seed, i)`` (and ``t``, ``sde``). A one-component
         :class:`GaussianMixture` gives the same samples. ``t`` is a float; ``sde=None`` means the data law.
         """
-        n = _check_n(n)
+        n = integer_at_least("n", n, 0)
         seed = check_seed(seed)
         alpha, sigma = _float_coeffs(t, sde)
         d = self.dim
@@ -599,7 +592,7 @@ class GaussianMixture:
         normal), and ``x_i = alpha mu_k + U_k (sqrt(v_k) * z_{:d})``. So sample ``i`` depends only on
         ``(seed, i)``. ``t`` is a float; ``sde=None`` means the data law.
         """
-        n = _check_n(n)
+        n = integer_at_least("n", n, 0)
         seed = check_seed(seed)
         alpha, sigma = _float_coeffs(t, sde)
         d, K = self.dim, self.n_components

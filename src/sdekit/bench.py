@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _xp
 from .analytic import Gaussian, GaussianMixture
+from .backends.registry import get_backend
 from .grids import GRIDS, make_grid
 from .integrate import BACKEND_NAMES, solve, tweedie_denoise
 from .metrics import (
@@ -50,6 +51,7 @@ from .metrics import (
 from .progress import progress_bar
 from .sdes import EDMSDE, VESDE, VPSDE, LinearSDE, SubVPSDE
 from .solvers import SOLVERS, get_solver, parse_solver_spec
+from .solvers.base import StepContext
 
 __all__ = [
     "DENSITIES",
@@ -164,9 +166,9 @@ def fixed_step_solvers() -> list[str]:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _history_in_state(state, rows):
-    """True when the solver left per-sample arrays in ``state`` (a multistep history)."""
-    stack = [v for k, v in state.items() if k not in ("grid", "k")]
+def _history_in_memory(memory, rows):
+    """True when the solver left per-sample arrays in its per-solve ``memory`` (a multistep history)."""
+    stack = list(memory.values())
     while stack:
         v = stack.pop()
         if isinstance(v, dict):
@@ -224,11 +226,11 @@ def _whole_solve_parts(solver, proc, ts, m, n_noise, name):
     One solve through the reference numpy loop on ``2 + d + N n_noise d`` rows: the mean with all noise zero,
     the mean plus each unit vector, the mean with one unit noise component at one step and field each, and a
     random test row (random ``x_T`` offset and noise at every step) that checks the whole solve is affine.
-    Covers multistep solvers, whose history lives in the per-solve ``state``. Returns ``(c, A, B)`` with
+    Covers multistep solvers, whose history lives in the per-solve ``StepContext.memory``. Returns ``(c, A, B)`` with
     ``B`` of shape ``(d, N n_noise d)``.
     """
     from .backends import numpy_ as numpy_loop
-    from .integrate import Job
+    from .backends.job import Job
 
     d = m.shape[0]
     n_steps = len(ts) - 1
@@ -254,7 +256,7 @@ def _whole_solve_parts(solver, proc, ts, m, n_noise, name):
 
     job = Job(process=proc, solver=solver, x0=x0, grid=ts, seed=0, sample_ids=np.arange(rows), save_index=None,
               progress=False, check_finite=True, stochastic=n_noise > 0)  # fmt: skip
-    y, _, _, _ = numpy_loop.run(job, noise=noise)
+    y, _, _, _ = numpy_loop.fixed_grid_loop(job, noise=noise)
     c = y[0]
     a = (y[1 : 1 + d] - c).T  # column j: response to e_j in x_T
     bmat = (y[1 + d : 1 + d + n_unit] - c).T  # one column per (step, field, component)
@@ -276,7 +278,7 @@ def exact_law(
     * One-step solvers: per step, one batched ``step`` call on the mean, the mean plus unit vectors and unit
       noise vectors gives ``x' = c + A x + sum_r B_r z_r`` and the law is propagated,
       ``m' = c + A m``, ``C' = A C A^T + sum_r B_r B_r^T`` (``O(d)`` rows whatever the number of steps).
-    * Multistep solvers (a per-sample history left in the per-solve ``state`` is detected after the first
+    * Multistep solvers (a per-sample history left in the per-solve ``memory`` is detected after the first
       step) and any other affine solver: one whole solve on ``2 + d + N n_noise d`` probe rows (the mean, unit
       offsets of ``x_T`` and one unit noise component per step, field and component) gives ``c``, ``A`` and
       every ``B_{k,r}`` at once (``O(N^2 n_noise d^2)`` work for ``N`` steps).
@@ -339,22 +341,22 @@ def exact_law(
         raise ValueError(f"start must be one of ['marginal', 'prior'], got {start!r}")
     score = gaussian.score(sde)
     proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
-    if hasattr(solver, "check_process"):
-        solver.check_process(proc)
+    solver.check_process(proc)
     n_noise = solver.n_noise if kind == "sde" else 0
     name = f"solver {solver.name!r}"
     m, c = m0, c0
-    state = {"grid": ts}
+    memory = {}
     multistep = method == "solve"
     for k in range(len(ts) - 1 if method != "solve" else 0):
         t, t_next = float(ts[k]), float(ts[k + 1])
-        state["k"] = k
 
-        def one_step(x, z, t=t, t_next=t_next):
-            return solver.step(proc, x, t, t_next, z, state)
+        ctx = StepContext(k, ts, memory)
+
+        def one_step(x, z, t=t, t_next=t_next, ctx=ctx):
+            return solver.step(proc, x, t, t_next, z, ctx)
 
         y, m_new, a, bs = _affine_parts(one_step, m, n_noise, name)
-        if _history_in_state(state, y.shape[0]):
+        if _history_in_memory(memory, y.shape[0]):
             if method == "step":
                 raise ValueError(
                     f"{name} keeps a per-sample history between steps (multistep); method='step' covers one-step "
@@ -803,10 +805,8 @@ def compare(
                         row["note"] = f"exact law not available ({exc}); sample metric used"
                 # pathwise ODE errors and exact laws need few samples; the run still checks the solver works
                 x0 = x_T[:n_ode] if (proc == "ode" or law is not None) else x_T
-                if backend == "torch":
-                    import torch
-
-                    x0 = torch.as_tensor(x0)
+                if backend != "auto":
+                    x0 = get_backend(backend).as_state(x0)
                 t0 = time.perf_counter()
                 try:
                     sol = solve(process, x0, T, t_end, inst, grid=ts, seed=seed, backend=backend)

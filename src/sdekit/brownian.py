@@ -234,7 +234,7 @@ def tree_noise(job):
     """
     solver, grid, x0 = job.solver, job.grid, job.x0
     m = solver.n_noise
-    nb = min(getattr(solver, "n_brownian", 1), m)
+    nb = min(solver.n_brownian, m)
     event = tuple(x0.shape[1:])
     size = int(np.prod(event, dtype=np.int64))
     tree = BrownianTree(job.seed, job.sample_ids, grid[0], grid[-1], size)

@@ -53,7 +53,7 @@ def _split_names(values):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sdekit`` command (choices read from the registries at call time)."""
-    from .backends import BACKENDS
+    from .backends import available_backends
     from .bench import COMPARE_METRICS, DEFAULT_GRID, DEFAULT_METRIC, DEFAULT_N, DEFAULT_NFE, DENSITIES, SDES
     from .grids import GRIDS
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         default="numpy",
-        choices=["auto"] + sorted(BACKENDS),
+        choices=["auto"] + sorted(available_backends()),
         help="array backend of the solves (available in this installation)",
     )
     p.add_argument("--seed", type=_seed, default=0, help="random seed")

@@ -13,25 +13,19 @@ defaults to ``sde.T``) and the registry :data:`GRIDS` maps names to them.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from .validation import in_interval, positive_int, positive_number
 
 __all__ = ["uniform", "quadratic", "log_snr", "karras", "GRIDS", "get_grid", "make_grid"]
 
 
 def _validate(sde, steps, t_end, t_start):
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise TypeError(f"steps must be a positive integer, got {steps!r}")
-    if steps <= 0:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    t_end = sde.eps if t_end is None else t_end
-    if isinstance(t_end, bool) or not isinstance(t_end, numbers.Real) or not (0.0 < float(t_end) < sde.T):
-        raise ValueError(f"t_end must lie in (0, T) = (0, {sde.T}), got {t_end!r}")
+    steps = positive_int("steps", steps)
+    t_end = in_interval("t_end", sde.eps if t_end is None else t_end, 0.0, sde.T, what=f"(0, T) = (0, {sde.T})")
     t_start = sde.T if t_start is None else t_start
-    if isinstance(t_start, bool) or not isinstance(t_start, numbers.Real) or not (t_end < t_start <= sde.T):
-        raise ValueError(f"t_start must lie in (t_end, T] = ({t_end}, {sde.T}], got {t_start!r}")
-    return int(steps), float(t_end), float(t_start)
+    t_start = in_interval("t_start", t_start, t_end, sde.T, closed="right", what=f"(t_end, T] = ({t_end}, {sde.T}]")
+    return steps, t_end, t_start
 
 
 def _pin_ends(ts, t_start, t_end):
@@ -70,8 +64,7 @@ def karras(sde, steps: int, t_end: float | None = None, t_start: float | None = 
     """EDM's schedule with exponent ``rho`` (Karras et al. 2022, eq. 5), in ``sigma/alpha``, mapped to ``t``."""
     steps, t_end, t_start = _validate(sde, steps, t_end, t_start)
     _needs_linear(sde, "karras")
-    if isinstance(rho, bool) or not isinstance(rho, numbers.Real) or not rho > 0:
-        raise ValueError(f"rho must be a positive number, got {rho!r}")
+    rho = positive_number("rho", rho)
     s_max = np.exp(-float(sde.log_snr(t_start)))
     s_min = np.exp(-float(sde.log_snr(t_end)))
     k = np.arange(steps + 1) / steps

@@ -6,73 +6,29 @@ Nothing below the entry re-validates: backends receive a :class:`Job` whose fiel
 from __future__ import annotations
 
 import contextlib
-import math
 import numbers
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from . import _xp
-from .backends import BACKENDS, has_fused_score
-from .backends import adaptive as adaptive_loop
-from .backends import numpy_ as numpy_loop
-from .brownian import tree_noise
+from .backends import has_fused_score
+from .backends.job import CheckedScore, Job
+from .backends.registry import BACKENDS, backend_names, get_backend
 from .errors import NonFiniteError
 from .grids import make_grid
 from .noise import check_seed
 from .sdes import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE
 from .solution import Solution
-from .solvers import Solver, get_solver
+from .solvers import get_solver
+from .validation import in_interval, positive_int, positive_number, real_number
 
 __all__ = ["solve", "sample", "tweedie_denoise", "Job"]
 
-BACKEND_NAMES = ("auto", "numpy", "numba", "torch")
+#: Every valid ``backend=`` value (``"auto"`` and the registered backends, see :mod:`sdekit.backends.registry`).
+BACKEND_NAMES = backend_names()
 NOISE_NAMES = ("counter", "tree")
-
-
-@dataclass
-class Job:
-    """Validated arguments of one solve, handed to a backend."""
-
-    process: Any
-    solver: Solver
-    x0: Any
-    grid: np.ndarray  # float64, monotone, grid[0] = t0, grid[-1] = t1
-    seed: int
-    sample_ids: np.ndarray  # (n,) global sample indices (noise counters)
-    save_index: frozenset | None
-    progress: bool
-    check_finite: bool
-    stochastic: bool
-    rtol: float | None = None
-    atol: float | None = None
-    noise: str = "counter"  # "counter" (fresh normals per step) or "tree" (one Brownian path per sample)
-
-
-class _CheckedScore:
-    """Wraps a user score: the first call checks the returned shape and dtype, later calls pass through."""
-
-    def __init__(self, score):
-        self.score = score
-        self.checked = False
-        self.event_shape = getattr(score, "event_shape", None)
-
-    def __call__(self, x, t):
-        out = self.score(x, t)
-        if not self.checked:
-            shape, dtype = tuple(getattr(out, "shape", ())), getattr(out, "dtype", None)
-            if shape != tuple(x.shape):
-                raise ValueError(f"score returned shape {shape}, expected the shape of x {tuple(x.shape)}")
-            if _xp.is_torch(x) != _xp.is_torch(out) or dtype != x.dtype:
-                raise TypeError(
-                    f"score returned {type(out).__name__} of dtype {dtype}, expected "
-                    f"{type(x).__name__} of dtype {x.dtype} (the type and dtype of x)"
-                )
-            self.checked = True
-        return out
 
 
 def _check_array(name, x):
@@ -91,18 +47,14 @@ def _check_array(name, x):
 
 
 def _check_time(name, t):
-    if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(float(t)):
-        raise ValueError(f"{name} must be a finite real number, got {t!r}")
-    return float(t)
+    return real_number(name, t)
 
 
 def _resolve_grid(process, t0, t1, steps, grid):
     if grid is None:
         if steps is None:
             raise ValueError("give steps or grid: steps for a uniform grid, grid for an explicit array of times")
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= 0:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        return np.linspace(t0, t1, int(steps) + 1)
+        return np.linspace(t0, t1, positive_int("steps", steps) + 1)
     if isinstance(grid, str) or callable(grid):
         # a named schedule between t0 and t1 (they run from high to low noise)
         if steps is None:
@@ -178,15 +130,22 @@ def _torch_module(score):
     return None
 
 
-def _initial_state(sde, shape, seed, backend, score, device, dtype):
-    """Prior draws for ``sample``: a torch tensor for the torch backend (or a torch module score), else numpy."""
-    module = _torch_module(score)
-    if backend == "torch" or (backend == "auto" and (module is not None or device is not None or dtype is not None)):
-        if "torch" not in BACKENDS:
-            raise ValueError("backend 'torch' is not available in this installation (install torch)")
-        from .backends.torch_ import initial_state
+def _first_backend(**capabilities) -> str | None:
+    """The first available registered backend whose entry has all of ``capabilities``."""
+    for name, b in BACKENDS.items():
+        if b.available and all(getattr(b, key) == value for key, value in capabilities.items()):
+            return name
+    return None
 
-        return initial_state(sde, shape, seed, module=module, device=device, dtype=dtype)
+
+def _initial_state(sde, shape, seed, backend, score, device, dtype):
+    """Prior draws for ``sample``: a tensor for a torch backend (or a torch module score), else a numpy array."""
+    module = _torch_module(score)
+    wants_torch = module is not None or device is not None or dtype is not None
+    if backend == "auto" and wants_torch:
+        backend = _first_backend(array_library="torch") or "torch"
+    if backend != "auto" and get_backend(backend).array_library == "torch":
+        return get_backend(backend).load().initial_state(sde, shape, seed, module=module, device=device, dtype=dtype)
     if device is not None or dtype is not None:
         raise ValueError(
             f"device and dtype choose the torch tensor for x_T and need backend='torch' or 'auto', "
@@ -195,27 +154,34 @@ def _initial_state(sde, shape, seed, backend, score, device, dtype):
     return sde.prior_sample(shape, seed=seed)
 
 
-def _pick_backend(backend, x0, score, solver):
+def _pick_backend(backend, x0, score, solver, needs):
+    """The backend that runs the solve. ``needs``: capabilities the solve requires (``adaptive``,
+    ``tree_noise``); ``"auto"`` takes the first registered backend that fits ``x0``, the score and them."""
     if backend not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKEND_NAMES)}")
+    library = "torch" if _xp.is_torch(x0) else "numpy"
     if backend == "auto":
-        if _xp.is_torch(x0):
-            return "torch"
-        if _torch_module(score) is not None:
+        if library == "numpy" and _torch_module(score) is not None:
             raise TypeError("the score is a torch module; pass x0 as a torch tensor (and backend='torch' or 'auto')")
-        if "numba" in BACKENDS and has_fused_score(score):
-            return "numba"
-        return "numpy"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend {backend!r} is not available in this installation; available: {sorted(BACKENDS)}")
-    if backend != "torch" and _torch_module(score) is not None:
+        fused = library == "numpy" and has_fused_score(score) and not needs
+        picked = _first_backend(array_library=library, fused_scores=True, **needs) if fused else None
+        picked = picked or _first_backend(array_library=library, fused_scores=False, **needs)
+        if picked is None:  # the array library's backend is not installed
+            raise ValueError(f"no installed backend runs {library} arrays; available: {sorted(BACKENDS)}")
+        return picked
+    entry = get_backend(backend)
+    if entry.array_library != "torch" and _torch_module(score) is not None:
         raise TypeError(f"backend={backend!r} cannot run a torch module score; use backend='torch' (or 'auto')")
-    if backend == "numpy" and _xp.is_torch(x0):
-        raise TypeError("backend='numpy' needs x0 as a numpy array, got a torch tensor; use backend='torch'")
-    if backend == "numba" and _xp.is_torch(x0):
-        raise TypeError("backend='numba' needs x0 as a numpy array, got a torch tensor; use backend='torch'")
-    if backend == "torch" and not _xp.is_torch(x0):
-        raise TypeError("backend='torch' needs x0 as a torch tensor, got a numpy array")
+    if entry.array_library != library:
+        want = "a torch tensor" if entry.array_library == "torch" else "a numpy array"
+        got = "a torch tensor" if library == "torch" else "a numpy array"
+        hint = "; use backend='torch'" if library == "torch" else ""
+        raise TypeError(f"backend={backend!r} needs x0 as {want}, got {got}{hint}")
+    for capability in needs:
+        if not getattr(entry, capability):
+            what = f"adaptive solver {solver.name!r}" if capability == "adaptive" else "noise='tree'"
+            able = [name for name, b in BACKENDS.items() if getattr(b, capability)]
+            raise ValueError(f"{what} runs on the {' and '.join(able)} backends, got backend={backend!r}")
     return backend
 
 
@@ -300,18 +266,13 @@ def solve(
         noise = "tree" if solver.adaptive and is_sde_process else "counter"
     if noise not in NOISE_NAMES:
         raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
-    check_process = getattr(solver, "check_process", None)
-    if check_process is not None:
-        check_process(process)
+    solver.check_process(process)
     if solver.adaptive:
         if steps is not None or grid is not None:
             raise ValueError(f"solver {solver.name!r} chooses its own steps; do not pass steps or grid")
         ts = _adaptive_stops(solver, save_at, t0, t1)
-        for tol_name, tol in (("rtol", rtol), ("atol", atol)):
-            if tol is not None and (
-                isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (0 < float(tol) < math.inf)
-            ):
-                raise ValueError(f"{tol_name} must be a positive number, got {tol!r}")
+        rtol = None if rtol is None else positive_number("rtol", rtol)
+        atol = None if atol is None else positive_number("atol", atol)
     else:
         ts = _resolve_grid(process, t0, t1, steps, grid)
     if (rtol is not None or atol is not None) and not solver.adaptive:
@@ -325,14 +286,13 @@ def solve(
         if sample_ids.shape != (n,) or sample_ids.dtype.kind not in "iu" or np.any(sample_ids < 0):
             raise ValueError(f"sample_ids must be {n} non-negative integers, got {sample_ids!r}")
     score = getattr(process, "score", None)
-    if (solver.adaptive or (noise == "tree" and is_sde_process)) and backend == "auto" and not _xp.is_torch(x0):
-        backend = "numpy"  # the adaptive loop and the tree noise run on numpy and torch arrays
-    name = _pick_backend(backend, x0, score, solver)
-    if (solver.adaptive or (noise == "tree" and is_sde_process)) and name not in ("numpy", "torch"):
-        what = f"adaptive solver {solver.name!r}" if solver.adaptive else "noise='tree'"
-        raise ValueError(f"{what} runs on the numpy and torch backends, got backend={name!r}")
-    if name in ("numpy", "torch") and score is not None:
-        process = type(process)(process.sde, _CheckedScore(score))
+    needs = {"adaptive": True} if solver.adaptive else {}
+    if noise == "tree" and is_sde_process:
+        needs["tree_noise"] = True
+    name = _pick_backend(backend, x0, score, solver, needs)
+    entry = get_backend(name)
+    if not entry.fused_scores and score is not None:  # a fused backend checks the scores it cannot compile itself
+        process = type(process)(process.sde, CheckedScore(score))
     job = Job(
         process=process,
         solver=solver,
@@ -348,12 +308,7 @@ def solve(
         atol=atol,
         noise=noise,
     )
-    if solver.adaptive:
-        x, saved, nfe, stats = adaptive_loop.run(job)
-    elif noise == "tree" and job.stochastic:
-        x, saved, nfe, stats = numpy_loop.run(job, noise=tree_noise)
-    else:
-        x, saved, nfe, stats = BACKENDS[name](job)
+    x, saved, nfe, stats = entry.run(job)
     stats.update(backend=name, solver=solver.name, wall_time=time.perf_counter() - start)
     ts_saved = xs = None
     if job.save_index is not None:
@@ -449,16 +404,13 @@ def sample(
         raise ValueError(f"solver {solver.name!r} integrates SDEs only; it cannot run process='ode'")
     proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
     t_end = sde.eps if t_end is None else t_end
-    if isinstance(t_end, bool) or not isinstance(t_end, numbers.Real) or not (0.0 < float(t_end) < sde.T):
-        raise ValueError(f"t_end must lie in (0, T) = (0, {sde.T}), got {t_end!r}")
-    t_end = float(t_end)
+    t_end = in_interval("t_end", t_end, 0.0, sde.T, what=f"(0, T) = (0, {sde.T})")
     if (x_T is None) == (n is None):
         raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
     if x_T is not None and (device is not None or dtype is not None):
         raise ValueError(f"device and dtype apply to a drawn x_T; x_T was given (device={device!r}, dtype={dtype!r})")
     if x_T is None:
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = positive_int("n", n)
         event = shape if shape is not None else getattr(score, "event_shape", None)
         if event is None:
             raise ValueError("the event shape is unknown: pass shape=(d,) (or x_T), or a score with event_shape")
@@ -469,9 +421,7 @@ def sample(
     if solver.adaptive:
         ts = None  # adaptive solvers choose their own steps (tolerances: rtol=..., atol=... solver options)
     elif isinstance(grid, str) or callable(grid):
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps <= 0:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        ts = make_grid(sde, int(steps), grid, t_end)
+        ts = make_grid(sde, positive_int("steps", steps), grid, t_end)
     else:
         ts = grid
     sol = solve(

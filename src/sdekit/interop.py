@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .sdes import SDE, ProbabilityFlowODE, ReverseSDE
+from .validation import boolean
 
 __all__ = ["to_torchsde", "TorchsdeProcess"]
 
@@ -112,8 +113,7 @@ def to_torchsde(process, *, reverse: bool | None = None, event_shape=None) -> To
     if reverse is not None and not isinstance(process, ProbabilityFlowODE):
         kind = "a ReverseSDE runs in reversed time" if isinstance(process, ReverseSDE) else "an SDE runs forwards"
         raise ValueError(f"reverse applies to a ProbabilityFlowODE only ({kind}); got reverse={reverse!r}")
-    if reverse is not None and not isinstance(reverse, bool):
-        raise TypeError(f"reverse must be True, False or None, got {reverse!r}")
+    reverse = None if reverse is None else boolean("reverse", reverse)
     if isinstance(process, ReverseSDE):
         rev = True
     elif isinstance(process, SDE):

@@ -40,7 +40,6 @@ Time variable. ``"t"`` (the default) integrates in ``t``. ``"log_snr"`` integrat
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +49,7 @@ from .controllers import MAX_FACTOR, MIN_FACTOR, SAFETY
 from .noise import PRIOR_STEP, check_seed, normals_numpy
 from .sdes import LinearSDE
 from .solvers.tableaus import DOPRI5
+from .validation import positive_int, positive_number, real_number
 
 __all__ = [
     "log_likelihood",
@@ -125,7 +125,7 @@ class _AugmentedDrift:
             return np.asarray(self.sde.t_from_log_snr(-np.log(u)), dtype=np.float64), None
         t = np.asarray(self.sde.t_from_log_snr(u), dtype=np.float64)
         alpha, sigma = self.sde.marginal(t)
-        return t, -2.0 * np.asarray(sigma) ** 2 / np.asarray(self.sde._g2(t))
+        return t, -2.0 * np.asarray(sigma) ** 2 / np.asarray(self.sde.g2(t))
 
     def _trace(self, x, tt, idx):
         score = self.score
@@ -198,8 +198,8 @@ class _AugmentedDrift:
         s, tr = self._trace(x, tt, idx)
         if s is None:
             s = self.score(x, tt)
-        a = _xp.asarray_like(np.asarray(self.sde._a(t), dtype=np.float64) * np.ones(m), self.like)
-        g2 = _xp.asarray_like(np.asarray(self.sde._g2(t), dtype=np.float64) * np.ones(m), self.like)
+        a = _xp.asarray_like(np.asarray(self.sde.drift_coef(t), dtype=np.float64) * np.ones(m), self.like)
+        g2 = _xp.asarray_like(np.asarray(self.sde.g2(t), dtype=np.float64) * np.ones(m), self.like)
         w = _xp.asarray_like(dtdu, self.like)
         dx = (_xp.per_sample(a, x) * x - 0.5 * _xp.per_sample(g2, x) * s).reshape(m, self.D)
         dl = a * self.D - 0.5 * g2 * tr
@@ -353,12 +353,6 @@ def _scipy_solve(F, y0, u0, u1, rtol, atol, method, like):
 # ----------------------------------------------------------------------------------------------------------
 # public API
 # ----------------------------------------------------------------------------------------------------------
-def _positive(name, v):
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a finite positive number, got {v!r}")
-    return float(v)
-
-
 def _choice(name, v, valid):
     if v not in valid:
         raise ValueError(f"unknown {name} {v!r}; valid choices: {list(valid)}")
@@ -437,18 +431,15 @@ def log_likelihood(
         raise ValueError(f"x must have shape (n, *event_shape) with n >= 1, got shape {tuple(x.shape)}")
     if not _xp.isfinite_all(x):
         raise ValueError("x contains NaN or infinite values")
-    t_eps = _positive("t_eps", t_eps)
+    t_eps = positive_number("t_eps", t_eps)
     if not t_eps < sde.T:
         raise ValueError(f"t_eps must lie in (0, T) = (0, {sde.T}), got {t_eps!r}")
     _choice("solver", solver, LIKELIHOOD_SOLVERS)
-    rtol, atol = _positive("rtol", rtol), _positive("atol", atol)
+    rtol, atol = positive_number("rtol", rtol), positive_number("atol", atol)
     _choice("trace", trace, _TRACES)
     _choice("probe", probe, _PROBES)
     _choice("time_variable", time_variable, _TIME_VARIABLES)
-    if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
-        raise ValueError(f"n_probes must be a positive integer, got {n_probes!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    n_probes, max_steps = positive_int("n_probes", n_probes), positive_int("max_steps", max_steps)
     seed = check_seed(seed)
     if trace == "exact" and not hasattr(score, "divergence") and not is_torch:
         raise ValueError(
@@ -514,8 +505,5 @@ def bits_per_dim(logp, dim, offset=8.0):
     scaled to ``[-1, 1]`` the Jacobian is ``2/256`` per dimension and ``offset = 7`` (score_sde's convention).
     In general ``offset = log2(256 / width of the data range)``.
     """
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
-        raise ValueError(f"dim must be a positive integer, got {dim!r}")
-    if isinstance(offset, bool) or not isinstance(offset, numbers.Real) or not math.isfinite(offset):
-        raise ValueError(f"offset must be a finite number, got {offset!r}")
+    dim, offset = positive_int("dim", dim), real_number("offset", offset)
     return -logp / (dim * math.log(2.0)) + offset

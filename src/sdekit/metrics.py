@@ -25,10 +25,11 @@ floats.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
+
+from .validation import positive_int
 
 __all__ = [
     "gaussian_w2",
@@ -98,12 +99,6 @@ def _psd_sqrt(c):
     return (u * np.sqrt(np.clip(lam, 0.0, None))) @ u.T
 
 
-def _positive_int(name, v):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # exact Gaussian distances
 # ----------------------------------------------------------------------------------------------------------
@@ -162,7 +157,7 @@ def sample_w2_to_gaussian(x, mean, cov) -> float:
 def sliced_w2_to(y, n_projections: int = 128, seed: int = 0):
     """``x -> sliced_w2(x, y, n_projections, seed)`` with ``y``'s projections sorted once (for many ``x``)."""
     y = _samples("y", y)
-    theta = _directions(y.shape[1], _positive_int("n_projections", n_projections), seed)
+    theta = _directions(y.shape[1], positive_int("n_projections", n_projections), seed)
     py = np.sort(theta @ y.T, axis=1)
 
     def distance(x):
@@ -207,7 +202,7 @@ def sliced_w2(x, y, n_projections: int = 128, seed: int = 0, projections=None) -
     x, y = _samples("x", x), _samples("y", y)
     _same_dim(x, y)
     if projections is None:
-        theta = _directions(x.shape[1], _positive_int("n_projections", n_projections), seed)
+        theta = _directions(x.shape[1], positive_int("n_projections", n_projections), seed)
     else:
         theta = np.atleast_2d(np.asarray(projections, dtype=np.float64))
         if theta.shape[1] != x.shape[1] or not np.all(np.isfinite(theta)):
@@ -388,7 +383,7 @@ def mmd_to_mixture(x, mixture, bandwidth="component", *, t=0.0, sde=None, chunk:
     w, means, covs = _mixture_components(mixture, t, sde)
     if x.shape[1] != means.shape[1]:
         raise ValueError(f"x has dimension {x.shape[1]} but the mixture has dimension {means.shape[1]}")
-    chunk = _positive_int("chunk", chunk)
+    chunk = positive_int("chunk", chunk)
     if isinstance(bandwidth, str):
         if bandwidth != "component":
             raise ValueError(f"bandwidth must be 'component', a positive number or a list of them, got {bandwidth!r}")
@@ -466,9 +461,9 @@ def noise_floor(
         metric = SAMPLE_METRICS.get(metric)
         if metric is None:
             raise ValueError(f"unknown metric; valid metrics: {sorted(SAMPLE_METRICS)} or a callable")
-    n = _positive_int("n", n)
-    m = n if m is None else _positive_int("m", m)
-    repeats = _positive_int("repeats", repeats)
+    n = positive_int("n", n)
+    m = n if m is None else positive_int("m", m)
+    repeats = positive_int("repeats", repeats)
     vals = []
     for r in range(repeats):
         if reference is None:

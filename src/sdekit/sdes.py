@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _xp
 from .noise import PRIOR_STEP, check_seed, normals_numpy
+from .validation import positive_number
 
 __all__ = [
     "SDE",
@@ -39,16 +40,6 @@ __all__ = [
     "ReverseSDE",
     "ProbabilityFlowODE",
 ]
-
-
-def _check_positive(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
-    return v
 
 
 class SDE:
@@ -84,8 +75,9 @@ class SDE:
         """The probability-flow ODE ``dx = [f - g^2 score / 2] dt`` (Song et al. 2021, eq. 13)."""
         return ProbabilityFlowODE(self, score)
 
-    # the reverse-time drift correction for state-dependent diffusion; zero for additive noise
-    def _divergence_correction(self, x, t):
+    def divergence_correction(self, x, t):
+        """The reverse-time drift correction ``div(g g^T) = 2 g dg/dx`` of state-dependent diagonal noise
+        (Anderson 1982), like ``x``; ``None`` for additive noise (no correction)."""
         return None
 
     def __repr__(self) -> str:
@@ -99,7 +91,7 @@ class SDE:
 class LinearSDE(SDE):
     """Affine drift ``f = a(t) x`` and state-independent ``g(t)``: ``x_t | x_0 ~ N(alpha x_0, sigma^2 I)``.
 
-    Subclasses implement ``_alpha_sigma(t)``, ``_a(t)`` and ``_g2(t)``; everything else (marginals,
+    Subclasses implement ``_alpha_sigma(t)``, ``drift_coef(t)`` and ``g2(t)``; everything else (marginals,
     log-SNR, prior, drift, diffusion) follows. ``p_t`` is the data law scaled by ``alpha(t)`` and convolved
     with ``N(0, sigma(t)^2 I)``, for every ``t`` in ``[0, T]``.
     """
@@ -111,12 +103,14 @@ class LinearSDE(SDE):
     def _alpha_sigma(self, t):
         raise NotImplementedError
 
-    def _a(self, t):
-        """Drift coefficient ``a(t) = d log alpha / dt``."""
+    def drift_coef(self, t):
+        """Drift coefficient ``a(t) = d log alpha / dt`` (the drift is ``a(t) x``); float, array or tensor like ``t``.
+
+        The numba kernels, the likelihood and the exact laws read the linear SDE through this and :meth:`g2`."""
         raise NotImplementedError
 
-    def _g2(self, t):
-        """Squared diffusion ``g(t)^2 = d sigma^2/dt - 2 a sigma^2``."""
+    def g2(self, t):
+        """Squared diffusion ``g(t)^2 = d sigma^2/dt - 2 a sigma^2``; float, array or tensor like ``t``."""
         raise NotImplementedError
 
     def marginal(self, t):
@@ -144,10 +138,10 @@ class LinearSDE(SDE):
         return sigma / alpha
 
     def drift(self, x, t):
-        return _xp.per_sample(self._a(t), x) * x
+        return _xp.per_sample(self.drift_coef(t), x) * x
 
     def diffusion(self, x, t):
-        return _xp.per_sample(_xp.lib(t).sqrt(self._g2(t)), x)
+        return _xp.per_sample(_xp.lib(t).sqrt(self.g2(t)), x)
 
     # -- prior -------------------------------------------------------------------------------------
     def prior_sample(self, shape, seed: int = 0, like=None):
@@ -180,12 +174,12 @@ class VPSDE(LinearSDE):
     """
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, T: float = 1.0, eps: float = 1e-3):
-        self.beta_min = _check_positive("beta_min", beta_min)
-        self.beta_max = _check_positive("beta_max", beta_max)
+        self.beta_min = positive_number("beta_min", beta_min)
+        self.beta_max = positive_number("beta_max", beta_max)
         if self.beta_max < self.beta_min:
             raise ValueError(f"beta_max must be >= beta_min, got beta_min={beta_min!r}, beta_max={beta_max!r}")
-        self.T = _check_positive("T", T)
-        self.eps = _check_positive("eps", eps)
+        self.T = positive_number("T", T)
+        self.eps = positive_number("eps", eps)
         if self.eps >= self.T:
             raise ValueError(f"eps must be smaller than T={self.T}, got {eps!r}")
 
@@ -209,10 +203,10 @@ class VPSDE(LinearSDE):
         B = self._B(t)
         return xp.exp(-0.5 * B), xp.sqrt(-xp.expm1(-B))
 
-    def _a(self, t):
+    def drift_coef(self, t):
         return -0.5 * self._beta(t)
 
-    def _g2(self, t):
+    def g2(self, t):
         return self._beta(t)
 
     def log_snr(self, t):
@@ -237,7 +231,7 @@ class SubVPSDE(VPSDE):
         B = self._B(t)
         return xp.exp(-0.5 * B), -xp.expm1(-B)
 
-    def _g2(self, t):
+    def g2(self, t):
         xp = _xp.lib(t)
         return self._beta(t) * (-xp.expm1(-2.0 * self._B(t)))
 
@@ -261,12 +255,12 @@ class VESDE(LinearSDE):
     """
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, T: float = 1.0, eps: float = 1e-5):
-        self.sigma_min = _check_positive("sigma_min", sigma_min)
-        self.sigma_max = _check_positive("sigma_max", sigma_max)
+        self.sigma_min = positive_number("sigma_min", sigma_min)
+        self.sigma_max = positive_number("sigma_max", sigma_max)
         if self.sigma_max <= self.sigma_min:
             raise ValueError(f"sigma_max must exceed sigma_min, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
-        self.T = _check_positive("T", T)
-        self.eps = _check_positive("eps", eps)
+        self.T = positive_number("T", T)
+        self.eps = positive_number("eps", eps)
         if self.eps >= self.T:
             raise ValueError(f"eps must be smaller than T={self.T}, got {eps!r}")
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
@@ -283,10 +277,10 @@ class VESDE(LinearSDE):
         s = self._sigma(t)
         return 1.0 + 0.0 * s, s
 
-    def _a(self, t):
+    def drift_coef(self, t):
         return 0.0 * t
 
-    def _g2(self, t):
+    def g2(self, t):
         s = self._sigma(t)
         return 2.0 * self._log_ratio / self.T * s * s
 
@@ -307,8 +301,8 @@ class EDMSDE(LinearSDE):
     """
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
-        self.sigma_min = _check_positive("sigma_min", sigma_min)
-        self.sigma_max = _check_positive("sigma_max", sigma_max)
+        self.sigma_min = positive_number("sigma_min", sigma_min)
+        self.sigma_max = positive_number("sigma_max", sigma_max)
         if self.sigma_max <= self.sigma_min:
             raise ValueError(f"sigma_max must exceed sigma_min, got sigma_min={sigma_min!r}, sigma_max={sigma_max!r}")
         self.T = self.sigma_max
@@ -321,10 +315,10 @@ class EDMSDE(LinearSDE):
     def _alpha_sigma(self, t):
         return 1.0 + 0.0 * t, 1.0 * t
 
-    def _a(self, t):
+    def drift_coef(self, t):
         return 0.0 * t
 
-    def _g2(self, t):
+    def g2(self, t):
         return 2.0 * t
 
     def drift(self, x, t):
@@ -366,8 +360,8 @@ class GeneralSDE(SDE):
         if diffusion_dx is not None and not callable(diffusion_dx):
             raise TypeError(f"diffusion_dx must be callable or None, got {diffusion_dx!r}")
         self._drift, self._diffusion, self._diffusion_dx = drift, diffusion, diffusion_dx
-        self.T = _check_positive("T", T)
-        self.eps = _check_positive("eps", eps)
+        self.T = positive_number("T", T)
+        self.eps = positive_number("eps", eps)
         self.noise = noise
 
     def _params(self):
@@ -379,7 +373,7 @@ class GeneralSDE(SDE):
     def diffusion(self, x, t):
         return self._diffusion(x, _xp.full_time(t, x))
 
-    def _divergence_correction(self, x, t):
+    def divergence_correction(self, x, t):
         if self.noise == "additive":
             return None
         if self._diffusion_dx is None:
@@ -429,7 +423,7 @@ class ReverseSDE(_ScoreDrivenProcess):
 
     def drift(self, x, t):
         out = super().drift(x, t)
-        corr = self.sde._divergence_correction(x, t)
+        corr = self.sde.divergence_correction(x, t)
         return out if corr is None else out - corr
 
     def diffusion(self, x, t):

@@ -19,12 +19,11 @@ The squared norm is summed over the event axes (``/ 2``) and averaged over the b
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 
 from . import _xp
 from .sdes import LinearSDE
+from .validation import in_interval
 
 __all__ = ["dsm_loss", "WEIGHTINGS"]
 
@@ -82,8 +81,7 @@ def dsm_loss(
         raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}, got {weighting!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {list(REDUCTIONS)}, got {reduction!r}")
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not (0.0 < float(eps) < sde.T):
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps!r}")
+    eps = in_interval("eps", eps, 0.0, sde.T, what=f"(0, T) = (0, {sde.T})")
     n = x0.shape[0]
     opts = dict(device=x0.device, dtype=x0.dtype)
     if t is None:
@@ -103,5 +101,5 @@ def dsm_loss(
     if weighting == "sigma2":
         per_sample = 0.5 * _xp.sum_last((s * score + z) ** 2, event_ndim)
     else:
-        per_sample = 0.5 * sde._g2(t) * _xp.sum_last((score + z / s) ** 2, event_ndim)
+        per_sample = 0.5 * sde.g2(t) * _xp.sum_last((score + z / s) ** 2, event_ndim)
     return per_sample.mean() if reduction == "mean" else per_sample

@@ -1,45 +1,13 @@
 """Backends: each knows arrays of one kind and runs the time loop; dispatched once by ``solve``.
 
-A backend is a function ``run(job) -> (x, xs, nfe, stats)`` registered in :data:`BACKENDS`, where
-``job`` is the validated :class:`sdekit.integrate.Job`. ``numpy`` is the reference implementation.
-``numba`` and ``torch`` are registered when installed; their modules are imported on first use only.
+The registry (:mod:`sdekit.backends.registry`) names each backend, its capabilities and the module whose
+``run(job) -> (x, saved, nfe, stats)`` runs a solve, ``job`` being the validated :class:`sdekit.backends.job.Job`.
+``numpy`` is the reference implementation; the ``numba`` and ``torch`` modules are imported on first use only.
 """
 
 from __future__ import annotations
 
-import importlib.util
-
-from . import numpy_
-
-BACKENDS = {"numpy": numpy_.run}
-
-
-def _installed(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):  # a broken or deliberately blocked installation
-        return False
-
-
-def _run_numba(job):
-    # imported on first use: the kernels load (or compile) only when a numba solve runs
-    from . import numba_
-
-    return numba_.run(job)
-
-
-def _run_torch(job):
-    # imported on first use: numpy users never pay for importing torch
-    from . import torch_
-
-    return torch_.run(job)
-
-
-if _installed("numba"):
-    BACKENDS["numba"] = _run_numba
-
-if _installed("torch"):  # torch is an optional extra
-    BACKENDS["torch"] = _run_torch
+from .registry import BACKENDS, Backend, available_backends, backend_names, get_backend, register_backend
 
 
 def has_fused_score(score) -> bool:
@@ -55,4 +23,12 @@ def has_fused_score(score) -> bool:
     return isinstance(score, AnalyticScore)
 
 
-__all__ = ["BACKENDS", "has_fused_score"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "available_backends",
+    "backend_names",
+    "get_backend",
+    "register_backend",
+    "has_fused_score",
+]

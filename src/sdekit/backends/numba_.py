@@ -92,6 +92,7 @@ from ..sdes import LinearSDE, ProbabilityFlowODE, ReverseSDE
 from ..solvers.runge_kutta import Heun, RungeKutta
 from ..solvers.stochastic import EulerMaruyama
 from . import numpy_
+from .job import CheckedScore
 from .numba_math import _f64_bits
 from .numba_noise import PARALLEL_MIN, _normals, fill_normals, sample_key, sample_keys, seed_key, serial_and_parallel
 from .numba_scores import analytic_block_score, analytic_coef, analytic_params, analytic_work_rows, is_analytic_score
@@ -498,8 +499,8 @@ def _coef_table(job, st, score_coef):
     proc, grid = job.process, job.grid
     sde = proc.sde
     h = grid[1:] - grid[:-1]
-    a = np.asarray(sde._a(st), dtype=np.float64) + np.zeros(st.shape)
-    g = np.sqrt(np.asarray(sde._g2(st), dtype=np.float64) + np.zeros(st.shape))
+    a = np.asarray(sde.drift_coef(st), dtype=np.float64) + np.zeros(st.shape)
+    g = np.sqrt(np.asarray(sde.g2(st), dtype=np.float64) + np.zeros(st.shape))
     w = float(proc.score_weight)  # 1 for the reverse SDE, 1/2 for the probability-flow ODE
     extra = score_coef(st)
     coef = np.empty(st.shape + (NC + extra.shape[-1],))
@@ -636,8 +637,8 @@ def _run_em_per_step(job):
             h = t_next - t
             score = proc.score(xv, _xp.full_time(t, xv))
             sc = np.require(np.asarray(score, dtype=np.float64).reshape(n, d), requirements=["C", "W"])
-            g = math.sqrt(float(sde._g2(t)))
-            ok = update(x, sc, ids, skey, np.uint64(k), h, float(sde._a(t)), w * g * g, g, abs(h) ** 0.5, block)
+            g = math.sqrt(float(sde.g2(t)))
+            ok = update(x, sc, ids, skey, np.uint64(k), h, float(sde.drift_coef(t)), w * g * g, g, abs(h) ** 0.5, block)
             if job.check_finite and not ok:
                 raise NonFiniteError(k, t_next)
             if job.save_index is not None and (k + 1) in job.save_index:
@@ -660,9 +661,8 @@ def run(job):
         return _run_fused(job, plan)
     score = getattr(job.process, "score", None)
     if score is not None:
-        from ..integrate import _CheckedScore  # the same first-call check as the numpy backend
-
-        job = dataclasses.replace(job, process=type(job.process)(job.process.sde, _CheckedScore(score)))
+        # the same first-call check as the numpy backend
+        job = dataclasses.replace(job, process=type(job.process)(job.process.sde, CheckedScore(score)))
         if (
             type(job.process) is ReverseSDE
             and isinstance(job.process.sde, LinearSDE)
@@ -671,6 +671,6 @@ def run(job):
             and find_kernel(job.solver, "sde") is _EM
         ):
             return _run_em_per_step(job)
-    x, xs, nfe, stats = numpy_.run(job, noise=numba_noise)
+    x, xs, nfe, stats = numpy_.fixed_grid_loop(job, noise=numba_noise)
     stats["kernel"] = "per-step"
     return x, xs, nfe, stats

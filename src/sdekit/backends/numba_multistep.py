@@ -36,13 +36,7 @@ import numpy as np
 from numba import prange
 
 from ..solvers._common import coeffs, log_snr
-from ..solvers.dpm_solver import (
-    DPMSolverPP2M,
-    DPMSolverPP2MSDE,
-    DPMSolverPP3M,
-    DPMSolverPP3MPC,
-    DPMSolverPP3MSDE,
-)
+from ..solvers.dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M
 from ..solvers.exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE
 from ..solvers.score_based import Ancestral, ReverseDiffusion
 from .numba_ import NC, Kernel, _end_block, _end_step, _left_times, _open_block, register_kernel, score_block
@@ -155,39 +149,6 @@ def _dpm_tables(solver, sde, grid, noisy):
     return ev, pred, corr, counts
 
 
-def _pc_tables(solver, sde, grid):
-    """DPM-Solver++ 3M-PC: the state machine of :meth:`DPMSolverPP3MPC.step` run on basis vectors."""
-    steps = len(grid) - 1
-    ev, pred, corr, counts = _tables(steps)
-    lam_hist: list[float] = []
-    t_prev = None
-    for k in range(steps):
-        t, t_next = float(grid[k]), float(grid[k + 1])
-        alpha, sigma = coeffs(sde, t)
-        ev[k] = 1.0, sigma * sigma, alpha
-        lam_s = log_snr(sde, t)
-        q = len(lam_hist)
-        # the earlier evaluations, oldest first, as this step's basis vectors E_{k-q} .. E_{k-1}
-        pc = {"lam": list(lam_hist), "d": [_basis(_E0 + q - i) for i in range(q)], "x_prev": _basis(_XP)}
-        pc["t_prev"] = t_prev
-        ncorr = 0
-        if t_prev is not None:
-            v = solver._correct(sde, pc, lam_s, _basis(_E0), t)
-            ncorr = q + 1
-            corr[k, 0] = v[_XP]
-            corr[k, 2 : 2 + ncorr] = v[_E0 : _E0 + ncorr]
-        pc["lam"].append(lam_s)
-        pc["d"].append(_basis(_E0))
-        del pc["lam"][: -solver.multistep_order], pc["d"][: -solver.multistep_order]
-        v = solver._predict(sde, pc, lam_s, _basis(_X), t, t_next)
-        npred = len(pc["d"])
-        pred[k, 0] = v[_X]
-        pred[k, 2 : 2 + npred] = v[_E0 : _E0 + npred]
-        counts[k] = npred, ncorr, 0, 1, 0
-        lam_hist, t_prev = pc["lam"], t
-    return ev, pred, corr, counts
-
-
 def _exp_pc_tables(solver, sde, grid):
     """``dpmpp_pc`` / ``dpmpp_sde_pc``: :meth:`_ExpPC._correct` and :meth:`_ExpPC._predict` run on basis vectors.
 
@@ -252,13 +213,11 @@ def affine_multistep_coefficients(solver, process, grid):
     ``process`` (the reverse SDE or probability-flow ODE of a LinearSDE) over ``grid``."""
     sde = process.sde
     grid = np.asarray(grid, dtype=np.float64)
-    if isinstance(solver, DPMSolverPP3MPC):
-        return _pc_tables(solver, sde, grid)
     if isinstance(solver, (ExpPredictorCorrector, ExpPredictorCorrectorSDE)):
         return _exp_pc_tables(solver, sde, grid)
     if isinstance(solver, (DPMSolverPP2M, DPMSolverPP3M)):
         return _dpm_tables(solver, sde, grid, noisy=False)
-    if isinstance(solver, (DPMSolverPP2MSDE, DPMSolverPP3MSDE)):
+    if isinstance(solver, DPMSolverPP2MSDE):
         return _dpm_tables(solver, sde, grid, noisy=True)
     if isinstance(solver, Ancestral):
         return _ancestral_tables(solver, sde, grid)
@@ -275,7 +234,7 @@ AFFINE_MULTISTEP = Kernel(
     grid_extra=affine_multistep_coefficients,
     chunkable=False,
 )
-for _cls in (DPMSolverPP2M, DPMSolverPP3M, DPMSolverPP3MPC, ExpPredictorCorrector):
+for _cls in (DPMSolverPP2M, DPMSolverPP3M, ExpPredictorCorrector):
     register_kernel(_cls, "ode", AFFINE_MULTISTEP)
-for _cls in (DPMSolverPP2MSDE, DPMSolverPP3MSDE, ExpPredictorCorrectorSDE, Ancestral, ReverseDiffusion):
+for _cls in (DPMSolverPP2MSDE, ExpPredictorCorrectorSDE, Ancestral, ReverseDiffusion):
     register_kernel(_cls, "sde", AFFINE_MULTISTEP)

@@ -98,7 +98,7 @@ def _sra_extra(solver, process, grid):
     h = grid[1:] - grid[:-1]
     tg = grid[:-1, None] + tab.c1[None, :] * h[:, None]
     # g(t) as the process computes it, sqrt(g^2(t)), at every diffusion stage time
-    gdiff = np.sqrt(np.asarray(process.sde._g2(tg), dtype=np.float64) + np.zeros(tg.shape))
+    gdiff = np.sqrt(np.asarray(process.sde.g2(tg), dtype=np.float64) + np.zeros(tg.shape))
     # writable copies: the tableau's arrays are read-only, a different numba type
     arrs = tuple(np.array(a, dtype=np.float64, order="C", copy=True) for a in (tab.a0, tab.b0, tab.alpha))
     return arrs + tuple(np.array(a, dtype=np.float64, copy=True) for a in (tab.beta1, tab.beta2)) + (gdiff,)

@@ -12,9 +12,12 @@ import time
 import numpy as np
 
 from .. import _xp
+from ..brownian import tree_noise
 from ..errors import NonFiniteError
 from ..noise import normals_numpy
 from ..progress import progress_bar
+from ..solvers.base import StepContext
+from . import adaptive as adaptive_loop
 
 
 def numpy_noise(job):
@@ -31,21 +34,29 @@ def numpy_noise(job):
     return draw
 
 
-def run(job, noise=None):
-    """Run ``job`` on numpy arrays (or, given a ``noise`` source, any array library with numpy operators)."""
+def run(job):
+    """Run ``job`` on numpy arrays: the adaptive loop for adaptive solvers, else the fixed-grid loop with the
+    counter-based or (``job.noise == "tree"``) the Brownian-tree noise."""
+    if job.solver.adaptive:
+        return adaptive_loop.run(job)
+    return fixed_grid_loop(job, noise=tree_noise if job.noise == "tree" and job.stochastic else None)
+
+
+def fixed_grid_loop(job, noise=None):
+    """The fixed-grid loop on numpy arrays (or, given a ``noise`` source, any array library with numpy
+    operators: the torch backend runs it with Brownian-tree noise, the numba backend with numba noise)."""
     solver, process, grid = job.solver, job.process, job.grid
     draw = (noise or numpy_noise)(job) if job.stochastic else None
     x = job.x0
     saved = [x] if job.save_index is not None and 0 in job.save_index else []
-    state = {"grid": grid}
+    memory = {}  # the solver's per-solve history (StepContext.memory)
     start = time.perf_counter()
     n_steps = len(grid) - 1
     with progress_bar(n_steps, job.progress, desc=solver.name) as bar:
         for k in range(n_steps):
             t, t_next = float(grid[k]), float(grid[k + 1])
-            state["k"] = k
             z = draw(k) if draw is not None else None
-            x = solver.step(process, x, t, t_next, z, state)
+            x = solver.step(process, x, t, t_next, z, StepContext(k, grid, memory))
             if job.check_finite and not _xp.isfinite_all(x):
                 raise NonFiniteError(k, t_next)
             if job.save_index is not None and (k + 1) in job.save_index:

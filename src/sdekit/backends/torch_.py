@@ -44,10 +44,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..brownian import tree_noise
 from ..errors import NonFiniteError
 from ..noise import PRIOR_STEP
 from ..progress import progress_bar
-from .numpy_ import fixed_grid_stats
+from ..solvers.base import StepContext
+from ..validation import boolean
+from . import adaptive as adaptive_loop
+from .numpy_ import fixed_grid_loop, fixed_grid_stats
 from .torch_noise import TorchNormals
 
 __all__ = [
@@ -96,8 +100,7 @@ def torch_options(*, differentiable: bool = False, capture: str | None = None):
         Record the fixed-grid loop in a CUDA graph on the first call and replay it afterwards (CUDA tensors,
         fixed-step solvers, ``differentiable=False``; results equal the eager loop).
     """
-    if not isinstance(differentiable, bool):
-        raise TypeError(f"differentiable must be True or False, got {differentiable!r}")
+    differentiable = boolean("differentiable", differentiable)
     if capture not in CAPTURE_MODES:
         raise ValueError(f"capture must be one of {list(CAPTURE_MODES)}, got {capture!r}")
     if differentiable and capture is not None:
@@ -185,12 +188,11 @@ def _loop(job, x, draw, checks, bar):
     solver, process, grid = job.solver, job.process, job.grid
     save = job.save_index
     saved = [x] if save is not None and 0 in save else []
-    state = {"grid": grid}
+    memory = {}  # the solver's per-solve history (StepContext.memory)
     for k in range(len(grid) - 1):
         t, t_next = float(grid[k]), float(grid[k + 1])
-        state["k"] = k
         z = draw(k) if draw is not None else None
-        x = solver.step(process, x, t, t_next, z, state)
+        x = solver.step(process, x, t, t_next, z, StepContext(k, grid, memory))
         if checks is not None:
             # device-side record; read once after the loop (see the module docstring)
             checks[k] = x.detach().sum(dtype=torch.float64)
@@ -212,8 +214,10 @@ def run(job):
     """Run ``job`` (validated by :func:`sdekit.solve`) on torch tensors; returns ``(x, saved, nfe, stats)``."""
     opts = current_options()
     solver = job.solver
-    if solver.adaptive:
-        raise ValueError(f"the torch backend runs fixed grids; solver {solver.name!r} is adaptive")
+    if solver.adaptive:  # the array-generic adaptive loop (accept/reject decided on the host)
+        return adaptive_loop.run(job)
+    if job.noise == "tree" and job.stochastic:  # the array-generic loop with Brownian-tree noise
+        return fixed_grid_loop(job, noise=tree_noise)
     start = time.perf_counter()
     n_steps = len(job.grid) - 1
     with grad_mode():

@@ -1,8 +1,19 @@
 """Solvers: objects with declared orders, registered by name (see :data:`SOLVERS`)."""
 
 from .adaptive import AdaptiveSDE, Dopri5
-from .base import SOLVERS, Solver, get_solver, parse_solver_spec, register, registry_rows
-from .dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, DPMSolverPP3MPC, DPMSolverPP3MSDE
+from .base import (
+    SOLVERS,
+    FixedStepSolver,
+    Preset,
+    Solver,
+    StepContext,
+    get_solver,
+    parse_solver_spec,
+    register,
+    register_preset,
+    registry_rows,
+)
+from .dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M
 from .edm import EDMSampler
 from .runge_kutta import Euler, Heun, RK4Solver, RungeKutta, rk_step
 from .score_based import Ancestral, AnnealedLangevin, Langevin, PredictorCorrector, ReverseDiffusion
@@ -13,6 +24,10 @@ from .tableaus import ButcherTableau
 __all__ = [
     "SOLVERS",
     "Solver",
+    "FixedStepSolver",
+    "StepContext",
+    "Preset",
+    "register_preset",
     "get_solver",
     "parse_solver_spec",
     "register",
@@ -35,8 +50,6 @@ __all__ = [
     "DPMSolverPP2M",
     "DPMSolverPP3M",
     "DPMSolverPP2MSDE",
-    "DPMSolverPP3MPC",
-    "DPMSolverPP3MSDE",
     "AdaptiveSDE",
     "Dopri5",
 ]

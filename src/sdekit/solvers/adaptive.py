@@ -18,6 +18,7 @@ import math
 
 from .. import _xp
 from ..controllers import DOPRI5_BETA, PIController
+from ..validation import positive_int, positive_number
 from .base import Solver, register
 from .stochastic import brownian_increment
 from .tableaus import DOPRI5, EmbeddedTableau
@@ -33,12 +34,6 @@ def rms_norm(v):
     return _xp.lib(v).sqrt(_xp.sum_last(v * v, v.ndim - 1) / d)
 
 
-def _check_tol(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
 class AdaptiveSolver(Solver):
     """Base of per-sample adaptive solvers: tolerances, initial step, controller."""
 
@@ -46,14 +41,12 @@ class AdaptiveSolver(Solver):
     controller: PIController
 
     def __init__(self, rtol: float, atol: float, h_init: float | None = None, max_steps: int = 100_000):
-        self.rtol = _check_tol("rtol", rtol)
-        self.atol = _check_tol("atol", atol)
+        self.rtol = positive_number("rtol", rtol)
+        self.atol = positive_number("atol", atol)
         if h_init is not None:
-            h_init = _check_tol("h_init", h_init)
+            h_init = positive_number("h_init", h_init)
         self.h_init = h_init
-        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
-        self.max_steps = max_steps
+        self.max_steps = positive_int("max_steps", max_steps)
 
     def __repr__(self):
         return f"{type(self).__name__}(rtol={self.rtol}, atol={self.atol})"
@@ -103,8 +96,8 @@ class AdaptiveSDE(AdaptiveSolver):
     def __init__(self, rtol: float = 0.05, atol: float = 0.0078, h_init: float | None = None,
                  exponent: float = 0.9, safety: float = 0.9, max_steps: int = 100_000):  # fmt: skip
         super().__init__(rtol, atol, h_init, max_steps)
-        self.controller = PIController(beta1=_check_tol("exponent", exponent), safety=_check_tol("safety", safety),
-                                       min_factor=0.0, max_factor=math.inf)  # fmt: skip
+        beta1, safety = positive_number("exponent", exponent), positive_number("safety", safety)
+        self.controller = PIController(beta1=beta1, safety=safety, min_factor=0.0, max_factor=math.inf)
 
     def init_carry(self, process, x, t):
         return {"f": process.drift(x, t), "x_prev": 1.0 * x}, 1  # a copy: the loop updates x in place

@@ -1,26 +1,91 @@
-"""The solver protocol and the name registry.
+"""The solver contract and the name registry.
 
-A solver advances a state ``x`` of shape ``(n, *event)`` from ``t`` to ``t_next`` (scalars, or ``(n,)``
-arrays for per-sample steps). It knows one step and nothing of grids, noise generation or backends:
+A solver knows one step and nothing of grids, noise generation or backends. Two kinds exist, and a loop reads
+nothing of a solver but what its base class declares here:
 
-* ``step(process, x, t, t_next, z, state) -> x_next`` where ``process`` has ``drift(x, t)`` and
-  ``diffusion(x, t)``; ``z`` is a list of ``n_noise`` standard-normal arrays shaped like ``x`` (SDE
-  solvers; ``None`` for ODEs), drawn by the caller from the counter-based generator; ``state`` is a dict
-  that lives for one solve (multistep methods keep their history there).
+* :class:`FixedStepSolver` -- ``step(process, x, t, t_next, z, ctx) -> x_next`` advances ``x`` of shape
+  ``(n, *event)`` over one interval of a fixed grid. ``process`` has ``drift(x, t)`` and ``diffusion(x, t)``
+  (and ``sde``, ``score`` when it is a score-driven process); ``z`` is a list of ``n_noise`` standard-normal
+  arrays shaped like ``x`` (SDE solvers; ``None`` for ODEs), drawn by the loop from the counter-based generator;
+  ``ctx`` is the :class:`StepContext`: the step's index, the whole grid, and a ``memory`` dict that lives for one
+  solve (multistep methods keep their history there).
+* :class:`AdaptiveSolver` (``sdekit.solvers.adaptive``) -- per-sample step sizes: ``init_carry``, ``attempt``
+  and ``accept``, driven by the loop of ``sdekit.backends.adaptive``.
 
 Each solver declares its deterministic ``order``, its ``strong_order`` and ``weak_order`` for SDEs with
-additive noise, whether it integrates SDEs and/or ODEs, and its drift evaluations per step.
+additive noise, whether it integrates SDEs and/or ODEs, its drift evaluations per step, its normal fields per
+step and how many of them are Brownian increments, and the length of its multistep history.
+
+Adding a solver
+---------------
+1. Subclass :class:`FixedStepSolver` (or ``AdaptiveSolver``) and set the class attributes: ``name`` (the
+   registry key), ``order``, ``strong_order`` / ``weak_order`` (SDE solvers), ``is_sde`` / ``is_ode``,
+   ``nfe_per_step``, ``n_noise`` and ``n_brownian`` (SDE solvers), ``needs_additive_noise``.
+2. Validate constructor options with :mod:`sdekit.validation` (errors name the option and the value).
+3. Write ``step(process, x, t, t_next, z, ctx)`` with the operators numpy arrays and torch tensors share (use
+   ``sdekit._xp`` helpers for anything else), so that one step serves the numpy, torch and numba-fallback loops.
+   Keep a multistep history in ``ctx.memory`` and set ``multistep_order``.
+4. Override ``check_process(process)`` when the solver needs more than ``drift``/``diffusion`` (a linear SDE, a
+   score); raise ``ValueError`` naming the solver. ``solve`` calls it once, before the loop.
+5. Decorate the class with :func:`register`; for the same engine under another name with fixed options use
+   :func:`register_preset` rather than a copy of the class.
+6. Test: its declared orders by a fitted slope on nested grids (``tests/test_solvers.py``,
+   ``tests/test_sampler_orders.py``), its law on Gaussian data by ``sdekit.bench.exact_law`` when it is affine.
+7. Optional speed: a fused numba kernel (``sdekit.backends.numba``, "Adding a kernel"); without one the numba
+   backend runs the solver's own ``step`` with numba noise, so nothing else is needed for correctness.
 """
 
 from __future__ import annotations
 
 import ast
+from dataclasses import dataclass, field
 
-__all__ = ["Solver", "SOLVERS", "register", "get_solver", "registry_rows"]
+import numpy as np
+
+__all__ = [
+    "Solver",
+    "FixedStepSolver",
+    "StepContext",
+    "Preset",
+    "SOLVERS",
+    "register",
+    "register_preset",
+    "get_solver",
+    "registry_rows",
+]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a fixed-grid loop tells a solver about the step it asks for.
+
+    Attributes
+    ----------
+    index : int
+        The step's number ``k`` (0-based): it goes from ``grid[k]`` to ``grid[k + 1]``.
+    grid : ndarray (n_steps + 1,)
+        The whole float64 grid of the solve.
+    memory : dict
+        Per-solve scratch shared by every step of one solve (a multistep history); empty at step 0.
+    """
+
+    index: int
+    grid: np.ndarray
+    memory: dict = field(default_factory=dict)
+
+    @property
+    def n_steps(self) -> int:
+        """Number of steps of the solve."""
+        return len(self.grid) - 1
+
+    @property
+    def is_last(self) -> bool:
+        """True on the solve's last step."""
+        return self.index == len(self.grid) - 2
 
 
 class Solver:
-    """Base class of all solvers (see module docstring for the step protocol)."""
+    """Base class of all solvers: the attributes every loop, the registry and the docs read."""
 
     name: str = ""
     order: int = 1  # deterministic (ODE) order
@@ -30,6 +95,8 @@ class Solver:
     is_ode: bool = False
     nfe_per_step: int = 1
     n_noise: int = 0  # standard-normal fields per step (SDE solvers)
+    n_brownian: int = 1  # of those, how many are Brownian increments (the rest: extra normals, e.g. Langevin)
+    multistep_order: int = 1  # data predictions kept between steps (1: a one-step method)
     needs_additive_noise: bool = False
     adaptive: bool = False
 
@@ -38,14 +105,22 @@ class Solver:
         """The process ``sample(process="auto")`` integrates: ``"ode"`` when the solver does ODEs."""
         return "ode" if self.is_ode else "sde"
 
-    def step(self, process, x, t, t_next, z, state):
-        raise NotImplementedError
+    def check_process(self, process) -> None:
+        """``ValueError`` when the solver cannot integrate ``process`` (called once by ``solve``); default: any."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
-SOLVERS: dict[str, type] = {}
+class FixedStepSolver(Solver):
+    """A solver that advances along a given grid, one ``step`` per interval (see the module docstring)."""
+
+    def step(self, process, x, t, t_next, z, ctx: StepContext):
+        """``x`` at ``t`` -> ``x`` at ``t_next``; ``z``: ``n_noise`` normal fields like ``x`` (``None`` for ODEs)."""
+        raise NotImplementedError
+
+
+SOLVERS: dict = {}
 
 
 def register(cls):
@@ -54,6 +129,57 @@ def register(cls):
         raise ValueError(f"solver name {cls.name!r} is empty or registered twice")
     SOLVERS[cls.name] = cls
     return cls
+
+
+class Preset:
+    """A registered name for a solver class with some options fixed: one engine, several names.
+
+    Calling it builds the solver with the fixed options plus the caller's (which may not repeat a fixed one);
+    the instance reports the preset's ``name``. ``engine`` is the class or its registered name (a name lets a
+    module register a preset at its place in the registry's order before the engine's module is imported).
+    """
+
+    def __init__(self, name: str, engine, options: dict):
+        self.name, self.engine, self.options = name, engine, dict(options)
+
+    @property
+    def cls(self) -> type:
+        """The engine class."""
+        return SOLVERS[self.engine] if isinstance(self.engine, str) else self.engine
+
+    @property
+    def __doc__(self):
+        return f"``{self.cls.name}`` with {', '.join(f'{k}={v!r}' for k, v in self.options.items())}."
+
+    def __call__(self, **options):
+        fixed = sorted(set(options) & set(self.options))
+        if fixed:
+            raise ValueError(f"solver {self.name!r} fixes {fixed}; use {self.cls.name!r} to choose them")
+        solver = self.cls(**self.options, **options)
+        solver.name = self.name
+        return solver
+
+    def __getattr__(self, attribute):
+        # a registry entry reads like a class: declared attributes (is_ode, adaptive, order, ...) of the preset's
+        # solver with its fixed options
+        if attribute.startswith("__") or attribute in ("name", "engine", "options"):
+            raise AttributeError(attribute)
+        return getattr(self(), attribute)
+
+    def __repr__(self):
+        return f"Preset({self.name!r}, {self.cls.__name__}, {self.options!r})"
+
+
+def register_preset(name: str, engine, **options) -> Preset:
+    """Register ``name`` as ``engine(**options)``: the numbers of the engine class with those options, under a name
+    of its own in the registry, the CLI and the docs. ``engine``: a solver class or its registered name. Returns the
+    :class:`Preset`."""
+    if not name or name in SOLVERS:
+        raise ValueError(f"solver name {name!r} is empty or registered twice")
+    if isinstance(engine, type):
+        engine(**options)  # the options must build a solver now, not at the first use
+    preset = SOLVERS[name] = Preset(name, engine, options)
+    return preset
 
 
 def parse_solver_spec(spec: str) -> tuple[str, dict]:

@@ -7,7 +7,7 @@ probability-flow ODE then has the exact solution (variation of constants)
     x_t = (sigma_t / sigma_s) x_s + sigma_t int_{lambda_s}^{lambda_t} e^{lambda} D(x_lambda) d lambda,
 
 and the multistep methods interpolate ``D`` through the last 2 or 3 grid points, using the history kept in
-the solve's ``state``. The SDE variant integrates the reverse SDE the same way, its Gaussian part exactly.
+the solve's ``ctx.memory``. The SDE variant integrates the reverse SDE the same way, its Gaussian part exactly.
 Formulas follow the "midpoint" variants of diffusers' ``DPMSolverMultistepScheduler``, with one correction in
 the third-order step: with ``D2 ~ h^2 D''/2`` (diffusers' divided difference) the exact weight of ``D2`` is
 ``alpha_t (1 - 2 (e^{-h} - 1 + h) / h^2) ~ alpha_t h / 3``; the reference code (and Lu et al.'s) uses half of
@@ -27,30 +27,27 @@ import math
 
 import numpy as np
 
+from ..validation import boolean
 from ._common import coeffs, data_prediction, linear_sde_of, log_snr
-from .base import Solver, register
+from .base import FixedStepSolver, register, register_preset
 
 __all__ = [
     "DPMSolverPP2M",
     "DPMSolverPP3M",
     "DPMSolverPP2MSDE",
-    "DPMSolverPP3MPC",
-    "DPMSolverPP3MSDE",
     "exp_adams_weights",
 ]
 
 LOWER_ORDER_FINAL_STEPS = 15  # below this many steps, lower the order of the last steps (diffusers)
 
 
-class _DPMSolverPP(Solver):
+class _DPMSolverPP(FixedStepSolver):
     """Shared multistep machinery: history of ``(lambda, D)``, effective order per step."""
 
     multistep_order = 2
 
     def __init__(self, lower_order_final: bool = True):
-        if not isinstance(lower_order_final, bool):
-            raise TypeError(f"lower_order_final must be a bool, got {lower_order_final!r}")
-        self.lower_order_final = lower_order_final
+        self.lower_order_final = boolean("lower_order_final", lower_order_final)
 
     def __repr__(self):
         return f"{type(self).__name__}(lower_order_final={self.lower_order_final})"
@@ -58,24 +55,21 @@ class _DPMSolverPP(Solver):
     def check_process(self, process):
         linear_sde_of(process, self.name)
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         """Record ``D(x, t)`` in the history, then take the multistep update of :meth:`_update`."""
         sde = process.sde
-        hist, order = self._history(process, sde, x, t, state)
+        hist, order = self._history(process, sde, x, t, ctx)
         return self._update(sde, hist, order, x, t, t_next, z)
 
     def _update(self, sde, hist, order, x, t, t_next, z):
         raise NotImplementedError
 
-    def _history(self, process, sde, x, t, state):
+    def _history(self, process, sde, x, t, ctx):
         """Append ``(lambda(t), D(x, t))``; return the history (most recent last) and the effective order."""
-        k = state["k"]
-        hist = state.get("dpmpp") if k > 0 else None
-        if hist is None:
-            hist = state["dpmpp"] = []
+        hist = ctx.memory.setdefault("dpmpp", [])
         hist.append((log_snr(sde, t), data_prediction(process, sde, x, t)))
         del hist[: -self.multistep_order]
-        return hist, self._order(k, len(hist), len(state["grid"]) - 1)
+        return hist, self._order(ctx.index, len(hist), ctx.n_steps)
 
     def _order(self, k: int, n_hist: int, n_steps: int) -> int:
         """Effective order of step ``k`` of ``n_steps`` with ``n_hist`` data predictions in the history."""
@@ -193,109 +187,7 @@ def exp_adams_weights(nodes, h: float):
     return np.linalg.solve(vander.T, np.asarray(moments))
 
 
-@register
-class DPMSolverPP3MPC(_DPMSolverPP):
-    """DPM-Solver++(3M) predictor with an exponential Adams--Moulton corrector: order 4 at 1 NFE per step.
-
-    The corrector idea of UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework for Fast
-    Sampling of Diffusion Models"): the data prediction ``D(x~_t, t)`` at the predicted point, which the next
-    step needs anyway, is used once more to re-integrate the step just taken with one more interpolation node
-    (implicit-Adams style), and the next step starts from the corrected state. Both stages use the exact
-    interpolatory weights of :func:`exp_adams_weights` on the history of ``(lambda, D)``. Warm-up: orders grow
-    with the history (1, 2, 3 for the predictor; the corrector one more). The last step is not corrected (that
-    would cost an NFE); with ``denoise=True`` the final Tweedie step evaluates at the predicted point.
-    """
-
-    name = "dpmpp_3m_pc"
-    order = 4
-    is_ode = True
-    nfe_per_step = 1
-    multistep_order = 3
-
-    def __init__(self):
-        super().__init__(lower_order_final=False)
-
-    def __repr__(self):
-        return "DPMSolverPP3MPC()"
-
-    def step(self, process, x, t, t_next, z, state):
-        sde = process.sde
-        k = state["k"]
-        if k == 0:
-            state["pc"] = {"lam": [], "d": [], "x_prev": None, "t_prev": None}
-        pc = state["pc"]
-        lam_s = log_snr(sde, t)
-        d_s = data_prediction(process, sde, x, t)
-        if pc["x_prev"] is not None:
-            x = self._correct(sde, pc, lam_s, d_s, t)
-        pc["lam"].append(lam_s)
-        pc["d"].append(d_s)
-        del pc["lam"][: -self.multistep_order], pc["d"][: -self.multistep_order]
-        x_next = self._predict(sde, pc, lam_s, x, t, t_next)
-        pc["x_prev"], pc["t_prev"] = x, t
-        return x_next
-
-    @staticmethod
-    def _correct(sde, pc, lam_s, d_s, t):
-        """Corrector: re-integrate ``[t_prev, t]`` from the corrected ``x_prev`` with ``D(x~_t)`` as an extra node
-        (linear in ``x_prev`` and the ``D``; the numba backend reads its coefficients off basis vectors)."""
-        lam_p = pc["lam"][-1]
-        nodes = [lam_s - lam_p] + [lj - lam_p for lj in pc["lam"][::-1]]
-        ds = [d_s] + pc["d"][::-1]
-        w = exp_adams_weights(nodes, lam_s - lam_p)
-        alpha_s, sigma_s = coeffs(sde, t)
-        sigma_p = coeffs(sde, pc["t_prev"])[1]
-        x = (sigma_s / sigma_p) * pc["x_prev"]
-        for wj, dj in zip(w, ds):
-            x = x + (alpha_s * float(wj)) * dj
-        return x
-
-    @staticmethod
-    def _predict(sde, pc, lam_s, x, t, t_next):
-        """Predictor: exponential Adams--Bashforth on the last (up to) 3 data predictions (linear in ``x``, ``D``)."""
-        h = log_snr(sde, t_next) - lam_s
-        nodes = [lj - lam_s for lj in pc["lam"][::-1]]
-        w = exp_adams_weights(nodes, h)
-        alpha_t, sigma_t = coeffs(sde, t_next)
-        sigma_s = coeffs(sde, t)[1]
-        x_next = (sigma_t / sigma_s) * x
-        for wj, dj in zip(w, pc["d"][::-1]):
-            x_next = x_next + (alpha_t * float(wj)) * dj
-        return x_next
-
-
-@register
-class DPMSolverPP3MSDE(_DPMSolverPP):
-    """SDE-DPM-Solver++(3M) for the reverse SDE, with the Taylor-exact weights of its interpolation::
-
-        x_t = (sigma_t / sigma_s) e^{-h} x_s + alpha_t sum_j w_j D_j + sigma_t sqrt(1 - e^{-2h}) z,
-        w_j: int_0^h 2 e^{2(u - h)} p(u) du = sum_j w_j p(u_j) for polynomials p of degree < order
-
-    (the reverse SDE in log-SNR has the kernel ``2 e^{-2(lambda_t - lambda)}`` where the ODE has
-    ``e^{-(lambda_t - lambda)}``; the weights are :func:`exp_adams_weights` at nodes and step doubled). The
-    multistep history and warm-up are those of :class:`DPMSolverPP3M`; k-diffusion's ``sample_dpmpp_3m_sde``
-    (eta = 1) is the same scheme with the halved second-difference weight. Deterministic order 3; strong and
-    weak order 1 for the reverse SDE (the noise enters with its exact variance over the step). 1 NFE per step.
-    """
-
-    name = "dpmpp_3m_sde"
-    order = 3
-    strong_order = 1.0
-    weak_order = 1.0
-    is_sde = True
-    nfe_per_step = 1
-    n_noise = 1
-    multistep_order = 3
-
-    def _update(self, sde, hist, order, x, t, t_next, z):
-        """The step given the history (see :meth:`_DPMSolverPPODE._update`); linear in ``x``, the ``D`` and ``z``."""
-        lam_s = hist[-1][0]
-        h = log_snr(sde, t_next) - lam_s
-        recent = hist[-order:][::-1]  # most recent first
-        w = exp_adams_weights([2.0 * (lam - lam_s) for lam, _ in recent], 2.0 * h)
-        alpha_t, sigma_t = coeffs(sde, t_next)
-        sigma_s = coeffs(sde, t)[1]
-        x_next = (sigma_t / sigma_s * math.exp(-h)) * x
-        for wj, (_, dj) in zip(w, recent):
-            x_next = x_next + (alpha_t * float(wj)) * dj
-        return x_next + (sigma_t * math.sqrt(max(-math.expm1(-2.0 * h), 0.0))) * z[0]
+# Presets of the exponential predictor-corrector engine (``sdekit.solvers.exp_pc``), registered here to keep their
+# place in the registry's order: the same numbers bit for bit as the engine with these options.
+register_preset("dpmpp_3m_pc", "dpmpp_pc", order=3, corrector=True, lower_order_final=False)
+register_preset("dpmpp_3m_sde", "dpmpp_sde_pc", order=3, corrector=False, lower_order_final=True)

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import math
 
+from ..validation import non_negative_number
 from ._common import coeffs, linear_sde_of, score_at
-from .base import Solver, register
+from .base import FixedStepSolver, register
 
 __all__ = ["EDMSampler"]
 
 
-def _check_nonneg(name, value, allow_inf=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-    ok = ok and (allow_inf or math.isfinite(value))
-    if not ok:
-        raise ValueError(f"{name} must be a non-negative number, got {value!r}")
-    return float(value)
-
-
 @register
-class EDMSampler(Solver):
+class EDMSampler(FixedStepSolver):
     """EDM's stochastic sampler (Karras et al. 2022, Alg. 2), for the reverse process of any :class:`LinearSDE`.
 
     It works in EDM's scaled variables ``x_hat = x / alpha(t)`` and noise level ``s = sigma(t) / alpha(t)``,
@@ -51,10 +44,10 @@ class EDMSampler(Solver):
     n_brownian = 0
 
     def __init__(self, S_churn: float = 40.0, S_tmin: float = 0.05, S_tmax: float = 50.0, S_noise: float = 1.0):
-        self.S_churn = _check_nonneg("S_churn", S_churn)
-        self.S_tmin = _check_nonneg("S_tmin", S_tmin)
-        self.S_tmax = _check_nonneg("S_tmax", S_tmax, allow_inf=True)
-        self.S_noise = _check_nonneg("S_noise", S_noise)
+        self.S_churn = non_negative_number("S_churn", S_churn)
+        self.S_tmin = non_negative_number("S_tmin", S_tmin)
+        self.S_tmax = non_negative_number("S_tmax", S_tmax, allow_inf=True)
+        self.S_noise = non_negative_number("S_noise", S_noise)
 
     def __repr__(self):
         return f"EDMSampler(S_churn={self.S_churn}, S_tmin={self.S_tmin}, S_tmax={self.S_tmax}, S_noise={self.S_noise})"
@@ -84,9 +77,9 @@ class EDMSampler(Solver):
         x = alpha * x_hat
         return (x + (sigma * sigma) * score_at(process, x, t)) / alpha
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         sde = process.sde
-        alpha, s_hat, t_hat, churn, alpha_n, s_next = self.levels(sde, t, t_next, len(state["grid"]) - 1, z is not None)
+        alpha, s_hat, t_hat, churn, alpha_n, s_next = self.levels(sde, t, t_next, ctx.n_steps, z is not None)
         x_hat = x / alpha
         if churn > 0.0:
             x_hat = x_hat + churn * z[0]

@@ -46,8 +46,11 @@ model into the exact integral; here that part is the Gaussian denoiser fixed by 
 estimated from the model. ``sigma_data=None`` (the default) is DPM-Solver++'s data prediction with closed-form
 weights. Orders are unchanged.
 
-``dpmpp_pc(order=3, corrector=True, lower_order_final=False)`` is the same scheme as ``dpmpp_3m_pc`` (the
-tests check it to round-off). Warm-up: the predictor order grows with the history (1, 2, ...).
+Presets (:func:`~sdekit.solvers.base.register_preset`, registered in :mod:`~sdekit.solvers.dpm_solver`):
+``dpmpp_3m_pc`` is ``dpmpp_pc(order=3, corrector=True, lower_order_final=False)`` (order 4 at 1 NFE per step),
+and ``dpmpp_3m_sde`` is ``dpmpp_sde_pc(order=3, corrector=False, lower_order_final=True)``: SDE-DPM-Solver++(3M)
+with the exact weights of its interpolation (k-diffusion's ``sample_dpmpp_3m_sde`` with eta = 1 is the same
+scheme with a halved second-difference weight). Warm-up: the predictor order grows with the history (1, 2, ...).
 ``lower_order_final=True`` caps the predictor order on the last steps at ``n_steps - k`` when there are fewer
 than 15 steps (diffusers' rule for few steps).
 """
@@ -55,12 +58,12 @@ than 15 steps (diffusers' rule for few steps).
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
+from ..validation import boolean, integer_in, positive_number
 from ._common import coeffs, linear_sde_of, log_snr, score_at
-from .base import Solver, register
+from .base import FixedStepSolver, register
 from .dpm_solver import LOWER_ORDER_FINAL_STEPS, exp_adams_weights
 
 __all__ = ["ExpPredictorCorrector", "ExpPredictorCorrectorSDE", "gaussian_part_weights"]
@@ -72,7 +75,7 @@ _GL_X, _GL_W = np.polynomial.legendre.leggauss(32)
 _PANEL = 2.0
 
 
-class _ExpPC(Solver):
+class _ExpPC(FixedStepSolver):
     nfe_per_step = 1
     kernel = 1.0  # ODE: e^{u - h}; SDE: 2 e^{2(u - h)}, i.e. the ODE kernel at doubled nodes and step
 
@@ -84,28 +87,14 @@ class _ExpPC(Solver):
         corrector_order: int | None = None,
         sigma_data: float | None = None,
     ):
-        if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not 1 <= order <= MAX_ORDER:
-            raise ValueError(f"order must be an integer in 1..{MAX_ORDER}, got {order!r}")
-        if corrector_order is None:
-            corrector_order = int(order) + 1
-        if (
-            isinstance(corrector_order, bool)
-            or not isinstance(corrector_order, numbers.Integral)
-            or not 2 <= corrector_order <= MAX_ORDER + 1
-        ):
-            raise ValueError(
-                f"corrector_order must be None or an integer in 2..{MAX_ORDER + 1}, got {corrector_order!r}"
-            )
-        if not isinstance(corrector, bool):
-            raise TypeError(f"corrector must be a bool, got {corrector!r}")
-        if not isinstance(lower_order_final, bool):
-            raise TypeError(f"lower_order_final must be a bool, got {lower_order_final!r}")
+        order = integer_in("order", order, 1, MAX_ORDER)
+        corrector_order = integer_in(
+            "corrector_order", order + 1 if corrector_order is None else corrector_order, 2, MAX_ORDER + 1
+        )
+        corrector = boolean("corrector", corrector)
+        lower_order_final = boolean("lower_order_final", lower_order_final)
         if sigma_data is not None:
-            if isinstance(sigma_data, bool) or not isinstance(sigma_data, numbers.Real):
-                raise TypeError(f"sigma_data must be None or a positive number, got {sigma_data!r}")
-            if not (math.isfinite(sigma_data) and sigma_data > 0):
-                raise ValueError(f"sigma_data must be None or a positive finite number, got {sigma_data!r}")
-            sigma_data = float(sigma_data)
+            sigma_data = positive_number("sigma_data", sigma_data)
         self.sigma_data = sigma_data
         self.multistep_order = int(order)
         self.corrector = corrector
@@ -167,17 +156,17 @@ class _ExpPC(Solver):
     def _noise(self, alpha_t, sigma_t, h, z):
         return None
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         sde = process.sde
-        k = state["k"]
+        k = ctx.index
         if k == 0:
-            state["exp_pc"] = {"lam": [], "d": [], "x_prev": None, "t_prev": None, "noise_prev": None}
-        pc = state["exp_pc"]
+            ctx.memory["exp_pc"] = {"lam": [], "d": [], "x_prev": None, "t_prev": None, "noise_prev": None}
+        pc = ctx.memory["exp_pc"]
         lam_s = log_snr(sde, t)
         d_s = self._evaluate(process, sde, x, t)
         if self.corrector and pc["x_prev"] is not None:
             x = self._correct(sde, pc, lam_s, d_s, t)
-        return self._predict(sde, pc, lam_s, d_s, x, t, t_next, z, k, len(state["grid"]) - 1)
+        return self._predict(sde, pc, lam_s, d_s, x, t, t_next, z, k, ctx.n_steps)
 
     def _correct(self, sde, pc, lam_s, d_s, t):
         """Corrector: re-integrate ``[t_prev, t]`` from ``x_prev`` with ``D(x~_t)`` as one more interpolation

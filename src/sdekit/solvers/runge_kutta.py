@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import _xp
-from .base import Solver, register
+from .base import FixedStepSolver, register
 from .stochastic import brownian_increment
 from .tableaus import EULER, HEUN2, RK4, ButcherTableau
 
@@ -30,7 +30,7 @@ def rk_step(process, x, t, t_next, tableau: ButcherTableau):
     return x + hx * incr
 
 
-class RungeKutta(Solver):
+class RungeKutta(FixedStepSolver):
     """An explicit Runge--Kutta ODE solver given by its Butcher tableau (global error ``O(h^order)``)."""
 
     is_ode = True
@@ -40,7 +40,7 @@ class RungeKutta(Solver):
         self.order = self.tableau.order
         self.nfe_per_step = self.tableau.stages
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         return rk_step(process, x, t, t_next, self.tableau)
 
 
@@ -82,7 +82,7 @@ class Heun(RungeKutta):
     n_noise = 1
     needs_additive_noise = True
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         if z is None:
             return rk_step(process, x, t, t_next, self.tableau)
         h = t_next - t

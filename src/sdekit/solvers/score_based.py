@@ -15,8 +15,9 @@ import math
 
 from .. import _xp
 from ..sdes import LinearSDE
+from ..validation import positive_int, positive_number
 from ._common import check_score_process, coeffs, linear_sde_of, score_at, sqrt_pos
-from .base import Solver, get_solver, register
+from .base import FixedStepSolver, get_solver, register
 from .stochastic import brownian_increment
 
 STEP_SIZE_RULES = ("sigma", "per_sample", "batch")
@@ -33,7 +34,7 @@ def _transition(sde: LinearSDE, t: float, s: float) -> tuple[float, float]:
 
 
 @register
-class ReverseDiffusion(Solver):
+class ReverseDiffusion(FixedStepSolver):
     """score_sde's reverse-diffusion predictor (Song et al. 2021, eq. 45 and ``ReverseDiffusionPredictor``).
 
     The forward SDE is discretised by its exact transition over the step, ``x_t = a x_s + b eps``
@@ -55,7 +56,7 @@ class ReverseDiffusion(Solver):
     def check_process(self, process):
         check_score_process(process, self.name)
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         sde = process.sde
         if not isinstance(sde, LinearSDE):
             h = t_next - t
@@ -72,7 +73,7 @@ class ReverseDiffusion(Solver):
 
 
 @register
-class Ancestral(Solver):
+class Ancestral(FixedStepSolver):
     """Ancestral sampling: DDPM for VP (Ho et al. 2020, Alg. 2), SMLD for VE (score_sde ``AncestralSamplingPredictor``).
 
     One step draws from the Gaussian posterior ``q(x_s | x_t, x_0 = x0_hat)`` of the forward process, with
@@ -107,7 +108,7 @@ class Ancestral(Solver):
     def check_process(self, process):
         linear_sde_of(process, self.name)
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         s2t, alpha_t, c_x0, c_x, c_z = self.coefficients(process.sde, t, t_next)
         x0 = (x + s2t * score_at(process, x, t)) / alpha_t
         mean = c_x0 * x0 + c_x * x
@@ -145,13 +146,10 @@ class Langevin:
     """
 
     def __init__(self, snr: float = 0.16, n_steps: int = 1, step_size: str = "sigma"):
-        if isinstance(snr, bool) or not isinstance(snr, (int, float)) or not (math.isfinite(snr) and snr > 0):
-            raise ValueError(f"snr must be a positive number, got {snr!r}")
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
+        snr, n_steps = positive_number("snr", snr), positive_int("n_steps", n_steps)
         if step_size not in STEP_SIZE_RULES:
             raise ValueError(f"step_size must be one of {list(STEP_SIZE_RULES)}, got {step_size!r}")
-        self.snr, self.n_steps, self.step_size = float(snr), n_steps, step_size
+        self.snr, self.n_steps, self.step_size = snr, n_steps, step_size
 
     def __repr__(self):
         return f"Langevin(snr={self.snr}, n_steps={self.n_steps}, step_size={self.step_size!r})"
@@ -195,7 +193,7 @@ class Langevin:
 
 
 @register
-class PredictorCorrector(Solver):
+class PredictorCorrector(FixedStepSolver):
     """Predictor--corrector sampling (Song et al. 2021, Alg. 1): per grid step, a Langevin corrector at ``t``,
     then a predictor step from ``t`` to ``t_next`` (the order of score_sde's ``pc_sampler``).
 
@@ -227,7 +225,7 @@ class PredictorCorrector(Solver):
         self.order = self.predictor.order
         self.nfe_per_step = self.predictor.nfe_per_step + self.corrector.n_steps
         self.n_noise = self.predictor.n_noise + self.corrector.n_steps
-        self.n_brownian = getattr(self.predictor, "n_brownian", 1)
+        self.n_brownian = self.predictor.n_brownian
         self.needs_additive_noise = self.predictor.needs_additive_noise
 
     def __repr__(self):
@@ -235,18 +233,16 @@ class PredictorCorrector(Solver):
 
     def check_process(self, process):
         check_score_process(process, self.name)
-        check = getattr(self.predictor, "check_process", None)
-        if check is not None:
-            check(process)
+        self.predictor.check_process(process)
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         m = self.predictor.n_noise
         x = self.corrector.correct(process, x, t, t_next, z[m:])
-        return self.predictor.step(process, x, t, t_next, z[:m], state)
+        return self.predictor.step(process, x, t, t_next, z[:m], ctx)
 
 
 @register
-class AnnealedLangevin(Solver):
+class AnnealedLangevin(FixedStepSolver):
     """Annealed Langevin dynamics (Song & Ermon 2019, NCSN, Alg. 1).
 
     The grid times are the noise levels: the step from ``t`` to ``t_next`` runs ``n_steps`` Langevin steps
@@ -266,11 +262,7 @@ class AnnealedLangevin(Solver):
     n_brownian = 0
 
     def __init__(self, eps: float = 2e-5, n_steps: int = 100):
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps > 0):
-            raise ValueError(f"eps must be a positive number, got {eps!r}")
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
-            raise ValueError(f"n_steps must be a positive integer, got {n_steps!r}")
-        self.eps, self.n_steps = float(eps), n_steps
+        self.eps, self.n_steps = positive_number("eps", eps), positive_int("n_steps", n_steps)
         self.nfe_per_step = n_steps
         self.n_noise = n_steps
 
@@ -280,10 +272,10 @@ class AnnealedLangevin(Solver):
     def check_process(self, process):
         linear_sde_of(process, self.name)
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         sde = process.sde
         sigma_i = coeffs(sde, t_next)[1]
-        sigma_l = coeffs(sde, float(state["grid"][-1]))[1]
+        sigma_l = coeffs(sde, float(ctx.grid[-1]))[1]
         a = self.eps * sigma_i * sigma_i / (sigma_l * sigma_l)
         for zi in z:
             x = x + (0.5 * a) * score_at(process, x, t_next) + math.sqrt(a) * zi

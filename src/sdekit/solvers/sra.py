@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .. import _xp
-from .base import Solver, register
+from .base import FixedStepSolver, register
 from .tableaus import SRA1, StochasticTableau
 
 __all__ = ["SRA", "SRA1Solver", "sra_step"]
@@ -43,7 +43,7 @@ def sra_step(process, x, t, t_next, z0, z1, tableau: StochasticTableau):
     return out
 
 
-class SRA(Solver):
+class SRA(FixedStepSolver):
     """A stochastic Runge--Kutta method for additive noise given by its :class:`StochasticTableau`.
 
     Uses two normals per component and step (``I1`` and ``I10``, see :func:`sra_step`); with
@@ -61,7 +61,7 @@ class SRA(Solver):
         self.weak_order = self.tableau.weak_order
         self.nfe_per_step = self.tableau.stages
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         return sra_step(process, x, t, t_next, z[0], z[1], self.tableau)
 
 

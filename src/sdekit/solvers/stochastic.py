@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import _xp
-from .base import Solver, register
+from .base import FixedStepSolver, register
 
 __all__ = ["EulerMaruyama", "brownian_increment"]
 
@@ -14,7 +14,7 @@ def brownian_increment(h, x, z):
 
 
 @register
-class EulerMaruyama(Solver):
+class EulerMaruyama(FixedStepSolver):
     """Euler--Maruyama: ``x' = x + f(x, t) h + g(x, t) sqrt(|h|) z``.
 
     Ito; strong order 1/2 in general and 1 for additive noise, weak order 1 (Kloeden & Platen 1992,
@@ -28,6 +28,6 @@ class EulerMaruyama(Solver):
     is_sde = True
     n_noise = 1
 
-    def step(self, process, x, t, t_next, z, state):
+    def step(self, process, x, t, t_next, z, ctx):
         h = t_next - t
         return x + _xp.per_sample(h, x) * process.drift(x, t) + process.diffusion(x, t) * brownian_increment(h, x, z[0])
