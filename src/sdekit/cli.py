@@ -113,10 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", default="sdekit_compare.png", help="work-precision plot path ('' to skip)")
     p.add_argument("--json", default="", help="JSON output path ('' to skip)")
     p.add_argument("--progress", action="store_true", help="show a progress bar")
-    p.set_defaults(func=_cmd_compare)
+    p.set_defaults(func=_cmd_compare, subparser=p)
 
     s = sub.add_parser("solvers", help="list the registered solvers")
-    s.set_defaults(func=_cmd_solvers)
+    s.set_defaults(func=_cmd_solvers, subparser=s)
     return parser
 
 
@@ -185,8 +185,7 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    sub = parser._subparsers._group_actions[0].choices[args.command]
-    return args.func(args, sub)
+    return args.func(args, args.subparser)  # the subcommand's parser, for its own error messages
 
 
 if __name__ == "__main__":  # pragma: no cover
