@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 
 from . import _xp
-from .noise import PRIOR_STEP, check_seed, normals_numpy
+from .noise import PRIOR_STEP, check_sample_ids, check_seed, normals_numpy
 from .validation import positive_number
 
 __all__ = [
@@ -144,16 +144,18 @@ class LinearSDE(SDE):
         return _xp.per_sample(_xp.lib(t).sqrt(self.g2(t)), x)
 
     # -- prior -------------------------------------------------------------------------------------
-    def prior_sample(self, shape, seed: int = 0, like=None):
+    def prior_sample(self, shape, seed: int = 0, like=None, sample_ids=None):
         """Samples of the prior ``N(0, prior_std^2 I)`` of shape ``shape = (n, *event)``.
 
-        Sample ``i`` depends only on ``(seed, i)``. ``like``: an array or tensor whose library, dtype and
-        device the result takes (numpy float64 by default).
+        Sample ``i`` depends only on ``(seed, sample_ids[i])`` (default ids ``0 .. n-1``), so a batch drawn in
+        chunks with their ids equals the batch drawn at once. ``like``: an array or tensor whose library, dtype
+        and device the result takes (numpy float64 by default).
         """
         shape = tuple(int(s) for s in shape)
         if len(shape) < 1 or any(s < 0 for s in shape):
             raise ValueError(f"shape must be (n, *event_shape) with non-negative sizes, got {shape!r}")
-        z = normals_numpy(check_seed(seed), np.arange(shape[0]), PRIOR_STEP, int(np.prod(shape[1:], dtype=np.int64)))
+        ids = np.arange(shape[0]) if sample_ids is None else check_sample_ids(sample_ids, shape[0])
+        z = normals_numpy(check_seed(seed), ids, PRIOR_STEP, int(np.prod(shape[1:], dtype=np.int64)))
         z = z.reshape(shape) * self.prior_std
         if like is not None:
             return _xp.asarray_like(z, like)

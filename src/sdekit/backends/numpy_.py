@@ -28,7 +28,7 @@ def numpy_noise(job):
 
     def draw(step):
         z = normals_numpy(job.seed, job.sample_ids, step, m * size)
-        z = z.reshape((z.shape[0], m) + event)
+        z = z.reshape((z.shape[0], m) + event).astype(job.x0.dtype, copy=False)  # the state's dtype
         return [z[:, r] for r in range(m)]
 
     return draw

@@ -141,19 +141,20 @@ def _draw_from(gen, m, event):
     return draw
 
 
-def prior_sample(sde, shape, seed: int = 0, *, device="cpu", dtype=torch.float32):
+def prior_sample(sde, shape, seed: int = 0, *, device="cpu", dtype=torch.float32, sample_ids=None):
     """Prior samples ``N(0, prior_std^2 I)`` of shape ``(n, *event)``, drawn on ``device`` in ``dtype``.
 
-    The tensor twin of ``sde.prior_sample``: sample ``i`` depends only on ``(seed, i)``, and float64 equals
-    the numpy draw to round-off.
+    The tensor twin of ``sde.prior_sample``: sample ``i`` (id ``sample_ids[i]``, default ``i``) depends only on
+    ``(seed, id)``, and float64 equals the numpy draw to round-off.
     """
     shape = tuple(int(s) for s in shape)
     size = int(np.prod(shape[1:], dtype=np.int64))
-    z = TorchNormals(seed, np.arange(shape[0], dtype=np.int64), device, dtype).normals(PRIOR_STEP, size)
+    ids = np.arange(shape[0], dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+    z = TorchNormals(seed, ids, device, dtype).normals(PRIOR_STEP, size)
     return z.reshape(shape) * sde.prior_std
 
 
-def initial_state(sde, shape, seed, *, module=None, device=None, dtype=None):
+def initial_state(sde, shape, seed, *, module=None, device=None, dtype=None, sample_ids=None):
     """``x_T`` for ``sample``: prior draws on ``device``/``dtype``.
 
     Defaults come from ``module`` (the torch module behind the score: the device and floating dtype of its
@@ -177,7 +178,7 @@ def initial_state(sde, shape, seed, *, module=None, device=None, dtype=None):
         raise ValueError(f"device {str(device)!r} was asked for, but CUDA is not available in this installation")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch dtype (e.g. torch.float32), got {dtype!r}")
-    return prior_sample(sde, shape, seed, device=device, dtype=dtype)
+    return prior_sample(sde, shape, seed, device=device, dtype=dtype, sample_ids=sample_ids)
 
 
 # -- the loop ----------------------------------------------------------------------------------------

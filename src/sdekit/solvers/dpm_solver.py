@@ -45,6 +45,7 @@ class _DPMSolverPP(FixedStepSolver):
     """Shared multistep machinery: history of ``(lambda, D)``, effective order per step."""
 
     multistep_order = 2
+    default_grid = "log_snr"  # the schedule DPM-Solver is built for (equal steps in lambda)
 
     def __init__(self, lower_order_final: bool = True):
         self.lower_order_final = boolean("lower_order_final", lower_order_final)

@@ -35,6 +35,7 @@ class EDMSampler(FixedStepSolver):
     """
 
     name = "edm"
+    default_grid = "karras"  # EDM's own schedule (Karras et al. 2022, eq. 5, rho = 7)
     order = 2
     strong_order = None
     weak_order = 1.0

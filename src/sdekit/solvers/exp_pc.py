@@ -77,6 +77,7 @@ _PANEL = 2.0
 
 class _ExpPC(FixedStepSolver):
     nfe_per_step = 1
+    default_grid = "log_snr"  # equal steps in lambda, the variable of the exponential integrator
     kernel = 1.0  # ODE: e^{u - h}; SDE: 2 e^{2(u - h)}, i.e. the ODE kernel at doubled nodes and step
 
     def __init__(
