@@ -491,7 +491,7 @@ def sample(
         if not isinstance(sde, LinearSDE):
             raise ValueError(f"denoise=True needs a LinearSDE, got {sde!r}; pass denoise=False")
         with _grad_mode(sol.x):
-            sol.x = tweedie_denoise(sde, score, sol.x, t_end)
+            sol.x = tweedie_denoise(sde, CheckedScore(score), sol.x, t_end)
         sol.nfe += 1
     if check_finite and not _xp.isfinite_all(sol.x):
         n_steps = len(ts) - 1 if ts is not None else -1

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _xp
+from .backends.job import CheckedScore
 from .controllers import MAX_FACTOR, MIN_FACTOR, SAFETY
 from .errors import NonFiniteError
 from .noise import PRIOR_STEP, check_seed, normals_numpy
@@ -111,7 +112,10 @@ class _AugmentedDrift:
     """``F(y, u) -> dy/du`` for ``y = [x (flattened), l]`` of shape ``(m, D + 1)``; ``u`` numpy ``(m,)``."""
 
     def __init__(self, sde, score, event, like, trace, probes, time_variable, check_finite=True):
-        self.sde, self.score, self.event, self.like = sde, score, event, like
+        # every call's output shape is checked (a later (n, 1) output would broadcast into garbage); the
+        # divergence and jvp hooks are looked up on the user's score itself
+        self.sde, self.score, self.event, self.like = sde, CheckedScore(score), event, like
+        self.user_score = score
         self.check_finite = check_finite
         self.evaluations = 0
         self.D = int(np.prod(event, dtype=np.int64))
@@ -131,17 +135,17 @@ class _AugmentedDrift:
         return t, -2.0 * np.asarray(sigma) ** 2 / np.asarray(self.sde.g2(t))
 
     def _trace(self, x, tt, idx):
-        score = self.score
+        score, hooks = self.score, self.user_score
         if self.trace == "exact":
-            if hasattr(score, "divergence"):
-                return None, score.divergence(x, tt)
+            if hasattr(hooks, "divergence"):
+                return None, hooks.divergence(x, tt)
             return self._trace_autograd(x, tt)
         eps = self.probes[idx]  # (m, P, D) in x's library
         eps = eps.reshape((eps.shape[0], eps.shape[1]) + tuple(self.event))
         P = eps.shape[1]
-        if hasattr(score, "jvp"):
+        if hasattr(hooks, "jvp"):
             s = score(x, tt)
-            est = sum(_xp.sum_last(eps[:, p] * score.jvp(x, tt, eps[:, p]), len(self.event)) for p in range(P))
+            est = sum(_xp.sum_last(eps[:, p] * hooks.jvp(x, tt, eps[:, p]), len(self.event)) for p in range(P))
             return s, est / P
         if self.torch:
             return self._hutchinson_autograd(x, tt, eps)

@@ -364,16 +364,25 @@ class GeneralSDE(SDE):
         self._drift, self._diffusion, self._diffusion_dx = drift, diffusion, diffusion_dx
         self.T = positive_number("T", T)
         self.eps = positive_number("eps", eps)
+        if self.eps >= self.T:
+            raise ValueError(f"eps must be smaller than T={self.T}, got {eps!r}")
         self.noise = noise
 
     def _params(self):
         return {"drift": self._drift, "diffusion": self._diffusion, "T": self.T, "noise": self.noise}
 
     def drift(self, x, t):
-        return self._drift(x, _xp.full_time(t, x))
+        out = self._drift(x, _xp.full_time(t, x))
+        if tuple(getattr(out, "shape", ())) != tuple(x.shape):  # every call: a later (n, 1) would broadcast
+            raise ValueError(f"drift returned shape {tuple(getattr(out, 'shape', ()))}, expected x's {tuple(x.shape)}")
+        return out
 
     def diffusion(self, x, t):
-        return self._diffusion(x, _xp.full_time(t, x))
+        out = self._diffusion(x, _xp.full_time(t, x))
+        shape = tuple(getattr(out, "shape", ()))
+        if len(shape) > x.ndim or any(s not in (1, n) for s, n in zip(shape[::-1], tuple(x.shape)[::-1])):
+            raise ValueError(f"diffusion returned shape {shape}, which does not broadcast to x's {tuple(x.shape)}")
+        return out
 
     def divergence_correction(self, x, t):
         if self.noise == "additive":
