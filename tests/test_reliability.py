@@ -175,3 +175,34 @@ def test_big_endian_states_work():
     a = sample(SDE, SCORE, x_T=x_T, steps=4, backend="numpy").x
     b = sample(SDE, SCORE, x_T=x_T.astype(">f8"), steps=4, backend="numpy").x
     np.testing.assert_array_equal(a, b)
+
+
+# -- 13. save_at --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("solver", ["euler_maruyama", "dpmpp_2m"])
+def test_saved_trajectory_is_allocated_once(solver):
+    import tracemalloc
+
+    x_T = SDE.prior_sample((2000, 50), seed=0)
+    score = Gaussian(np.zeros(50), 1.0).score(SDE)
+    steps = 50
+    size = (steps + 1) * x_T.nbytes
+    tracemalloc.start()
+    sol = solve(SDE.reverse(score) if solver == "euler_maruyama" else SDE.probability_flow(score), x_T, 1.0, 1e-3,
+                solver, steps=steps, save_at=True, backend="numpy")  # fmt: skip
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sol.xs.shape == (steps + 1, 2000, 50)
+    np.testing.assert_array_equal(sol.xs[0], x_T)
+    np.testing.assert_array_equal(sol.xs[-1], sol.x)
+    assert peak < 1.4 * size  # a list of states stacked at the end peaked at 2x the trajectory
+
+
+# -- 11. grids at their own precision -----------------------------------------------------------------------------
+def test_float32_grids_are_accepted_and_pinned_to_the_ends():
+    grid = sdekit.grids.make_grid(SDE, 8, "log_snr")
+    a = sample(SDE, SCORE, n=4, grid=grid, seed=1)
+    b = sample(SDE, SCORE, n=4, grid=grid.astype(np.float32), seed=1)
+    assert b.t == SDE.eps  # the end is t_end exactly, not its float32 rounding
+    np.testing.assert_allclose(b.x, a.x, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="must start at"):
+        sample(SDE, SCORE, n=4, grid=(grid * (1 + 1e-5)).astype(np.float32))

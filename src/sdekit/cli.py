@@ -12,6 +12,7 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 __all__ = ["main", "build_parser"]
@@ -120,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def output_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written (a missing or unwritable directory, a directory in its place), else None."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        return f"{path!r} is a directory; give a file name"
+    if not os.path.isdir(folder):
+        return f"the directory {folder!r} of {path!r} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"the directory {folder!r} of {path!r} is not writable"
+    return None
+
+
 def _cmd_compare(args, parser) -> int:
     from .bench import compare
     from .solvers import SOLVERS, parse_solver_spec
@@ -138,6 +152,10 @@ def _cmd_compare(args, parser) -> int:
             parser.error(f"argument --solvers: unknown solver(s) {bad}; valid solvers: {sorted(SOLVERS)}")
     if args.n < 2:
         parser.error(f"argument --n: must be at least 2, got {args.n}")
+    for option, path in (("--csv", args.csv), ("--png", args.png), ("--json", args.json)):
+        problem = output_path_problem(path) if path else None
+        if problem:  # before any work: a bad path must not cost the whole comparison
+            parser.error(f"argument {option}: {problem}")
     try:
         result = compare(
             args.density,

@@ -65,7 +65,11 @@ def _resolve_grid(process, t0, t1, steps, grid):
         return make_grid(sde, steps, grid, t_end=t1, t_start=t0)
     if steps is not None:
         raise ValueError(f"give steps or an explicit grid, not both (got steps={steps!r} and a grid array)")
-    ts = np.asarray(grid, dtype=np.float64) if not _xp.is_torch(grid) else grid.detach().cpu().double().numpy()
+    # the ends are compared at the precision of the grid's own dtype: a float32 grid (k-diffusion's sigmas are)
+    # ends at t1 only to float32 precision
+    given = grid.detach().cpu().numpy() if _xp.is_torch(grid) else np.asarray(grid)
+    resolution = np.finfo(given.dtype).eps if given.dtype.kind == "f" else np.finfo(np.float64).eps
+    ts = given.astype(np.float64)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"grid must be a 1-D array of at least 2 times, got shape {ts.shape}")
     if not np.all(np.isfinite(ts)):
@@ -75,7 +79,7 @@ def _resolve_grid(process, t0, t1, steps, grid):
     if not np.all(diffs * direction > 0):
         want = "decreasing" if direction < 0 else "increasing"
         raise ValueError(f"grid must be strictly {want} from t0={t0} to t1={t1}, got {ts!r}")
-    tol = 1e-12 * max(1.0, abs(t0), abs(t1))
+    tol = max(1e-12, 8 * resolution) * max(1.0, abs(t0), abs(t1))
     if abs(ts[0] - t0) > tol or abs(ts[-1] - t1) > tol:
         raise ValueError(f"grid must start at t0={t0} and end at t1={t1}, got grid[0]={ts[0]}, grid[-1]={ts[-1]}")
     ts = ts.copy()
@@ -312,8 +316,8 @@ def solve(
     ts_saved = xs = None
     if job.save_index is not None:
         ts_saved = ts[sorted(job.save_index)]
-        lib = _xp.lib(x)
-        xs = lib.stack(saved) if saved else None
+        # backends return the saved states as one preallocated array (n_saved, *x.shape)
+        xs = _xp.lib(x).stack(saved) if isinstance(saved, list) else saved
     t_final = stats.pop("t_final", t1)
     return Solution(x=x, t=t_final, ts=ts_saved, xs=xs, nfe=int(nfe), stats=stats)
 

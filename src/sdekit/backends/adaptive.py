@@ -26,6 +26,7 @@ from .. import _xp
 from ..brownian import BrownianTree
 from ..errors import NonFiniteError
 from ..noise import normals_numpy
+from .job import Trajectory
 
 MIN_STEP_FRACTION = 1e-14  # a step shorter than this fraction of the interval means the solve has failed
 
@@ -64,14 +65,8 @@ def run(job):
     h = np.full(n, min(solver.initial_step(t0, t1), span))
     stops = np.asarray(job.grid, dtype=np.float64)
     nxt = np.ones(n, dtype=np.int64)  # index in ``stops`` of each sample's next stop
-    order = sorted(job.save_index) if job.save_index is not None else []
-    slot_of = {i: k for k, i in enumerate(order)}
-    saved = [None] * len(order)
-    if 0 in slot_of:
-        saved[slot_of[0]] = x.clone() if _xp.is_torch(x) else x.copy()
-    for i in order:
-        if i > 0:
-            saved[slot_of[i]] = x * 0.0  # filled row by row as the samples reach stop i
+    saved = Trajectory(job.save_index, x)  # rows of stop i are filled as the samples reach it
+    saved.put(0, x)
     err_prev = np.ones(n)
     nfe = np.zeros(n, dtype=np.int64)
     n_acc = np.zeros(n, dtype=np.int64)
@@ -147,9 +142,10 @@ def run(job):
             landed = last[pos]
             if np.any(landed):
                 for i in np.unique(nxt[acc[landed]]):
-                    if int(i) in slot_of:
+                    slot = saved.slot(int(i))
+                    if slot is not None:
                         rows = landed & (nxt[acc] == i)
-                        saved[slot_of[int(i)]][_index(acc[rows], x)] = x_acc[_index(np.flatnonzero(rows), x)]
+                        saved.data[slot][_index(acc[rows], x)] = x_acc[_index(np.flatnonzero(rows), x)]
                 nxt[acc[landed]] += 1
             if tree is not None:
                 w_now[acc], y_now[acc] = end[0][pos], end[1][pos]
@@ -170,4 +166,4 @@ def run(job):
         "wall_time": time.perf_counter() - start,
         "t_final": t1,
     }
-    return x, saved, int(round(float(np.mean(nfe)))), stats
+    return x, saved.data, int(round(float(np.mean(nfe)))), stats

@@ -13,7 +13,7 @@ import numpy as np
 from .. import _xp
 from ..solvers.base import Solver
 
-__all__ = ["Job", "CheckedScore"]
+__all__ = ["Job", "CheckedScore", "Trajectory"]
 
 
 @dataclass
@@ -71,3 +71,31 @@ def _wider_float(dtype, state_dtype) -> bool:
     if isinstance(dtype, np.dtype):
         return dtype.kind == "f" and dtype.itemsize >= np.dtype(state_dtype).itemsize
     return bool(dtype.is_floating_point) and dtype.itemsize >= state_dtype.itemsize
+
+
+class Trajectory:
+    """The states a solve saves, preallocated once: ``data`` of shape ``(len(save_index), *x.shape)`` in ``x``'s
+    library, dtype and device (no list of states stacked at the end, which held the trajectory twice).
+
+    ``slot(k)`` is the row of grid (or stop) index ``k``, ``None`` when ``k`` is not saved; ``put(k, x)`` writes
+    ``x`` there. With no ``save_index`` the trajectory is empty and ``data`` is ``None``.
+    """
+
+    def __init__(self, save_index, x):
+        order = sorted(save_index) if save_index is not None else []
+        self.slots = {k: i for i, k in enumerate(order)}
+        self.data = None
+        if order:
+            shape = (len(order), *tuple(x.shape))
+            if _xp.is_torch(x):
+                self.data = _xp.lib(x).empty(shape, dtype=x.dtype, device=x.device)
+            else:
+                self.data = np.empty(shape, dtype=x.dtype)
+
+    def slot(self, k: int):
+        return self.slots.get(k)
+
+    def put(self, k: int, x) -> None:
+        i = self.slots.get(k)
+        if i is not None:
+            self.data[i] = x

@@ -18,6 +18,7 @@ from ..noise import normals_numpy
 from ..progress import progress_bar
 from ..solvers.base import StepContext
 from . import adaptive as adaptive_loop
+from .job import Trajectory
 
 
 def numpy_noise(job):
@@ -48,7 +49,8 @@ def fixed_grid_loop(job, noise=None):
     solver, process, grid = job.solver, job.process, job.grid
     draw = (noise or numpy_noise)(job) if job.stochastic else None
     x = job.x0
-    saved = [x] if job.save_index is not None and 0 in job.save_index else []
+    saved = Trajectory(job.save_index, x)
+    saved.put(0, x)
     memory = {}  # the solver's per-solve history (StepContext.memory)
     start = time.perf_counter()
     n_steps = len(grid) - 1
@@ -59,10 +61,9 @@ def fixed_grid_loop(job, noise=None):
             x = solver.step(process, x, t, t_next, z, StepContext(k, grid, memory))
             if job.check_finite and not _xp.isfinite_all(x):
                 raise NonFiniteError(k, t_next)
-            if job.save_index is not None and (k + 1) in job.save_index:
-                saved.append(x)
+            saved.put(k + 1, x)
             bar.update(1)
-    return x, saved, solver.nfe_per_step * n_steps, fixed_grid_stats(n_steps, start)
+    return x, saved.data, solver.nfe_per_step * n_steps, fixed_grid_stats(n_steps, start)
 
 
 def fixed_grid_stats(n_steps: int, start: float) -> dict:

@@ -51,6 +51,7 @@ from ..progress import progress_bar
 from ..solvers.base import StepContext
 from ..validation import boolean
 from . import adaptive as adaptive_loop
+from .job import Trajectory
 from .numpy_ import fixed_grid_loop, fixed_grid_stats
 from .torch_noise import TorchNormals
 
@@ -185,10 +186,11 @@ def initial_state(sde, shape, seed, *, module=None, device=None, dtype=None, sam
 
 
 def _loop(job, x, draw, checks, bar):
-    """Every step of ``job.grid`` from ``x``; returns ``(x, saved)``. Writes the finiteness record into ``checks``."""
+    """Every step of ``job.grid`` from ``x``; returns ``(x, saved)`` (``saved``: the preallocated trajectory or None).
+    Writes the finiteness record into ``checks``."""
     solver, process, grid = job.solver, job.process, job.grid
-    save = job.save_index
-    saved = [x] if save is not None and 0 in save else []
+    saved = Trajectory(job.save_index, x)
+    saved.put(0, x)
     memory = {}  # the solver's per-solve history (StepContext.memory)
     for k in range(len(grid) - 1):
         t, t_next = float(grid[k]), float(grid[k + 1])
@@ -197,10 +199,9 @@ def _loop(job, x, draw, checks, bar):
         if checks is not None:
             # device-side record; read once after the loop (see the module docstring)
             checks[k] = x.detach().sum(dtype=torch.float64)
-        if save is not None and (k + 1) in save:
-            saved.append(x)
+        saved.put(k + 1, x)
         bar.update(1)
-    return x, saved
+    return x, saved.data
 
 
 def _raise_if_nonfinite(checks, grid):
@@ -325,7 +326,7 @@ def _run_captured(job):
         if job.stochastic:
             entry.gen.base.copy_(TorchNormals(job.seed, job.sample_ids, x0.device, x0.dtype).base)
         entry.replay()
-        saved = [s.clone() for s in entry.saved]
+        saved = entry.saved.clone() if entry.saved is not None else None
         checks = entry.checks.clone() if entry.checks is not None else None
         return entry.x_out.clone(), saved, checks
 
@@ -338,7 +339,7 @@ def _run_captured(job):
         checks = x0.new_empty(n_steps, dtype=torch.float64) if job.check_finite else None
         with progress_bar(n_steps, job.progress, desc=job.solver.name) as bar:
             x, saved = _loop(job, x_in, draw, checks, bar)
-        x, saved = x.clone(), [s.clone() for s in saved]
+        x, saved = x.clone(), (saved.clone() if saved is not None else None)
 
     static_checks = x0.new_empty(n_steps, dtype=torch.float64) if job.check_finite else None
     replay, (x_out, saved_out) = _GRAPHS.record(lambda: _loop(job, x_in, draw, static_checks, _NoBar()))
