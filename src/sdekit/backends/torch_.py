@@ -216,10 +216,13 @@ def run(job):
     """Run ``job`` (validated by :func:`sdekit.solve`) on torch tensors; returns ``(x, saved, nfe, stats)``."""
     opts = current_options()
     solver = job.solver
+    # every torch loop obeys one autograd policy: no graph unless torch_options(differentiable=True)
     if solver.adaptive:  # the array-generic adaptive loop (accept/reject decided on the host)
-        return adaptive_loop.run(job)
+        with grad_mode():
+            return adaptive_loop.run(job)
     if job.noise == "tree" and job.stochastic:  # the array-generic loop with Brownian-tree noise
-        return fixed_grid_loop(job, noise=tree_noise)
+        with grad_mode():
+            return fixed_grid_loop(job, noise=tree_noise)
     start = time.perf_counter()
     n_steps = len(job.grid) - 1
     with grad_mode():
