@@ -31,7 +31,8 @@ Layout (private modules, the public names are the ones below):
 * ``_references`` -- the reference probability-flow map of the ODE rows;
 * ``_metrics`` -- the SDE metric registry: :data:`COMPARE_METRICS`, :func:`register_metric`;
 * ``_result`` -- :class:`CompareResult` (table, report, CSV, JSON, PNG);
-* ``_compare`` -- :func:`compare` (the problem, the plan of runs, one cell, the order fits);
+* ``_plan`` -- the checked arguments of one comparison and its runs (one per solver and process);
+* ``_compare`` -- :func:`compare`: one cell (a solve at one budget and its error), the order fits, the study;
 * ``_study`` -- :func:`study`.
 
 Adding a density: subclass :class:`sdekit.analytic.AnalyticDensity` (see :mod:`sdekit.analytic.base`) and pass

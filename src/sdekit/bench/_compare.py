@@ -1,7 +1,8 @@
 """The comparison study behind ``sdekit compare``: :func:`compare`.
 
-One call is a :class:`Problem` (the checked arguments), a plan of :class:`Run` s (one per solver and process),
-one cell per run and NFE budget (:func:`run_cell`: one solve and its error) and the fitted orders
+One call is a :class:`~sdekit.bench._plan.Problem` (the checked arguments), a plan of
+:class:`~sdekit.bench._plan.Run` s (one per solver and process; :mod:`sdekit.bench._plan`), one cell per run and
+NFE budget (:func:`run_cell`: one solve and its error) and the fitted orders
 (:func:`fit_orders`). The errors:
 
 * ODE rows: the RMS endpoint distance to the reference flow of the same start points
@@ -14,128 +15,25 @@ one cell per run and NFE budget (:func:`run_cell`: one solve and its error) and 
 from __future__ import annotations
 
 import math
-import numbers
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from .. import _xp
-from ..backends.registry import backend_names, get_backend
-from ..grids import GRIDS, make_grid
+from ..backends.registry import get_backend
+from ..grids import make_grid
 from ..integrate import solve
 from ..metrics import gaussian_kl, gaussian_w2
 from ..progress import progress_bar
-from ..solvers import SOLVERS, get_solver, parse_solver_spec
-from ..validation import in_interval, integer_at_least, positive_int
 from ._exact_law import exact_law
-from ._metrics import DEFAULT_METRIC, CompareMetric, MetricTarget, get_metric
+from ._metrics import DEFAULT_METRIC, CompareMetric, MetricTarget
 from ._orders import fit_order
-from ._problems import DEFAULT_GRID, DEFAULT_N, DEFAULT_NFE, density_label, fixed_step_solvers, make_density, make_sde
+from ._plan import Problem, Run, check_problem, plan_runs
+from ._problems import DEFAULT_GRID, DEFAULT_N, DEFAULT_NFE
 from ._references import reference_flow
 from ._result import CompareResult
 
-__all__ = ["compare", "Problem", "Run", "SampleMetric", "check_problem", "plan_runs", "run_cell", "fit_orders"]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# the problem and the plan
-# ----------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Problem:
-    """The checked arguments of one :func:`compare` call."""
-
-    density: object
-    density_name: str
-    density_description: str
-    sde: object
-    grid: str
-    backend: str
-    seed: int
-    n: int
-    n_ode: int
-    budgets: list
-    metric: CompareMetric
-    t_end: float
-
-    @property
-    def T(self) -> float:
-        return float(self.sde.T)
-
-
-@dataclass(frozen=True)
-class Run:
-    """One line of the table: solver ``name`` (the spec as given), its instance, and ``process`` (ode/sde)."""
-
-    name: str
-    solver: object
-    process: str
-
-
-def check_nfe(nfe) -> list:
-    """Sorted distinct positive NFE budgets from an int or a sequence of ints."""
-    if isinstance(nfe, numbers.Integral) and not isinstance(nfe, bool):
-        nfe = (nfe,)
-    try:
-        vals = [int(v) for v in nfe]
-    except (TypeError, ValueError):
-        raise ValueError(f"nfe must be positive integers, got {nfe!r}") from None
-    if not vals or any(v < 1 for v in vals) or any(v != w for v, w in zip(vals, nfe)):
-        raise ValueError(f"nfe must be positive integers, got {nfe!r}")
-    return sorted(set(vals))
-
-
-def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end):
-    """``(Problem, solver specs)`` from :func:`compare`'s arguments; ``ValueError`` naming a bad one."""
-    dens = make_density(density)
-    sde_obj = make_sde(sde)
-    if isinstance(grid, str):
-        if grid not in GRIDS:
-            raise ValueError(f"unknown grid {grid!r}; valid grids: {sorted(GRIDS)}")
-    else:
-        raise ValueError(f"grid must be a schedule name, one of {sorted(GRIDS)}, got {grid!r}")
-    if backend not in backend_names():
-        raise ValueError(f"unknown backend {backend!r}; valid backends: {list(backend_names())}")
-    record = get_metric(metric)
-    n = integer_at_least("n", n, 2)
-    n_ode = min(positive_int("n_ode", n_ode), n)
-    budgets = check_nfe(nfe)
-    if solvers is None:
-        solvers = fixed_step_solvers()
-    elif isinstance(solvers, str):
-        solvers = [solvers]
-    for s in solvers:
-        if not isinstance(s, str) or parse_solver_spec(s)[0] not in SOLVERS:
-            raise ValueError(f"unknown solver {s!r}; valid solvers: {sorted(SOLVERS)}")
-    T = sde_obj.T
-    t_end = sde_obj.eps if t_end is None else float(t_end)
-    in_interval("t_end", t_end, 0.0, T, what=f"(0, T) = (0, {T})")
-    name, description = density_label(density)
-    problem = Problem(dens, name, description, sde_obj, grid, backend, seed, n, n_ode, budgets, record, t_end)
-    return problem, solvers
-
-
-def plan_runs(specs) -> tuple[list, dict]:
-    """``(runs, notes)``: a :class:`Run` per spec and process it integrates, and why the others are not run.
-
-    Heun-like solvers that do both are run on the ODE and on the SDE; one instance serves every budget.
-    """
-    runs, notes = [], {}
-    for name in specs:
-        try:
-            inst = get_solver(name)
-        except (TypeError, ValueError) as exc:
-            if "(" in name:  # options the caller wrote: a wrong one is an error, not a note
-                raise ValueError(f"solver {name!r} cannot be built: {exc}") from exc
-            notes[name] = f"cannot be built with default options: {exc}"
-            continue
-        if getattr(inst, "adaptive", False):
-            notes[name] = "adaptive (tolerance-driven, not a fixed NFE budget): not run"
-            continue
-        for proc in ("ode", "sde"):
-            if getattr(inst, f"is_{proc}"):
-                runs.append(Run(name, inst, proc))
-    return runs, notes
+__all__ = ["compare", "SampleMetric", "new_row", "run_cell", "fit_orders"]
 
 
 class SampleMetric:

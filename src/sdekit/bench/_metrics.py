@@ -92,8 +92,8 @@ class CompareMetric:
         """The metric's Monte Carlo noise floor at ``target.n``: ``fn`` on fresh exact samples (None: no floor)."""
         if not self.floor_repeats:
             return None
-        return noise_floor(fn, target.exact_samples, target.n, repeats=self.floor_repeats, seed=target.seed + 2,
-                           reference=())  # fmt: skip
+        seed = target.seed + 2
+        return noise_floor(fn, target.exact_samples, target.n, repeats=self.floor_repeats, seed=seed, reference=())
 
 
 def register_metric(
