@@ -198,12 +198,8 @@ class AnalyticDensity(abc.ABC):
 
     def exact_score(self, x, t, sde):
         """``grad_x log p_t(x) = sum_k r_k s_k`` for ``x`` (n, d); ``x`` is not checked (the score object does)."""
-        logc, y, v, U = self.log_components(x, t, sde)
-        r = _xp.softmax(logc, 1)  # (n, K)
-        s = -y / v
-        if U is not None:
-            s = _xp.lib(x).einsum("nke,kde->nkd", s, U)
-        return (r[:, :, None] * s).sum(1)
+        r, s, _, _ = self.score_components(x, t, sde)
+        return s[:, 0, :] if r is None else (r[:, :, None] * s).sum(1)
 
     def score_components(self, x, t, sde):
         """Responsibilities ``r (n, K)`` (``None`` for a single Gaussian), component scores ``s_k (n, K, d)``,
