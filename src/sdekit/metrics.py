@@ -301,18 +301,16 @@ def energy_distance(x, y) -> float:
 # MMD to an exact Gaussian mixture
 # ----------------------------------------------------------------------------------------------------------
 def _mixture_components(mixture, t, sde):
-    """Weights ``(K,)``, means ``(K, d)`` and full covariances ``(K, d, d)`` of ``p_t`` of a Gaussian/mixture."""
-    from .analytic import Gaussian, GaussianMixture, _float_coeffs
+    """Weights ``(K,)``, means ``(K, d)`` and full covariances ``(K, d, d)`` of ``p_t`` of an analytic density."""
+    from .analytic.base import AnalyticDensity
 
-    if isinstance(mixture, Gaussian):
-        m, c = mixture.mean_cov(t, sde)
-        return np.ones(1), m[None, :], c[None, :, :]
-    if not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be an sdekit.Gaussian or sdekit.GaussianMixture, got {mixture!r}")
-    alpha, sigma = _float_coeffs(t, sde)  # validates t and sde as the mixture's own methods do
-    d = mixture.dim
-    covs = alpha * alpha * mixture._cov_matrices() + sigma * sigma * np.eye(d)
-    return mixture.weights.copy(), alpha * mixture.means, covs
+    if not isinstance(mixture, AnalyticDensity):
+        raise TypeError(
+            "mixture must be an sdekit analytic density (e.g. sdekit.Gaussian or sdekit.GaussianMixture), "
+            f"got {mixture!r}"
+        )
+    p = mixture.mixture_params(t, sde)  # validates t and sde as the density's own methods do
+    return p.weights, p.means, p.covs
 
 
 def component_bandwidth(mixture, t=0.0, sde=None) -> float:
@@ -363,8 +361,9 @@ def mmd_to_mixture(x, mixture, bandwidth="component", *, t=0.0, sde=None, chunk:
     ----------
     x : array (n, d)
         The sample (numpy or torch; read as float64).
-    mixture : Gaussian or GaussianMixture
-        The exact law; with ``sde`` and ``t`` its noised marginal ``p_t`` is used instead of ``p_0``.
+    mixture : AnalyticDensity
+        The exact law (a Gaussian, a Gaussian mixture or any :class:`sdekit.analytic.AnalyticDensity`, read
+        through its ``mixture_params``); with ``sde`` and ``t`` its noised marginal ``p_t`` is used instead of ``p_0``.
     bandwidth : "component", float or list of floats
         ``"component"`` (default): :func:`component_bandwidth`, the RMS standard deviation of the narrowest
         component of ``p_t``; a list sums the kernels of several bandwidths.

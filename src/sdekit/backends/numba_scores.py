@@ -49,28 +49,24 @@ __all__ = [
 
 
 def is_analytic_score(score) -> bool:
-    """True for the exact score of a :class:`~sdekit.analytic.Gaussian` or ``GaussianMixture`` on a LinearSDE."""
-    from ..analytic import AnalyticScore, Gaussian, GaussianMixture
+    """True for the exact score of an analytic density (:class:`~sdekit.analytic.AnalyticDensity`) on a LinearSDE."""
+    from ..analytic import AnalyticDensity, AnalyticScore
     from ..sdes import LinearSDE
 
     return (
         isinstance(score, AnalyticScore)
-        and isinstance(score.density, (Gaussian, GaussianMixture))
+        and isinstance(score.density, AnalyticDensity)
         and isinstance(score.sde, LinearSDE)
     )
 
 
 def analytic_params(density):
-    """``(means (K, d), eigvals (K, d), eigvecs (K, d, d) or (K, 0, 0), log_weights (K,))`` as float64 arrays."""
-    from ..analytic import Gaussian
+    """``(means (K, d), eigvals (K, d), eigvecs (K, d, d) or (K, 0, 0), log_weights (K,))`` as float64 arrays.
 
-    if isinstance(density, Gaussian):
-        means = density.mean[None, :]
-        lam = density.eigvals[None, :]
-        U = None if density.eigvecs is None else density.eigvecs[None, :, :]
-        logw = np.zeros(1)
-    else:
-        means, lam, U, logw = density.means, density.eigvals, density.eigvecs, density.log_weights
+    Read from ``density.mixture_params()``: the data law (``t = 0``, ``sde=None``) as a Gaussian mixture.
+    """
+    p = density.mixture_params()
+    means, lam, U, logw = p.means, p.eigvals, p.eigvecs, p.log_weights
     K = means.shape[0]
     U = np.zeros((K, 0, 0)) if U is None else U
     # fresh writable C arrays: numba types read-only arrays apart, which would compile the kernels again
