@@ -400,8 +400,8 @@ class EmulatedGraphs:
             self.replays += 1
             x_new, saved_new = body()
             x_out.copy_(x_new)
-            for old, new in zip(saved, saved_new):
-                old.copy_(new)
+            if saved is not None:  # the preallocated trajectory (n_saved, *x.shape)
+                saved.copy_(saved_new)
 
         return replay, (x_out, saved)
 
