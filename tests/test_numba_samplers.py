@@ -15,8 +15,8 @@ from numba import njit  # noqa: E402
 import sdekit  # noqa: E402
 from _user_scores import user_row  # noqa: E402
 from sdekit.analytic import Gaussian, GaussianMixture  # noqa: E402
-from sdekit.backends.numba_ import BLOCK, RowScore, find_kernel  # noqa: E402
-from sdekit.backends.numba_multistep import AFFINE_MULTISTEP, affine_multistep_coefficients  # noqa: E402
+from sdekit.backends.numba import BLOCK, RowScore, find_kernel  # noqa: E402
+from sdekit.backends.numba.kernels.multistep import AFFINE_MULTISTEP, affine_multistep_coefficients  # noqa: E402
 from sdekit.solvers import get_solver  # noqa: E402
 from sdekit.solvers.dpm_solver import DPMSolverPP2M  # noqa: E402
 from sdekit.solvers.exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE  # noqa: E402
@@ -287,7 +287,7 @@ def test_exp_pc_tables():
 # -- EDM's sampler ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.VESDE(), sdekit.EDMSDE()], ids=repr)
 def test_edm_fused_matches_numpy(sde):
-    from sdekit.backends.numba_edm import EDM
+    from sdekit.backends.numba.kernels import EDM
     from sdekit.solvers.edm import EDMSampler
 
     proc = sde.reverse(DENSITIES["mixture-diag"].score(sde))
@@ -313,7 +313,7 @@ def test_edm_fused_matches_numpy(sde):
 
 # -- SRA (stochastic Runge--Kutta for additive noise) ----------------------------------------------------------
 def test_sra1_fused_matches_numpy_and_is_batch_independent():
-    from sdekit.backends.numba_sra import SRA_KERNEL
+    from sdekit.backends.numba.kernels import SRA_KERNEL
 
     assert find_kernel(get_solver("sra1"), "sde") is SRA_KERNEL
     for sde in (sdekit.VPSDE(), sdekit.VESDE(), sdekit.EDMSDE()):
