@@ -20,5 +20,15 @@ from .numba import (
     score_block,
 )
 
-__all__ = ["run", "RowScore", "Kernel", "KERNELS", "register_kernel", "find_kernel", "score_block", "NC", "BLOCK",
-           "block_size"]  # fmt: skip
+__all__ = [
+    "run",
+    "RowScore",
+    "Kernel",
+    "KERNELS",
+    "register_kernel",
+    "find_kernel",
+    "score_block",
+    "NC",
+    "BLOCK",
+    "block_size",
+]
