@@ -127,6 +127,21 @@ def test_coefficients_reproduce_one_numpy_step():
         np.testing.assert_allclose(corr[k, 2 : 2 + counts[k, 1]].sum(), -a_s * np.expm1(-hk), rtol=1e-12)
 
 
+def test_tables_are_the_solvers_public_affine_coefficients():
+    from sdekit.solvers.affine import AffineCoefficients
+
+    sde = sdekit.VESDE()
+    score = DENSITIES["mixture-diag"].score(sde)
+    grid = sdekit.grids.make_grid(sde, 9, "log_snr")
+    for solver, process in CASES:
+        s = get_solver(solver)
+        proc = sde.reverse(score) if process == "sde" else sde.probability_flow(score)
+        table = s.affine_coefficients(sde, grid)
+        assert isinstance(table, AffineCoefficients) and table.steps == 9
+        for u, v in zip(affine_multistep_coefficients(s, proc, grid), table):
+            np.testing.assert_array_equal(u, v)
+
+
 def test_batch_size_chunking_saves_and_progress():
     sde = sdekit.VPSDE()
     score = DENSITIES["mixture-diag"].score(sde)
