@@ -63,6 +63,7 @@ import numpy as np
 
 from ..validation import boolean, integer_in, positive_number
 from ._common import coeffs, linear_sde_of, log_snr, score_at
+from .affine import PROBE_E, PROBE_X, PROBE_X_PREV, PROBE_Z, PROBE_Z_PREV, AffineCoefficients, probe
 from .base import FixedStepSolver, register
 from .dpm_solver import LOWER_ORDER_FINAL_STEPS, exp_adams_weights
 
@@ -169,10 +170,49 @@ class _ExpPC(FixedStepSolver):
             x = self._correct(sde, pc, lam_s, d_s, t)
         return self._predict(sde, pc, lam_s, d_s, x, t, t_next, z, k, ctx.n_steps)
 
+    def affine_coefficients(self, sde, grid) -> AffineCoefficients:
+        """The per-step coefficients of this sampler over ``grid`` on the linear SDE ``sde`` (see
+        :mod:`sdekit.solvers.affine`): :meth:`step`'s corrector and predictor run on probe vectors.
+
+        Before each step the kept state is renamed into probes: the stored evaluations become ``E_{k-1}, E_{k-2},
+        ...``, ``x_prev`` the probe ``x_prev`` and the kept noise ``C_{k-1} z_{k-1}`` the coefficient ``C_{k-1}`` on
+        ``z_{k-1}`` (the corrector adds the previous step's noise term again).
+        """
+        grid = np.asarray(grid, dtype=np.float64)
+        steps = len(grid) - 1
+        tab = AffineCoefficients.zeros(steps)
+        ev, pred, corr, counts = tab
+        noisy = self.n_noise > 0
+        pc = {"lam": [], "d": [], "x_prev": None, "t_prev": None, "noise_prev": None}
+        for k in range(steps):
+            t, t_next = float(grid[k]), float(grid[k + 1])
+            ev[k] = self.evaluation_coefficients(sde, t)
+            lam_s = log_snr(sde, t)
+            q = len(pc["d"])
+            pc["d"] = [probe(PROBE_E + q - i) for i in range(q)]  # oldest first
+            if pc["x_prev"] is not None:
+                pc["x_prev"] = probe(PROBE_X_PREV)
+            if pc["noise_prev"] is not None:
+                pc["noise_prev"] = pc["noise_prev"][PROBE_Z] * probe(PROBE_Z_PREV)
+            ncorr = znoisy = 0
+            if self.corrector and pc["x_prev"] is not None:
+                v = self._correct(sde, pc, lam_s, probe(PROBE_E), t)
+                ncorr = 1 + min(self.corrector_order - 1, q)
+                znoisy = int(pc["noise_prev"] is not None)
+                corr[k, 0], corr[k, 1] = v[PROBE_X_PREV], v[PROBE_Z_PREV]
+                corr[k, 2 : 2 + ncorr] = v[PROBE_E : PROBE_E + ncorr]
+            z = [probe(PROBE_Z)] if noisy else None
+            v = self._predict(sde, pc, lam_s, probe(PROBE_E), probe(PROBE_X), t, t_next, z, k, steps)
+            npred = self._predictor_order(k, q + 1, steps)
+            pred[k, 0], pred[k, 1] = v[PROBE_X], (v[PROBE_Z] if noisy else 0.0)
+            pred[k, 2 : 2 + npred] = v[PROBE_E : PROBE_E + npred]
+            counts[k] = npred, ncorr, int(noisy), int(self.corrector), znoisy
+        return tab
+
     def _correct(self, sde, pc, lam_s, d_s, t):
         """Corrector: re-integrate ``[t_prev, t]`` from ``x_prev`` with ``D(x~_t)`` as one more interpolation
-        node, adding the step's noise again. Linear in ``x_prev``, the ``D`` and the noise (the numba backend
-        reads its coefficients off basis vectors)."""
+        node, adding the step's noise again. Linear in ``x_prev``, the ``D`` and the noise
+        (:meth:`affine_coefficients` reads its coefficients off probe vectors)."""
         alpha_s, sigma_s = coeffs(sde, t)
         lam_p = pc["lam"][-1]
         hp = lam_s - lam_p
