@@ -20,8 +20,8 @@ from sdekit.backends.numba import (  # noqa: E402
     find_kernel,
     register_kernel,
 )
+from sdekit.backends.numba.host_scores import analytic_coef, analytic_params, analytic_work_rows  # noqa: E402
 from sdekit.backends.numba.scores import analytic_block_score, analytic_row_score  # noqa: E402
-from sdekit.backends.numba_scores import analytic_coef, analytic_params, analytic_work_rows  # noqa: E402
 from sdekit.solvers import EulerMaruyama, FixedStepSolver  # noqa: E402
 
 RTOL = 1e-12

@@ -8,7 +8,7 @@ an analytic density's exact score or a :class:`~sdekit.backends.numba.RowScore`.
 The host evaluates, once per solve, the stage times ``st`` (steps, S) and a table ``coef`` (steps, S, NC + m)
 whose columns are ``h, a(s), c g(s)^2, g(s), sqrt(|h|)`` (``c = 1`` for the reverse SDE, ``1/2`` for the
 probability-flow ODE) followed by the ``m`` per-stage constants of the score (for analytic densities ``alpha,
-sigma^2`` and log-determinants, see :mod:`sdekit.backends.numba_scores`), then calls the compiled kernel once
+sigma^2`` and log-determinants, see :mod:`sdekit.backends.numba.host_scores`), then calls the compiled kernel once
 (or in chunks, for a progress bar). The counter-based normals come from
 :func:`sdekit.backends.numba.noise.fill_normals`, so sample ``i`` sees the same numbers as on the numpy
 backend, whatever the block, the batch or the number of threads.
@@ -24,8 +24,8 @@ import numpy as np
 from ...errors import NonFiniteError
 from ...progress import progress_bar
 from ...sdes import LinearSDE, ProbabilityFlowODE, ReverseSDE
-from ..numba_scores import analytic_coef, analytic_params, analytic_work_rows, is_analytic_score
 from ._blocks import block_size
+from .host_scores import analytic_coef, analytic_params, analytic_work_rows, is_analytic_score
 from .noise import seed_key
 from .registry import NC, find_kernel
 from .row_score import RowScore

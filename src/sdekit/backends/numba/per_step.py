@@ -33,7 +33,7 @@ def numba_noise(job):
     def draw(step):
         out = np.empty((keys.shape[0], size))
         normals_into(keys, np.uint64(step), size, out)
-        z = out.reshape((keys.shape[0], m) + event)
+        z = out.reshape((keys.shape[0], m) + event).astype(job.x0.dtype, copy=False)  # the state's dtype
         return [z[:, r] for r in range(m)]
 
     return draw

@@ -26,7 +26,7 @@ that call these functions are compiled once and cached on disk (``cache=True``).
 
 ``coef = [alpha, sigma^2, sum_j log v_1j, ..., sum_j log v_Kj]`` at the stage time (no logarithm per sample)
 and ``(p0, p1, p2, p3) = (means (K, d), eigvals (K, d), eigvecs (K, d, d) or (K, 0, 0) when diagonal,
-log_weights (K,))``; the host side (:mod:`sdekit.backends.numba_scores`: ``analytic_params``, ``analytic_coef``,
+log_weights (K,))``; the host side (:mod:`sdekit.backends.numba.host_scores`: ``analytic_params``, ``analytic_coef``,
 ``analytic_work_rows``) builds them from the density.
 """
 

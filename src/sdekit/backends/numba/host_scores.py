@@ -28,8 +28,8 @@ __all__ = [
 
 def is_analytic_score(score) -> bool:
     """True for the exact score of an analytic density (:class:`~sdekit.analytic.AnalyticDensity`) on a LinearSDE."""
-    from ..analytic import AnalyticDensity, AnalyticScore
-    from ..sdes import LinearSDE
+    from ...analytic import AnalyticDensity, AnalyticScore
+    from ...sdes import LinearSDE
 
     return (
         isinstance(score, AnalyticScore)
