@@ -6,7 +6,7 @@ Pixels are mapped to ``[-1, 1]`` by ``x = p / 8 - 1``.
 
 The split does not use a random generator (so it cannot change with a numpy version): within each class the
 images are taken in dataset order and every fifth one (the 0th, 5th, 10th, ... of that class) is held out.
-That gives 360 test images (36 per class) and 1437 training images, stratified by class.
+That gives 364 test images (35 to 37 per class) and 1433 training images, stratified by class.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def load_digits_split() -> DigitsSplit:
     Returns
     -------
     DigitsSplit
-        ``train`` (1437, 1, 8, 8), ``test`` (360, 1, 8, 8), float32 in ``[-1, 1]``; ``train_labels``,
+        ``train`` (1433, 1, 8, 8), ``test`` (364, 1, 8, 8), float32 in ``[-1, 1]``; ``train_labels``,
         ``test_labels`` int64 digit classes ``0..9``.
 
     Raises

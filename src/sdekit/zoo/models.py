@@ -39,7 +39,7 @@ class Digits:
     sigma_data : float
         EDM's ``sigma_data`` of the preconditioning (0.85, the RMS of the training pixels).
     train, test : numpy.ndarray
-        The fixed split (1437 and 360 images), float32 ``(n, 1, 8, 8)`` in ``[-1, 1]`` (``p / 8 - 1`` for the
+        The fixed split (1433 and 364 images), float32 ``(n, 1, 8, 8)`` in ``[-1, 1]`` (``p / 8 - 1`` for the
         original pixels ``p`` in ``0..16``).
     train_labels, test_labels : numpy.ndarray
         int64 classes ``(n,)``.

@@ -37,7 +37,7 @@ P_MEAN, P_STD = -1.2, 1.2
 # the settings the shipped weights were trained with (scripts/train_digits.py)
 DEFAULTS = dict(
     seed=0,
-    steps=40_000,
+    steps=20_000,
     batch_size=256,
     lr=2e-3,
     warmup=500,
