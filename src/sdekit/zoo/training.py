@@ -30,7 +30,15 @@ import torch
 from .data import SIGMA_DATA, load_digits_split
 from .nets import DigitsClassifier, DigitsDenoiser
 
-__all__ = ["deterministic", "edm_loss", "train_denoiser", "train_classifier", "train_digits", "DEFAULTS"]
+__all__ = [
+    "deterministic",
+    "edm_loss",
+    "train_denoiser",
+    "train_classifier",
+    "train_digits",
+    "state_arrays",
+    "DEFAULTS",
+]
 
 P_MEAN, P_STD = -1.2, 1.2
 

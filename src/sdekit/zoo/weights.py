@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["save_arrays", "load_arrays", "sha256_file", "sha256_bytes"]
+__all__ = ["save_arrays", "load_arrays", "arrays_to_bytes", "sha256_file", "sha256_bytes"]
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
 
