@@ -3,7 +3,7 @@
 Public names only; see the modules for details.
 """
 
-from . import analytic, bench, grids, likelihood, metrics, noise, scores, solvers
+from . import analytic, bench, grids, likelihood, metrics, noise, scores, solvers, zoo
 from .analytic import Gaussian, GaussianMixture
 from .errors import NonFiniteError
 from .integrate import sample, solve, tweedie_denoise
@@ -55,4 +55,5 @@ __all__ = [
     "noise",
     "scores",
     "solvers",
+    "zoo",
 ]
