@@ -19,6 +19,7 @@ from .backends.registry import BACKENDS, backend_names, get_backend
 from .errors import NonFiniteError
 from .grids import make_grid
 from .noise import check_sample_ids, check_seed
+from .scores import ConditionedScore
 from .sdes import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE
 from .solution import Solution
 from .solvers import get_solver
@@ -211,6 +212,8 @@ def solve(
     check_finite=True,
     sample_ids=None,
     noise=None,
+    cond=None,
+    callback=None,
     **solver_options,
 ) -> Solution:
     """Integrate ``process`` from ``t0`` to ``t1`` starting at ``x0``.
@@ -244,6 +247,15 @@ def solve(
         sample (:mod:`sdekit.brownian`), so different grids (and adaptive retries) see the same path.
         ``None``: ``"tree"`` for adaptive SDE solvers (redrawing fresh noise after a rejection selects the
         noise and biases the law), ``"counter"`` otherwise.
+    cond : dict, optional
+        Per-sample conditioning: keyword name -> array or tensor with leading dimension ``n`` (labels, embeddings).
+        The score is called ``score(x, t, **cond)`` with the rows it is given (adaptive loops pass subsets, and
+        the conditioning follows them), so sample ``i`` always sees its own ``cond[...][i]``.
+    callback : callable, optional
+        ``callback(info)`` after each step with ``info = {"step", "t", "x", "denoised"}`` (``denoised``: the data
+        prediction when the solver computes one, else None; for adaptive solvers ``t`` is every sample's time and
+        ``step`` the attempt). Costs nothing when None. On the numba backend a callback runs the per-step loop (a
+        fused kernel runs no python between steps); inside a captured CUDA graph it is refused.
     """
     start = time.perf_counter()
     if not isinstance(process, (SDE, ReverseSDE, ProbabilityFlowODE)):
@@ -288,7 +300,14 @@ def solve(
     seed = check_seed(seed)
     n = x0.shape[0]
     sample_ids = np.arange(n, dtype=np.int64) if sample_ids is None else check_sample_ids(sample_ids, n)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable callback(info) or None, got {callback!r}")
     score = getattr(process, "score", None)
+    if cond is not None:
+        if score is None:
+            raise ValueError(f"cond conditions a score; the process {process!r} has none")
+        score = ConditionedScore(score, cond, n)
+        process = type(process)(process.sde, score)
     needs = {"adaptive": True} if solver.adaptive else {}
     if noise == "tree" and is_sde_process:
         needs["tree_noise"] = True
@@ -310,6 +329,7 @@ def solve(
         rtol=rtol,
         atol=atol,
         noise=noise,
+        callback=callback,
     )
     x, saved, nfe, stats = entry.run(job)
     stats.update(backend=name, solver=solver.name, wall_time=time.perf_counter() - start)
@@ -345,7 +365,7 @@ def tweedie_denoise(sde: LinearSDE, score, x, t):
 #: ``sample``'s own keyword arguments (anything else is a solver option, checked against the solver's constructor).
 SAMPLE_OPTIONS = (
     "n", "x_T", "shape", "solver", "steps", "grid", "t_end", "denoise", "process", "seed", "backend", "progress",
-    "save_at", "check_finite", "device", "dtype", "noise", "sample_ids",
+    "save_at", "check_finite", "device", "dtype", "noise", "sample_ids", "cond", "callback",
 )  # fmt: skip
 
 #: Steps of a fixed-grid ``sample`` when ``steps`` is not given.
@@ -409,6 +429,8 @@ def sample(
     dtype=None,
     noise=None,
     sample_ids=None,
+    cond=None,
+    callback=None,
     **solver_options,
 ) -> Solution:
     """Draw samples: start from the prior at ``T``, integrate to ``t_end`` (default ``sde.eps``), denoise.
@@ -444,6 +466,11 @@ def sample(
     sample_ids : (n,) integers, optional
         Global ids of the samples (default ``0 .. n-1``): sample ``i``'s prior draw and noise depend only on
         ``(seed, sample_ids[i])``, so a batch sampled in chunks, each with its ids, equals the batch sampled at once.
+    cond : dict, optional
+        Per-sample conditioning (keyword name -> array/tensor with leading dimension ``n``): the score is called
+        ``score(x, t, **cond)`` on the rows it is given, the final denoising step included (see :func:`solve`).
+    callback : callable, optional
+        ``callback(info)`` after each step, ``info = {"step", "t", "x", "denoised"}`` (see :func:`solve`).
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
@@ -490,12 +517,15 @@ def sample(
         check_finite=check_finite,
         noise=noise,
         sample_ids=sample_ids,
+        cond=cond,
+        callback=callback,
     )
     if denoise:
         if not isinstance(sde, LinearSDE):
             raise ValueError(f"denoise=True needs a LinearSDE, got {sde!r}; pass denoise=False")
+        final = score if cond is None else ConditionedScore(score, cond, sol.x.shape[0])
         with _grad_mode(sol.x):
-            sol.x = tweedie_denoise(sde, CheckedScore(score), sol.x, t_end)
+            sol.x = tweedie_denoise(sde, CheckedScore(final), sol.x, t_end)
         sol.nfe += 1
     if check_finite and not _xp.isfinite_all(sol.x):
         n_steps = len(ts) - 1 if ts is not None else -1

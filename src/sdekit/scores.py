@@ -15,7 +15,15 @@ from __future__ import annotations
 from . import _xp
 from .sdes import LinearSDE
 
-__all__ = ["score_from_eps", "score_from_x0", "score_from_v", "score_from_denoiser", "AdaptedScore"]
+__all__ = [
+    "score_from_eps",
+    "score_from_x0",
+    "score_from_v",
+    "score_from_denoiser",
+    "AdaptedScore",
+    "ConditionedScore",
+    "check_cond",
+]
 
 
 class AdaptedScore:
@@ -74,3 +82,57 @@ def score_from_denoiser(denoiser, sde) -> AdaptedScore:
         return (a * f(x / a, sigma_hat) - x) / (s * s)
 
     return AdaptedScore(denoiser, sde, "denoiser", convert)
+
+
+class ConditionedScore:
+    """A score with per-sample conditioning: ``score(x, t, **cond)`` on the rows it is given.
+
+    ``cond`` maps keyword names to arrays or tensors whose leading dimension is the batch size ``n`` (class labels,
+    embeddings, guidance weights). Loops that evaluate the score on a subset of the rows (the adaptive solvers) call
+    :meth:`restrict` with those rows, so sample ``i`` always sees its own conditioning. ``solve`` and ``sample`` build
+    it from their ``cond=`` argument.
+    """
+
+    def __init__(self, score, cond: dict, n: int):
+        self.score = score
+        self.cond = check_cond(cond, n)
+        self.n = n
+        self.event_shape = getattr(score, "event_shape", None)
+        self.fn = score  # the torch module behind it is found through here, as for the adapters
+
+    def __call__(self, x, t):
+        if x.shape[0] != self.n:
+            raise ValueError(
+                f"the score was called on {x.shape[0]} rows but cond has {self.n}; a loop that evaluates a subset "
+                "of the samples must restrict the conditioning to them (process.restrict(rows))"
+            )
+        return self.score(x, t, **self.cond)
+
+    def restrict(self, rows) -> ConditionedScore:
+        """The same score on the samples ``rows`` (a numpy integer array) of the batch."""
+        return ConditionedScore(self.score, {k: _take_rows(v, rows) for k, v in self.cond.items()}, len(rows))
+
+    def __repr__(self):
+        return f"ConditionedScore({self.score!r}, cond keys {sorted(self.cond)})"
+
+
+def _take_rows(v, rows):
+    if _xp.is_torch(v):
+        return v[_xp.lib(v).as_tensor(rows, dtype=_xp.lib(v).long, device=v.device)]
+    return v[rows]
+
+
+def check_cond(cond, n: int) -> dict:
+    """``cond`` checked: a dict of str -> array/tensor with leading dimension ``n`` (``ValueError`` naming the key)."""
+    if not isinstance(cond, dict):
+        raise TypeError(f"cond must be a dict of per-sample arrays (keyword name -> array), got {type(cond).__name__}")
+    for key, value in cond.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ValueError(f"cond keys must be keyword names, got {key!r}")
+        shape = getattr(value, "shape", None)
+        if shape is None or len(shape) < 1 or shape[0] != n:
+            raise ValueError(
+                f"cond[{key!r}] must be an array or tensor with leading dimension n = {n} (one row per sample), "
+                f"got {type(value).__name__} of shape {None if shape is None else tuple(shape)}"
+            )
+    return dict(cond)

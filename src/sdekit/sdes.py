@@ -75,6 +75,10 @@ class SDE:
         """The probability-flow ODE ``dx = [f - g^2 score / 2] dt`` (Song et al. 2021, eq. 13)."""
         return ProbabilityFlowODE(self, score)
 
+    def restrict(self, rows):
+        """The process on the samples ``rows`` of the batch (a forward SDE has nothing per sample: itself)."""
+        return self
+
     def divergence_correction(self, x, t):
         """The reverse-time drift correction ``div(g g^T) = 2 g dg/dx`` of state-dependent diagonal noise
         (Anderson 1982), like ``x``; ``None`` for additive noise (no correction)."""
@@ -413,6 +417,13 @@ class _ScoreDrivenProcess:
     def drift(self, x, t):
         g = self.sde.diffusion(x, t)
         return self.sde.drift(x, t) - (self.score_weight * g * g) * self.score(x, _xp.full_time(t, x))
+
+    def restrict(self, rows):
+        """The process on the samples ``rows`` of the batch: the same, with a per-sample score (conditioning)
+        restricted to those rows; itself when the score has nothing per sample. Loops that evaluate a subset of
+        the samples (the adaptive solvers) call this."""
+        restrict = getattr(self.score, "restrict", None)
+        return self if restrict is None else type(self)(self.sde, restrict(rows))
 
     def __repr__(self):
         return f"{type(self).__name__}({self.sde!r}, score={self.score!r})"

@@ -112,7 +112,9 @@ def run(job):
                 fields = [zz[:, r * size : (r + 1) * size] for r in range(m)]
             z = [as_x(f.reshape((idx.size,) + event)) for f in fields]
 
-        x_new, err, proposal, a_nfe = solver.attempt(process, xs, as_x(t[idx]), as_x(t_next), z, cs, rtol, atol)
+        # the active samples' own process (their rows of a per-sample conditioning)
+        proc = process if idx.size == n else process.restrict(idx)
+        x_new, err, proposal, a_nfe = solver.attempt(proc, xs, as_x(t[idx]), as_x(t_next), z, cs, rtol, atol)
         nfe[idx] += a_nfe
         err = _to_numpy(err)
         if job.check_finite:
@@ -129,8 +131,9 @@ def run(job):
             acc = idx[pos]
             ia = _index(acc, x)
             x_acc = x_new[ip]
+            proc_acc = process if acc.size == n else process.restrict(acc)
             c_new, acc_nfe = solver.accept(
-                process, x_acc, as_x(t_next[pos]), {k: v[ip] for k, v in cs.items()},
+                proc_acc, x_acc, as_x(t_next[pos]), {k: v[ip] for k, v in cs.items()},
                 {k: v[ip] for k, v in proposal.items()},
             )  # fmt: skip
             nfe[acc] += acc_nfe
@@ -155,6 +158,8 @@ def run(job):
             raise NonFiniteError(int(n_acc[bad] + n_rej[bad]), float(t[bad]),
                                  f"adaptive solver {solver.name!r}: step size underflow at t = {t[bad]!r} for sample "
                                  f"{bad} (non-finite or too stiff); loosen rtol/atol or check the score")  # fmt: skip
+        if job.callback is not None:  # per attempt: every sample's time (n,) and the state
+            job.callback({"step": it, "t": t.copy(), "x": x, "denoised": None})
         it += 1
 
     stats = {

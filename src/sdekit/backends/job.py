@@ -33,6 +33,7 @@ class Job:
     rtol: float | None = None
     atol: float | None = None
     noise: str = "counter"  # "counter" (fresh normals per step) or "tree" (one Brownian path per sample)
+    callback: Any = None  # callback(info) after each step, or None
 
 
 class CheckedScore:
@@ -46,6 +47,11 @@ class CheckedScore:
         self.score = score
         self.calls = 0
         self.event_shape = getattr(score, "event_shape", None)
+
+    def restrict(self, rows):
+        """Checked on the samples ``rows`` (passes through to a per-sample score's own ``restrict``)."""
+        inner = getattr(self.score, "restrict", None)
+        return self if inner is None else CheckedScore(inner(rows))
 
     def __call__(self, x, t):
         out = self.score(x, t)

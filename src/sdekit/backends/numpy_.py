@@ -58,10 +58,13 @@ def fixed_grid_loop(job, noise=None):
         for k in range(n_steps):
             t, t_next = float(grid[k]), float(grid[k + 1])
             z = draw(k) if draw is not None else None
-            x = solver.step(process, x, t, t_next, z, StepContext(k, grid, memory))
+            ctx = StepContext(k, grid, memory)
+            x = solver.step(process, x, t, t_next, z, ctx)
             if job.check_finite and not _xp.isfinite_all(x):
                 raise NonFiniteError(k, t_next)
             saved.put(k + 1, x)
+            if job.callback is not None:
+                job.callback({"step": k, "t": t_next, "x": x, "denoised": ctx.denoised})
             bar.update(1)
     return x, saved.data, solver.nfe_per_step * n_steps, fixed_grid_stats(n_steps, start)
 

@@ -195,11 +195,14 @@ def _loop(job, x, draw, checks, bar):
     for k in range(len(grid) - 1):
         t, t_next = float(grid[k]), float(grid[k + 1])
         z = draw(k) if draw is not None else None
-        x = solver.step(process, x, t, t_next, z, StepContext(k, grid, memory))
+        ctx = StepContext(k, grid, memory)
+        x = solver.step(process, x, t, t_next, z, ctx)
         if checks is not None:
             # device-side record; read once after the loop (see the module docstring)
             checks[k] = x.detach().sum(dtype=torch.float64)
         saved.put(k + 1, x)
+        if job.callback is not None:  # nothing of it runs (no host read) without a callback
+            job.callback({"step": k, "t": t_next, "x": x, "denoised": ctx.denoised})
         bar.update(1)
     return x, saved.data
 
@@ -227,6 +230,9 @@ def run(job):
     n_steps = len(job.grid) - 1
     with grad_mode():
         if opts.capture == "cuda_graph":
+            if job.callback is not None:
+                raise ValueError("callback cannot run inside a captured CUDA graph (a replay runs no python between "
+                                 "steps); pass callback=None or leave torch_options(capture=...) off")  # fmt: skip
             x, saved, checks = _run_captured(job)
         else:
             draw = torch_noise(job) if job.stochastic else None

@@ -57,9 +57,10 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass
 class StepContext:
-    """What a fixed-grid loop tells a solver about the step it asks for.
+    """What a fixed-grid loop tells a solver about the step it asks for (one per step), and what the solver tells
+    back.
 
     Attributes
     ----------
@@ -69,11 +70,15 @@ class StepContext:
         The whole float64 grid of the solve.
     memory : dict
         Per-solve scratch shared by every step of one solve (a multistep history); empty at step 0.
+    denoised : array or None
+        Set by solvers that compute the data prediction ``E[x_0 | x_t]`` during the step (the DPM-Solver family,
+        EDM, ancestral): the loop hands it to the user's step callback as ``info["denoised"]``.
     """
 
     index: int
     grid: np.ndarray
     memory: dict = field(default_factory=dict)
+    denoised: object = None
 
     @property
     def n_steps(self) -> int:

@@ -92,6 +92,7 @@ class _DPMSolverPP(FixedStepSolver):
         """Append ``(lambda(t), D(x, t))``; return the history (most recent last) and the effective order."""
         hist = ctx.memory.setdefault("dpmpp", [])
         hist.append((log_snr(sde, t), data_prediction(process, sde, x, t)))
+        ctx.denoised = hist[-1][1]  # for the step callback
         del hist[: -self.multistep_order]
         return hist, self._order(ctx.index, len(hist), ctx.n_steps)
 

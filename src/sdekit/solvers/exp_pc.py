@@ -132,6 +132,14 @@ class _ExpPC(FixedStepSolver):
         e0, e1, e2 = self.evaluation_coefficients(sde, t)
         return (e0 * x + e1 * score_at(process, x, t)) / e2
 
+    def _denoised(self, sde, x, t, value):
+        """The data prediction ``D`` at the evaluated ``x`` from the interpolated value (``D`` itself, or EDM's ``F``
+        with ``sigma_data``: ``e2 F = e0 x + sigma^2 score`` and ``alpha D = x + sigma^2 score``)."""
+        if self.sigma_data is None:
+            return value
+        e0, _, e2 = self.evaluation_coefficients(sde, t)
+        return (e2 * value + (1.0 - e0) * x) / coeffs(sde, t)[0]
+
     def _decay(self, alpha_to, sigma_to, alpha_from, sigma_from, h):
         """The exact linear propagator of ``x`` over a log-SNR step ``h`` between the marginal coefficients
         ``(alpha_from, sigma_from)`` and ``(alpha_to, sigma_to)``."""
@@ -166,6 +174,7 @@ class _ExpPC(FixedStepSolver):
         pc = ctx.memory["exp_pc"]
         lam_s = log_snr(sde, t)
         d_s = self._evaluate(process, sde, x, t)
+        ctx.denoised = self._denoised(sde, x, t, d_s)  # for the step callback
         if self.corrector and pc["x_prev"] is not None:
             x = self._correct(sde, pc, lam_s, d_s, t)
         return self._predict(sde, pc, lam_s, d_s, x, t, t_next, z, k, ctx.n_steps)

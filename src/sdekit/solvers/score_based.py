@@ -125,7 +125,7 @@ class Ancestral(FixedStepSolver):
 
     def step(self, process, x, t, t_next, z, ctx):
         s2t, alpha_t, c_x0, c_x, c_z = self.coefficients(process.sde, t, t_next)
-        x0 = (x + s2t * score_at(process, x, t)) / alpha_t
+        x0 = ctx.denoised = (x + s2t * score_at(process, x, t)) / alpha_t  # (also for the step callback)
         mean = c_x0 * x0 + c_x * x
         return mean + c_z * z[0]
 

@@ -24,8 +24,10 @@ __all__ = ["run"]
 
 
 def run(job):
-    """Run ``job`` -> ``(x, saved, nfe, stats)``: fused when possible, else a per-step loop with numba noise."""
-    plan = fused_plan(job)
+    """Run ``job`` -> ``(x, saved, nfe, stats)``: fused when possible, else a per-step loop with numba noise.
+
+    A step callback needs python between steps, so a job with one runs the per-step loop (same numbers)."""
+    plan = fused_plan(job) if job.callback is None else None
     if plan is not None:
         return run_fused(job, plan)
     score = getattr(job.process, "score", None)
@@ -38,6 +40,7 @@ def run(job):
             and isinstance(job.x0, np.ndarray)
             and job.x0.dtype == np.float64
             and find_kernel(job.solver, "sde") is EULER_MARUYAMA
+            and job.callback is None
         ):
             return run_em_per_step(job)
     x, xs, nfe, stats = numpy_.fixed_grid_loop(job, noise=numba_noise)
