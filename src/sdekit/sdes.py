@@ -222,8 +222,11 @@ class VPSDE(LinearSDE):
         return -0.5 * _log_expm1(B, xp)
 
     def t_from_log_snr(self, lam):
+        # B = log(1 + e^{-2 lambda}); beyond e^700 (beta_max in the thousands) log1p(e^v) = v + log1p(e^{-v})
         xp = _xp.lib(lam)
-        return self._t_from_B(xp.log1p(xp.exp(-2.0 * lam)))
+        v = -2.0 * lam
+        small = xp.log1p(xp.exp(xp.minimum(v, 700.0)))
+        return self._t_from_B(xp.where(v < 700.0, small, v + xp.log1p(xp.exp(-xp.abs(v)))))
 
 
 class SubVPSDE(VPSDE):
@@ -243,12 +246,16 @@ class SubVPSDE(VPSDE):
 
     def log_snr(self, t):
         xp = _xp.lib(t)
-        # alpha / sigma = 1 / (2 sinh(B/2))
-        return -xp.log(2.0 * xp.sinh(0.5 * self._B(t)))
+        # alpha / sigma = 1 / (2 sinh(B/2)); for B beyond 1400 (sinh overflows) -B/2 - log(1 - e^{-B})
+        B = self._B(t)
+        small = -xp.log(2.0 * xp.sinh(0.5 * xp.minimum(B, 1400.0)))
+        return xp.where(B < 1400.0, small, -0.5 * B - xp.log(-xp.expm1(-B)))
 
     def t_from_log_snr(self, lam):
+        # B = 2 asinh(e^{-lambda} / 2); beyond e^700, asinh(y) = log(2 y) + O(1 / y^2) = -lambda to round-off
         xp = _xp.lib(lam)
-        return self._t_from_B(2.0 * xp.arcsinh(0.5 * xp.exp(-lam)))
+        small = 2.0 * xp.arcsinh(0.5 * xp.exp(xp.minimum(-lam, 700.0)))
+        return self._t_from_B(xp.where(-lam < 700.0, small, -2.0 * lam))
 
 
 class VESDE(LinearSDE):
