@@ -222,3 +222,11 @@ def test_schedules_are_finite_at_large_beta(cls, beta_max, grid):
     # and lambda(t(lambda)) round-trips where lambda is representable
     lam = np.linspace(float(sde.log_snr(sde.T)), float(sde.log_snr(sde.eps)), 7)
     np.testing.assert_allclose(sde.log_snr(sde.t_from_log_snr(lam)), lam, rtol=1e-9, atol=1e-9)
+
+
+def test_gaussian_w2_refuses_a_non_symmetric_covariance():
+    c = np.array([[1.0, 0.9], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="cov1 must be symmetric"):
+        gaussian_w2(np.zeros(2), c, np.zeros(2), c.T)
+    sym = 0.5 * (c + c.T)
+    assert gaussian_w2(np.zeros(2), sym + 1e-14 * c, np.zeros(2), sym) < 1e-6  # round-off asymmetry is fine
