@@ -45,12 +45,16 @@ def machine_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _worker_env() -> dict:
+def _worker_env(n_workers: int) -> dict:
     """Environment of local worker processes: ``PYTHONPATH`` starts with the folder this sdekit is imported from,
-    so that workers run the same sdekit as the caller (a source checkout included)."""
+    so that workers run the same sdekit as the caller (a source checkout included); numba's thread pool gets the
+    worker's share of the cores (Dask already sets the BLAS/OpenMP pools to one thread), unless
+    ``NUMBA_NUM_THREADS`` is set."""
     here = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": os.pathsep.join([here] + ([path] if path else []))}
+    env = {"PYTHONPATH": os.pathsep.join([here] + ([path] if path else []))}
+    env["NUMBA_NUM_THREADS"] = os.environ.get("NUMBA_NUM_THREADS", str(max(1, machine_workers() // n_workers)))
+    return env
 
 
 def _parse_local(spec: str) -> int:
@@ -105,7 +109,7 @@ def connect(client=None):
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
-                env=_worker_env(),
+                env=_worker_env(n_workers),
             )
         try:
             with distributed.Client(cluster) as c:
