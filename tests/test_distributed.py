@@ -280,3 +280,54 @@ def test_fingerprints_and_pickling():
             s2 = pickle.loads(dumps(s))
             np.testing.assert_array_equal(s2(x, np.full(3, 0.4)), s(x, np.full(3, 0.4)))
             assert fp(s2) == fp(s)
+
+
+def test_fingerprint_ignores_sharing_and_sees_weights():
+    fp = sd.fingerprint
+    shared = set()
+    assert fp({"a": set(), "b": set()}) == fp({"a": shared, "b": shared})
+    cyclic = []
+    cyclic.append(cyclic)
+    assert fp(cyclic) == fp(cyclic)
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 2)
+    before = fp(net)
+    with torch.no_grad():
+        net.weight[0, 0] += 1e-6
+    assert fp(net) != before
+
+
+def test_torch_score_resumes_from_its_store(client, tmp_path):
+    # a torch module score: pickled to the workers, samples in float32, and the same fingerprint after the run
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    eps = _eps_net(torch.nn.Linear(2, 2))
+    score = sdekit.score_from_eps(eps, SDE)
+    kw = dict(shape=(2,), steps=5, backend="torch", seed=1)
+    ref = sdekit.sample(SDE, score, n=30, **kw).x.numpy()
+    store = tmp_path / "t"
+    sol = sd.sample(SDE, score, n=30, shard_size=10, client=client, store=store, **kw)
+    np.testing.assert_array_equal(np.asarray(sol.x), ref)
+    assert np.asarray(sol.x).dtype == np.float32
+    again = sd.sample(SDE, score, n=30, shard_size=10, client=client, store=store, **kw)
+    assert again.stats["shards_skipped"] == 3
+    with torch.no_grad():
+        eps.net.weight[0, 0] += 1e-3
+    with pytest.raises(sd.StoreMismatchError, match="score.fingerprint"):
+        sd.sample(SDE, score, n=30, shard_size=10, client=client, store=store, **kw)
+
+
+def _eps_net(net):
+    """An eps-prediction torch module (a class defined in this module: the workers get it by value)."""
+    import torch
+
+    class EpsNet(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x, t):
+            return self.net(x) * t[:, None]
+
+    return EpsNet(net)

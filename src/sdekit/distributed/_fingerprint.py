@@ -82,7 +82,8 @@ def _is_numba_dispatcher(obj) -> bool:
 class _Walker:
     def __init__(self):
         self.h = hashlib.sha256()
-        self.seen: dict[int, int] = {}
+        self.memo: dict[int, bytes] = {}  # id -> digest of an object already walked (content, not identity)
+        self.stack: set[int] = set()  # ids being walked: a cycle
         self.keep: list = []  # ids stay valid while the walk runs
         self.nodes = 0
 
@@ -104,12 +105,28 @@ class _Walker:
             self.tag("bytes", len(data))
             self.h.update(data)
             return
-        if id(obj) in self.seen:
-            self.tag("<ref>", self.seen[id(obj)])
+        # an object reached twice hashes the same both times (its digest is memoised): the fingerprint does not
+        # depend on which objects happen to be shared (two empty sets or one)
+        key = id(obj)
+        if key in self.stack:
+            self.tag("<cycle>")
             return
-        self.seen[id(obj)] = len(self.seen)
+        if key in self.memo:
+            self.h.update(self.memo[key])
+            return
+        outer, self.h = self.h, hashlib.sha256()
+        self.stack.add(key)
         self.keep.append(obj)
-        nxt = depth + 1
+        try:
+            self._feed(obj, depth + 1)
+        finally:
+            digest = self.h.digest()
+            self.h = outer
+            self.stack.discard(key)
+        self.memo[key] = digest
+        self.h.update(digest)
+
+    def _feed(self, obj, nxt: int) -> None:
         torch = sys.modules.get("torch")
         if isinstance(obj, np.ndarray):
             self.tag("ndarray", obj.dtype.str, obj.shape)

@@ -120,7 +120,7 @@ def _run_shard(job: _ShardJob, index: int):
         "stop": stop,
         "nfe": int(sol.nfe),
         "t": sol.t if np.ndim(sol.t) == 0 else None,
-        "stats": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in sol.stats.items()},
+        "stats": {k: _json_value(v) for k, v in sol.stats.items()},
         "moments": Moments.of(x).to_json(),
         "sha256": samples_digest(x),
         "wall_time": time.perf_counter() - t0,
@@ -129,6 +129,13 @@ def _run_shard(job: _ShardJob, index: int):
         SampleStore(job.store).write_shard(index, start, x, record, job.n, job.shard_size)
         return record, None
     return record, x
+
+
+def _json_value(v):
+    """A solver stat as JSON (markers are JSON): numbers and strings as they are, anything else as its str."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    return v if v is None or isinstance(v, (bool, int, float, str)) else str(v)
 
 
 # ----------------------------------------------------------------------------------------------------------
