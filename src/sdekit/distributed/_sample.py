@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import platform
 import time
@@ -192,8 +193,6 @@ def _configuration(sde, score, seed, n, shard_size, options) -> dict:
         "host": platform.node(),
     }
     # through JSON once, so that the configuration compares equal to its stored copy
-    import json
-
     return {"format": FORMAT, "job": json.loads(json.dumps(job)), "info": info}
 
 
