@@ -95,6 +95,22 @@ def test_sharded_equals_one_process(client, reference):
         np.testing.assert_allclose(m["var"], reference.var(0), rtol=1e-13)
 
 
+def shifted_score(x, t, shift):
+    """A conditional score: the exact score moved by a per-sample shift (picklable, module level)."""
+    return SCORE(x, t) + shift
+
+
+def test_sharded_cond_follows_the_shards(client):
+    # cond has one row per sample of the whole job; each shard sees its own rows
+    shift = np.linspace(-1.0, 1.0, N)[:, None] * np.ones((1, 2))
+    kw = {k: v for k, v in KW.items() if k != "solver"} | {"solver": "euler_maruyama"}
+    ref = sdekit.sample(SDE, shifted_score, n=N, shape=(2,), cond={"shift": shift}, **kw).x
+    got = sd.sample(SDE, shifted_score, n=N, shape=(2,), shard_size=13, client=client, cond={"shift": shift}, **kw)
+    np.testing.assert_array_equal(got.x, ref)
+    with pytest.raises(ValueError, match=r"cond\['shift'\]"):
+        sd.sample(SDE, shifted_score, n=N, shape=(2,), shard_size=13, client=client, cond={"shift": shift[:5]}, **kw)
+
+
 def test_own_local_cluster_and_fused_backend(reference):
     # client="local:1": a cluster started and closed by the call; the numba backend's fused kernels, sharded
     ref = sdekit.sample(SDE, SCORE, n=N, **{**KW, "backend": "numba"}).x

@@ -16,6 +16,7 @@ from ..integrate import SAMPLE_OPTIONS
 from ..integrate import sample as sample_one
 from ..noise import check_seed
 from ..progress import progress_bar
+from ..scores import check_cond
 from ..sdes import SDE
 from ..solution import Solution
 from ..solvers import get_solver
@@ -110,9 +111,12 @@ def _run_shard(job: _ShardJob, index: int):
         )
     start, stop = job.bounds(index)
     t0 = time.perf_counter()
+    options = dict(job.options)
+    if options.get("cond") is not None:  # the shard's rows of the per-sample conditioning
+        options["cond"] = {k: v[start:stop] for k, v in options["cond"].items()}
     sol = sample_one(
         job.sde, job.score, n=stop - start, sample_ids=np.arange(start, stop, dtype=np.int64), seed=job.seed,
-        **job.options,
+        **options,
     )  # fmt: skip
     x = sol.x.detach().cpu().numpy() if _xp.is_torch(sol.x) else np.asarray(sol.x)
     record = {
@@ -149,10 +153,12 @@ _SAMPLE_DEFAULTS = {
 }
 
 
-def _check_options(options: dict) -> None:
+def _check_options(options: dict, n: int) -> None:
     for name, why in REFUSED_OPTIONS.items():
         if options.get(name) is not None:
             raise ValueError(f"sdekit.distributed.sample does not take {name}=: {why}")
+    if options.get("cond") is not None:
+        check_cond(options["cond"], n)  # one row per sample of the whole job; each shard gets its rows
     solver_options = {k: v for k, v in options.items() if k not in SAMPLE_OPTIONS}
     try:
         get_solver(options.get("solver", _SAMPLE_DEFAULTS["solver"]), **solver_options)
@@ -270,7 +276,7 @@ def sample(
     seed = check_seed(seed)
     retries = integer_at_least("retries", retries, 0)
     sample_kwargs.pop("progress", None)  # the bar is over shards, not inside them
-    _check_options(sample_kwargs)
+    _check_options(sample_kwargs, n)
     check_client(client)
     import sdekit
 
