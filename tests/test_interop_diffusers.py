@@ -252,3 +252,30 @@ def test_bad_input_names_the_argument():
         sch.step(torch.zeros(2, 3), sch.timesteps[3], x)
     with pytest.raises(ValueError, match="timesteps must decrease strictly"):
         sch.set_timesteps(timesteps=[10, 500, 999])
+
+
+def test_add_noise_start_mid_schedule_and_half_precision():
+    sch = SdekitScheduler("heun")
+    ddpm = DDPMScheduler()
+    x0, noise = torch.randn(3, 3), torch.randn(3, 3)
+    taus = torch.tensor([0, 500, 999])
+    assert float((sch.add_noise(x0, noise, taus) - ddpm.add_noise(x0, noise, taus)).abs().max()) < 1e-6
+    assert sch.init_noise_sigma == 1.0 and sch.scale_model_input(x0, 10) is x0 and len(sch) == 1000
+    # image-to-image: start at a later step point (set_begin_index, as pipelines do with timesteps[t_start * order:])
+    sch.set_timesteps(10)
+    sch.set_begin_index(4 * sch.order)
+    model = ExactEps(sch)
+    x = sch.add_noise(x0, noise, sch.timesteps[4 * sch.order : 4 * sch.order + 1].repeat(3))
+    for t in sch.timesteps[4 * sch.order :]:
+        x = sch.step(model(x, t), t, x).prev_sample
+    assert model.calls == len(sch.timesteps) - 4 * sch.order and bool(torch.isfinite(x).all())
+    # float16 latents: the state is kept in float32, prev_sample comes back in the model output's dtype
+    half = SdekitScheduler("dpmpp_2m")
+    half.set_timesteps(6)
+    x = x_T(torch.float16)
+    model = ExactEps(half)
+    for t in half.timesteps:
+        x = half.step(model(x.float(), t).half(), t, x).prev_sample
+    assert x.dtype == torch.float16
+    ref, _ = run_loop(SdekitScheduler("dpmpp_2m"), 6, x_T(torch.float16).float())
+    assert max_rel(x, ref) < 5e-3

@@ -164,10 +164,6 @@ class GuidedScore:
         s_c, s_u = out[:n], out[n:]
         return s_u + self.scale * (s_c - s_u)
 
-    def restrict(self, rows):
-        # nothing per sample of its own: conditioning is restricted by the ConditionedScore that calls it
-        return self
-
     def __repr__(self):
         return f"classifier_free_guidance({self.score!r}, scale={self.scale}, null_cond keys {sorted(self.null_cond)})"
 

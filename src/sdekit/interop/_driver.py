@@ -112,9 +112,6 @@ class _FirstEvaluation:
             self.first = (x, t, out)
         return out
 
-    def restrict(self, rows):
-        return self
-
 
 def run(plan: GridPlan, x, score, noise=None, *, callback=None, check_finite=True, progress=False):
     """Every step of ``plan`` from ``x`` with a live ``score(x, t)``; returns the final state.
