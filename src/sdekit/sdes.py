@@ -226,7 +226,7 @@ class VPSDE(LinearSDE):
         # B = log(1 + e^{-2 lambda}); beyond e^700 (beta_max in the thousands) log1p(e^v) = v + log1p(e^{-v})
         xp = _xp.lib(lam)
         v = -2.0 * lam
-        small = xp.log1p(xp.exp(xp.minimum(v, 700.0)))
+        small = xp.log1p(xp.exp(_xp.clip_above(v, 700.0)))
         return self._t_from_B(xp.where(v < 700.0, small, v + xp.log1p(xp.exp(-xp.abs(v)))))
 
 
@@ -249,13 +249,13 @@ class SubVPSDE(VPSDE):
         xp = _xp.lib(t)
         # alpha / sigma = 1 / (2 sinh(B/2)); for B beyond 1400 (sinh overflows) -B/2 - log(1 - e^{-B})
         B = self._B(t)
-        small = -xp.log(2.0 * xp.sinh(0.5 * xp.minimum(B, 1400.0)))
+        small = -xp.log(2.0 * xp.sinh(0.5 * _xp.clip_above(B, 1400.0)))
         return xp.where(B < 1400.0, small, -0.5 * B - xp.log(-xp.expm1(-B)))
 
     def t_from_log_snr(self, lam):
         # B = 2 asinh(e^{-lambda} / 2); beyond e^700, asinh(y) = log(2 y) + O(1 / y^2) = -lambda to round-off
         xp = _xp.lib(lam)
-        small = 2.0 * xp.arcsinh(0.5 * xp.exp(xp.minimum(-lam, 700.0)))
+        small = 2.0 * xp.arcsinh(0.5 * xp.exp(_xp.clip_above(-lam, 700.0)))
         return self._t_from_B(xp.where(-lam < 700.0, small, -2.0 * lam))
 
 
