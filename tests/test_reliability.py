@@ -51,7 +51,6 @@ def test_bad_sample_ids():
             sample(SDE, SCORE, n=3, steps=2, sample_ids=bad)
 
 
-
 # -- 2. no autograd graph in the torch adaptive loops ----------------------------------------------------------
 @pytest.mark.parametrize("solver", ["adaptive", "dopri5", "euler_maruyama"])
 def test_torch_loops_build_no_graph_by_default(solver):
@@ -71,6 +70,7 @@ def test_torch_loops_build_no_graph_by_default(solver):
     sol = sample(SDE, Net(), n=8, shape=(2,), solver=solver, seed=0, **kwargs)
     assert seen and not any(seen), f"{solver}: the score ran with grad enabled at {sum(seen)} of {len(seen)} calls"
     assert not sol.x.requires_grad
+
 
 # -- 5, 6. keyword arguments ------------------------------------------------------------------------------------
 def test_misspelt_keyword_names_itself_and_lists_the_valid_ones():
