@@ -57,3 +57,10 @@ __all__ = [
 from .exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE  # noqa: E402
 
 __all__ += ["ExpPredictorCorrector", "ExpPredictorCorrectorSDE"]
+
+# the few-step frontier (issue 13)
+from .deis import DEIS  # noqa: E402
+from .ipndm import IPNDM, IPNDMV  # noqa: E402
+from .unipc import UniPC  # noqa: E402
+
+__all__ += ["IPNDM", "IPNDMV", "DEIS", "UniPC"]
