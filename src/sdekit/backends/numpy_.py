@@ -62,7 +62,7 @@ def fixed_grid_loop(job, noise=None):
             if job.save_index is not None and (k + 1) in job.save_index:
                 saved.append(x)
             bar.update(1)
-    return x, saved, solver.nfe(grid), fixed_grid_stats(n_steps, start)
+    return x, saved, solver.nfe(grid, process), fixed_grid_stats(n_steps, start)
 
 
 def fixed_grid_stats(n_steps: int, start: float) -> dict:

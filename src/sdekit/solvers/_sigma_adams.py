@@ -93,7 +93,7 @@ class SigmaAdams(FixedStepSolver):
     def check_process(self, process):
         linear_sde_of(process, self.name)
 
-    def nfe(self, grid) -> int:
+    def nfe(self, grid, process=None) -> int:
         """One score evaluation per step, less the analytic first step with ``afs=True``."""
         return len(grid) - 1 - (1 if self.afs else 0)
 

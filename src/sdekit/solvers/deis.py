@@ -28,21 +28,20 @@ import math
 
 import numpy as np
 
+from ..grids import VP_EPS, vp_fit
 from ._sigma_adams import SigmaAdams, lagrange_weights
 from .base import register
 
 __all__ = ["DEIS", "vp_time_map", "VARIANTS"]
 
 VARIANTS = ("tab", "rhoab", "logrho")
-VP_EPS = 1e-3  # diff-sampler's epsilon_s: the VP time of the last grid level in the tAB variant
 
 
 def vp_time_map(rho_max: float, rho_min: float, eps_s: float = VP_EPS):
     """``(beta_d, beta_min)`` of the VP SDE with ``sigma_vp(1) = rho_max`` and ``sigma_vp(eps_s) = rho_min``, where
-    ``sigma_vp(tau) = sqrt(exp(beta_d tau^2 / 2 + beta_min tau) - 1)`` (diff-sampler's ``edm2t`` fit)."""
-    a1, a0 = math.log1p(rho_max**2), math.log1p(rho_min**2)
-    beta_d = 2.0 * (a0 / eps_s - a1) / (eps_s - 1.0)
-    return beta_d, a1 - 0.5 * beta_d
+    ``sigma_vp(tau) = sqrt(exp(beta_d tau^2 / 2 + beta_min tau) - 1)`` (diff-sampler's ``edm2t`` fit; the same fit
+    as the ``time_uniform`` grid's, :func:`sdekit.grids.vp_fit`)."""
+    return vp_fit(rho_max, rho_min, eps_s)
 
 
 def _tau_of_rho(rho, beta_d, beta_min):
