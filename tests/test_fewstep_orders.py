@@ -36,6 +36,7 @@ def _ode_errors(spec, steps, grid="karras"):
 ODE_CASES = [
     ("ipndm", [32, 64, 128, 256], "equal"),  # fixed AB4 coefficients on a graded grid: order 2
     ("ipndm(order=2)", [32, 64, 128, 256], "equal"),
+    ("ipndm(order=3)", [32, 64, 128, 256], "equal"),
     ("ipndm_v(order=3)", [128, 256, 512], "equal"),
     ("ipndm_v", [512, 1024, 2048], "equal"),  # the published order-4 coefficients: 2, after a plateau
     ("deis", [32, 64, 128, 256], "equal"),

@@ -225,9 +225,10 @@ def optimize(
         event = (int(event),) if np.ndim(event) == 0 else tuple(int(s) for s in event)
         x_T = sde.prior_sample((positive_int("n", n),) + event, seed=seed)
     if method == "dp":
-        sched = first
-        return gits_grid(process, x_T, n_steps, t_end, schedule=sched, teacher_steps=positive_int(
-            "teacher_steps", teacher_steps), coeff=positive_number("coeff", coeff), teacher_tol=teacher_tol)  # fmt: skip
+        teacher_steps = positive_int("teacher_steps", teacher_steps)
+        coeff = positive_number("coeff", coeff)
+        return gits_grid(process, x_T, n_steps, t_end, schedule=first, teacher_steps=teacher_steps, coeff=coeff,
+                         teacher_tol=teacher_tol)  # fmt: skip
     from scipy.optimize import minimize
 
     ref = _reference(process, x_T, t_end, density, teacher_tol, denoise)

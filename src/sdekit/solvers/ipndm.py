@@ -34,9 +34,7 @@ class IPNDM(SigmaAdams):
 
     def __init__(self, order: int = 4, afs: bool = False, lower_order_final: bool = False):
         super().__init__(order, afs, lower_order_final)
-        self.order = {1: 1, 2: 2, 3: 3, 4: 2}[
-            self.multistep_order
-        ]  # on non-uniform (graded) grids; see the class docstring
+        self.order = min(self.multistep_order, 2)  # on graded grids; see the class docstring
 
     def weights(self, levels, s_next, ctx, sde):
         return (s_next - levels[0]) * np.asarray(AB_COEFFICIENTS[len(levels)])
