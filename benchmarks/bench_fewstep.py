@@ -134,7 +134,7 @@ def load_k_diffusion():
     import importlib.util
     import types
 
-    if importlib.util.find_spec("torchdiffeq") is None and "torchdiffeq" not in sys.modules:
+    if "torchdiffeq" not in sys.modules and importlib.util.find_spec("torchdiffeq") is None:
         stub = types.ModuleType("torchdiffeq")
 
         def odeint(*args, **kwargs):
