@@ -40,6 +40,7 @@ minutes: fewer points, NFE 5 and 10, no SDE part).
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -56,7 +57,7 @@ from bench_samplers import mixture as mixture_2d  # noqa: E402
 from sdekit import EDMSDE, GaussianMixture, sample, solve  # noqa: E402
 from sdekit.grid_search import grid_error  # noqa: E402
 from sdekit.grids import make_grid, optimize  # noqa: E402
-from sdekit.metrics import mmd_to_mixture  # noqa: E402
+from sdekit.metrics import mmd_to_mixture, noise_floor  # noqa: E402
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 NFES = (5, 6, 8, 10, 20)
@@ -116,8 +117,12 @@ def beta_levels(n_steps, a=0.6, b=0.6):
 def grid_levels(sde, name, n_steps):
     if name == "beta0.6":
         return beta_levels(n_steps)
-    opts = {"karras7": ("karras", {"rho": 7.0}), "logsnr": ("log_snr", {}), "time_uniform1": ("time_uniform", {"rho": 1.0}),
-            "time_uniform2": ("time_uniform", {"rho": 2.0})}[name]  # fmt: skip
+    opts = {
+        "karras7": ("karras", {"rho": 7.0}),
+        "logsnr": ("log_snr", {}),
+        "time_uniform1": ("time_uniform", {"rho": 1.0}),
+        "time_uniform2": ("time_uniform", {"rho": 2.0}),
+    }[name]
     return make_grid(sde, n_steps, opts[0], **opts[1])  # EDM: t is sigma
 
 
@@ -127,6 +132,7 @@ GRID_NAMES = ("karras7", "logsnr", "time_uniform1", "time_uniform2", "beta0.6")
 # ----------------------------------------------------------------------------------------------------------
 # peers
 # ----------------------------------------------------------------------------------------------------------
+@functools.cache
 def load_k_diffusion():
     """k_diffusion.sampling by file path (``bench_samplers.load_k_diffusion``). Its module imports ``torchdiffeq``
     for ``log_likelihood`` only; when that package is missing a stub that raises on use stands in for it (no sampler
@@ -176,6 +182,10 @@ def kd_peers(kd):
     }
 
 
+def _final(zero: bool) -> str:
+    return "zero" if zero else "sigma_min"
+
+
 def diffusers_peers():
     """name -> (make(final_zero) -> scheduler, kind, supports_zero_end)."""
     import diffusers as dfs
@@ -192,8 +202,10 @@ def diffusers_peers():
     for p in (2, 3):
         out[f"diffusers DEIS-{p}"] = (lambda z, p=p: dfs.DEISMultistepScheduler(solver_order=p), "vp", False)
         out[f"diffusers DPM++ {p}M"] = (
-            lambda z, p=p: dfs.DPMSolverMultistepScheduler(solver_order=p, final_sigmas_type="zero" if z else "sigma_min"),
-            "vp", True)  # fmt: skip
+            lambda z, p=p: dfs.DPMSolverMultistepScheduler(solver_order=p, final_sigmas_type=_final(z)),
+            "vp",
+            True,
+        )
         out[f"diffusers DPM++ {p}S"] = (
             lambda z, p=p: dfs.DPMSolverSinglestepScheduler(solver_order=p, lower_order_final=True,
                                                             final_sigmas_type="zero" if z else "sigma_min"),
@@ -203,12 +215,14 @@ def diffusers_peers():
                                                               final_sigmas_type="zero" if z else "sigma_min"),
             "edm", True)  # fmt: skip
     out["diffusers EDM-Euler"] = (
-        lambda z: dfs.EDMEulerScheduler(sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, final_sigmas_type="zero" if z else "sigma_min"),
-        "edm", True)  # fmt: skip
+        lambda z: dfs.EDMEulerScheduler(sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, final_sigmas_type=_final(z)),
+        "edm",
+        True,
+    )
     return out
 
 
-def drive_diffusers(sched, kind, D, x, levels):
+def drive_diffusers(sched, kind, D, x, levels, **step_kwargs):
     """Run ``sched`` on the noise ``levels`` (len N + 1, the last may be 0) from ``x`` at ``levels[0]``."""
     n_steps = len(levels) - 1
     sched.set_timesteps(n_steps)
@@ -232,7 +246,7 @@ def drive_diffusers(sched, kind, D, x, levels):
         else:  # invert EDM's output preconditioning so that its "denoised" is exactly D
             c_skip, c_out = sd**2 / (s * s + sd**2), s * sd / math.sqrt(s * s + sd**2)
             out = (den - c_skip * state) / c_out
-        state = sched.step(out, t, state).prev_sample.to(torch.float64)
+        state = sched.step(out, t, state, **step_kwargs).prev_sample.to(torch.float64)
     s_last = float(levels[-1])
     return state * math.sqrt(1.0 + s_last * s_last) if kind == "vp" else state
 
@@ -399,7 +413,7 @@ def rms(x, ref):
     return float(np.sqrt(np.mean(np.sum(d.reshape(d.shape[0], -1) ** 2, axis=1))))
 
 
-def run_ode(name, mix, nfes, n_test, n_warm, n_opt, log):
+def run_ode(name, mix, nfes, n_test, n_warm, n_opt, log, holdout=1.0 / 3.0):
     sde = EDMSDE(SIGMA_MIN, SIGMA_MAX)
     score = mix.score(sde)
     pf = sde.probability_flow(score)
@@ -412,7 +426,8 @@ def run_ode(name, mix, nfes, n_test, n_warm, n_opt, log):
     ref_zero = ref + SIGMA_MIN**2 * score(ref, np.full(n_test, SIGMA_MIN))
     ref_w = solve(pf, x_warm, sde.T, SIGMA_MIN, "dopri5", rtol=1e-10, atol=1e-10).x
     log(f"\n## {name}: d = {d}, {mix.n_components} components, sigma_data = {sd}; {n_test} test / {n_warm} warm-up "
-        f"trajectories; |ref at 0 - ref at sigma_min| = {rms(ref_zero, ref):.1e} (reference {time.perf_counter() - t0:.0f} s)")  # fmt: skip
+        f"trajectories; |ref at 0 - ref at sigma_min| = {rms(ref_zero, ref):.1e} "
+        f"(reference {time.perf_counter() - t0:.0f} s)")  # fmt: skip
     kd = load_k_diffusion()
     D = Denoiser(score)
     xt = torch.from_numpy(x_test)
@@ -501,18 +516,152 @@ def run_ode(name, mix, nfes, n_test, n_warm, n_opt, log):
             solver = configs[spec]
             n, used = sdekit_steps(solver, sde, pf, budget, denoise)
             inits = [grid_levels(sde, g, n) for g in GRID_NAMES]
-            og = optimize(sde, score, solver, budget, x_T=x_warm, init=inits, denoise=denoise, restarts=2)
+            og = optimize(
+                sde, score, solver, budget, x_T=x_warm, init=inits, denoise=denoise, restarts=2, holdout=holdout
+            )
             rz = ref_zero if denoise else ref
             err = grid_error(pf, solver, x_test, og, rz, denoise=denoise)
             add(budget, "sdekit", f"sdekit {spec}{' +denoise' if denoise else ''} [optimized]", used, err)
+            levels = np.array2string(og, precision=4, max_line_width=200)
             log(f"  optimized {spec}{' +denoise' if denoise else ''} at NFE {budget}: test error {err:.2e} "
-                f"({time.perf_counter() - to:.0f} s); levels {np.array2string(og, precision=4, max_line_width=200)}")  # fmt: skip
+                f"({time.perf_counter() - to:.0f} s); levels {levels}")  # fmt: skip
         log(f"  NFE {budget}: {time.perf_counter() - tb:.0f} s")
     return rows
 
 
-def summary(name, rows, log):
-    log(f"\n| {name} | NFE | best sdekit | error | best peer | error | sdekit / peer |")
+# ----------------------------------------------------------------------------------------------------------
+# stochastic samplers
+# ----------------------------------------------------------------------------------------------------------
+def kd_sde_peers(kd):
+    """name -> (run(D, x, sigmas, seed) -> x, NFE per step)."""
+
+    def iid(x):  # one normalised Brownian increment per step on disjoint intervals: i.i.d. normals, same law
+        return lambda sigma, sigma_next: torch.randn_like(x)
+
+    def seeded(fn):
+        def run(m, x, s, seed):
+            torch.manual_seed(seed)
+            return fn(m, x, s)
+
+        return run
+
+    out = {"kd euler_ancestral": (seeded(lambda m, x, s: kd.sample_euler_ancestral(m, x, s, disable=True)), 1)}
+    for eta in (1.0, 0.5):
+        out[f"kd dpmpp_2m_sde(eta={eta})"] = (seeded(lambda m, x, s, eta=eta: kd.sample_dpmpp_2m_sde(
+            m, x, s, eta=eta, noise_sampler=iid(x), disable=True)), 1)  # fmt: skip
+        out[f"kd dpmpp_3m_sde(eta={eta})"] = (seeded(lambda m, x, s, eta=eta: kd.sample_dpmpp_3m_sde(
+            m, x, s, eta=eta, noise_sampler=iid(x), disable=True)), 1)  # fmt: skip
+    out["kd dpmpp_sde"] = (seeded(lambda m, x, s: kd.sample_dpmpp_sde(m, x, s, disable=True)), 2)
+    out["kd heun(churn=40)"] = (seeded(lambda m, x, s: kd.sample_heun(m, x, s, s_churn=40.0, s_tmin=0.05, s_tmax=50.0,
+                                                                     disable=True)), 2)  # fmt: skip
+    return out
+
+
+def diffusers_sde_peers():
+    """name -> (make(final_zero) -> scheduler, kind, supports_zero_end, step kwargs factory(seed))."""
+    import diffusers as dfs
+
+    def gen(seed):
+        return {"generator": torch.Generator().manual_seed(seed)}
+
+    out = {}
+    for p in (2, 3):
+        for tau in (1.0, 0.5):
+            out[f"diffusers SA-Solver-{p} tau={tau}"] = (
+                lambda z, p=p, tau=tau: dfs.SASolverScheduler(predictor_order=p, corrector_order=p,
+                                                              tau_func=lambda t: tau), "vp", False, gen)  # fmt: skip
+    out["diffusers SDE-DPM++ 2M"] = (
+        lambda z: dfs.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_order=2,
+                                                  final_sigmas_type=_final(z)), "vp", True, gen)  # fmt: skip
+    out["diffusers EDM SDE-DPM++ 2M"] = (
+        lambda z: dfs.EDMDPMSolverMultistepScheduler(sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, solver_order=2,
+                                                     algorithm_type="sde-dpmsolver++", final_sigmas_type=_final(z)),
+        "edm", True, gen)  # fmt: skip
+    out["diffusers EDM-Euler churn=40"] = (
+        lambda z: dfs.EDMEulerScheduler(sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX, final_sigmas_type=_final(z)),
+        "edm", True, lambda seed: {**gen(seed), "s_churn": 40.0, "s_tmin": 0.05, "s_tmax": 50.0})  # fmt: skip
+    return out
+
+
+def sdekit_sde_configs(sd: float) -> list:
+    return ["sa_solver", "sa_solver(tau=0.5)", "sa_solver(tau=0.25)",
+            "sa_solver(predictor_order=2, corrector_order=2)",
+            "sa_solver(predictor_order=2, corrector_order=3, tau=0.5)", "dpmpp_sde_pc(order=2)", "dpmpp_sde_pc(order=3)",
+            f"dpmpp_sde_pc(order=2, sigma_data={sd})", f"dpmpp_sde_pc(order=3, sigma_data={sd})", "dpmpp_2m_sde",
+            "dpmpp_3m_sde", "edm(S_churn=10.0)", "edm", "restart", "restart(restart_interval=(0.05, 1.0))",
+            "restart(restart_steps=1)", "ancestral"]  # fmt: skip
+
+
+def run_sde(name, mix, nfes, n_sde, log):
+    sde = EDMSDE(SIGMA_MIN, SIGMA_MAX)
+    score = mix.score(sde)
+    sd = sigma_data(mix)
+    d = mix.dim
+    x_T = sde.prior_sample((n_sde, d), seed=3)
+
+    def metric(x):
+        return mmd_to_mixture(np.asarray(x), mix)  # unbiased MMD^2 to the data law, kernel at the finest scale
+
+    floor = noise_floor(metric, lambda size, s: mix.sample(size, seed=s), n_sde, repeats=5, seed=500, reference=())
+    log(f"\n## {name} (stochastic): {n_sde} samples; MMD^2 floor (exact samples) {floor}")
+    kd = load_k_diffusion()
+    D = Denoiser(score)
+    xt = torch.from_numpy(x_T)
+    rows = []
+    for budget in nfes:
+        tb = time.perf_counter()
+        for g in GRID_NAMES:
+            for zero in (True, False):
+                end = "->0" if zero else ""
+                if kd is not None:
+                    for label, (run, per) in kd_sde_peers(kd).items():
+                        n = (budget + 1) // 2 if (per == 2 and zero) else budget // per
+                        if n < 1 or (zero and per == 2 and n == 1):
+                            continue
+                        lv = np.r_[grid_levels(sde, g, n - 1), 0.0] if zero else grid_levels(sde, g, n)
+                        D.calls = 0
+                        out = run(D, xt.clone(), torch.from_numpy(lv), 7)
+                        rows.append((budget, "peer", f"{label} [{g}{end}]", D.calls, metric(out.numpy())))
+                lv1 = np.r_[grid_levels(sde, g, budget - 1), 0.0] if zero else grid_levels(sde, g, budget)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    for label, (make, kind, takes_zero, kwargs) in diffusers_sde_peers().items():
+                        if zero and not takes_zero:
+                            continue
+                        D.calls = 0
+                        try:
+                            out = drive_diffusers(make(zero), kind, D, xt.clone(), lv1, **kwargs(7))
+                        except (RuntimeError, ValueError, IndexError) as exc:
+                            log(f"  ({label} [{g}{end}] failed: {exc})")
+                            continue
+                        val = metric(out.numpy()) if torch.isfinite(out).all() else math.inf
+                        rows.append((budget, "peer", f"{label} [{g}{end}]", D.calls, val))
+        for spec in sdekit_sde_configs(sd):
+            from sdekit.solvers import get_solver
+
+            solver = get_solver(spec)
+            for denoise in (False, True):
+                for g in GRID_NAMES:
+                    n = 0
+                    while solver.nfe(grid_levels(sde, g, n + 1), sde.reverse(score)) + int(denoise) <= budget:
+                        n += 1
+                    if n < 1:
+                        continue
+                    grid = grid_levels(sde, g, n)
+                    used = solver.nfe(grid, sde.reverse(score)) + int(denoise)
+                    try:
+                        sol = sample(sde, score, x_T=x_T, solver=solver, grid=grid, denoise=denoise, seed=7,
+                                     process="sde")  # fmt: skip
+                        val = metric(sol.x)
+                    except (FloatingPointError, ValueError):
+                        val = math.inf
+                    rows.append((budget, "sdekit", f"sdekit {spec}{' +denoise' if denoise else ''} [{g}]", used, val))
+        log(f"  NFE {budget}: {time.perf_counter() - tb:.0f} s")
+    return rows, floor
+
+
+def summary(name, rows, log, what="ODE endpoint error"):
+    log(f"\n| {name} ({what}) | NFE | best sdekit | error | best peer | error | sdekit / peer |")
     log("| --- | --- | --- | --- | --- | --- | --- |")
     ratios = {}
     for budget in sorted({r[0] for r in rows}):
@@ -530,9 +679,12 @@ def main():
     ap.add_argument("--problems", nargs="*", default=None)
     ap.add_argument("--nfe", nargs="*", type=int, default=None)
     ap.add_argument("--n-test", type=int, default=400)
-    ap.add_argument("--n-warm", type=int, default=32)
+    ap.add_argument("--n-warm", type=int, default=192, help="warm-up points of optimize (a third held out)")
     ap.add_argument("--n-opt", type=int, default=4, help="configurations whose grid is optimised, per budget")
     ap.add_argument("--all-rows", action="store_true", help="print every row, not only the summaries")
+    ap.add_argument("--n-sde", type=int, default=2000, help="samples per stochastic run")
+    ap.add_argument("--no-sde", action="store_true", help="skip the stochastic samplers")
+    ap.add_argument("--no-ode", action="store_true", help="skip the ODE samplers")
     args = ap.parse_args()
     torch.set_default_dtype(torch.float64)
     probs = problems()
@@ -545,17 +697,29 @@ def main():
         print(msg, flush=True)
 
     start = time.perf_counter()
-    table = {}
+    table, table_sde = {}, {}
     for name in names:
-        rows = run_ode(name, probs[name], nfes, n_test, args.n_warm, n_opt, log)
-        if args.all_rows:
-            for r in sorted(rows, key=lambda r: (r[0], r[4])):
-                log(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.3e} |")
-        table[name] = summary(name, rows, log)
-    log("\n| sdekit / best peer (ODE endpoint error) | " + " | ".join(f"NFE {b}" for b in nfes) + " |")
-    log("| --- | " + " | ".join("---" for _ in nfes) + " |")
-    for name, ratios in table.items():
-        log(f"| {name} | " + " | ".join(f"{ratios[b]:.2f}" for b in nfes) + " |")
+        if not args.no_ode:
+            rows = run_ode(name, probs[name], nfes, n_test, args.n_warm, n_opt, log)
+            if args.all_rows:
+                for r in sorted(rows, key=lambda r: (r[0], r[4])):
+                    log(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.3e} |")
+            table[name] = summary(name, rows, log)
+        if not (args.no_sde or args.quick):
+            rows, floor = run_sde(name, probs[name], nfes, args.n_sde, log)
+            if args.all_rows:
+                for r in sorted(rows, key=lambda r: (r[0], r[4])):
+                    log(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.3e} |")
+            what = f"stochastic, MMD^2, floor {floor.mean:.1e} +- {floor.std:.1e}"
+            table_sde[name] = (summary(name, rows, log, what), floor)
+    for title, tab in (("ODE endpoint error", table), ("stochastic samplers, MMD^2", table_sde)):
+        if not tab:
+            continue
+        log(f"\n| sdekit / best peer ({title}) | " + " | ".join(f"NFE {b}" for b in nfes) + " |")
+        log("| --- | " + " | ".join("---" for _ in nfes) + " |")
+        for name, ratios in tab.items():
+            ratios = ratios[0] if isinstance(ratios, tuple) else ratios
+            log(f"| {name} | " + " | ".join(f"{ratios[b]:.2f}" for b in nfes) + " |")
     log(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 

@@ -322,8 +322,8 @@ def test_deis_tab_equals_diff_sampler():
     out = solve(sde.probability_flow(score), x_T, sde.T, sde.eps, "deis(order=4)", grid=grid).x
     assert np.max(np.abs(out - ref)) < 2e-3 * np.max(np.abs(ref))
     # with the Riemann sum's bias removed (trapezoid on 10^6 points) the coefficients agree to 1e-6
-    from sdekit.solvers.deis import DEIS, _tau_of_rho, vp_time_map
     from sdekit.solvers.base import StepContext
+    from sdekit.solvers.deis import DEIS, _tau_of_rho, vp_time_map
 
     levels = [float(s) for s in grid]
     ctx = StepContext(0, grid, {})

@@ -1,5 +1,5 @@
-"""``sdekit.grids.optimize``: grids fitted to one solver and budget (issue 13). Never worse than the starting grid on the
-points it was fitted to; better on held-out start points; an ordinary grid for every entry point."""
+"""``sdekit.grids.optimize``: grids fitted to one solver and budget (issue 13). Never worse than the starting grid on
+the points it was fitted to; better on held-out start points; an ordinary grid for every entry point."""
 
 from __future__ import annotations
 
@@ -88,3 +88,12 @@ def test_bad_arguments(kwargs, match):
     args = {"solver": "ipndm", "nfe": 5, **kwargs}
     with pytest.raises(ValueError, match=match):
         optimize(sde, score, args.pop("solver"), args.pop("nfe"), x_T=warm, **args)
+
+
+def test_holdout_falls_back_on_all_warm_up_points():
+    sde, score, pf, warm, test, ref_w, ref_t = _problem()
+    g0 = make_grid(sde, 5, "time_uniform")
+    g = optimize(sde, score, "ipndm", 5, x_T=warm, init="time_uniform", holdout=0.25, degree=2, maxiter=40)
+    assert grid_error(pf, "ipndm", warm, g, ref_w) <= grid_error(pf, "ipndm", warm, g0, ref_w)
+    with pytest.raises(ValueError, match="holdout"):
+        optimize(sde, score, "ipndm", 5, x_T=warm, holdout=1.0)
