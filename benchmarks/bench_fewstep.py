@@ -586,7 +586,8 @@ def diffusers_sde_peers():
 def sdekit_sde_configs(sd: float) -> list:
     return ["sa_solver", "sa_solver(tau=0.5)", "sa_solver(tau=0.25)",
             "sa_solver(predictor_order=2, corrector_order=2)",
-            "sa_solver(predictor_order=2, corrector_order=3, tau=0.5)", "dpmpp_sde_pc(order=2)", "dpmpp_sde_pc(order=3)",
+            "sa_solver(predictor_order=2, corrector_order=3, tau=0.5)", "dpmpp_sde_pc(order=2)",
+            "dpmpp_sde_pc(order=3)",
             f"dpmpp_sde_pc(order=2, sigma_data={sd})", f"dpmpp_sde_pc(order=3, sigma_data={sd})", "dpmpp_2m_sde",
             "dpmpp_3m_sde", "edm(S_churn=10.0)", "edm", "restart", "restart(restart_interval=(0.05, 1.0))",
             "restart(restart_steps=1)", "ancestral"]  # fmt: skip
