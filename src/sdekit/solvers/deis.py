@@ -41,11 +41,15 @@ def vp_time_map(rho_max: float, rho_min: float, eps_s: float = VP_EPS):
     """``(beta_d, beta_min)`` of the VP SDE with ``sigma_vp(1) = rho_max`` and ``sigma_vp(eps_s) = rho_min``, where
     ``sigma_vp(tau) = sqrt(exp(beta_d tau^2 / 2 + beta_min tau) - 1)`` (diff-sampler's ``edm2t`` fit; the same fit
     as the ``time_uniform`` grid's, :func:`sdekit.grids.vp_fit`)."""
-    return vp_fit(rho_max, rho_min, eps_s)
+    return vp_fit(rho_max, rho_min, eps_s)[:2]
 
 
 def _tau_of_rho(rho, beta_d, beta_min):
-    return (np.sqrt(beta_min**2 + 2.0 * beta_d * np.log1p(np.square(rho))) - beta_min) / beta_d
+    a = np.log1p(np.square(rho))
+    if beta_d == 0.0:  # the linear fit (see sdekit.grids.vp_fit)
+        return a / beta_min
+    # the root of beta_d tau^2 / 2 + beta_min tau = a, written without cancellation
+    return 2.0 * a / (np.sqrt(beta_min**2 + 2.0 * beta_d * a) + beta_min)
 
 
 @register
