@@ -661,7 +661,10 @@ def run_sde(name, mix, nfes, n_sde, log):
     return rows, floor
 
 
-def summary(name, rows, log, what="ODE endpoint error"):
+def summary(name, rows, log, what="ODE endpoint error", resolution=None):
+    """Best sdekit row against best peer row per budget. ``resolution``: for a metric with a Monte Carlo floor, the
+    value below which an error is not distinguished from exact samples; ratios are then only printed when the best
+    peer is above it."""
     log(f"\n| {name} ({what}) | NFE | best sdekit | error | best peer | error | sdekit / peer |")
     log("| --- | --- | --- | --- | --- | --- | --- |")
     ratios = {}
@@ -669,8 +672,13 @@ def summary(name, rows, log, what="ODE endpoint error"):
         mine = [r for r in rows if r[0] == budget and r[1] == "sdekit" and r[3] <= budget]
         peer = [r for r in rows if r[0] == budget and r[1] == "peer" and r[3] <= budget]
         bm, bp = min(mine, key=lambda r: r[4]), min(peer, key=lambda r: r[4])
-        ratios[budget] = bm[4] / bp[4]
-        log(f"| {name} | {budget} | {bm[2]} | {bm[4]:.2e} | {bp[2]} | {bp[4]:.2e} | {ratios[budget]:.2f} |")
+        if resolution is not None and bp[4] <= resolution:
+            ratios[budget] = float("nan")
+            cell = "both within the floor"
+        else:
+            ratios[budget] = max(bm[4], 0.0) / bp[4]
+            cell = f"{ratios[budget]:.2f}" + (" (sdekit within the floor)" if resolution and bm[4] <= resolution else "")
+        log(f"| {name} | {budget} | {bm[2]} | {bm[4]:.2e} | {bp[2]} | {bp[4]:.2e} | {cell} |")
     return ratios
 
 
@@ -712,7 +720,7 @@ def main():
                 for r in sorted(rows, key=lambda r: (r[0], r[4])):
                     log(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.3e} |")
             what = f"stochastic, MMD^2, floor {floor.mean:.1e} +- {floor.std:.1e}"
-            table_sde[name] = (summary(name, rows, log, what), floor)
+            table_sde[name] = (summary(name, rows, log, what, floor.resolution), floor)
     for title, tab in (("ODE endpoint error", table), ("stochastic samplers, MMD^2", table_sde)):
         if not tab:
             continue
