@@ -677,7 +677,8 @@ def summary(name, rows, log, what="ODE endpoint error", resolution=None):
             cell = "both within the floor"
         else:
             ratios[budget] = max(bm[4], 0.0) / bp[4]
-            cell = f"{ratios[budget]:.2f}" + (" (sdekit within the floor)" if resolution and bm[4] <= resolution else "")
+            at_floor = resolution is not None and bm[4] <= resolution
+            cell = f"{ratios[budget]:.2f}" + (" (sdekit within the floor)" if at_floor else "")
         log(f"| {name} | {budget} | {bm[2]} | {bm[4]:.2e} | {bp[2]} | {bp[4]:.2e} | {cell} |")
     return ratios
 
