@@ -156,7 +156,8 @@ def compile_times():
     """Seconds to compile each fused kernel from scratch (no disk cache), on a 4-sample problem."""
     from numba import njit
 
-    from sdekit.backends import numba_ as nb
+    from sdekit.backends.numba.fused import coef_table, fused_plan
+    from sdekit.backends.numba.noise import seed_key
     from sdekit.integrate import Job
     from sdekit.solvers import get_solver
 
@@ -170,18 +171,18 @@ def compile_times():
         x0 = np.zeros((4, 2))
         grid = np.linspace(1.0, 0.5, 3)
         job = Job(proc, solver, x0, grid, 0, np.arange(4), None, False, True, kind == "sde")
-        kernel, _, sparams, wshape, score_coef = nb._fused_plan(job)
+        kernel, _, sparams, wshape, score_coef = fused_plan(job)
         fresh = njit(parallel=True, error_model="numpy")(kernel.body)
         if kernel.process_stage_times is None:
             st = kernel.stage_times(solver, grid)
         else:
             st = kernel.process_stage_times(solver, proc, grid)
         st = np.ascontiguousarray(st, dtype=np.float64)
-        coef = nb._coef_table(job, st, score_coef)
+        coef = coef_table(job, st, score_coef)
         extra = kernel.extra(solver) if kernel.grid_extra is None else kernel.grid_extra(solver, proc, grid)
         args = (st, coef, sparams, wshape, np.full(3, -1), np.zeros((1, 1, 1)), np.full(1, -1), True)
         t0 = time.perf_counter()
-        fresh(x0.copy(), np.arange(4), nb.seed_key(0), 0, 2, *args, extra, 4)
+        fresh(x0.copy(), np.arange(4), seed_key(0), 0, 2, *args, extra, 4)
         out[f"{kernel.name} ({solver_name}, {kind})"] = time.perf_counter() - t0
     return out
 

@@ -42,7 +42,9 @@ def test_exact_law_agrees_with_monte_carlo(solver, process):
     grid = sdekit.grids.make_grid(sde, 6, "uniform")  # few steps: the solver's own bias is large
     # every registered fixed-step solver is affine under Gaussian data (multistep ones by whole-solve probes)
     mean, cov = bench.exact_law(solver, sde, GAUSS, grid, process=process, start="prior")
-    sol = sdekit.sample(sde, GAUSS.score(sde), n=N_MC, solver=solver, steps=6, process=process, denoise=False, seed=3)
+    sol = sdekit.sample(
+        sde, GAUSS.score(sde), n=N_MC, solver=solver, steps=6, grid="uniform", process=process, denoise=False, seed=3
+    )
     _moment_check(sol.x, mean, cov)
     if SOLVERS[solver]().order == 1:
         # for first-order solvers the check has power: their law is resolvably different from the exact p(t_end)

@@ -201,3 +201,18 @@ def test_python_dash_m_help():
         timeout=120,
     )
     assert res.returncode == 0 and "compare" in res.stdout
+
+
+def test_bad_output_paths_fail_before_any_work(tmp_path, capsys):
+    import time
+
+    from sdekit.cli import main
+
+    for option, path in (("--png", "/missing/dir/x.png"), ("--csv", str(tmp_path)), ("--json", "/missing/y.json")):
+        start = time.perf_counter()
+        with pytest.raises(SystemExit) as info:
+            main(["compare", option, path])
+        assert info.value.code == 2
+        assert time.perf_counter() - start < 2.0  # refused at once, nothing computed
+        err = capsys.readouterr().err
+        assert option in err and ("does not exist" in err or "is a directory" in err)

@@ -12,7 +12,7 @@ from numba import njit  # noqa: E402
 import sdekit  # noqa: E402
 from _user_scores import LAM, MU, user_row  # noqa: E402
 from sdekit.analytic import Gaussian, GaussianMixture  # noqa: E402
-from sdekit.backends.numba_ import (  # noqa: E402
+from sdekit.backends.numba import (  # noqa: E402
     BLOCK,
     KERNELS,
     Kernel,
@@ -20,13 +20,8 @@ from sdekit.backends.numba_ import (  # noqa: E402
     find_kernel,
     register_kernel,
 )
-from sdekit.backends.numba_scores import (  # noqa: E402
-    analytic_block_score,
-    analytic_coef,
-    analytic_params,
-    analytic_row_score,
-    analytic_work_rows,
-)
+from sdekit.backends.numba.host_scores import analytic_coef, analytic_params, analytic_work_rows  # noqa: E402
+from sdekit.backends.numba.scores import analytic_block_score, analytic_row_score  # noqa: E402
 from sdekit.solvers import EulerMaruyama, FixedStepSolver  # noqa: E402
 
 RTOL = 1e-12
@@ -284,6 +279,16 @@ def test_kernel_registry_rules_and_validation():
     with pytest.raises(TypeError, match="kernel must be a Kernel"):
         register_kernel(Midpoint, "ode", lambda: None)
     assert isinstance(KERNELS[(EulerMaruyama, "sde")], Kernel)
+
+
+def test_former_module_path_re_exports_the_package():
+    # README and user code import ``from sdekit.backends.numba_ import RowScore``; the backend registry runs the package
+    from sdekit.backends import get_backend, numba_
+    from sdekit.backends import numba as nb
+
+    assert numba_.RowScore is RowScore and numba_.KERNELS is KERNELS and numba_.register_kernel is register_kernel
+    assert numba_.score_block is nb.score_block and numba_.run is nb.run
+    assert get_backend("numba").load().run is nb.run
 
 
 def test_numba_backend_rejects_torch_input():

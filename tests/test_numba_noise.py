@@ -17,13 +17,13 @@ pytest.importorskip("numba")
 
 from numba import njit  # noqa: E402
 
-from sdekit.backends.numba_math import exp_nonpos, log_unit, sincos_theta  # noqa: E402
-from sdekit.backends.numba_noise import (  # noqa: E402
+from sdekit.backends.numba.noise import (  # noqa: E402
     mix64,
     normals_numba,
     sample_keys,
     stream_key,
 )
+from sdekit.backends.numba.vecmath import exp_nonpos, log_unit, sincos_theta  # noqa: E402
 from sdekit.noise import PRIOR_STEP, TWO_PI, mix64_numpy, normals_numpy, stream_keys_numpy  # noqa: E402
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -162,7 +162,7 @@ def test_no_correlation_between_neighbours(draws):
 _THREADS_SCRIPT = textwrap.dedent(
     """
     import sys, numpy as np, numba, sdekit
-    from sdekit.backends.numba_noise import normals_numba
+    from sdekit.backends.numba.noise import normals_numba
     assert numba.get_num_threads() == int(sys.argv[1])
     z = normals_numba(3, np.arange(1000), 4, 3)
     g = sdekit.GaussianMixture([0.4, 0.6], [[1.0, 0.0], [-1.0, 0.5]], [0.2, 0.5])

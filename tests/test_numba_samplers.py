@@ -15,8 +15,8 @@ from numba import njit  # noqa: E402
 import sdekit  # noqa: E402
 from _user_scores import user_row  # noqa: E402
 from sdekit.analytic import Gaussian, GaussianMixture  # noqa: E402
-from sdekit.backends.numba_ import BLOCK, RowScore, find_kernel  # noqa: E402
-from sdekit.backends.numba_multistep import AFFINE_MULTISTEP, affine_multistep_coefficients  # noqa: E402
+from sdekit.backends.numba import BLOCK, RowScore, find_kernel  # noqa: E402
+from sdekit.backends.numba.kernels.multistep import AFFINE_MULTISTEP, affine_multistep_coefficients  # noqa: E402
 from sdekit.solvers import get_solver  # noqa: E402
 from sdekit.solvers.dpm_solver import DPMSolverPP2M  # noqa: E402
 from sdekit.solvers.exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE  # noqa: E402
@@ -125,6 +125,21 @@ def test_coefficients_reproduce_one_numpy_step():
         a_s, _ = sde.marginal(grid[k])
         hk = sde.log_snr(grid[k]) - sde.log_snr(grid[k - 1])
         np.testing.assert_allclose(corr[k, 2 : 2 + counts[k, 1]].sum(), -a_s * np.expm1(-hk), rtol=1e-12)
+
+
+def test_tables_are_the_solvers_public_affine_coefficients():
+    from sdekit.solvers.affine import AffineCoefficients
+
+    sde = sdekit.VESDE()
+    score = DENSITIES["mixture-diag"].score(sde)
+    grid = sdekit.grids.make_grid(sde, 9, "log_snr")
+    for solver, process in CASES:
+        s = get_solver(solver)
+        proc = sde.reverse(score) if process == "sde" else sde.probability_flow(score)
+        table = s.affine_coefficients(sde, grid)
+        assert isinstance(table, AffineCoefficients) and table.steps == 9
+        for u, v in zip(affine_multistep_coefficients(s, proc, grid), table):
+            np.testing.assert_array_equal(u, v)
 
 
 def test_batch_size_chunking_saves_and_progress():
@@ -287,7 +302,7 @@ def test_exp_pc_tables():
 # -- EDM's sampler ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.VESDE(), sdekit.EDMSDE()], ids=repr)
 def test_edm_fused_matches_numpy(sde):
-    from sdekit.backends.numba_edm import EDM
+    from sdekit.backends.numba.kernels import EDM
     from sdekit.solvers.edm import EDMSampler
 
     proc = sde.reverse(DENSITIES["mixture-diag"].score(sde))
@@ -313,7 +328,7 @@ def test_edm_fused_matches_numpy(sde):
 
 # -- SRA (stochastic Runge--Kutta for additive noise) ----------------------------------------------------------
 def test_sra1_fused_matches_numpy_and_is_batch_independent():
-    from sdekit.backends.numba_sra import SRA_KERNEL
+    from sdekit.backends.numba.kernels import SRA_KERNEL
 
     assert find_kernel(get_solver("sra1"), "sde") is SRA_KERNEL
     for sde in (sdekit.VPSDE(), sdekit.VESDE(), sdekit.EDMSDE()):

@@ -34,6 +34,13 @@ def asarray_like(value, like):
     return np.asarray(value, dtype=dtype)
 
 
+def clip_above(x, cap: float):
+    """``min(x, cap)`` elementwise; ``cap`` a python float (torch's ``minimum`` wants a tensor there)."""
+    if is_torch(x):
+        return x.clamp(max=cap)
+    return np.minimum(x, cap)
+
+
 def sum_last(x, ndim: int):
     """Sum over the trailing ``ndim`` axes (the event axes)."""
     if ndim == 0:
@@ -65,10 +72,14 @@ def softmax(x, axis: int):
 def per_sample(t, x):
     """Reshape a per-sample quantity of shape ``(n,)`` to ``(n, 1, ..., 1)`` so it broadcasts with ``x``.
 
-    Scalars (python floats, 0-d arrays) pass through unchanged.
+    Scalars pass through as python floats (numpy's float64 scalars would promote a float32 ``x`` to float64; a
+    python float keeps ``x``'s dtype), 0-d tensors unchanged; numpy arrays take ``x``'s floating dtype, so a state
+    keeps one dtype for the whole solve.
     """
     if getattr(t, "ndim", 0) == 0:
-        return t
+        return float(t) if isinstance(t, (np.ndarray, np.generic)) else t
+    if isinstance(t, np.ndarray) and isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        t = t.astype(x.dtype, copy=False)
     return t.reshape((t.shape[0],) + (1,) * (x.ndim - 1))
 
 

@@ -18,7 +18,8 @@ from .backends.job import CheckedScore, Job
 from .backends.registry import BACKENDS, backend_names, get_backend
 from .errors import NonFiniteError
 from .grids import make_grid
-from .noise import check_seed
+from .noise import check_sample_ids, check_seed
+from .scores import ConditionedScore
 from .sdes import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE
 from .solution import Solution
 from .solvers import get_solver
@@ -65,7 +66,11 @@ def _resolve_grid(process, t0, t1, steps, grid):
         return make_grid(sde, steps, grid, t_end=t1, t_start=t0)
     if steps is not None:
         raise ValueError(f"give steps or an explicit grid, not both (got steps={steps!r} and a grid array)")
-    ts = np.asarray(grid, dtype=np.float64) if not _xp.is_torch(grid) else grid.detach().cpu().double().numpy()
+    # the ends are compared at the precision of the grid's own dtype: a float32 grid (k-diffusion's sigmas are)
+    # ends at t1 only to float32 precision
+    given = grid.detach().cpu().numpy() if _xp.is_torch(grid) else np.asarray(grid)
+    resolution = np.finfo(given.dtype).eps if given.dtype.kind == "f" else np.finfo(np.float64).eps
+    ts = given.astype(np.float64)
     if ts.ndim != 1 or ts.shape[0] < 2:
         raise ValueError(f"grid must be a 1-D array of at least 2 times, got shape {ts.shape}")
     if not np.all(np.isfinite(ts)):
@@ -75,7 +80,7 @@ def _resolve_grid(process, t0, t1, steps, grid):
     if not np.all(diffs * direction > 0):
         want = "decreasing" if direction < 0 else "increasing"
         raise ValueError(f"grid must be strictly {want} from t0={t0} to t1={t1}, got {ts!r}")
-    tol = 1e-12 * max(1.0, abs(t0), abs(t1))
+    tol = max(1e-12, 8 * resolution) * max(1.0, abs(t0), abs(t1))
     if abs(ts[0] - t0) > tol or abs(ts[-1] - t1) > tol:
         raise ValueError(f"grid must start at t0={t0} and end at t1={t1}, got grid[0]={ts[0]}, grid[-1]={ts[-1]}")
     ts = ts.copy()
@@ -120,13 +125,18 @@ def _adaptive_stops(solver, save_at, t0: float, t1: float) -> np.ndarray:
 
 
 def _torch_module(score):
-    """The ``torch.nn.Module`` behind a score (the score itself, or the model an adapter wraps), else None."""
+    """The ``torch.nn.Module`` behind a score: the score itself, or the model that a chain of wrappers (adapters,
+    guidance, conditioning: each keeps what it wraps as ``.fn``) ends at; else None."""
     torch = sys.modules.get("torch")
     if torch is None:  # no module can exist without torch imported
         return None
-    for obj in (score, getattr(score, "fn", None)):
+    obj = score
+    for _ in range(8):  # wrappers nest a few deep (conditioning of guidance of an adapter of the network)
         if isinstance(obj, torch.nn.Module):
             return obj
+        obj = getattr(obj, "fn", None)
+        if obj is None:
+            return None
     return None
 
 
@@ -138,20 +148,24 @@ def _first_backend(**capabilities) -> str | None:
     return None
 
 
-def _initial_state(sde, shape, seed, backend, score, device, dtype):
+def _initial_state(sde, shape, seed, backend, score, device, dtype, sample_ids=None):
     """Prior draws for ``sample``: a tensor for a torch backend (or a torch module score), else a numpy array."""
     module = _torch_module(score)
     wants_torch = module is not None or device is not None or dtype is not None
     if backend == "auto" and wants_torch:
         backend = _first_backend(array_library="torch") or "torch"
     if backend != "auto" and get_backend(backend).array_library == "torch":
-        return get_backend(backend).load().initial_state(sde, shape, seed, module=module, device=device, dtype=dtype)
+        return (
+            get_backend(backend)
+            .load()
+            .initial_state(sde, shape, seed, module=module, device=device, dtype=dtype, sample_ids=sample_ids)
+        )
     if device is not None or dtype is not None:
         raise ValueError(
             f"device and dtype choose the torch tensor for x_T and need backend='torch' or 'auto', "
             f"got backend={backend!r}, device={device!r}, dtype={dtype!r}"
         )
-    return sde.prior_sample(shape, seed=seed)
+    return sde.prior_sample(shape, seed=seed, sample_ids=sample_ids)
 
 
 def _pick_backend(backend, x0, score, solver, needs):
@@ -203,6 +217,8 @@ def solve(
     check_finite=True,
     sample_ids=None,
     noise=None,
+    cond=None,
+    callback=None,
     **solver_options,
 ) -> Solution:
     """Integrate ``process`` from ``t0`` to ``t1`` starting at ``x0``.
@@ -236,6 +252,15 @@ def solve(
         sample (:mod:`sdekit.brownian`), so different grids (and adaptive retries) see the same path.
         ``None``: ``"tree"`` for adaptive SDE solvers (redrawing fresh noise after a rejection selects the
         noise and biases the law), ``"counter"`` otherwise.
+    cond : dict, optional
+        Per-sample conditioning: keyword name -> array or tensor with leading dimension ``n`` (labels, embeddings).
+        The score is called ``score(x, t, **cond)`` with the rows it is given (adaptive loops pass subsets, and
+        the conditioning follows them), so sample ``i`` always sees its own ``cond[...][i]``.
+    callback : callable, optional
+        ``callback(info)`` after each step with ``info = {"step", "t", "x", "denoised"}`` (``denoised``: the data
+        prediction when the solver computes one, else None; for adaptive solvers ``t`` is every sample's time and
+        ``step`` the attempt). Costs nothing when None. On the numba backend a callback runs the per-step loop (a
+        fused kernel runs no python between steps); inside a captured CUDA graph it is refused.
     """
     start = time.perf_counter()
     if not isinstance(process, (SDE, ReverseSDE, ProbabilityFlowODE)):
@@ -279,13 +304,15 @@ def solve(
         raise ValueError(f"rtol/atol apply to adaptive solvers; solver {solver.name!r} uses a fixed grid")
     seed = check_seed(seed)
     n = x0.shape[0]
-    if sample_ids is None:
-        sample_ids = np.arange(n, dtype=np.int64)
-    else:
-        sample_ids = np.asarray(sample_ids)
-        if sample_ids.shape != (n,) or sample_ids.dtype.kind not in "iu" or np.any(sample_ids < 0):
-            raise ValueError(f"sample_ids must be {n} non-negative integers, got {sample_ids!r}")
+    sample_ids = np.arange(n, dtype=np.int64) if sample_ids is None else check_sample_ids(sample_ids, n)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable callback(info) or None, got {callback!r}")
     score = getattr(process, "score", None)
+    if cond is not None:
+        if score is None:
+            raise ValueError(f"cond conditions a score; the process {process!r} has none")
+        score = ConditionedScore(score, cond, n)
+        process = type(process)(process.sde, score)
     needs = {"adaptive": True} if solver.adaptive else {}
     if noise == "tree" and is_sde_process:
         needs["tree_noise"] = True
@@ -307,14 +334,15 @@ def solve(
         rtol=rtol,
         atol=atol,
         noise=noise,
+        callback=callback,
     )
     x, saved, nfe, stats = entry.run(job)
     stats.update(backend=name, solver=solver.name, wall_time=time.perf_counter() - start)
     ts_saved = xs = None
     if job.save_index is not None:
         ts_saved = ts[sorted(job.save_index)]
-        lib = _xp.lib(x)
-        xs = lib.stack(saved) if saved else None
+        # backends return the saved states as one preallocated array (n_saved, *x.shape)
+        xs = _xp.lib(x).stack(saved) if isinstance(saved, list) else saved
     t_final = stats.pop("t_final", t1)
     return Solution(x=x, t=t_final, ts=ts_saved, xs=xs, nfe=int(nfe), stats=stats)
 
@@ -335,8 +363,53 @@ def tweedie_denoise(sde: LinearSDE, score, x, t):
     """
     if not isinstance(sde, LinearSDE):
         raise ValueError(f"denoise needs a LinearSDE (with alpha and sigma), got {sde!r}; pass denoise=False")
-    alpha, sigma = sde.marginal(float(t))
+    alpha, sigma = (float(c) for c in sde.marginal(float(t)))  # python floats keep x's dtype
     return (x + (sigma * sigma) * score(x, _xp.full_time(t, x))) / alpha
+
+
+#: ``sample``'s own keyword arguments (anything else is a solver option, checked against the solver's constructor).
+SAMPLE_OPTIONS = (
+    "n", "x_T", "shape", "solver", "steps", "grid", "t_end", "denoise", "process", "seed", "backend", "progress",
+    "save_at", "check_finite", "device", "dtype", "noise", "sample_ids", "cond", "callback",
+)  # fmt: skip
+
+#: Steps of a fixed-grid ``sample`` when ``steps`` is not given.
+DEFAULT_STEPS = 1000
+
+
+def _event_shape(shape, score):
+    """The event shape from ``shape`` (an int or a tuple of positive ints) or ``score.event_shape``."""
+    event = shape if shape is not None else getattr(score, "event_shape", None)
+    if event is None:
+        raise ValueError("the event shape is unknown: pass shape=(d,) (or x_T), or a score with event_shape")
+    what = "shape" if shape is not None else "score.event_shape"
+    if isinstance(event, numbers.Integral) and not isinstance(event, (bool, np.bool_)):
+        event = (event,)
+    if not isinstance(event, (tuple, list)) or not all(
+        isinstance(s, numbers.Integral) and not isinstance(s, (bool, np.bool_)) and s >= 1 for s in event
+    ):
+        raise ValueError(f"{what} must be a positive integer or a tuple of positive integers, got {event!r}")
+    return tuple(int(s) for s in event)
+
+
+def _sample_grid(sde, solver, steps, grid, t_end):
+    """The time grid of a fixed-step ``sample``: ``None`` for adaptive solvers (which refuse steps and grid)."""
+    if solver.adaptive:
+        if steps is not None or grid is not None:
+            raise ValueError(
+                f"solver {solver.name!r} chooses its own steps (tolerances: rtol=..., atol=...); do not pass "
+                f"steps or grid (got steps={steps!r}, grid={grid!r})"
+            )
+        return None
+    if grid is None:
+        # the solver family's schedule (log-SNR for the exponential integrators, EDM's for EDM); a schedule of a
+        # linear SDE's log-SNR does not exist for other SDEs, whose default is uniform in t
+        grid = solver.default_grid if isinstance(sde, LinearSDE) else "uniform"
+    if isinstance(grid, str) or callable(grid):
+        return make_grid(sde, positive_int("steps", DEFAULT_STEPS if steps is None else steps), grid, t_end)
+    if steps is not None:
+        raise ValueError(f"give steps or an explicit grid, not both (got steps={steps!r} and a grid array)")
+    return grid
 
 
 def sample(
@@ -347,8 +420,8 @@ def sample(
     x_T=None,
     shape=None,
     solver="euler_maruyama",
-    steps=1000,
-    grid="uniform",
+    steps=None,
+    grid=None,
     t_end=None,
     denoise=True,
     process="auto",
@@ -360,6 +433,9 @@ def sample(
     device=None,
     dtype=None,
     noise=None,
+    sample_ids=None,
+    cond=None,
+    callback=None,
     **solver_options,
 ) -> Solution:
     """Draw samples: start from the prior at ``T``, integrate to ``t_end`` (default ``sde.eps``), denoise.
@@ -372,12 +448,15 @@ def sample(
         ``x`` of shape ``(n, *event)``, ``t`` of shape ``(n,)``; returns an array like ``x``.
     n, x_T, shape
         Either ``x_T`` (the initial state) or ``n``; the event shape then comes from ``shape`` or from
-        ``score.event_shape``. The prior draw for sample ``i`` depends only on ``(seed, i)``.
+        ``score.event_shape``. The prior draw for sample ``i`` depends only on ``(seed, sample_ids[i])``.
     solver : str or Solver
-        Any registered solver; ``solver_options`` go to its constructor.
+        Any registered solver; ``solver_options`` go to its constructor (their names are checked against it).
     steps, grid
-        Number of steps and the schedule: a name in ``sdekit.grids.GRIDS``, a callable
-        ``grid(sde, steps, t_end)``, or an explicit decreasing array of times from ``T`` to ``t_end``.
+        Number of steps (default 1000) and the schedule: a name in ``sdekit.grids.GRIDS``, a callable
+        ``grid(sde, steps, t_end)``, or an explicit decreasing array of times from ``T`` to ``t_end``. The default
+        schedule is the solver's ``default_grid``: ``"log_snr"`` for the exponential integrators (DPM-Solver++ and
+        its predictor-corrector family), EDM's ``"karras"`` for ``edm``, ``"uniform"`` otherwise (score_sde's
+        samplers) and for SDEs that are not linear. Adaptive solvers take neither.
     denoise : bool
         Apply Tweedie's step ``(x + sigma^2 score) / alpha`` at ``t_end`` (one more NFE).
     process : {"auto", "sde", "ode"}
@@ -389,12 +468,25 @@ def sample(
         score module's parameters, else CPU float32.
     noise : {None, "counter", "tree"}
         Noise source of SDE solvers (see :func:`solve`).
+    sample_ids : (n,) integers, optional
+        Global ids of the samples (default ``0 .. n-1``): sample ``i``'s prior draw and noise depend only on
+        ``(seed, sample_ids[i])``, so a batch sampled in chunks, each with its ids, equals the batch sampled at once.
+    cond : dict, optional
+        Per-sample conditioning (keyword name -> array/tensor with leading dimension ``n``): the score is called
+        ``score(x, t, **cond)`` on the rows it is given, the final denoising step included (see :func:`solve`).
+    callback : callable, optional
+        ``callback(info)`` after each step, ``info = {"step", "t", "x", "denoised"}`` (see :func:`solve`).
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
     if not callable(score):
         raise TypeError(f"score must be callable score(x, t), got {score!r}")
-    solver = get_solver(solver, **solver_options)
+    try:
+        solver = get_solver(solver, **solver_options)
+    except ValueError as exc:
+        if solver_options and "unknown option" in str(exc):
+            raise ValueError(f"{exc}; sample() itself takes: {list(SAMPLE_OPTIONS)}") from None
+        raise
     if process not in ("auto", "sde", "ode"):
         raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
     kind = solver.default_process if process == "auto" else process
@@ -403,27 +495,19 @@ def sample(
     if kind == "ode" and not solver.is_ode:
         raise ValueError(f"solver {solver.name!r} integrates SDEs only; it cannot run process='ode'")
     proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
-    t_end = sde.eps if t_end is None else t_end
-    t_end = in_interval("t_end", t_end, 0.0, sde.T, what=f"(0, T) = (0, {sde.T})")
+    t_end = in_interval("t_end", sde.eps if t_end is None else t_end, 0.0, sde.T, what=f"(0, T) = (0, {sde.T})")
     if (x_T is None) == (n is None):
         raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
     if x_T is not None and (device is not None or dtype is not None):
         raise ValueError(f"device and dtype apply to a drawn x_T; x_T was given (device={device!r}, dtype={dtype!r})")
     if x_T is None:
         n = positive_int("n", n)
-        event = shape if shape is not None else getattr(score, "event_shape", None)
-        if event is None:
-            raise ValueError("the event shape is unknown: pass shape=(d,) (or x_T), or a score with event_shape")
-        event = (int(event),) if isinstance(event, numbers.Integral) else tuple(int(s) for s in event)
+        event = _event_shape(shape, score)
         if not hasattr(sde, "prior_sample"):
             raise ValueError(f"sde {sde!r} has no prior to sample from; pass x_T")
-        x_T = _initial_state(sde, (int(n),) + event, check_seed(seed), backend, score, device, dtype)
-    if solver.adaptive:
-        ts = None  # adaptive solvers choose their own steps (tolerances: rtol=..., atol=... solver options)
-    elif isinstance(grid, str) or callable(grid):
-        ts = make_grid(sde, positive_int("steps", steps), grid, t_end)
-    else:
-        ts = grid
+        ids = None if sample_ids is None else check_sample_ids(sample_ids, n)
+        x_T = _initial_state(sde, (n,) + event, check_seed(seed), backend, score, device, dtype, ids)
+    ts = _sample_grid(sde, solver, steps, grid, t_end)
     sol = solve(
         proc,
         x_T,
@@ -437,12 +521,16 @@ def sample(
         save_at=save_at,
         check_finite=check_finite,
         noise=noise,
+        sample_ids=sample_ids,
+        cond=cond,
+        callback=callback,
     )
     if denoise:
         if not isinstance(sde, LinearSDE):
             raise ValueError(f"denoise=True needs a LinearSDE, got {sde!r}; pass denoise=False")
+        final = score if cond is None else ConditionedScore(score, cond, sol.x.shape[0])
         with _grad_mode(sol.x):
-            sol.x = tweedie_denoise(sde, score, sol.x, t_end)
+            sol.x = tweedie_denoise(sde, CheckedScore(final), sol.x, t_end)
         sol.nfe += 1
     if check_finite and not _xp.isfinite_all(sol.x):
         n_steps = len(ts) - 1 if ts is not None else -1

@@ -45,11 +45,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _xp
+from .backends.job import CheckedScore
 from .controllers import MAX_FACTOR, MIN_FACTOR, SAFETY
+from .errors import NonFiniteError
 from .noise import PRIOR_STEP, check_seed, normals_numpy
 from .sdes import LinearSDE
 from .solvers.tableaus import DOPRI5
-from .validation import positive_int, positive_number, real_number
+from .validation import boolean, positive_int, positive_number, real_number
 
 __all__ = [
     "log_likelihood",
@@ -109,8 +111,13 @@ class LikelihoodResult:
 class _AugmentedDrift:
     """``F(y, u) -> dy/du`` for ``y = [x (flattened), l]`` of shape ``(m, D + 1)``; ``u`` numpy ``(m,)``."""
 
-    def __init__(self, sde, score, event, like, trace, probes, time_variable):
-        self.sde, self.score, self.event, self.like = sde, score, event, like
+    def __init__(self, sde, score, event, like, trace, probes, time_variable, check_finite=True):
+        # every call's output shape is checked (a later (n, 1) output would broadcast into garbage); the
+        # divergence and jvp hooks are looked up on the user's score itself
+        self.sde, self.score, self.event, self.like = sde, CheckedScore(score), event, like
+        self.user_score = score
+        self.check_finite = check_finite
+        self.evaluations = 0
         self.D = int(np.prod(event, dtype=np.int64))
         self.trace, self.probes = trace, probes
         self.time_variable = time_variable
@@ -128,17 +135,17 @@ class _AugmentedDrift:
         return t, -2.0 * np.asarray(sigma) ** 2 / np.asarray(self.sde.g2(t))
 
     def _trace(self, x, tt, idx):
-        score = self.score
+        score, hooks = self.score, self.user_score
         if self.trace == "exact":
-            if hasattr(score, "divergence"):
-                return None, score.divergence(x, tt)
+            if hasattr(hooks, "divergence"):
+                return None, hooks.divergence(x, tt)
             return self._trace_autograd(x, tt)
         eps = self.probes[idx]  # (m, P, D) in x's library
         eps = eps.reshape((eps.shape[0], eps.shape[1]) + tuple(self.event))
         P = eps.shape[1]
-        if hasattr(score, "jvp"):
+        if hasattr(hooks, "jvp"):
             s = score(x, tt)
-            est = sum(_xp.sum_last(eps[:, p] * score.jvp(x, tt, eps[:, p]), len(self.event)) for p in range(P))
+            est = sum(_xp.sum_last(eps[:, p] * hooks.jvp(x, tt, eps[:, p]), len(self.event)) for p in range(P))
             return s, est / P
         if self.torch:
             return self._hutchinson_autograd(x, tt, eps)
@@ -178,6 +185,23 @@ class _AugmentedDrift:
         return s.detach(), (est / P).detach()
 
     def __call__(self, y, u, idx):
+        out = self._derivative(y, u, idx)
+        self.evaluations += 1
+        # every evaluation, as solve checks every step: a score that turns NaN stops the solve at once (an
+        # adaptive loop would otherwise shrink the step to nothing, and scipy's would spin until max_steps)
+        if self.check_finite and not _xp.isfinite_all(out):
+            t = self.times(np.asarray(u, dtype=np.float64))[0]
+            bad = np.flatnonzero(~np.isfinite(_to_numpy(out)).all(axis=1))
+            raise NonFiniteError(
+                self.evaluations,
+                float(np.ravel(t)[bad[0]]),
+                f"log_likelihood: the augmented drift (score or its trace) is not finite at evaluation "
+                f"{self.evaluations}, t = {float(np.ravel(t)[bad[0]])!r}, for {bad.size} of {out.shape[0]} samples; "
+                "check the score (pass check_finite=False to skip this check)",
+            )
+        return out
+
+    def _derivative(self, y, u, idx):
         m = y.shape[0]
         t, dtdu = self.times(u)
         x = y[:, : self.D].reshape((m,) + tuple(self.event))
@@ -382,6 +406,7 @@ def log_likelihood(
     time_variable="auto",
     prior_logpdf=None,
     max_steps=100_000,
+    check_finite=True,
 ) -> LikelihoodResult:
     """``log p_{t_eps}(x)`` of the model defined by ``score`` through the probability-flow ODE.
 
@@ -411,6 +436,9 @@ def log_likelihood(
         ``log p_T`` of the end points, ``(n, *event) -> (n,)``; default ``sde.prior_logpdf``.
     max_steps : int
         Bound on the number of step attempts.
+    check_finite : bool
+        Raise :class:`sdekit.NonFiniteError` at the first evaluation of the augmented drift (the score and its
+        trace) that is not finite, instead of letting the integrator shrink its steps until ``max_steps``.
 
     Returns
     -------
@@ -454,7 +482,7 @@ def log_likelihood(
     event = tuple(x.shape[1:])
     D = int(np.prod(event, dtype=np.int64))
     probes = _probes(seed, n, int(n_probes), D, probe, x) if trace == "hutchinson" else None
-    F = _AugmentedDrift(sde, score, event, x, trace, probes, tv)
+    F = _AugmentedDrift(sde, score, event, x, trace, probes, tv, boolean("check_finite", check_finite))
     T = float(sde.T)
     x_start = x
     if tv == "t":

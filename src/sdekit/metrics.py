@@ -80,7 +80,11 @@ def _mean_cov(name_m, mean, name_c, cov):
         raise ValueError(f"{name_c} must be a scalar, shape ({d},) or ({d}, {d}), got shape {c.shape}")
     if not (np.all(np.isfinite(m)) and np.all(np.isfinite(c))):
         raise ValueError(f"{name_m} and {name_c} must be finite")
-    return m, 0.5 * (c + c.T)
+    asym = float(np.max(np.abs(c - c.T)))
+    if asym > 1e-8 * max(1.0, float(np.max(np.abs(c)))):
+        # not round-off: symmetrising would silently measure another matrix (W2 = 0 to a transposed pair, say)
+        raise ValueError(f"{name_c} must be symmetric, got max |C - C^T| = {asym:.3g}")
+    return m, 0.5 * (c + c.T)  # round-off asymmetry only
 
 
 def _two_gaussians(mean1, cov1, mean2, cov2):
@@ -301,18 +305,16 @@ def energy_distance(x, y) -> float:
 # MMD to an exact Gaussian mixture
 # ----------------------------------------------------------------------------------------------------------
 def _mixture_components(mixture, t, sde):
-    """Weights ``(K,)``, means ``(K, d)`` and full covariances ``(K, d, d)`` of ``p_t`` of a Gaussian/mixture."""
-    from .analytic import Gaussian, GaussianMixture, _float_coeffs
+    """Weights ``(K,)``, means ``(K, d)`` and full covariances ``(K, d, d)`` of ``p_t`` of an analytic density."""
+    from .analytic.base import AnalyticDensity
 
-    if isinstance(mixture, Gaussian):
-        m, c = mixture.mean_cov(t, sde)
-        return np.ones(1), m[None, :], c[None, :, :]
-    if not isinstance(mixture, GaussianMixture):
-        raise TypeError(f"mixture must be an sdekit.Gaussian or sdekit.GaussianMixture, got {mixture!r}")
-    alpha, sigma = _float_coeffs(t, sde)  # validates t and sde as the mixture's own methods do
-    d = mixture.dim
-    covs = alpha * alpha * mixture._cov_matrices() + sigma * sigma * np.eye(d)
-    return mixture.weights.copy(), alpha * mixture.means, covs
+    if not isinstance(mixture, AnalyticDensity):
+        raise TypeError(
+            "mixture must be an sdekit analytic density (e.g. sdekit.Gaussian or sdekit.GaussianMixture), "
+            f"got {mixture!r}"
+        )
+    p = mixture.mixture_params(t, sde)  # validates t and sde as the density's own methods do
+    return p.weights, p.means, p.covs
 
 
 def component_bandwidth(mixture, t=0.0, sde=None) -> float:
@@ -363,8 +365,9 @@ def mmd_to_mixture(x, mixture, bandwidth="component", *, t=0.0, sde=None, chunk:
     ----------
     x : array (n, d)
         The sample (numpy or torch; read as float64).
-    mixture : Gaussian or GaussianMixture
-        The exact law; with ``sde`` and ``t`` its noised marginal ``p_t`` is used instead of ``p_0``.
+    mixture : AnalyticDensity
+        The exact law (a Gaussian, a Gaussian mixture or any :class:`sdekit.analytic.AnalyticDensity`, read
+        through its ``mixture_params``); with ``sde`` and ``t`` its noised marginal ``p_t`` is used instead of ``p_0``.
     bandwidth : "component", float or list of floats
         ``"component"`` (default): :func:`component_bandwidth`, the RMS standard deviation of the narrowest
         component of ``p_t``; a list sums the kernels of several bandwidths.

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["normals_numpy", "PRIOR_STEP", "check_seed", "mix64_numpy"]
+__all__ = ["normals_numpy", "PRIOR_STEP", "check_seed", "check_sample_ids", "mix64_numpy"]
 
 MASK64 = (1 << 64) - 1
 GAMMA = 0x9E3779B97F4A7C15  # SplitMix64 increment (golden ratio)
@@ -47,6 +47,14 @@ def check_seed(seed) -> int:
     if seed < 0 or seed > MASK64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed!r}")
     return seed
+
+
+def check_sample_ids(sample_ids, n: int) -> np.ndarray:
+    """Validate per-sample ids: ``n`` non-negative integers (any integer dtype), returned as an ``int64`` array."""
+    ids = np.asarray(sample_ids)
+    if ids.shape != (n,) or ids.dtype.kind not in "iu" or (ids.size and ids.min() < 0):
+        raise ValueError(f"sample_ids must be {n} non-negative integers (one id per sample), got {sample_ids!r}")
+    return ids.astype(np.int64, copy=False)
 
 
 def mix64_numpy(z: np.ndarray) -> np.ndarray:

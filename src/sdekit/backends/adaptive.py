@@ -26,6 +26,7 @@ from .. import _xp
 from ..brownian import BrownianTree
 from ..errors import NonFiniteError
 from ..noise import normals_numpy
+from .job import Trajectory
 
 MIN_STEP_FRACTION = 1e-14  # a step shorter than this fraction of the interval means the solve has failed
 
@@ -64,14 +65,8 @@ def run(job):
     h = np.full(n, min(solver.initial_step(t0, t1), span))
     stops = np.asarray(job.grid, dtype=np.float64)
     nxt = np.ones(n, dtype=np.int64)  # index in ``stops`` of each sample's next stop
-    order = sorted(job.save_index) if job.save_index is not None else []
-    slot_of = {i: k for k, i in enumerate(order)}
-    saved = [None] * len(order)
-    if 0 in slot_of:
-        saved[slot_of[0]] = x.clone() if _xp.is_torch(x) else x.copy()
-    for i in order:
-        if i > 0:
-            saved[slot_of[i]] = x * 0.0  # filled row by row as the samples reach stop i
+    saved = Trajectory(job.save_index, x)  # rows of stop i are filled as the samples reach it
+    saved.put(0, x)
     err_prev = np.ones(n)
     nfe = np.zeros(n, dtype=np.int64)
     n_acc = np.zeros(n, dtype=np.int64)
@@ -117,7 +112,9 @@ def run(job):
                 fields = [zz[:, r * size : (r + 1) * size] for r in range(m)]
             z = [as_x(f.reshape((idx.size,) + event)) for f in fields]
 
-        x_new, err, proposal, a_nfe = solver.attempt(process, xs, as_x(t[idx]), as_x(t_next), z, cs, rtol, atol)
+        # the active samples' own process (their rows of a per-sample conditioning)
+        proc = process if idx.size == n else process.restrict(idx)
+        x_new, err, proposal, a_nfe = solver.attempt(proc, xs, as_x(t[idx]), as_x(t_next), z, cs, rtol, atol)
         nfe[idx] += a_nfe
         err = _to_numpy(err)
         if job.check_finite:
@@ -134,8 +131,9 @@ def run(job):
             acc = idx[pos]
             ia = _index(acc, x)
             x_acc = x_new[ip]
+            proc_acc = process if acc.size == n else process.restrict(acc)
             c_new, acc_nfe = solver.accept(
-                process, x_acc, as_x(t_next[pos]), {k: v[ip] for k, v in cs.items()},
+                proc_acc, x_acc, as_x(t_next[pos]), {k: v[ip] for k, v in cs.items()},
                 {k: v[ip] for k, v in proposal.items()},
             )  # fmt: skip
             nfe[acc] += acc_nfe
@@ -147,9 +145,10 @@ def run(job):
             landed = last[pos]
             if np.any(landed):
                 for i in np.unique(nxt[acc[landed]]):
-                    if int(i) in slot_of:
+                    slot = saved.slot(int(i))
+                    if slot is not None:
                         rows = landed & (nxt[acc] == i)
-                        saved[slot_of[int(i)]][_index(acc[rows], x)] = x_acc[_index(np.flatnonzero(rows), x)]
+                        saved.data[slot][_index(acc[rows], x)] = x_acc[_index(np.flatnonzero(rows), x)]
                 nxt[acc[landed]] += 1
             if tree is not None:
                 w_now[acc], y_now[acc] = end[0][pos], end[1][pos]
@@ -159,6 +158,8 @@ def run(job):
             raise NonFiniteError(int(n_acc[bad] + n_rej[bad]), float(t[bad]),
                                  f"adaptive solver {solver.name!r}: step size underflow at t = {t[bad]!r} for sample "
                                  f"{bad} (non-finite or too stiff); loosen rtol/atol or check the score")  # fmt: skip
+        if job.callback is not None:  # per attempt: every sample's time (n,) and the state
+            job.callback({"step": it, "t": t.copy(), "x": x, "denoised": None})
         it += 1
 
     stats = {
@@ -170,4 +171,4 @@ def run(job):
         "wall_time": time.perf_counter() - start,
         "t_final": t1,
     }
-    return x, saved, int(round(float(np.mean(nfe)))), stats
+    return x, saved.data, int(round(float(np.mean(nfe)))), stats

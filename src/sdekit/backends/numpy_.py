@@ -18,6 +18,7 @@ from ..noise import normals_numpy
 from ..progress import progress_bar
 from ..solvers.base import StepContext
 from . import adaptive as adaptive_loop
+from .job import Trajectory
 
 
 def numpy_noise(job):
@@ -28,7 +29,7 @@ def numpy_noise(job):
 
     def draw(step):
         z = normals_numpy(job.seed, job.sample_ids, step, m * size)
-        z = z.reshape((z.shape[0], m) + event)
+        z = z.reshape((z.shape[0], m) + event).astype(job.x0.dtype, copy=False)  # the state's dtype
         return [z[:, r] for r in range(m)]
 
     return draw
@@ -48,7 +49,8 @@ def fixed_grid_loop(job, noise=None):
     solver, process, grid = job.solver, job.process, job.grid
     draw = (noise or numpy_noise)(job) if job.stochastic else None
     x = job.x0
-    saved = [x] if job.save_index is not None and 0 in job.save_index else []
+    saved = Trajectory(job.save_index, x)
+    saved.put(0, x)
     memory = {}  # the solver's per-solve history (StepContext.memory)
     start = time.perf_counter()
     n_steps = len(grid) - 1
@@ -56,13 +58,15 @@ def fixed_grid_loop(job, noise=None):
         for k in range(n_steps):
             t, t_next = float(grid[k]), float(grid[k + 1])
             z = draw(k) if draw is not None else None
-            x = solver.step(process, x, t, t_next, z, StepContext(k, grid, memory))
+            ctx = StepContext(k, grid, memory)
+            x = solver.step(process, x, t, t_next, z, ctx)
             if job.check_finite and not _xp.isfinite_all(x):
                 raise NonFiniteError(k, t_next)
-            if job.save_index is not None and (k + 1) in job.save_index:
-                saved.append(x)
+            saved.put(k + 1, x)
+            if job.callback is not None:
+                job.callback({"step": k, "t": t_next, "x": x, "denoised": ctx.denoised})
             bar.update(1)
-    return x, saved, solver.nfe(grid, process), fixed_grid_stats(n_steps, start)
+    return x, saved.data, solver.nfe(grid, process), fixed_grid_stats(n_steps, start)
 
 
 def fixed_grid_stats(n_steps: int, start: float) -> dict:

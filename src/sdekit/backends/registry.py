@@ -144,7 +144,7 @@ register_backend(
 register_backend(
     Backend(
         "numba",
-        "sdekit.backends.numba_",
+        "sdekit.backends.numba.backend",
         requires="numba",
         array_library="numpy",
         fused_scores=True,

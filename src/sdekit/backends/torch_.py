@@ -51,6 +51,7 @@ from ..progress import progress_bar
 from ..solvers.base import StepContext
 from ..validation import boolean
 from . import adaptive as adaptive_loop
+from .job import Trajectory
 from .numpy_ import fixed_grid_loop, fixed_grid_stats
 from .torch_noise import TorchNormals
 
@@ -141,19 +142,20 @@ def _draw_from(gen, m, event):
     return draw
 
 
-def prior_sample(sde, shape, seed: int = 0, *, device="cpu", dtype=torch.float32):
+def prior_sample(sde, shape, seed: int = 0, *, device="cpu", dtype=torch.float32, sample_ids=None):
     """Prior samples ``N(0, prior_std^2 I)`` of shape ``(n, *event)``, drawn on ``device`` in ``dtype``.
 
-    The tensor twin of ``sde.prior_sample``: sample ``i`` depends only on ``(seed, i)``, and float64 equals
-    the numpy draw to round-off.
+    The tensor twin of ``sde.prior_sample``: sample ``i`` (id ``sample_ids[i]``, default ``i``) depends only on
+    ``(seed, id)``, and float64 equals the numpy draw to round-off.
     """
     shape = tuple(int(s) for s in shape)
     size = int(np.prod(shape[1:], dtype=np.int64))
-    z = TorchNormals(seed, np.arange(shape[0], dtype=np.int64), device, dtype).normals(PRIOR_STEP, size)
+    ids = np.arange(shape[0], dtype=np.int64) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+    z = TorchNormals(seed, ids, device, dtype).normals(PRIOR_STEP, size)
     return z.reshape(shape) * sde.prior_std
 
 
-def initial_state(sde, shape, seed, *, module=None, device=None, dtype=None):
+def initial_state(sde, shape, seed, *, module=None, device=None, dtype=None, sample_ids=None):
     """``x_T`` for ``sample``: prior draws on ``device``/``dtype``.
 
     Defaults come from ``module`` (the torch module behind the score: the device and floating dtype of its
@@ -177,29 +179,32 @@ def initial_state(sde, shape, seed, *, module=None, device=None, dtype=None):
         raise ValueError(f"device {str(device)!r} was asked for, but CUDA is not available in this installation")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch dtype (e.g. torch.float32), got {dtype!r}")
-    return prior_sample(sde, shape, seed, device=device, dtype=dtype)
+    return prior_sample(sde, shape, seed, device=device, dtype=dtype, sample_ids=sample_ids)
 
 
 # -- the loop ----------------------------------------------------------------------------------------
 
 
 def _loop(job, x, draw, checks, bar):
-    """Every step of ``job.grid`` from ``x``; returns ``(x, saved)``. Writes the finiteness record into ``checks``."""
+    """Every step of ``job.grid`` from ``x``; returns ``(x, saved)`` (``saved``: the preallocated trajectory or None).
+    Writes the finiteness record into ``checks``."""
     solver, process, grid = job.solver, job.process, job.grid
-    save = job.save_index
-    saved = [x] if save is not None and 0 in save else []
+    saved = Trajectory(job.save_index, x)
+    saved.put(0, x)
     memory = {}  # the solver's per-solve history (StepContext.memory)
     for k in range(len(grid) - 1):
         t, t_next = float(grid[k]), float(grid[k + 1])
         z = draw(k) if draw is not None else None
-        x = solver.step(process, x, t, t_next, z, StepContext(k, grid, memory))
+        ctx = StepContext(k, grid, memory)
+        x = solver.step(process, x, t, t_next, z, ctx)
         if checks is not None:
             # device-side record; read once after the loop (see the module docstring)
             checks[k] = x.detach().sum(dtype=torch.float64)
-        if save is not None and (k + 1) in save:
-            saved.append(x)
+        saved.put(k + 1, x)
+        if job.callback is not None:  # nothing of it runs (no host read) without a callback
+            job.callback({"step": k, "t": t_next, "x": x, "denoised": ctx.denoised})
         bar.update(1)
-    return x, saved
+    return x, saved.data
 
 
 def _raise_if_nonfinite(checks, grid):
@@ -214,14 +219,20 @@ def run(job):
     """Run ``job`` (validated by :func:`sdekit.solve`) on torch tensors; returns ``(x, saved, nfe, stats)``."""
     opts = current_options()
     solver = job.solver
+    # every torch loop obeys one autograd policy: no graph unless torch_options(differentiable=True)
     if solver.adaptive:  # the array-generic adaptive loop (accept/reject decided on the host)
-        return adaptive_loop.run(job)
+        with grad_mode():
+            return adaptive_loop.run(job)
     if job.noise == "tree" and job.stochastic:  # the array-generic loop with Brownian-tree noise
-        return fixed_grid_loop(job, noise=tree_noise)
+        with grad_mode():
+            return fixed_grid_loop(job, noise=tree_noise)
     start = time.perf_counter()
     n_steps = len(job.grid) - 1
     with grad_mode():
         if opts.capture == "cuda_graph":
+            if job.callback is not None:
+                raise ValueError("callback cannot run inside a captured CUDA graph (a replay runs no python between "
+                                 "steps); pass callback=None or leave torch_options(capture=...) off")  # fmt: skip
             x, saved, checks = _run_captured(job)
         else:
             draw = torch_noise(job) if job.stochastic else None
@@ -324,7 +335,7 @@ def _run_captured(job):
         if job.stochastic:
             entry.gen.base.copy_(TorchNormals(job.seed, job.sample_ids, x0.device, x0.dtype).base)
         entry.replay()
-        saved = [s.clone() for s in entry.saved]
+        saved = entry.saved.clone() if entry.saved is not None else None
         checks = entry.checks.clone() if entry.checks is not None else None
         return entry.x_out.clone(), saved, checks
 
@@ -337,7 +348,7 @@ def _run_captured(job):
         checks = x0.new_empty(n_steps, dtype=torch.float64) if job.check_finite else None
         with progress_bar(n_steps, job.progress, desc=job.solver.name) as bar:
             x, saved = _loop(job, x_in, draw, checks, bar)
-        x, saved = x.clone(), [s.clone() for s in saved]
+        x, saved = x.clone(), (saved.clone() if saved is not None else None)
 
     static_checks = x0.new_empty(n_steps, dtype=torch.float64) if job.check_finite else None
     replay, (x_out, saved_out) = _GRAPHS.record(lambda: _loop(job, x_in, draw, static_checks, _NoBar()))

@@ -154,14 +154,14 @@ class Dopri5(AdaptiveSolver):
         for i in range(1, tab.stages):
             xi = x
             for j in range(i):
-                if tab.a[i, j] != 0.0:
-                    xi = xi + (hx * tab.a[i, j]) * ks[j]
-            ks.append(process.drift(xi, t + tab.c[i] * h))
+                if float(tab.a[i, j]) != 0.0:
+                    xi = xi + (hx * float(tab.a[i, j])) * ks[j]
+            ks.append(process.drift(xi, t + float(tab.c[i]) * h))
         x_new = xi  # FSAL: the last stage is evaluated at the new point, x + h sum b k
-        e = (tab.b[0] - b_err[0]) * ks[0]
+        e = (float(tab.b[0]) - float(b_err[0])) * ks[0]
         for i in range(1, tab.stages):
-            if tab.b[i] != b_err[i]:
-                e = e + (tab.b[i] - b_err[i]) * ks[i]
+            if float(tab.b[i]) != float(b_err[i]):
+                e = e + (float(tab.b[i]) - float(b_err[i])) * ks[i]
         xp = _xp.lib(x)
         scale = atol + rtol * xp.maximum(xp.abs(x), xp.abs(x_new))
         err = rms_norm(hx * e / scale)

@@ -39,6 +39,7 @@ Adding a solver
 from __future__ import annotations
 
 import ast
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,13 +53,15 @@ __all__ = [
     "register",
     "register_preset",
     "get_solver",
+    "solver_options",
     "registry_rows",
 ]
 
 
-@dataclass(frozen=True)
+@dataclass
 class StepContext:
-    """What a fixed-grid loop tells a solver about the step it asks for.
+    """What a fixed-grid loop tells a solver about the step it asks for (one per step), and what the solver tells
+    back.
 
     Attributes
     ----------
@@ -68,11 +71,15 @@ class StepContext:
         The whole float64 grid of the solve.
     memory : dict
         Per-solve scratch shared by every step of one solve (a multistep history); empty at step 0.
+    denoised : array or None
+        Set by solvers that compute the data prediction ``E[x_0 | x_t]`` during the step (the DPM-Solver family,
+        EDM, ancestral): the loop hands it to the user's step callback as ``info["denoised"]``.
     """
 
     index: int
     grid: np.ndarray
     memory: dict = field(default_factory=dict)
+    denoised: object = None
 
     @property
     def n_steps(self) -> int:
@@ -100,6 +107,7 @@ class Solver:
     multistep_order: int = 1  # data predictions kept between steps (1: a one-step method)
     needs_additive_noise: bool = False
     adaptive: bool = False
+    default_grid: str = "uniform"  # the schedule ``sample`` uses when none is given (a name in sdekit.grids.GRIDS)
 
     @property
     def default_process(self) -> str:
@@ -219,9 +227,34 @@ def parse_solver_spec(spec: str) -> tuple[str, dict]:
     return tree.func.id, options
 
 
+def solver_options(name: str) -> list:
+    """The constructor options of the registered solver ``name`` (a preset's fixed options excluded)."""
+    entry = SOLVERS[name]
+    cls = entry.cls if isinstance(entry, Preset) else entry
+    params = inspect.signature(cls.__init__).parameters.values()
+    fixed = entry.options if isinstance(entry, Preset) else {}
+    return [
+        p.name
+        for p in params
+        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in fixed
+    ]
+
+
+def _build(name: str, options: dict) -> Solver:
+    """``SOLVERS[name](**options)`` after checking the option names against the constructor's signature."""
+    entry = SOLVERS[name]
+    if isinstance(entry, Preset) and set(options) & set(entry.options):
+        return entry(**options)  # raises, naming the options the preset fixes
+    valid = solver_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown} for solver {name!r}; its options: {valid}")
+    return SOLVERS[name](**options)
+
+
 def get_solver(solver, **options) -> Solver:
     """A solver instance from a name (with ``options`` for its constructor), a spec ``"name(key=value, ...)"``
-    (see :func:`parse_solver_spec`) or an instance."""
+    (see :func:`parse_solver_spec`) or an instance. Option names are checked against the solver's constructor."""
     if isinstance(solver, Solver):
         if options:
             raise ValueError(
@@ -230,14 +263,14 @@ def get_solver(solver, **options) -> Solver:
             )
         return solver
     if isinstance(solver, str) and solver in SOLVERS:
-        return SOLVERS[solver](**options)
+        return _build(solver, options)
     if isinstance(solver, str) and "(" in solver:
         name, spec_options = parse_solver_spec(solver)
         both = sorted(set(spec_options) & set(options))
         if both:
             raise ValueError(f"solver options {both} were given both in {solver!r} and as keyword arguments")
         if name in SOLVERS:
-            return SOLVERS[name](**spec_options, **options)
+            return _build(name, {**spec_options, **options})
     raise ValueError(f"unknown solver {solver!r}; valid solvers: {sorted(SOLVERS)}")
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..validation import boolean
 from ._common import coeffs, data_prediction, linear_sde_of, log_snr
+from .affine import PROBE_E, PROBE_X, PROBE_Z, AffineCoefficients, probe
 from .base import FixedStepSolver, register, register_preset
 
 __all__ = [
@@ -45,6 +46,7 @@ class _DPMSolverPP(FixedStepSolver):
     """Shared multistep machinery: history of ``(lambda, D)``, effective order per step."""
 
     multistep_order = 2
+    default_grid = "log_snr"  # the schedule DPM-Solver is built for (equal steps in lambda)
 
     def __init__(self, lower_order_final: bool = True):
         self.lower_order_final = boolean("lower_order_final", lower_order_final)
@@ -64,10 +66,33 @@ class _DPMSolverPP(FixedStepSolver):
     def _update(self, sde, hist, order, x, t, t_next, z):
         raise NotImplementedError
 
+    def affine_coefficients(self, sde, grid) -> AffineCoefficients:
+        """The per-step coefficients of this sampler over ``grid`` on the linear SDE ``sde`` (see
+        :mod:`sdekit.solvers.affine`): ``E`` is the data prediction ``D`` and the update is :meth:`step`'s own,
+        run on probe vectors in place of ``x``, the ``D`` of the history and ``z``."""
+        grid = np.asarray(grid, dtype=np.float64)
+        steps = len(grid) - 1
+        noisy = self.n_noise > 0
+        tab = AffineCoefficients.zeros(steps)
+        lams = [log_snr(sde, float(t)) for t in grid[:-1]]
+        for k in range(steps):
+            t, t_next = float(grid[k]), float(grid[k + 1])
+            alpha, sigma = coeffs(sde, t)
+            tab.ev[k] = 1.0, sigma * sigma, alpha
+            m = min(self.multistep_order, k + 1)
+            hist = [(lams[k - j], probe(PROBE_E + j)) for j in range(m - 1, -1, -1)]  # most recent last
+            order = self._order(k, m, steps)
+            v = self._update(sde, hist, order, probe(PROBE_X), t, t_next, [probe(PROBE_Z)])
+            tab.pred[k, 0], tab.pred[k, 1] = v[PROBE_X], (v[PROBE_Z] if noisy else 0.0)
+            tab.pred[k, 2 : 2 + order] = v[PROBE_E : PROBE_E + order]
+            tab.counts[k] = order, 0, int(noisy), 0, 0
+        return tab
+
     def _history(self, process, sde, x, t, ctx):
         """Append ``(lambda(t), D(x, t))``; return the history (most recent last) and the effective order."""
         hist = ctx.memory.setdefault("dpmpp", [])
         hist.append((log_snr(sde, t), data_prediction(process, sde, x, t)))
+        ctx.denoised = hist[-1][1]  # for the step callback
         del hist[: -self.multistep_order]
         return hist, self._order(ctx.index, len(hist), ctx.n_steps)
 
@@ -104,7 +129,7 @@ class _DPMSolverPPODE(_DPMSolverPP):
 
     def _update(self, sde, hist, order, x, t, t_next, z):
         """The step from ``x`` at ``t`` given the history ``[(lambda, D), ...]`` (most recent last); linear in
-        ``x`` and the ``D`` (the numba backend reads its coefficients off basis vectors)."""
+        ``x`` and the ``D`` (:meth:`affine_coefficients` reads its coefficients off probe vectors)."""
         alpha_s, sigma_s = coeffs(sde, t)
         alpha_t, sigma_t = coeffs(sde, t_next)
         h = log_snr(sde, t_next) - hist[-1][0]

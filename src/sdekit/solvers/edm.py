@@ -35,6 +35,7 @@ class EDMSampler(FixedStepSolver):
     """
 
     name = "edm"
+    default_grid = "karras"  # EDM's own schedule (Karras et al. 2022, eq. 5, rho = 7)
     order = 2
     strong_order = None
     weak_order = 1.0
@@ -84,7 +85,8 @@ class EDMSampler(FixedStepSolver):
         if churn > 0.0:
             x_hat = x_hat + churn * z[0]
         # Euler step from s_hat to s_next
-        d = (x_hat - self._denoise(process, sde, x_hat, t_hat)) / s_hat
+        denoised = ctx.denoised = self._denoise(process, sde, x_hat, t_hat)  # (also for the step callback)
+        d = (x_hat - denoised) / s_hat
         x_pred = x_hat + (s_next - s_hat) * d
         # second-order (trapezoidal) correction
         d2 = (x_pred - self._denoise(process, sde, x_pred, t_next)) / s_next

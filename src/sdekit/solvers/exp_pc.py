@@ -63,6 +63,7 @@ import numpy as np
 
 from ..validation import boolean, integer_in, positive_number
 from ._common import coeffs, linear_sde_of, log_snr, score_at
+from .affine import PROBE_E, PROBE_X, PROBE_X_PREV, PROBE_Z, PROBE_Z_PREV, AffineCoefficients, probe
 from .base import FixedStepSolver, register
 from .dpm_solver import LOWER_ORDER_FINAL_STEPS, exp_adams_weights
 
@@ -77,6 +78,7 @@ _PANEL = 2.0
 
 class _ExpPC(FixedStepSolver):
     nfe_per_step = 1
+    default_grid = "log_snr"  # equal steps in lambda, the variable of the exponential integrator
     kernel = 1.0  # ODE: e^{u - h}; SDE: 2 e^{2(u - h)}, i.e. the ODE kernel at doubled nodes and step
 
     def __init__(
@@ -130,6 +132,14 @@ class _ExpPC(FixedStepSolver):
         e0, e1, e2 = self.evaluation_coefficients(sde, t)
         return (e0 * x + e1 * score_at(process, x, t)) / e2
 
+    def _denoised(self, sde, x, t, value):
+        """The data prediction ``D`` at the evaluated ``x`` from the interpolated value (``D`` itself, or EDM's ``F``
+        with ``sigma_data``: ``e2 F = e0 x + sigma^2 score`` and ``alpha D = x + sigma^2 score``)."""
+        if self.sigma_data is None:
+            return value
+        e0, _, e2 = self.evaluation_coefficients(sde, t)
+        return (e2 * value + (1.0 - e0) * x) / coeffs(sde, t)[0]
+
     def _decay(self, alpha_to, sigma_to, alpha_from, sigma_from, h):
         """The exact linear propagator of ``x`` over a log-SNR step ``h`` between the marginal coefficients
         ``(alpha_from, sigma_from)`` and ``(alpha_to, sigma_to)``."""
@@ -164,14 +174,54 @@ class _ExpPC(FixedStepSolver):
         pc = ctx.memory["exp_pc"]
         lam_s = log_snr(sde, t)
         d_s = self._evaluate(process, sde, x, t)
+        ctx.denoised = self._denoised(sde, x, t, d_s)  # for the step callback
         if self.corrector and pc["x_prev"] is not None:
             x = self._correct(sde, pc, lam_s, d_s, t)
         return self._predict(sde, pc, lam_s, d_s, x, t, t_next, z, k, ctx.n_steps)
 
+    def affine_coefficients(self, sde, grid) -> AffineCoefficients:
+        """The per-step coefficients of this sampler over ``grid`` on the linear SDE ``sde`` (see
+        :mod:`sdekit.solvers.affine`): :meth:`step`'s corrector and predictor run on probe vectors.
+
+        Before each step the kept state is renamed into probes: the stored evaluations become ``E_{k-1}, E_{k-2},
+        ...``, ``x_prev`` the probe ``x_prev`` and the kept noise ``C_{k-1} z_{k-1}`` the coefficient ``C_{k-1}`` on
+        ``z_{k-1}`` (the corrector adds the previous step's noise term again).
+        """
+        grid = np.asarray(grid, dtype=np.float64)
+        steps = len(grid) - 1
+        tab = AffineCoefficients.zeros(steps)
+        ev, pred, corr, counts = tab
+        noisy = self.n_noise > 0
+        pc = {"lam": [], "d": [], "x_prev": None, "t_prev": None, "noise_prev": None}
+        for k in range(steps):
+            t, t_next = float(grid[k]), float(grid[k + 1])
+            ev[k] = self.evaluation_coefficients(sde, t)
+            lam_s = log_snr(sde, t)
+            q = len(pc["d"])
+            pc["d"] = [probe(PROBE_E + q - i) for i in range(q)]  # oldest first
+            if pc["x_prev"] is not None:
+                pc["x_prev"] = probe(PROBE_X_PREV)
+            if pc["noise_prev"] is not None:
+                pc["noise_prev"] = pc["noise_prev"][PROBE_Z] * probe(PROBE_Z_PREV)
+            ncorr = znoisy = 0
+            if self.corrector and pc["x_prev"] is not None:
+                v = self._correct(sde, pc, lam_s, probe(PROBE_E), t)
+                ncorr = 1 + min(self.corrector_order - 1, q)
+                znoisy = int(pc["noise_prev"] is not None)
+                corr[k, 0], corr[k, 1] = v[PROBE_X_PREV], v[PROBE_Z_PREV]
+                corr[k, 2 : 2 + ncorr] = v[PROBE_E : PROBE_E + ncorr]
+            z = [probe(PROBE_Z)] if noisy else None
+            v = self._predict(sde, pc, lam_s, probe(PROBE_E), probe(PROBE_X), t, t_next, z, k, steps)
+            npred = self._predictor_order(k, q + 1, steps)
+            pred[k, 0], pred[k, 1] = v[PROBE_X], (v[PROBE_Z] if noisy else 0.0)
+            pred[k, 2 : 2 + npred] = v[PROBE_E : PROBE_E + npred]
+            counts[k] = npred, ncorr, int(noisy), int(self.corrector), znoisy
+        return tab
+
     def _correct(self, sde, pc, lam_s, d_s, t):
         """Corrector: re-integrate ``[t_prev, t]`` from ``x_prev`` with ``D(x~_t)`` as one more interpolation
-        node, adding the step's noise again. Linear in ``x_prev``, the ``D`` and the noise (the numba backend
-        reads its coefficients off basis vectors)."""
+        node, adding the step's noise again. Linear in ``x_prev``, the ``D`` and the noise
+        (:meth:`affine_coefficients` reads its coefficients off probe vectors)."""
         alpha_s, sigma_s = coeffs(sde, t)
         lam_p = pc["lam"][-1]
         hp = lam_s - lam_p

@@ -21,12 +21,12 @@ def rk_step(process, x, t, t_next, tableau: ButcherTableau):
     for i in range(tableau.stages):
         xi = x
         for j in range(i):
-            if tableau.a[i, j] != 0.0:
-                xi = xi + (hx * tableau.a[i, j]) * ks[j]
-        ks.append(process.drift(xi, t + tableau.c[i] * h))
-    incr = tableau.b[0] * ks[0]
+            if float(tableau.a[i, j]) != 0.0:
+                xi = xi + (hx * float(tableau.a[i, j])) * ks[j]
+        ks.append(process.drift(xi, t + float(tableau.c[i]) * h))
+    incr = float(tableau.b[0]) * ks[0]
     for i in range(1, tableau.stages):
-        incr = incr + tableau.b[i] * ks[i]
+        incr = incr + float(tableau.b[i]) * ks[i]
     return x + hx * incr
 
 

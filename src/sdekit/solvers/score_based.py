@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import _xp
 from ..sdes import LinearSDE
 from ..validation import positive_int, positive_number
 from ._common import check_score_process, coeffs, linear_sde_of, score_at, sqrt_pos
+from .affine import AffineCoefficients
 from .base import FixedStepSolver, get_solver, register
 from .stochastic import brownian_increment
 
@@ -71,6 +74,18 @@ class ReverseDiffusion(FixedStepSolver):
         a, b2 = _transition(sde, t, t_next)
         return 2.0 - a, b2, math.sqrt(b2)
 
+    def affine_coefficients(self, sde: LinearSDE, grid) -> AffineCoefficients:
+        """The step as an affine multistep update (see :mod:`sdekit.solvers.affine`), from :meth:`coefficients`:
+        the evaluation ``E = (2 - a) x + b^2 score`` is the mean itself, ``x' = 0 x + 1 E + b z``."""
+        grid = np.asarray(grid, dtype=np.float64)
+        tab = AffineCoefficients.zeros(len(grid) - 1)
+        for k in range(len(grid) - 1):
+            c_x, c_s, c_z = self.coefficients(sde, float(grid[k]), float(grid[k + 1]))
+            tab.ev[k] = c_x, c_s, 1.0
+            tab.pred[k, :3] = 0.0, c_z, 1.0
+            tab.counts[k] = 1, 0, 1, 0, 0
+        return tab
+
 
 @register
 class Ancestral(FixedStepSolver):
@@ -110,7 +125,7 @@ class Ancestral(FixedStepSolver):
 
     def step(self, process, x, t, t_next, z, ctx):
         s2t, alpha_t, c_x0, c_x, c_z = self.coefficients(process.sde, t, t_next)
-        x0 = (x + s2t * score_at(process, x, t)) / alpha_t
+        x0 = ctx.denoised = (x + s2t * score_at(process, x, t)) / alpha_t  # (also for the step callback)
         mean = c_x0 * x0 + c_x * x
         return mean + c_z * z[0]
 
@@ -123,6 +138,18 @@ class Ancestral(FixedStepSolver):
         s2t, s2s = sigma_t * sigma_t, sigma_s * sigma_s
         var = b2 * s2s / s2t if self.variance == "posterior" else b2
         return s2t, alpha_t, alpha_s * b2 / s2t, a * s2s / s2t, sqrt_pos(var)
+
+    def affine_coefficients(self, sde: LinearSDE, grid) -> AffineCoefficients:
+        """The step as an affine multistep update (see :mod:`sdekit.solvers.affine`), from :meth:`coefficients`:
+        the evaluation is ``x0_hat``, ``x' = c_x x + c_x0 x0_hat + c_z z``."""
+        grid = np.asarray(grid, dtype=np.float64)
+        tab = AffineCoefficients.zeros(len(grid) - 1)
+        for k in range(len(grid) - 1):
+            s2t, alpha_t, c_x0, c_x, c_z = self.coefficients(sde, float(grid[k]), float(grid[k + 1]))
+            tab.ev[k] = 1.0, s2t, alpha_t
+            tab.pred[k, :3] = c_x, c_z, c_x0
+            tab.counts[k] = 1, 0, 1, 0, 0
+        return tab
 
 
 class Langevin:

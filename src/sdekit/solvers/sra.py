@@ -25,21 +25,21 @@ def sra_step(process, x, t, t_next, z0, z1, tableau: StochasticTableau):
     i1 = sq * z0
     i10_h = (0.5 * sq) * (z0 + z1 * (1.0 / math.sqrt(3.0)))
     s = tableau.stages
-    gs = [process.diffusion(x, t + tableau.c1[j] * h) for j in range(s)]
+    gs = [process.diffusion(x, t + float(tableau.c1[j]) * h) for j in range(s)]
     fs = []
     for i in range(s):
         hi = x
         for j in range(i):
-            if tableau.a0[i, j] != 0.0:
-                hi = hi + (hx * tableau.a0[i, j]) * fs[j]
-            if tableau.b0[i, j] != 0.0:
-                hi = hi + (tableau.b0[i, j] * gs[j]) * i10_h
-        fs.append(process.drift(hi, t + tableau.c0[i] * h))
+            if float(tableau.a0[i, j]) != 0.0:
+                hi = hi + (hx * float(tableau.a0[i, j])) * fs[j]
+            if float(tableau.b0[i, j]) != 0.0:
+                hi = hi + (float(tableau.b0[i, j]) * gs[j]) * i10_h
+        fs.append(process.drift(hi, t + float(tableau.c0[i]) * h))
     out = x
     for i in range(s):
-        out = out + (hx * tableau.alpha[i]) * fs[i]
-        if tableau.beta1[i] != 0.0 or tableau.beta2[i] != 0.0:
-            out = out + gs[i] * (tableau.beta1[i] * i1 + tableau.beta2[i] * i10_h)
+        out = out + (hx * float(tableau.alpha[i])) * fs[i]
+        if float(tableau.beta1[i]) != 0.0 or float(tableau.beta2[i]) != 0.0:
+            out = out + gs[i] * (float(tableau.beta1[i]) * i1 + float(tableau.beta2[i]) * i10_h)
     return out
 
 

@@ -19,12 +19,13 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["log_unit", "sincos_theta", "exp_nonpos"]
+__all__ = ["log_unit", "sincos_theta", "exp_nonpos", "f64_bits", "bits_f64"]
 
 
 # -- bit casts (LLVM bitcast; they vectorise) ---------------------------------------------------------------
 @intrinsic
-def _f64_bits(typingctx, x):
+def f64_bits(typingctx, x):
+    """The bits of a float64 as an int64 (``f64_bits(x)`` in compiled code; a bitcast, no conversion)."""
     if x != types.float64:
         return None
 
@@ -35,7 +36,8 @@ def _f64_bits(typingctx, x):
 
 
 @intrinsic
-def _bits_f64(typingctx, i):
+def bits_f64(typingctx, i):
+    """The float64 whose bits are the int64 ``i`` (the inverse of :func:`f64_bits`)."""
     if i != types.int64:
         return None
 
@@ -60,13 +62,13 @@ _LG7 = 1.479819860511658591e-01
 @njit(cache=True, inline="always", error_model="numpy")
 def log_unit(x):
     """``log(x)`` for a normal float64 ``x`` in ``(0, 1]`` (fdlibm ``__ieee754_log``, error < 1 ulp)."""
-    ix = _f64_bits(x)
+    ix = f64_bits(x)
     hx = np.int64(ix >> 32)
     k = (hx >> 20) - 1023
     hx = hx & 0x000FFFFF
     i = (hx + 0x95F64) & 0x100000
     # normalise x into [sqrt(2)/2, sqrt(2)): set the exponent field to 0x3ff or 0x3fe
-    xm = _bits_f64(((hx | (i ^ 0x3FF00000)) << 32) | (ix & 0xFFFFFFFF))
+    xm = bits_f64(((hx | (i ^ 0x3FF00000)) << 32) | (ix & 0xFFFFFFFF))
     k += i >> 20
     f = xm - 1.0
     s = f / (2.0 + f)
@@ -148,5 +150,5 @@ def exp_nonpos(x):
     t = r * r
     c = r - t * (_P1 + t * (_P2 + t * (_P3 + t * (_P4 + t * _P5))))
     y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
-    scale = _bits_f64((k + 1023) << 52)  # 2**k, normal for k >= -1022
+    scale = bits_f64((k + 1023) << 52)  # 2**k, normal for k >= -1022
     return y * scale if ok else 0.0

@@ -14,10 +14,10 @@ import math
 import numpy as np
 from numba import prange
 
-from ..solvers._common import coeffs
-from ..solvers.score_based import AnnealedLangevin
-from .numba_ import NC, Kernel, _end_block, _end_step, _open_block, register_kernel, score_block
-from .numba_noise import fill_components, stream_key
+from ....solvers.score_based import AnnealedLangevin
+from .._blocks import end_block, end_step, marginal, open_block
+from ..noise import fill_components, stream_key
+from ..registry import NC, Kernel, register_kernel, score_block
 
 __all__ = ["ANNEALED_LANGEVIN", "annealed_coefficients"]
 
@@ -33,7 +33,7 @@ def _annealed_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, s
         L = min(n, i0 + block) - i0
         p0, p1, p2, p3 = sparams
         z = np.empty((d, block))
-        kb, sk, xb, s, fin, work = _open_block(x, ids, skey, i0, L, block, wshape)
+        kb, sk, xb, s, fin, work = open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             kk = np.uint64(k)
             for l in range(L):
@@ -48,8 +48,8 @@ def _annealed_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, s
                     xj, sj, zj = xb[j], s[j], z[j]
                     for l in range(L):
                         xj[l] = xj[l] + half * sj[l] + sq * zj[l]
-            _end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
-        _end_block(xb, L, x, i0)
+            end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
+        end_block(xb, L, x, i0)
 
 
 def _level_times(solver, grid):
@@ -61,10 +61,10 @@ def annealed_coefficients(solver, process, grid):
     :meth:`AnnealedLangevin.step` computes them) and the number of Langevin steps per level."""
     sde = process.sde
     grid = np.asarray(grid, dtype=np.float64)
-    sigma_l = coeffs(sde, float(grid[-1]))[1]
+    sigma_l = marginal(sde, float(grid[-1]))[1]
     ab = np.empty((len(grid) - 1, 2))
     for k in range(len(grid) - 1):
-        sigma_i = coeffs(sde, float(grid[k + 1]))[1]
+        sigma_i = marginal(sde, float(grid[k + 1]))[1]
         a = solver.eps * sigma_i * sigma_i / (sigma_l * sigma_l)
         ab[k] = 0.5 * a, math.sqrt(a)
     return ab, np.array([solver.n_steps], dtype=np.int64)

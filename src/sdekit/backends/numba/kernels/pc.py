@@ -4,7 +4,7 @@ with the Langevin corrector's ``"sigma"`` step rule and a reverse-diffusion or a
 Per step ``k`` at time ``t``: ``n_c`` corrector steps ``x <- x + eps_k score(x, t) + sqrt(2 eps_k) z_c`` with
 the batch-independent ``eps_k`` of :meth:`Langevin.sigma_step`, then the predictor's affine update
 ``x' = A_k x + B_k E + C_k z_0``, ``E = (e0_k x + e1_k score(x, t)) / e2_k``, with the per-step scalars of
-:mod:`sdekit.backends.numba_multistep` (read from the predictor's ``coefficients``). The normals of a step are
+the predictor's ``affine_coefficients`` (:class:`sdekit.solvers.affine.AffineCoefficients`). The normals of a step are
 one stream of ``(1 + n_c) d`` numbers per sample, the predictor's first, as the numpy backend splits them.
 Other configurations (``"per_sample"`` or ``"batch"`` step sizes, other predictors) run the per-step path.
 Nothing is allocated per step.
@@ -17,10 +17,10 @@ import math
 import numpy as np
 from numba import prange
 
-from ..solvers.score_based import Ancestral, Langevin, PredictorCorrector, ReverseDiffusion
-from .numba_ import NC, Kernel, _end_block, _end_step, _left_times, _open_block, register_kernel, score_block
-from .numba_multistep import _ancestral_tables, _reverse_diffusion_tables
-from .numba_noise import fill_normals
+from ....solvers.score_based import Ancestral, Langevin, PredictorCorrector, ReverseDiffusion
+from .._blocks import end_block, end_step, left_times, open_block
+from ..noise import fill_normals
+from ..registry import NC, Kernel, register_kernel, score_block
 
 __all__ = ["PC"]
 
@@ -37,7 +37,7 @@ def _pc_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, 
         L = min(n, i0 + block) - i0
         p0, p1, p2, p3 = sparams
         z = np.empty(((1 + nc) * d, block))
-        kb, sk, xb, s, fin, work = _open_block(x, ids, skey, i0, L, block, wshape)
+        kb, sk, xb, s, fin, work = open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             fill_normals(kb[:L], k, sk, z)
             t = st[k, 0]
@@ -58,8 +58,8 @@ def _pc_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, 
                     e = (e0 * xj[l] + e1 * sj[l]) / e2
                     xj[l] = A * xj[l] + B * e
                     xj[l] = xj[l] + C * zj[l]
-            _end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
-        _end_block(xb, L, x, i0)
+            end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
+        end_block(xb, L, x, i0)
 
 
 def _accepts(solver) -> bool:
@@ -73,8 +73,7 @@ def pc_coefficients(solver, process, grid):
     """``(ev, pred, ceps, nc)`` of :func:`_pc_body` for ``solver`` on ``process`` over ``grid``."""
     sde = process.sde
     grid = np.asarray(grid, dtype=np.float64)
-    tables = _ancestral_tables if isinstance(solver.predictor, Ancestral) else _reverse_diffusion_tables
-    ev, pred, _, _ = tables(solver.predictor, sde, grid)
+    ev, pred, _, _ = solver.predictor.affine_coefficients(sde, grid)
     steps = len(grid) - 1
     ceps = np.empty((steps, 2))
     for k in range(steps):
@@ -83,5 +82,5 @@ def pc_coefficients(solver, process, grid):
     return ev, pred, ceps, np.array([solver.corrector.n_steps], dtype=np.int64)
 
 
-PC = Kernel("pc", _pc_body, _left_times, n_noise=2, grid_extra=pc_coefficients, accepts=_accepts)
+PC = Kernel("pc", _pc_body, left_times, n_noise=2, grid_extra=pc_coefficients, accepts=_accepts)
 register_kernel(PredictorCorrector, "sde", PC)

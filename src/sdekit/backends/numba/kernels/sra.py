@@ -15,9 +15,10 @@ import math
 import numpy as np
 from numba import prange
 
-from ..solvers.sra import SRA
-from .numba_ import NC, Kernel, _end_block, _end_step, _open_block, register_kernel, score_block
-from .numba_noise import fill_normals
+from ....solvers.sra import SRA
+from .._blocks import end_block, end_step, open_block
+from ..noise import fill_normals
+from ..registry import NC, Kernel, register_kernel, score_block
 
 __all__ = ["SRA_KERNEL"]
 
@@ -38,7 +39,7 @@ def _sra_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved,
         z = np.empty((2 * d, block))
         fs = np.empty((S, d, block))
         hb = np.empty((d, block))
-        kb, sk, xb, s, fin, work = _open_block(x, ids, skey, i0, L, block, wshape)
+        kb, sk, xb, s, fin, work = open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             fill_normals(kb[:L], k, sk, z)
             h = coef[k, 0, 0]
@@ -84,8 +85,8 @@ def _sra_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved,
                         g, b1, b2 = gdiff[k, i], beta1[i], beta2[i]
                         for l in range(L):
                             xj[l] = xj[l] + g * (b1 * i1j[l] + b2 * i10j[l])
-            _end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
-        _end_block(xb, L, x, i0)
+            end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
+        end_block(xb, L, x, i0)
 
 
 def _sra_times(solver, grid):

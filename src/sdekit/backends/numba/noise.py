@@ -5,7 +5,7 @@ Same algorithm, same integers: the SplitMix64 hashing is done in ``uint64`` arit
 The normals ``r cos(2 pi u2)``, ``r sin(2 pi u2)`` with ``r = sqrt(-2 log u1)`` then agree with numpy's to
 round-off (about one unit in the last place).
 
-``log``, ``sin`` and ``cos`` come from :mod:`sdekit.backends.numba_math` (fdlibm ports that vectorise), so a
+``log``, ``sin`` and ``cos`` come from :mod:`sdekit.backends.numba.vecmath` (fdlibm ports that vectorise), so a
 loop over samples that draws normals compiles to SIMD code.
 
 Kernels use the generator in three parts, so that per-sample work is hoisted out of the time loop:
@@ -24,10 +24,23 @@ from types import FunctionType
 import numpy as np
 from numba import njit, prange
 
-from ..noise import GAMMA, GAMMA_SAMPLE, GAMMA_STEP, MASK64, MIX_M1, MIX_M2, SEED_SALT, TWO_PI, TWO_POW_M53
-from .numba_math import log_unit, sincos_theta
+from ...noise import GAMMA, GAMMA_SAMPLE, GAMMA_STEP, MASK64, MIX_M1, MIX_M2, SEED_SALT, TWO_PI, TWO_POW_M53
+from .vecmath import log_unit, sincos_theta
 
-__all__ = ["normals_numba", "fill_normals", "sample_keys", "seed_key", "sample_key", "stream_key", "normal_pair"]
+__all__ = [
+    "normals_numba",
+    "normals_into",
+    "fill_normals",
+    "fill_components",
+    "sample_keys",
+    "seed_key",
+    "sample_key",
+    "stream_key",
+    "normal_pair",
+    "mix64",
+    "PARALLEL_MIN",
+    "serial_and_parallel",
+]
 
 _GAMMA = np.uint64(GAMMA)
 _GAMMA_SAMPLE = np.uint64(GAMMA_SAMPLE)
@@ -176,7 +189,7 @@ def _normals_body(keys, step, size, out):
 _normals_serial, _normals_parallel = serial_and_parallel(_normals_body)
 
 
-def _normals(keys, step, size, out):
+def normals_into(keys, step, size, out):
     """Fill ``out`` (n, size) with the normals of the streams ``keys`` (n,) at ``step`` (a uint64)."""
     fn = _normals_parallel if out.size >= PARALLEL_MIN else _normals_serial
     fn(keys, step, size, out)
@@ -187,5 +200,5 @@ def normals_numba(seed: int, sample_ids, step: int, size: int) -> np.ndarray:
     keys = sample_keys(seed, sample_ids)
     out = np.empty((keys.shape[0], int(size)), dtype=np.float64)
     if size > 0 and keys.shape[0] > 0:
-        _normals(keys, np.uint64(int(step) & MASK64), int(size), out)
+        normals_into(keys, np.uint64(int(step) & MASK64), int(size), out)
     return out

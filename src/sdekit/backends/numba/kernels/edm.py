@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ..solvers._common import coeffs
-from ..solvers.edm import EDMSampler
-from .numba_ import NC, Kernel, _end_block, _end_step, _open_block, register_kernel, score_block
-from .numba_noise import fill_normals
+from ....solvers.edm import EDMSampler
+from .._blocks import end_block, end_step, marginal, open_block
+from ..noise import fill_normals
+from ..registry import NC, Kernel, register_kernel, score_block
 
 __all__ = ["EDM", "edm_levels"]
 
@@ -34,7 +34,7 @@ def _edm_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved,
         xx = np.empty((d, block))
         dd = np.empty((d, block))
         xp = np.empty((d, block))
-        kb, sk, xb, s, fin, work = _open_block(x, ids, skey, i0, L, block, wshape)
+        kb, sk, xb, s, fin, work = open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             alpha, s_hat, churn, a_h, s2_h = lv[k, 0], lv[k, 1], lv[k, 2], lv[k, 3], lv[k, 4]
             a_n, s2_n, s_next = lv[k, 5], lv[k, 6], lv[k, 7]
@@ -66,8 +66,8 @@ def _edm_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved,
                     den = (yj[l] + s2_n * sj[l]) / a_n
                     d2 = (pj[l] - den) / s_next
                     xj[l] = a_n * (hj[l] + half * (dj[l] + d2))
-            _end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
-        _end_block(xb, L, x, i0)
+            end_step(xb, L, i0, blk, k, check, bad, fin, save_slot[k + 1], saved)
+        end_block(xb, L, x, i0)
 
 
 def edm_levels(solver, process, grid):
@@ -79,8 +79,8 @@ def edm_levels(solver, process, grid):
     for k in range(steps):
         t, t_next = float(grid[k]), float(grid[k + 1])
         alpha, s_hat, t_hat, churn, alpha_n, s_next = solver.levels(sde, t, t_next, steps)
-        a_h, sig_h = coeffs(sde, t_hat)
-        sig_n = coeffs(sde, t_next)[1]
+        a_h, sig_h = marginal(sde, t_hat)
+        sig_n = marginal(sde, t_next)[1]
         st[k] = t_hat, t_next
         lv[k] = alpha, s_hat, churn, a_h, sig_h * sig_h, alpha_n, sig_n * sig_n, s_next
     return st, lv

@@ -1,11 +1,12 @@
-"""Scores of the analytic densities in the two forms the numba backend uses.
+"""The exact scores of the analytic densities, compiled, in the two forms the fused kernels use.
 
-*Block form* (what the fused kernels call): a block of ``B`` samples is stored lanes last, ``xb`` of shape
-``(d, B)``, so that every inner loop runs over samples with unit stride and compiles to SIMD code::
+*Block form* (what the fused kernels call, through the global name ``score_block``, see
+:mod:`sdekit.backends.numba.registry`): a block of ``B`` samples is stored lanes last, ``xb`` of shape ``(d, B)``,
+so that every inner loop runs over samples with unit stride and compiles to SIMD code::
 
     score_block(xb, L, t, coef, p0, p1, p2, p3, work, out)     # out (d, B); lanes l < L are live
 
-*Row form* (one sample at a time, the form a user writes, see :class:`sdekit.backends.numba_.RowScore`)::
+*Row form* (one sample at a time, the form a user writes, see :class:`sdekit.backends.numba.RowScore`)::
 
     analytic_row_score(x_row, t, coef, p0, p1, p2, p3, work, out_row)
 
@@ -25,7 +26,8 @@ that call these functions are compiled once and cached on disk (``cache=True``).
 
 ``coef = [alpha, sigma^2, sum_j log v_1j, ..., sum_j log v_Kj]`` at the stage time (no logarithm per sample)
 and ``(p0, p1, p2, p3) = (means (K, d), eigvals (K, d), eigvecs (K, d, d) or (K, 0, 0) when diagonal,
-log_weights (K,))``. :func:`analytic_params` builds the arrays and :func:`analytic_coef` the ``coef`` table.
+log_weights (K,))``; the host side (:mod:`sdekit.backends.numba.host_scores`: ``analytic_params``, ``analytic_coef``,
+``analytic_work_rows``) builds them from the density.
 """
 
 from __future__ import annotations
@@ -35,67 +37,9 @@ import math
 import numpy as np
 from numba import njit
 
-from .numba_math import exp_nonpos
+from .vecmath import exp_nonpos
 
-__all__ = [
-    "analytic_row_score",
-    "analytic_block_score",
-    "analytic_params",
-    "analytic_coef",
-    "analytic_work_size",
-    "analytic_work_rows",
-    "is_analytic_score",
-]
-
-
-def is_analytic_score(score) -> bool:
-    """True for the exact score of a :class:`~sdekit.analytic.Gaussian` or ``GaussianMixture`` on a LinearSDE."""
-    from ..analytic import AnalyticScore, Gaussian, GaussianMixture
-    from ..sdes import LinearSDE
-
-    return (
-        isinstance(score, AnalyticScore)
-        and isinstance(score.density, (Gaussian, GaussianMixture))
-        and isinstance(score.sde, LinearSDE)
-    )
-
-
-def analytic_params(density):
-    """``(means (K, d), eigvals (K, d), eigvecs (K, d, d) or (K, 0, 0), log_weights (K,))`` as float64 arrays."""
-    from ..analytic import Gaussian
-
-    if isinstance(density, Gaussian):
-        means = density.mean[None, :]
-        lam = density.eigvals[None, :]
-        U = None if density.eigvecs is None else density.eigvecs[None, :, :]
-        logw = np.zeros(1)
-    else:
-        means, lam, U, logw = density.means, density.eigvals, density.eigvecs, density.log_weights
-    K = means.shape[0]
-    U = np.zeros((K, 0, 0)) if U is None else U
-    # fresh writable C arrays: numba types read-only arrays apart, which would compile the kernels again
-    return tuple(np.array(a, dtype=np.float64, order="C", copy=True) for a in (means, lam, U, logw))
-
-
-def analytic_coef(density, sde, times) -> np.ndarray:
-    """Per-stage constants ``[alpha, sigma^2, logdet_1..K]`` at ``times``; shape ``times.shape + (2 + K,)``."""
-    means, lam, _, _ = analytic_params(density)
-    t = np.asarray(times, dtype=np.float64)
-    alpha, sigma = sde.marginal(t.ravel())
-    alpha = np.asarray(alpha, dtype=np.float64) + np.zeros(t.size)
-    sigma = np.asarray(sigma, dtype=np.float64) + np.zeros(t.size)
-    v = (alpha * alpha)[:, None, None] * lam[None] + (sigma * sigma)[:, None, None]  # (T, K, d)
-    out = np.empty((t.size, 2 + means.shape[0]))
-    out[:, 0] = alpha
-    out[:, 1] = sigma * sigma
-    out[:, 2:] = np.log(v).sum(axis=2)
-    return out.reshape(t.shape + (2 + means.shape[0],))
-
-
-def analytic_work_rows(params) -> int:
-    """Rows of the ``(rows, block)`` scratch :func:`analytic_block_score` needs: ``K (1 + d) + 2 + d``."""
-    K, d = params[0].shape
-    return K * (1 + d) + 2 + d
+__all__ = ["analytic_block_score", "analytic_row_score"]
 
 
 @njit(cache=True, error_model="numpy")
@@ -240,12 +184,6 @@ def analytic_block_score(xb, L, t, coef, means, lam, U, logw, work, out):
                 we = work[K + k * d + j]
                 for l in range(L):
                     oj[l] -= lk[l] * we[l]
-
-
-def analytic_work_size(params) -> int:
-    """Scratch floats :func:`analytic_row_score` needs: ``K (1 + d)``."""
-    K, d = params[0].shape
-    return K * (1 + d)
 
 
 @njit(cache=True, inline="always", error_model="numpy")

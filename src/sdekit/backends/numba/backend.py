@@ -1,0 +1,48 @@
+"""The numba backend's entry point, :func:`run` (what :mod:`sdekit.backends.registry` calls).
+
+A job runs fused when it can (:mod:`sdekit.backends.numba.fused`: the whole time loop compiled, parallel over
+samples); otherwise it runs the per-step path (:mod:`sdekit.backends.numba.per_step`) with the same first-call
+check of the score as the numpy backend. So ``backend="numba"`` accepts every solver and gives the numpy
+backend's samples to round-off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ...sdes import LinearSDE, ReverseSDE
+from .. import numpy_
+from ..job import CheckedScore
+from .fused import fused_plan, run_fused
+from .kernels import EULER_MARUYAMA
+from .per_step import numba_noise, run_em_per_step
+from .registry import find_kernel
+
+__all__ = ["run"]
+
+
+def run(job):
+    """Run ``job`` -> ``(x, saved, nfe, stats)``: fused when possible, else a per-step loop with numba noise.
+
+    A step callback needs python between steps, so a job with one runs the per-step loop (same numbers)."""
+    plan = fused_plan(job) if job.callback is None else None
+    if plan is not None:
+        return run_fused(job, plan)
+    score = getattr(job.process, "score", None)
+    if score is not None:
+        # the same first-call check as the numpy backend
+        job = dataclasses.replace(job, process=type(job.process)(job.process.sde, CheckedScore(score)))
+        if (
+            type(job.process) is ReverseSDE
+            and isinstance(job.process.sde, LinearSDE)
+            and isinstance(job.x0, np.ndarray)
+            and job.x0.dtype == np.float64
+            and find_kernel(job.solver, "sde") is EULER_MARUYAMA
+            and job.callback is None
+        ):
+            return run_em_per_step(job)
+    x, xs, nfe, stats = numpy_.fixed_grid_loop(job, noise=numba_noise)
+    stats["kernel"] = "per-step"
+    return x, xs, nfe, stats

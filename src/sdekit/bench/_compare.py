@@ -1,0 +1,315 @@
+"""The comparison study behind ``sdekit compare``: :func:`compare`.
+
+One call is a :class:`~sdekit.bench._plan.Problem` (the checked arguments), a plan of
+:class:`~sdekit.bench._plan.Run` s (one per solver and process; :mod:`sdekit.bench._plan`), one cell per run and
+NFE budget (:func:`run_cell`: one solve and its error) and the fitted orders
+(:func:`fit_orders`). The errors:
+
+* ODE rows: the RMS endpoint distance to the reference flow of the same start points
+  (:mod:`sdekit.bench._references`);
+* SDE rows: the exact W2 of the solver's output law (:func:`sdekit.bench.exact_law`) when the density declares a
+  Gaussian law (``exact_flow``) and the solver is affine, otherwise the registered metric
+  (:mod:`sdekit.bench._metrics`), built with its noise floor on the first row that needs it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .. import _xp
+from ..backends.registry import get_backend
+from ..grids import make_grid
+from ..integrate import solve
+from ..metrics import gaussian_kl, gaussian_w2
+from ..progress import progress_bar
+from ._exact_law import exact_law
+from ._metrics import DEFAULT_METRIC, CompareMetric, MetricTarget
+from ._orders import fit_order
+from ._plan import Problem, Run, check_problem, plan_runs
+from ._problems import DEFAULT_GRID, DEFAULT_N, DEFAULT_NFE
+from ._references import reference_flow
+from ._result import CompareResult
+
+__all__ = ["compare", "SampleMetric", "new_row", "run_cell", "fit_orders"]
+
+
+class SampleMetric:
+    """The problem's SDE metric, built (with its noise floor) on the first call: ``metric(x) -> float``."""
+
+    def __init__(self, record: CompareMetric, target: MetricTarget):
+        self.record = record
+        self.target = target
+        self.fn = None
+        self.floor = None
+
+    def __call__(self, x) -> float:
+        if self.fn is None:
+            self.fn = self.record.build(self.target)
+            self.floor = self.record.floor(self.fn, self.target)
+        return float(self.fn(x))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one cell: a solve at one budget and its error
+# ----------------------------------------------------------------------------------------------------------
+def new_row(run: Run, budget: int, steps: int, note: str) -> dict:
+    return {
+        "solver": run.name,
+        "process": run.process,
+        "nfe_budget": budget,
+        "steps": steps,
+        "nfe": 0,
+        "error": float("nan"),
+        "metric": "",
+        "floor": 0.0,
+        "resolution": 0.0,
+        "kl": float("nan"),
+        "wall_time": 0.0,
+        "note": note,
+    }
+
+
+def run_cell(problem: Problem, run: Run, process, budget: int, x_T, *, reference, sample_metric, target_law, note=""):
+    """The row of ``run`` at NFE ``budget``: one solve of ``process`` from the start points ``x_T`` and its error.
+
+    ``reference``: the :class:`ReferenceFlow` of the ODE rows; ``sample_metric``: the :class:`SampleMetric` of
+    the SDE rows without an exact law; ``target_law``: the exact ``(mean, cov)`` of ``p(t_end)`` when the
+    density is a Gaussian law (``None`` otherwise).
+    """
+    inst, sde = run.solver, problem.sde
+    steps = budget // inst.nfe_per_step
+    row = new_row(run, budget, steps, note)
+    if steps < 1:
+        row["note"] = f"needs {inst.nfe_per_step} NFE per step; budgets below that skipped"
+        return row
+    ts = make_grid(sde, steps, problem.grid, problem.t_end)
+    law = None
+    if run.process == "sde" and target_law is not None:
+        try:
+            law = exact_law(inst, sde, problem.density, ts, process="sde")
+        except ValueError as exc:
+            row["note"] = f"exact law not available ({exc}); sample metric used"
+    # pathwise ODE errors and exact laws need few samples; the run still checks the solver works
+    x0 = x_T[: problem.n_ode] if (run.process == "ode" or law is not None) else x_T
+    if problem.backend != "auto":
+        x0 = get_backend(problem.backend).as_state(x0)
+    t0 = time.perf_counter()
+    try:
+        sol = solve(process, x0, problem.T, problem.t_end, inst, grid=ts, seed=problem.seed, backend=problem.backend)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        row["note"] = f"not run: {exc}"
+        return row
+    row["wall_time"] = time.perf_counter() - t0
+    row["nfe"] = int(sol.nfe)
+    x = _to_numpy(sol.x).reshape(-1, problem.density.dim)
+    if run.process == "ode":
+        row["error"] = float(np.sqrt(np.mean(np.sum((x - reference.x) ** 2, axis=1))))
+        row["metric"] = "ode_rms"
+    elif law is not None:
+        row["error"] = gaussian_w2(law[0], law[1], target_law[0], target_law[1])
+        row["kl"] = gaussian_kl(law[0], law[1], target_law[0], target_law[1])
+        row["metric"] = "w2_exact"
+    else:
+        row["error"] = sample_metric(x)
+        row["metric"] = problem.metric.name
+        if sample_metric.floor is not None:
+            row["floor"] = sample_metric.floor.mean
+            row["resolution"] = sample_metric.floor.resolution
+    return row
+
+
+def _process(problem: Problem, run: Run):
+    """The process a run integrates: the probability-flow ODE or the reverse SDE of the density's score."""
+    score = problem.density.score(problem.sde)
+    return problem.sde.probability_flow(score) if run.process == "ode" else problem.sde.reverse(score)
+
+
+def _cell_task(context, item):
+    """One cell on a worker: ``(row, the sample metric's noise floor)`` (the floor when the cell built it)."""
+    problem, runs, notes, x_T, reference, sample_metric, target_law = context
+    r, budget = item
+    run = runs[r]
+    cell = dict(reference=reference, sample_metric=sample_metric, target_law=target_law, note=notes.get(run.name, ""))
+    return run_cell(problem, run, _process(problem, run), budget, x_T, **cell), sample_metric.floor
+
+
+def _distributed_rows(client, context, bar) -> list:
+    """The cells of a comparison run on a Dask cluster (``client``: see :func:`sdekit.distributed.connect`), in
+    the serial order. Each worker builds the SDE metric (and its noise floor, deterministic) on its first cell
+    that needs it, as the serial loop does on its first; the client keeps the floor for the report."""
+    from ..distributed._client import connect, run_tasks
+
+    problem, runs, *_ = context
+    sample_metric = context[5]
+    items = [(r, b) for r in range(len(runs)) for b in problem.budgets]
+    rows = [None] * len(items)
+
+    def on_result(i, result):
+        rows[i] = result[0]
+        if sample_metric.floor is None and result[1] is not None:
+            sample_metric.floor = result[1]
+        bar.update(1)
+
+    with connect(client) as c:
+        run_tasks(c, _cell_task, context, items, on_result, name="sdekit-cell")
+    return rows
+
+
+def _to_numpy(x):
+    return x.detach().cpu().numpy() if _xp.is_torch(x) else np.asarray(x)
+
+
+def fit_orders(runs, rows, ode_floor: float) -> dict:
+    """``(solver, process) -> order`` fitted on each run's finite errors above its floor (:func:`fit_order`).
+
+    The floor is the reference's for ODE rows and the largest Monte Carlo resolution of the run's SDE rows.
+    """
+    orders = {}
+    for run in runs:
+        name, proc = run.name, run.process
+        pts = [r for r in rows if r["solver"] == name and r["process"] == proc and math.isfinite(r["error"])]
+        if not pts:
+            continue
+        fl = ode_floor if proc == "ode" else max(max(r["resolution"] for r in pts), 1e-12)
+        orders[(name, proc)] = fit_order([r["nfe"] for r in pts], [r["error"] for r in pts], fl)
+    return orders
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the study
+# ----------------------------------------------------------------------------------------------------------
+def compare(
+    density="ring8",
+    sde="vp",
+    solvers=None,
+    nfe=DEFAULT_NFE,
+    *,
+    grid=DEFAULT_GRID,
+    backend="numpy",
+    seed=0,
+    n=DEFAULT_N,
+    n_ode=500,
+    metric=DEFAULT_METRIC,
+    t_end=None,
+    progress=False,
+    csv_path=None,
+    png_path=None,
+    json_path=None,
+    client=None,
+) -> CompareResult:
+    """Error against NFE of several solvers on an analytic density (see the module docstring for the errors).
+
+    Parameters
+    ----------
+    density : str or AnalyticDensity
+        A name in :data:`DENSITIES` or a density object (a Gaussian, a Gaussian mixture, any
+        :class:`~sdekit.analytic.AnalyticDensity`).
+    sde : str or LinearSDE
+        A name in :data:`SDES` (``vp``, ``subvp``, ``ve``, ``edm``) or an instance.
+    solvers : list of str, optional
+        Registered solver names, each optionally with constructor options as ``"name(key=value, ...)"`` (e.g.
+        ``"dpmpp_pc(order=2, sigma_data=1.4)"``; :func:`sdekit.solvers.parse_solver_spec`), used as the row label;
+        default: every fixed-step solver registered in ``sdekit.SOLVERS`` at call time.
+        Solvers that do both (``heun``) are run on the ODE and on the SDE.
+    nfe : sequence of int
+        NFE budgets; a solver with ``k`` evaluations per step runs ``nfe // k`` steps (budgets below ``k`` skip).
+    grid : str
+        A schedule name in ``sdekit.grids.GRIDS``; default ``"log_snr"`` (:data:`DEFAULT_GRID`).
+    backend : str
+        ``"numpy"``, ``"numba"``, ``"torch"`` or ``"auto"``; the reference computations stay in numpy.
+    seed : int
+        Seed of the start points (exact samples of ``p_T``), the solver noise and the reference samples.
+    n : int
+        Number of samples per SDE run; the noise floor of ``mmd_exact`` falls like ``1/n`` in ``MMD^2`` (so
+        like ``n^{-1/2}`` in the root shown), that of the two-sample metrics like ``n^{-1/2}``.
+    n_ode : int
+        Number of start points of the ODE runs (the first ``min(n, n_ode)`` of the SDE start points); the ODE
+        error is pathwise, so it needs few points.
+    metric : str
+        SDE metric when the exact law is not available, a name in :data:`COMPARE_METRICS`: ``"mmd_exact"``
+        (default; the signed root of the unbiased MMD^2 to the exact ``p_{t_end}``,
+        :func:`sdekit.metrics.mmd_to_mixture`, bandwidth :func:`sdekit.metrics.component_bandwidth`), a
+        two-sample metric of ``metrics.SAMPLE_METRICS`` (``sliced_w2``, ``mmd``, ``energy``) against exact
+        samples, or one added with :func:`register_metric`.
+    t_end : float, optional
+        End time (default ``sde.eps``).
+    csv_path, png_path, json_path : str, optional
+        Where to write the rows, the work-precision plot and the JSON result.
+    client : distributed.Client or str, optional
+        Run the cells (one solve and its error per solver and budget) on a Dask cluster: a ``distributed.Client``,
+        a scheduler address or ``"local:N"`` (a local cluster of ``N`` processes, closed afterwards; see
+        :func:`sdekit.distributed.connect`). The rows equal the serial ones (but for ``wall_time``). Default
+        ``None``: serial, in this process. Needs ``pip install 'sdekit[distributed]'``.
+    """
+    start_time = time.perf_counter()
+    problem, specs = check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end)
+    dens, sde_obj, T = problem.density, problem.sde, problem.T
+    score = dens.score(sde_obj)
+
+    # start points: exact samples of p_T, shared by every run
+    x_T = dens.sample(problem.n, seed=seed, t=T, sde=sde_obj)
+    runs, notes = plan_runs(specs)
+
+    reference = None
+    info_ref, ref_short, ode_floor = "none (no ODE solver run)", "reference", 0.0
+    if any(run.process == "ode" for run in runs):
+        reference = reference_flow(dens, sde_obj, x_T[: problem.n_ode], T, problem.t_end)
+        info_ref, ref_short, ode_floor = reference.description, reference.short, reference.fit_floor
+
+    record = problem.metric
+    sample_metric = SampleMetric(record, record.target(dens, sde_obj, problem.t_end, problem.n, seed))
+    sde_desc = record.report_line(sample_metric.target)
+    target_law = None
+    if dens.exact_flow:  # p_t is one Gaussian: the exact output laws of affine solvers
+        target_law = dens.mean_cov(problem.t_end, sde_obj)
+        sde_desc = (
+            "exact W2 between the solver's exact output law (bench.exact_law) and p(t_end) (no Monte Carlo noise); "
+            f"for solvers exact_law does not cover: {sde_desc}"
+        )
+
+    rows = []
+    with progress_bar(len(runs) * len(problem.budgets), progress, desc="compare") as bar:
+        if client is not None:  # the same cells on a Dask cluster, rows in the same order
+            context = (problem, runs, notes, x_T, reference, sample_metric, target_law)
+            rows = _distributed_rows(client, context, bar)
+        else:
+            for run in runs:
+                process = sde_obj.probability_flow(score) if run.process == "ode" else sde_obj.reverse(score)
+                note = notes.get(run.name, "")
+                for b in problem.budgets:
+                    cell = dict(reference=reference, sample_metric=sample_metric, target_law=target_law, note=note)
+                    rows.append(run_cell(problem, run, process, b, x_T, **cell))
+                    bar.update(1)
+    orders = fit_orders(runs, rows, ode_floor)
+
+    for r in rows:
+        r.update(density=problem.density_name, sde=type(sde_obj).__name__, grid=problem.grid)
+    info = {
+        "density": problem.density_name,
+        "density_description": problem.density_description,
+        "sde": repr(sde_obj),
+        "grid": problem.grid,
+        "t_end": problem.t_end,
+        "n": problem.n,
+        "n_ode": problem.n_ode,
+        "seed": seed,
+        "backend": problem.backend,
+        "nfe": problem.budgets,
+        "ode_reference": info_ref,
+        "ode_reference_short": ref_short,
+        "sde_metric": record.name,
+        "sde_metric_description": sde_desc,
+        "noise_floor": sample_metric.floor,
+    }
+    result = CompareResult(rows=rows, orders=orders, info=info)
+    result.info["wall_time"] = time.perf_counter() - start_time
+    if csv_path is not None:
+        result.to_csv(csv_path)
+    if json_path is not None:
+        result.to_json(json_path)
+    if png_path is not None:
+        result.plot(png_path)
+    return result

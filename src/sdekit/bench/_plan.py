@@ -1,0 +1,112 @@
+"""The plan of :func:`sdekit.bench.compare`: the checked arguments (:class:`Problem`) and the runs (:class:`Run`)."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+from ..backends.registry import backend_names
+from ..grids import GRIDS
+from ..solvers import SOLVERS, get_solver, parse_solver_spec
+from ..validation import in_interval, integer_at_least, positive_int
+from ._metrics import CompareMetric, get_metric
+from ._problems import density_label, fixed_step_solvers, make_density, make_sde
+
+__all__ = ["Problem", "Run", "check_nfe", "check_problem", "plan_runs"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The checked arguments of one :func:`compare` call."""
+
+    density: object
+    density_name: str
+    density_description: str
+    sde: object
+    grid: str
+    backend: str
+    seed: int
+    n: int
+    n_ode: int
+    budgets: list
+    metric: CompareMetric
+    t_end: float
+
+    @property
+    def T(self) -> float:
+        return float(self.sde.T)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One line of the table: solver ``name`` (the spec as given), its instance, and ``process`` (ode/sde)."""
+
+    name: str
+    solver: object
+    process: str
+
+
+def check_nfe(nfe) -> list:
+    """Sorted distinct positive NFE budgets from an int or a sequence of ints."""
+    if isinstance(nfe, numbers.Integral) and not isinstance(nfe, bool):
+        nfe = (nfe,)
+    try:
+        vals = [int(v) for v in nfe]
+    except (TypeError, ValueError):
+        raise ValueError(f"nfe must be positive integers, got {nfe!r}") from None
+    if not vals or any(v < 1 for v in vals) or any(v != w for v, w in zip(vals, nfe)):
+        raise ValueError(f"nfe must be positive integers, got {nfe!r}")
+    return sorted(set(vals))
+
+
+def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end):
+    """``(Problem, solver specs)`` from :func:`compare`'s arguments; ``ValueError`` naming a bad one."""
+    dens = make_density(density)
+    sde_obj = make_sde(sde)
+    if isinstance(grid, str):
+        if grid not in GRIDS:
+            raise ValueError(f"unknown grid {grid!r}; valid grids: {sorted(GRIDS)}")
+    else:
+        raise ValueError(f"grid must be a schedule name, one of {sorted(GRIDS)}, got {grid!r}")
+    if backend not in backend_names():
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {list(backend_names())}")
+    record = get_metric(metric)
+    n = integer_at_least("n", n, 2)
+    n_ode = min(positive_int("n_ode", n_ode), n)
+    budgets = check_nfe(nfe)
+    if solvers is None:
+        solvers = fixed_step_solvers()
+    elif isinstance(solvers, str):
+        solvers = [solvers]
+    for s in solvers:
+        if not isinstance(s, str) or parse_solver_spec(s)[0] not in SOLVERS:
+            raise ValueError(f"unknown solver {s!r}; valid solvers: {sorted(SOLVERS)}")
+    T = sde_obj.T
+    t_end = sde_obj.eps if t_end is None else float(t_end)
+    in_interval("t_end", t_end, 0.0, T, what=f"(0, T) = (0, {T})")
+    name, description = density_label(density)
+    problem = Problem(dens, name, description, sde_obj, grid, backend, seed, n, n_ode, budgets, record, t_end)
+    return problem, solvers
+
+
+def plan_runs(specs) -> tuple[list, dict]:
+    """``(runs, notes)``: a :class:`Run` per spec and process it integrates, and why the others are not run.
+
+    Heun-like solvers that do both are run on the ODE and on the SDE; one instance serves every budget.
+    """
+    runs, notes = [], {}
+    for name in specs:
+        try:
+            inst = get_solver(name)
+        except (TypeError, ValueError) as exc:
+            if "(" in name:  # options the caller wrote: a wrong one is an error, not a note
+                raise ValueError(f"solver {name!r} cannot be built: {exc}") from exc
+            notes[name] = f"cannot be built with default options: {exc}"
+            continue
+        if getattr(inst, "adaptive", False):
+            notes[name] = "adaptive (tolerance-driven, not a fixed NFE budget): not run"
+            continue
+        for proc in ("ode", "sde"):
+            if getattr(inst, f"is_{proc}"):
+                runs.append(Run(name, inst, proc))
+    return runs, notes
