@@ -1,8 +1,10 @@
-"""The few-step frontier (issue 13): sdekit's best against the best public sampler at 5, 6, 8, 10 and 20 NFE.
+"""The few-step frontier: sdekit's best against the best public sampler at 5, 6, 8, 10 and 20 NFE.
 
 Problems: Gaussian mixtures under the EDM SDE (noise level sigma in [0.002, 80]) with exact scores, from 1-D to
 64-D, among them an anisotropic 64-D mixture (covariance eigenvalues over three decades, rotated per component)
-and strongly skewed ones (a dominant broad component and thin rare far ones). Every sampler gets the same
+and strongly skewed ones (a dominant broad component and thin rare far ones), and ``digits``, the learned 8x8-digits
+denoiser of ``sdekit.zoo.digits()`` (64-D, cast to float64; ODE only, ``--n-learned`` test and warm-up points, one
+optimised configuration per budget, since a network call costs about 100 analytic ones). Every sampler gets the same
 closed-form denoiser ``D(x, sigma) = x + sigma^2 score(x, sigma)`` and every evaluation is counted (NFE includes a
 final denoising or final step to sigma = 0).
 
@@ -98,8 +100,45 @@ def problems() -> dict:
     return out
 
 
+class LearnedDigits:
+    """The learned 8x8-digits denoiser (``sdekit.zoo.digits()``, cast to float64) as an ODE problem: the score
+    ``(D(x, sigma) - x) / sigma^2`` on flattened ``(n, 64)`` states (its SDE is EDM's, ``sigma(t) = t`` from 80 to
+    0.002, the bench's). No closed-form law, so it is in the ODE table only (errors against a tight dopri5 solve of
+    the same network, as for the mixtures); ``sigma_data`` is the network's."""
+
+    dim = 64
+    description = "learned denoiser (sdekit.zoo.digits, float64)"
+
+    def __init__(self):
+        import sdekit.zoo
+
+        zoo = sdekit.zoo.digits()
+        self.net = zoo.denoiser.double()
+        self.sigma_data = zoo.sigma_data
+
+    def score(self, sde):
+        net = self.net
+
+        def score(x, t):
+            x = np.asarray(x, dtype=np.float64)
+            n = x.shape[0]
+            sig = np.ascontiguousarray(np.broadcast_to(np.asarray(t, dtype=np.float64), (n,)))  # EDM: sigma(t) = t
+            with torch.no_grad():
+                den = net(torch.from_numpy(np.ascontiguousarray(x).reshape(n, 1, 8, 8)), torch.from_numpy(sig))
+            return (den.numpy().reshape(n, -1) - x) / sig[:, None] ** 2
+
+        return score
+
+
+def describe(mix) -> str:
+    return getattr(mix, "description", None) or f"{mix.n_components} components"
+
+
 def sigma_data(mix) -> float:
-    """The data's RMS standard deviation sqrt(tr Cov / d): EDM's sigma_data for this data."""
+    """The data's RMS standard deviation sqrt(tr Cov / d): EDM's sigma_data for this data (a learned model's
+    own where it has one)."""
+    if getattr(mix, "sigma_data", None) is not None:
+        return float(mix.sigma_data)
     return round(float(np.sqrt(np.trace(mix.mean_cov(0.0)[1]) / mix.dim)), 3)
 
 
@@ -134,20 +173,8 @@ GRID_NAMES = ("karras7", "logsnr", "time_uniform1", "time_uniform2", "beta0.6")
 # ----------------------------------------------------------------------------------------------------------
 @functools.cache
 def load_k_diffusion():
-    """k_diffusion.sampling by file path (``bench_samplers.load_k_diffusion``). Its module imports ``torchdiffeq``
-    for ``log_likelihood`` only; when that package is missing a stub that raises on use stands in for it (no sampler
-    calls it)."""
-    import importlib.util
-    import types
-
-    if "torchdiffeq" not in sys.modules and importlib.util.find_spec("torchdiffeq") is None:
-        stub = types.ModuleType("torchdiffeq")
-
-        def odeint(*args, **kwargs):
-            raise ImportError("torchdiffeq is not installed (k_diffusion.sampling.log_likelihood needs it)")
-
-        stub.odeint = odeint
-        sys.modules["torchdiffeq"] = stub
+    """k_diffusion.sampling (``sdekit.interop.load_k_diffusion_sampling``, through ``bench_samplers``; it stands in
+    for ``torchdiffeq`` when that is missing), loaded once; ``None`` without k-diffusion."""
     return _load_k_diffusion()
 
 
@@ -425,7 +452,7 @@ def run_ode(name, mix, nfes, n_test, n_warm, n_opt, log, holdout=1.0 / 3.0):
     ref = solve(pf, x_test, sde.T, SIGMA_MIN, "dopri5", rtol=1e-10, atol=1e-10).x
     ref_zero = ref + SIGMA_MIN**2 * score(ref, np.full(n_test, SIGMA_MIN))
     ref_w = solve(pf, x_warm, sde.T, SIGMA_MIN, "dopri5", rtol=1e-10, atol=1e-10).x
-    log(f"\n## {name}: d = {d}, {mix.n_components} components, sigma_data = {sd}; {n_test} test / {n_warm} warm-up "
+    log(f"\n## {name}: d = {d}, {describe(mix)}, sigma_data = {sd}; {n_test} test / {n_warm} warm-up "
         f"trajectories; |ref at 0 - ref at sigma_min| = {rms(ref_zero, ref):.1e} "
         f"(reference {time.perf_counter() - t0:.0f} s)")  # fmt: skip
     kd = load_k_diffusion()
@@ -695,10 +722,13 @@ def main():
     ap.add_argument("--n-sde", type=int, default=2000, help="samples per stochastic run")
     ap.add_argument("--no-sde", action="store_true", help="skip the stochastic samplers")
     ap.add_argument("--no-ode", action="store_true", help="skip the ODE samplers")
+    ap.add_argument("--n-learned", type=int, default=64, help="test and warm-up points of the digits problem")
     args = ap.parse_args()
     torch.set_default_dtype(torch.float64)
     probs = problems()
-    names = args.problems or (["mix2d", "skew1d"] if args.quick else list(probs))
+    names = args.problems or (["mix2d", "skew1d"] if args.quick else [*probs, "digits"])
+    if "digits" in names:
+        probs["digits"] = LearnedDigits()
     nfes = args.nfe or ([5, 10] if args.quick else list(NFES))
     n_test = 100 if args.quick else args.n_test
     n_opt = 2 if args.quick else args.n_opt
@@ -709,13 +739,16 @@ def main():
     start = time.perf_counter()
     table, table_sde = {}, {}
     for name in names:
+        learned = isinstance(probs[name], LearnedDigits)
         if not args.no_ode:
-            rows = run_ode(name, probs[name], nfes, n_test, args.n_warm, n_opt, log)
+            # a network call costs ~100x an analytic score: fewer points, one optimised configuration
+            nt, nw, no = (args.n_learned, args.n_learned, 1) if learned else (n_test, args.n_warm, n_opt)
+            rows = run_ode(name, probs[name], nfes, nt, nw, no, log)
             if args.all_rows:
                 for r in sorted(rows, key=lambda r: (r[0], r[4])):
                     log(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]:.3e} |")
             table[name] = summary(name, rows, log)
-        if not (args.no_sde or args.quick):
+        if not (args.no_sde or args.quick or learned):  # no closed-form law for the learned model
             rows, floor = run_sde(name, probs[name], nfes, args.n_sde, log)
             if args.all_rows:
                 for r in sorted(rows, key=lambda r: (r[0], r[4])):

@@ -1,4 +1,4 @@
-"""The few-step solvers (issue 13): declared orders by fitted slopes on nested grids, NFE accounting, torch and the
+"""The few-step solvers: declared orders by fitted slopes on nested grids, NFE accounting, torch and the
 numba fallback. ODE errors are against the exact probability-flow map of Gaussian data; weak errors are exact W2
 distances of the exact output laws (``bench.exact_law``)."""
 

@@ -1,4 +1,4 @@
-"""The few-step solvers against the peers' own code, on the same noise levels (issue 13).
+"""The few-step solvers against the peers' own code, on the same noise levels.
 
 * ``unipc`` against diffusers' ``UniPCMultistepScheduler`` and ``deis(variant="logrho")`` against
   ``DEISMultistepScheduler``: the schedulers' ``sigmas`` are replaced by the grid's noise levels ``sigma/alpha`` as a

@@ -1,4 +1,4 @@
-"""``sdekit.grids.optimize``: grids fitted to one solver and budget (issue 13). Never worse than the starting grid on
+"""``sdekit.grids.optimize``: grids fitted to one solver and budget. Never worse than the starting grid on
 the points it was fitted to; better on held-out start points; an ordinary grid for every entry point."""
 
 from __future__ import annotations

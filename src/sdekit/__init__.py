@@ -3,7 +3,7 @@
 Public names only; see the modules for details.
 """
 
-from . import analytic, bench, distributed, grids, likelihood, metrics, noise, scores, solvers, zoo
+from . import analytic, bench, distributed, grid_search, grids, likelihood, metrics, noise, scores, solvers, zoo
 from .analytic import Gaussian, GaussianMixture
 from .errors import NonFiniteError
 from .integrate import sample, solve, tweedie_denoise
@@ -55,6 +55,7 @@ __all__ = [
     "likelihood",
     "metrics",
     "grids",
+    "grid_search",
     "noise",
     "scores",
     "solvers",

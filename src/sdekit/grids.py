@@ -13,7 +13,9 @@
   at ``rho = 1``). When ``t_end`` is not small next to ``T`` the fit is made linear (:func:`vp_fit`) so that the
   grid still decreases.
 
-Grids chosen for one solver and budget by optimisation: :func:`optimize` (see :mod:`sdekit.grid_search`).
+Grids chosen for one solver and budget by optimisation: ``sdekit.grids.optimize``, which is
+:func:`sdekit.grid_search.optimize` (that module needs the solvers and ``solve``, which import this one, so it sets
+the name here when ``import sdekit`` loads it).
 
 Every grid function has the signature ``grid(sde, steps, t_end=None, t_start=None, **options)`` (``t_start``
 defaults to ``sde.T``) and the registry :data:`GRIDS` maps names to them.
@@ -25,7 +27,7 @@ import numpy as np
 
 from .validation import in_interval, positive_int, positive_number
 
-__all__ = ["uniform", "quadratic", "log_snr", "karras", "time_uniform", "GRIDS", "get_grid", "make_grid", "optimize"]
+__all__ = ["uniform", "quadratic", "log_snr", "karras", "time_uniform", "GRIDS", "get_grid", "make_grid"]
 
 
 def _validate(sde, steps, t_end, t_start):
@@ -117,14 +119,6 @@ def time_uniform(
 
 
 GRIDS = {"uniform": uniform, "quadratic": quadratic, "log_snr": log_snr, "karras": karras, "time_uniform": time_uniform}
-
-
-def optimize(sde, score, solver, nfe: int, **options) -> np.ndarray:
-    """A time grid chosen for ``solver`` at a budget of ``nfe`` score evaluations: see
-    :func:`sdekit.grid_search.optimize` (the options, the two methods and what is returned)."""
-    from .grid_search import optimize as _optimize
-
-    return _optimize(sde, score, solver, nfe, **options)
 
 
 def get_grid(name: str):

@@ -58,7 +58,7 @@ from .exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE  # noqa: E40
 
 __all__ += ["ExpPredictorCorrector", "ExpPredictorCorrectorSDE"]
 
-# the few-step frontier (issue 13)
+# the few-step solvers
 from .afs import AnalyticFirstStep  # noqa: E402
 from .deis import DEIS  # noqa: E402
 from .ipndm import IPNDM, IPNDMV  # noqa: E402

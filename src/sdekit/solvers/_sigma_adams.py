@@ -75,6 +75,7 @@ class SigmaAdams(FixedStepSolver):
 
     is_ode = True
     nfe_per_step = 1
+    default_grid = "time_uniform"  # diff-sampler's schedule for these methods (rho 2; best measured at 5-20 NFE)
     max_order = 4
     memory_key = "sigma_adams"
 
@@ -122,6 +123,7 @@ class SigmaAdams(FixedStepSolver):
             eps = x_hat / math.sqrt(1.0 + s * s)  # analytical first step: no score evaluation
         else:
             eps = -sigma * score_at(process, x, t)
+        ctx.denoised = x_hat - s * eps  # the data prediction D, for the step callback
         hist["s"].insert(0, s)
         hist["eps"].insert(0, eps)
         del hist["s"][self.multistep_order :], hist["eps"][self.multistep_order :]

@@ -57,6 +57,7 @@ class AnalyticFirstStep(FixedStepSolver):
         self.is_ode, self.is_sde = True, False
         self.order, self.nfe_per_step = inner.order, 1
         self.multistep_order = inner.multistep_order
+        self.default_grid = inner.default_grid
 
     def __repr__(self):
         return f"AnalyticFirstStep({self.inner!r}, sigma_data={self.sigma_data})"

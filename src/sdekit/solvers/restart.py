@@ -33,6 +33,21 @@ from .base import FixedStepSolver, register
 __all__ = ["Restart"]
 
 
+def _heun(process, sde, x_hat, s, s_next, d=None):
+    """One Heun step of ``d x_hat / d s = (x_hat - D) / s`` (2 NFE; 1 when the slope ``d`` at the start is given)."""
+    if d is None:
+        d = _slope(process, sde, x_hat, s)
+    x_e = x_hat + (s_next - s) * d
+    return x_hat + (0.5 * (s_next - s)) * (d + _slope(process, sde, x_e, s_next))
+
+
+def _slope(process, sde, x_hat, s):
+    """``(x_hat - D) / s = -sigma * score(alpha x_hat, t)`` (the noise prediction) at noise level ``s`` (1 NFE)."""
+    t = float(sde.t_from_log_snr(-math.log(s)))
+    alpha, sigma = coeffs(sde, t)
+    return -sigma * score_at(process, alpha * x_hat, t)
+
+
 @register
 class Restart(FixedStepSolver):
     """Restart sampling with EDM's Heun ODE steps; see the module docstring. Weak order 2 (``restart_steps=None``),
@@ -45,6 +60,7 @@ class Restart(FixedStepSolver):
     is_sde = True
     nfe_per_step = 2
     n_brownian = 0
+    default_grid = "karras"  # EDM's schedule, on which the reference sampler runs its Heun steps
 
     def __init__(self, restart_interval=(0.1, 2.0), K: int = 1, restart_steps=None, s_noise: float = 1.0, rho=7.0):
         try:
@@ -95,20 +111,6 @@ class Restart(FixedStepSolver):
         return main if j_min is None else main + 2 * self.K * (len(levels) - 1)
 
     # -- steps --------------------------------------------------------------------------------------------
-    @staticmethod
-    def _heun(process, sde, x_hat, s, s_next):
-        """One Heun step of ``d x_hat / d s = (x_hat - D) / s`` (2 NFE)."""
-        d = Restart._slope(process, sde, x_hat, s)
-        x_e = x_hat + (s_next - s) * d
-        return x_hat + (0.5 * (s_next - s)) * (d + Restart._slope(process, sde, x_e, s_next))
-
-    @staticmethod
-    def _slope(process, sde, x_hat, s):
-        t = float(sde.t_from_log_snr(-math.log(s)))
-        alpha, sigma = coeffs(sde, t)
-        # (x_hat - D) / s = -sigma * score(alpha x_hat, t)  (the noise prediction)
-        return -sigma * score_at(process, alpha * x_hat, t)
-
     def step(self, process, x, t, t_next, z, ctx):
         sde = process.sde
         if ctx.index == 0:
@@ -117,11 +119,14 @@ class Restart(FixedStepSolver):
         alpha, sigma = coeffs(sde, t)
         alpha_n, sigma_n = coeffs(sde, t_next)
         s, s_next = sigma / alpha, sigma_n / alpha_n
-        x_hat = self._heun(process, sde, x / alpha, s, s_next)
+        x_hat = x / alpha
+        d = _slope(process, sde, x_hat, s)
+        ctx.denoised = x_hat - s * d  # the data prediction at the step's start, for the step callback
+        x_hat = _heun(process, sde, x_hat, s, s_next, d)
         if j_min is not None and ctx.index + 1 == j_min:
             jump = self.s_noise * math.sqrt(max(levels[0] ** 2 - levels[-1] ** 2, 0.0))
             for r in range(self.K):
                 x_hat = x_hat + jump * z[r]  # forward noise from s_min up to s_max
                 for a, b in zip(levels[:-1], levels[1:]):
-                    x_hat = self._heun(process, sde, x_hat, float(a), float(b))
+                    x_hat = _heun(process, sde, x_hat, float(a), float(b))
         return alpha_n * x_hat

@@ -73,6 +73,7 @@ class SASolver(FixedStepSolver):
     n_brownian = 1
     weak_order = 1.0
     strong_order = None
+    default_grid = "log_snr"  # an exponential integrator in lambda, like dpmpp_3m_sde
 
     def __init__(
         self,
@@ -148,7 +149,7 @@ class SASolver(FixedStepSolver):
             ctx.memory["sa_solver"] = {"lam": [], "d": [], "x_prev": None, "t_prev": None, "z_prev": None, "c": 0}
         st = ctx.memory["sa_solver"]
         lam = log_snr(sde, t)
-        d = data_prediction(process, sde, x, t)
+        d = ctx.denoised = data_prediction(process, sde, x, t)  # (also for the step callback)
         if st["x_prev"] is not None:
             # SA-Corrector: re-integrate [t_prev, t] through the new point and c - 1 earlier ones, same noise
             c = st["c"]
