@@ -57,7 +57,7 @@ def test_callback_denoised_is_the_data_prediction_at_the_steps_start(spec):
 
 def test_default_grids_per_family():
     expected = {"ipndm": "time_uniform", "ipndm_v": "time_uniform", "deis": "time_uniform",
-                "unipc": "time_uniform", "sa_solver": "log_snr", "restart": "karras"}  # fmt: skip
+                "unipc": "time_uniform", "sa_solver": "log_snr", "restart": "time_uniform"}  # fmt: skip
     score = Gaussian([0.5, -0.5], 0.3).score(SDE)
     x_T = SDE.prior_sample((4, 2), seed=3)
     for name, grid in expected.items():

@@ -73,7 +73,7 @@ class SASolver(FixedStepSolver):
     n_brownian = 1
     weak_order = 1.0
     strong_order = None
-    default_grid = "log_snr"  # an exponential integrator in lambda, like dpmpp_3m_sde
+    default_grid = "log_snr"  # an exponential integrator in lambda, like dpmpp_3m_sde (best exact law at 20 steps)
 
     def __init__(
         self,
