@@ -763,6 +763,7 @@ def main():
     ap.add_argument("--no-sde", action="store_true", help="skip the stochastic samplers")
     ap.add_argument("--no-ode", action="store_true", help="skip the ODE samplers")
     ap.add_argument("--n-learned", type=int, default=64, help="test and warm-up points of the digits problem")
+    ap.add_argument("--n-opt-learned", type=int, default=1, help="configurations optimised on the digits problem")
     args = ap.parse_args()
     torch.set_default_dtype(torch.float64)
     if args.default_grids:
@@ -784,8 +785,10 @@ def main():
     for name in names:
         learned = isinstance(probs[name], LearnedDigits)
         if not args.no_ode:
-            # a network call costs ~100x an analytic score: fewer points, one optimised configuration
-            nt, nw, no = (args.n_learned, args.n_learned, 1) if learned else (n_test, args.n_warm, n_opt)
+            # a network call costs ~100x an analytic score: fewer points, one optimised configuration (--n-opt-learned)
+            nt, nw, no = (
+                (args.n_learned, args.n_learned, args.n_opt_learned) if learned else (n_test, args.n_warm, n_opt)
+            )
             rows = run_ode(name, probs[name], nfes, nt, nw, no, log)
             if args.all_rows:
                 for r in sorted(rows, key=lambda r: (r[0], r[4])):
