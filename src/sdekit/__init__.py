@@ -3,7 +3,7 @@
 Public names only; see the modules for details.
 """
 
-from . import analytic, bench, distributed, grids, likelihood, metrics, noise, scores, solvers, zoo
+from . import analytic, bench, distributed, grid_search, grids, likelihood, metrics, noise, scores, solvers, zoo
 from ._version import __version__ as __version__
 from .analytic import Gaussian, GaussianMixture
 from .discrete_vp import DiscreteVPSDE
@@ -54,6 +54,7 @@ __all__ = [
     "likelihood",
     "metrics",
     "grids",
+    "grid_search",
     "noise",
     "scores",
     "solvers",

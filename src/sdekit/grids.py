@@ -6,6 +6,16 @@
 * ``log_snr``   -- equal steps in ``lambda = log(alpha / sigma)`` (DPM-Solver's ``logSNR`` schedule).
 * ``karras``    -- EDM's schedule (Karras et al. 2022, eq. 5) in the noise level ``sigma/alpha``:
   ``s_k = (s_max^(1/rho) + k/N (s_min^(1/rho) - s_max^(1/rho)))^rho``, then mapped back to ``t``.
+* ``time_uniform`` -- zju-pi/diff-sampler's "time_uniform" schedule: polynomial (exponent ``rho``, default 2;
+  ``rho = 1`` is uniform) in the time ``tau`` of the VP SDE whose noise levels at ``tau = 1`` and ``tau = 1e-3``
+  are those of ``t_start`` and ``t_end``, ``tau_k = (1 + k/N (1e-3^(1/rho) - 1))^rho``, mapped to ``t`` through the
+  noise level. For score_sde's VP SDE on its own range that VP time is ``t`` itself (DPM-Solver's "time_uniform"
+  at ``rho = 1``). When ``t_end`` is not small next to ``T`` the fit is made linear (:func:`vp_fit`) so that the
+  grid still decreases.
+
+Grids chosen for one solver and budget by optimisation: ``sdekit.grids.optimize``, which is
+:func:`sdekit.grid_search.optimize` (that module needs the solvers and ``solve``, which import this one, so it sets
+the name here when ``import sdekit`` loads it).
 
 Every grid function has the signature ``grid(sde, steps, t_end=None, t_start=None, **options)`` (``t_start``
 defaults to ``sde.T``) and the registry :data:`GRIDS` maps names to them.
@@ -17,7 +27,7 @@ import numpy as np
 
 from .validation import in_interval, positive_int, positive_number
 
-__all__ = ["uniform", "quadratic", "log_snr", "karras", "GRIDS", "get_grid", "make_grid"]
+__all__ = ["uniform", "quadratic", "log_snr", "karras", "time_uniform", "GRIDS", "get_grid", "make_grid"]
 
 
 def _validate(sde, steps, t_end, t_start):
@@ -78,7 +88,37 @@ def karras(sde, steps: int, t_end: float | None = None, t_start: float | None = 
     return _pin_ends(np.asarray(sde.t_from_log_snr(lam), dtype=np.float64), t_start, t_end)
 
 
-GRIDS = {"uniform": uniform, "quadratic": quadratic, "log_snr": log_snr, "karras": karras}
+VP_EPS = 1e-3  # diff-sampler's epsilon_s: the VP time of the last level of the time-uniform schedule
+
+
+def vp_fit(s_max: float, s_min: float, eps_s: float = VP_EPS) -> tuple[float, float, float]:
+    """``(beta_d, beta_min, eps)`` of the VP SDE ``s(tau)^2 = exp(beta_d tau^2 / 2 + beta_min tau) - 1`` with noise
+    levels ``s(1) = s_max`` and ``s(eps) = s_min`` (diff-sampler's fit; score_sde's VP has ``beta_d = beta_max -
+    beta_min``). ``eps`` is ``eps_s`` unless that fit would not be monotone (``s_min`` not small next to ``s_max``:
+    ``log(1 + s_min^2) > eps_s log(1 + s_max^2)``); then ``eps = log(1 + s_min^2) / log(1 + s_max^2)`` and the fit is
+    linear in ``tau`` (``beta_d = 0``)."""
+    a1, a0 = float(np.log1p(s_max**2)), float(np.log1p(s_min**2))
+    eps = max(eps_s, a0 / a1)
+    beta_d = 0.0 if eps > eps_s else 2.0 * (a0 / eps - a1) / (eps - 1.0)
+    return float(beta_d), float(a1 - 0.5 * beta_d), float(eps)
+
+
+def time_uniform(
+    sde, steps: int, t_end: float | None = None, t_start: float | None = None, rho: float = 2.0
+) -> np.ndarray:
+    """diff-sampler's time-uniform schedule: polynomial with exponent ``rho`` in VP time (see the module docstring)."""
+    steps, t_end, t_start = _validate(sde, steps, t_end, t_start)
+    _needs_linear(sde, "time_uniform")
+    rho = positive_number("rho", rho)
+    s_max = np.exp(-float(sde.log_snr(t_start)))
+    s_min = np.exp(-float(sde.log_snr(t_end)))
+    beta_d, beta_min, eps = vp_fit(s_max, s_min)
+    tau = (1.0 + np.arange(steps + 1) / steps * (eps ** (1.0 / rho) - 1.0)) ** rho
+    s = np.sqrt(np.expm1(0.5 * beta_d * tau * tau + beta_min * tau))
+    return _pin_ends(np.asarray(sde.t_from_log_snr(-np.log(s)), dtype=np.float64), t_start, t_end)
+
+
+GRIDS = {"uniform": uniform, "quadratic": quadratic, "log_snr": log_snr, "karras": karras, "time_uniform": time_uniform}
 
 
 def get_grid(name: str):

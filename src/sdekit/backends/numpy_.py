@@ -66,7 +66,7 @@ def fixed_grid_loop(job, noise=None):
             if job.callback is not None:
                 job.callback({"step": k, "t": t_next, "x": x, "denoised": ctx.denoised})
             bar.update(1)
-    return x, saved.data, solver.nfe_per_step * n_steps, fixed_grid_stats(n_steps, start)
+    return x, saved.data, solver.nfe(grid, process), fixed_grid_stats(n_steps, start)
 
 
 def fixed_grid_stats(n_steps: int, start: float) -> dict:

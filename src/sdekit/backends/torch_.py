@@ -241,7 +241,7 @@ def run(job):
                 x, saved = _loop(job, job.x0, draw, checks, bar)
     if checks is not None:
         _raise_if_nonfinite(checks, job.grid)
-    return x, saved, solver.nfe_per_step * n_steps, fixed_grid_stats(n_steps, start)
+    return x, saved, solver.nfe(job.grid, job.process), fixed_grid_stats(n_steps, start)
 
 
 # -- CUDA graph capture ------------------------------------------------------------------------------

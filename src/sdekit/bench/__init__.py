@@ -19,8 +19,9 @@ analytic density (whose noised marginals ``p_t`` and score are exact) and measur
 All runs start from exact samples of ``p_T`` (not the prior), so the errors are the integrators' alone and
 do not include the prior mismatch ``p_T != N(0, prior_std^2 I)``; no final denoising step is applied.
 
-Steps per run are ``nfe // solver.nfe_per_step``, so every solver spends (at most) the same number of score
-evaluations; the NFE actually used is recorded.
+Steps per run are the most whose ``solver.nfe(grid)`` fits the budget (``nfe // solver.nfe_per_step`` for most
+solvers; ``restart`` spends extra evaluations on its restarts), so every solver spends (at most) the same number
+of score evaluations; the NFE actually used is recorded.
 
 Layout (private modules, the public names are the ones below):
 

@@ -72,6 +72,22 @@ def new_row(run: Run, budget: int, steps: int, note: str) -> dict:
     }
 
 
+def steps_for_budget(solver, process, problem: Problem, budget: int) -> int:
+    """The most steps on ``problem``'s grid whose ``solver.nfe(grid, process)`` fits ``budget``:
+    ``budget // nfe_per_step`` for most solvers; fewer for those that spend extra evaluations on some steps
+    (``restart``), more for those that save some (an analytic first step)."""
+
+    def nfe(steps):
+        return solver.nfe(make_grid(problem.sde, steps, problem.grid, problem.t_end), process)
+
+    steps = budget // solver.nfe_per_step
+    while steps > 0 and nfe(steps) > budget:
+        steps -= 1
+    while steps <= budget and nfe(steps + 1) <= budget:
+        steps += 1
+    return steps
+
+
 def run_cell(problem: Problem, run: Run, process, budget: int, x_T, *, reference, sample_metric, target_law, note=""):
     """The row of ``run`` at NFE ``budget``: one solve of ``process`` from the start points ``x_T`` and its error.
 
@@ -80,7 +96,7 @@ def run_cell(problem: Problem, run: Run, process, budget: int, x_T, *, reference
     density is a Gaussian law (``None`` otherwise).
     """
     inst, sde = run.solver, problem.sde
-    steps = budget // inst.nfe_per_step
+    steps = steps_for_budget(inst, process, problem, budget)
     row = new_row(run, budget, steps, note)
     if steps < 1:
         row["note"] = f"needs {inst.nfe_per_step} NFE per step; budgets below that skipped"

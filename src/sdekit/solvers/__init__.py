@@ -57,3 +57,13 @@ __all__ = [
 from .exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE  # noqa: E402
 
 __all__ += ["ExpPredictorCorrector", "ExpPredictorCorrectorSDE"]
+
+# the few-step solvers
+from .afs import AnalyticFirstStep  # noqa: E402
+from .deis import DEIS  # noqa: E402
+from .ipndm import IPNDM, IPNDMV  # noqa: E402
+from .restart import Restart  # noqa: E402
+from .sa_solver import SASolver  # noqa: E402
+from .unipc import UniPC  # noqa: E402
+
+__all__ += ["IPNDM", "IPNDMV", "DEIS", "UniPC", "Restart", "SASolver", "AnalyticFirstStep"]

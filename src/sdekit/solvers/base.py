@@ -20,7 +20,8 @@ Adding a solver
 ---------------
 1. Subclass :class:`FixedStepSolver` (or ``AdaptiveSolver``) and set the class attributes: ``name`` (the
    registry key), ``order``, ``strong_order`` / ``weak_order`` (SDE solvers), ``is_sde`` / ``is_ode``,
-   ``nfe_per_step``, ``n_noise`` and ``n_brownian`` (SDE solvers), ``needs_additive_noise``.
+   ``nfe_per_step``, ``n_noise`` and ``n_brownian`` (SDE solvers), ``needs_additive_noise``; override
+   ``nfe(grid, process)`` when some steps cost a different number of evaluations than ``nfe_per_step``.
 2. Validate constructor options with :mod:`sdekit.validation` (errors name the option and the value).
 3. Write ``step(process, x, t, t_next, z, ctx)`` with the operators numpy arrays and torch tensors share (use
    ``sdekit._xp`` helpers for anything else), so that one step serves the numpy, torch and numba-fallback loops.
@@ -115,6 +116,12 @@ class Solver:
 
     def check_process(self, process) -> None:
         """``ValueError`` when the solver cannot integrate ``process`` (called once by ``solve``); default: any."""
+
+    def nfe(self, grid, process=None) -> int:
+        """Score (drift) evaluations of one fixed-grid solve of ``process`` on ``grid`` (the ``n_steps + 1`` times);
+        the loops report it as ``Solution.nfe``. Default ``nfe_per_step * n_steps``; a solver that spends a different
+        number on some steps (a first step without a score call, extra restart steps) overrides it."""
+        return self.nfe_per_step * (len(grid) - 1)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

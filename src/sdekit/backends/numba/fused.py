@@ -135,4 +135,4 @@ def run_fused(job, plan):
         "kernel": f"fused {kernel.name}",
     }
     xs = [saved[s].reshape(shape) for s in range(len(order))]
-    return x.reshape(shape), xs, solver.nfe_per_step * steps, stats
+    return x.reshape(shape), xs, solver.nfe(grid, job.process), stats

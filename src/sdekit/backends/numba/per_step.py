@@ -108,4 +108,4 @@ def run_em_per_step(job):
         "wall_time": time.perf_counter() - start,
         "kernel": "per-step euler_maruyama",
     }
-    return xv, saved, solver.nfe_per_step * steps, stats
+    return xv, saved, solver.nfe(grid, proc), stats
