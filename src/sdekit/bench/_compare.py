@@ -45,11 +45,21 @@ class SampleMetric:
         self.fn = None
         self.floor = None
 
-    def __call__(self, x) -> float:
+    def build(self):
+        """Build the metric function and its floor (once)."""
         if self.fn is None:
             self.fn = self.record.build(self.target)
             self.floor = self.record.floor(self.fn, self.target)
-        return float(self.fn(x))
+        return self.fn
+
+    @property
+    def sequential(self) -> bool:
+        """True when the metric accumulates over batches (``sums``/``value``/``resolution``, as ``mmd_cf``)."""
+        fn = self.build()
+        return all(hasattr(fn, a) for a in ("sums", "value", "resolution"))
+
+    def __call__(self, x) -> float:
+        return float(self.build()(x))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -69,6 +79,7 @@ def new_row(run: Run, budget: int, steps: int, note: str) -> dict:
         "kl": float("nan"),
         "wall_time": 0.0,
         "note": note,
+        "n_samples": 0,
     }
 
 
@@ -94,16 +105,20 @@ def run_cell(problem: Problem, run: Run, process, budget: int, x_T, *, reference
             row["note"] = f"exact law not available ({exc}); sample metric used"
     # pathwise ODE errors and exact laws need few samples; the run still checks the solver works
     x0 = x_T[: problem.n_ode] if (run.process == "ode" or law is not None) else x_T
-    if problem.backend != "auto":
-        x0 = get_backend(problem.backend).as_state(x0)
+    backend = problem.backend_for(run.process)
+    if run.process == "sde" and law is None and sample_metric.sequential:
+        return _sequential_cell(problem, run, process, ts, x0, backend, sample_metric, row)
+    if backend != "auto":
+        x0 = get_backend(backend).as_state(x0)
     t0 = time.perf_counter()
     try:
-        sol = solve(process, x0, problem.T, problem.t_end, inst, grid=ts, seed=problem.seed, backend=problem.backend)
+        sol = solve(process, x0, problem.T, problem.t_end, inst, grid=ts, seed=problem.seed, backend=backend)
     except (ValueError, TypeError, NotImplementedError) as exc:
         row["note"] = f"not run: {exc}"
         return row
     row["wall_time"] = time.perf_counter() - t0
     row["nfe"] = int(sol.nfe)
+    row["n_samples"] = int(x0.shape[0])
     x = _to_numpy(sol.x).reshape(-1, problem.density.dim)
     if run.process == "ode":
         row["error"] = float(np.sqrt(np.mean(np.sum((x - reference.x) ** 2, axis=1))))
@@ -118,6 +133,52 @@ def run_cell(problem: Problem, run: Run, process, budget: int, x_T, *, reference
         if sample_metric.floor is not None:
             row["floor"] = sample_metric.floor.mean
             row["resolution"] = sample_metric.floor.resolution
+    return row
+
+
+def batch_start_points(problem: Problem, batch: int, size: int):
+    """Start points of a cell's ``batch``-th extra sample batch: ``size`` exact samples of ``p_T`` under their own seed
+    (batch 0 is the shared ``x_T`` of the study)."""
+    seed = (problem.seed + (batch << 32)) % (1 << 63)
+    return problem.density.sample(size, seed=seed, t=problem.T, sde=problem.sde)
+
+
+def _sequential_cell(problem: Problem, run: Run, process, ts, x0, backend, sample_metric, row) -> dict:
+    """An SDE cell with a sequential metric: batches of fresh samples (doubling the total) until the estimate
+    exceeds ``STOP_FACTOR`` resolutions or ``problem.n_max`` samples are reached.
+
+    Batch ``b`` starts at exact samples of ``p_T`` (:func:`batch_start_points`) and draws its noise for the sample
+    ids that follow the earlier batches', so the cell's samples are independent and the result depends on nothing
+    but the seed.
+    """
+    from ._cfmmd import STOP_FACTOR
+
+    fn = sample_metric.build()
+    sums, n_done, batch, wall = None, 0, 0, 0.0
+    nfe = 0
+    while True:
+        size = x0.shape[0]
+        xb = x0 if backend == "auto" else get_backend(backend).as_state(x0)
+        ids = np.arange(n_done, n_done + size, dtype=np.int64)
+        t0 = time.perf_counter()
+        try:
+            sol = solve(process, xb, problem.T, problem.t_end, run.solver, grid=ts, seed=problem.seed,
+                        backend=backend, sample_ids=ids)  # fmt: skip
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            row["note"] = f"not run: {exc}"
+            return row
+        part = fn.sums(_to_numpy(sol.x).reshape(size, -1))
+        wall += time.perf_counter() - t0
+        nfe = int(sol.nfe)
+        sums = part if sums is None else sums + part
+        n_done += size
+        err, res = fn.value(sums, n_done), fn.resolution(n_done)
+        if err > STOP_FACTOR * res or n_done >= problem.n_max:
+            break
+        batch += 1
+        x0 = batch_start_points(problem, batch, min(n_done, problem.n_max - n_done))
+    row.update(error=err, metric=problem.metric.name, floor=0.0, resolution=res, nfe=nfe, n_samples=n_done,
+               wall_time=wall)  # fmt: skip
     return row
 
 
@@ -151,9 +212,10 @@ def compare(
     nfe=DEFAULT_NFE,
     *,
     grid=DEFAULT_GRID,
-    backend="numpy",
+    backend=None,
     seed=0,
     n=DEFAULT_N,
+    n_max=None,
     n_ode=500,
     metric=DEFAULT_METRIC,
     t_end=None,
@@ -180,19 +242,27 @@ def compare(
         NFE budgets; a solver with ``k`` evaluations per step runs ``nfe // k`` steps (budgets below ``k`` skip).
     grid : str
         A schedule name in ``sdekit.grids.GRIDS``; default ``"log_snr"`` (:data:`DEFAULT_GRID`).
-    backend : str
-        ``"numpy"``, ``"numba"``, ``"torch"`` or ``"auto"``; the reference computations stay in numpy.
+    backend : str, optional
+        ``"numpy"``, ``"numba"``, ``"torch"`` or ``"auto"`` for every run; default (None): the ODE rows on numpy (the
+        reference backend) and the SDE rows on ``"auto"`` (the fused numba kernels for the analytic scores: the same
+        numbers as numpy to round-off, tens of times faster, which the SDE rows' large samples need). The reference
+        computations stay in numpy.
     seed : int
         Seed of the start points (exact samples of ``p_T``), the solver noise and the reference samples.
     n : int
-        Number of samples per SDE run; the noise floor of ``mmd_exact`` falls like ``1/n`` in ``MMD^2`` (so
-        like ``n^{-1/2}`` in the root shown), that of the two-sample metrics like ``n^{-1/2}``.
+        Number of samples per SDE run (the first batch of a sequential metric's cell); the noise floor of
+        ``mmd_cf`` and ``mmd_exact`` falls like ``1/n`` in ``MMD^2`` (so like ``n^{-1/2}`` in the root shown), that
+        of the two-sample metrics like ``n^{-1/2}``.
+    n_max : int
+        Largest sample of one SDE cell under a sequential metric (``mmd_cf``): a cell doubles its samples until its
+        error exceeds 1.5 resolutions or ``n_max`` is reached; default ``1024 n`` (``n_max = n``: one batch of ``n``).
     n_ode : int
         Number of start points of the ODE runs (the first ``min(n, n_ode)`` of the SDE start points); the ODE
         error is pathwise, so it needs few points.
     metric : str
-        SDE metric when the exact law is not available, a name in :data:`COMPARE_METRICS`: ``"mmd_exact"``
-        (default; the signed root of the unbiased MMD^2 to the exact ``p_{t_end}``,
+        SDE metric when the exact law is not available, a name in :data:`COMPARE_METRICS`: ``"mmd_cf"`` (default;
+        the MMD to the exact ``p_{t_end}`` in the frequency domain, :mod:`sdekit.bench._cfmmd`), ``"mmd_exact"``
+        (the signed root of the unbiased kernel MMD^2 to the exact ``p_{t_end}``,
         :func:`sdekit.metrics.mmd_to_mixture`, bandwidth :func:`sdekit.metrics.component_bandwidth`), a
         two-sample metric of ``metrics.SAMPLE_METRICS`` (``sliced_w2``, ``mmd``, ``energy``) against exact
         samples, or one added with :func:`register_metric`.
@@ -202,7 +272,7 @@ def compare(
         Where to write the rows, the work-precision plot and the JSON result.
     """
     start_time = time.perf_counter()
-    problem, specs = check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end)
+    problem, specs = check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end, n_max)
     dens, sde_obj, T = problem.density, problem.sde, problem.T
     score = dens.score(sde_obj)
 
@@ -249,7 +319,8 @@ def compare(
         "n": problem.n,
         "n_ode": problem.n_ode,
         "seed": seed,
-        "backend": problem.backend,
+        "backend": problem.backend_label,
+        "n_max": problem.n_max,
         "nfe": problem.budgets,
         "ode_reference": info_ref,
         "ode_reference_short": ref_short,

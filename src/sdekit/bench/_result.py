@@ -30,6 +30,7 @@ CSV_COLUMNS = (
     "kl",
     "wall_time",
     "note",
+    "n_samples",
 )
 
 
