@@ -127,7 +127,8 @@ def symmetry_group(means, covs, weights, *, max_order: int = 12, tol: float = 1e
 # ----------------------------------------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
 def _feature_sums(x, w, gs, block):
-    """Per block of samples: ``sum_i Re psi_j(x_i)``, ``sum_i Im psi_j(x_i)``, ``sum_i |psi_j(x_i)|^2``, ``(nb, 3, J)``."""
+    """Per block of samples: ``sum_i Re psi_j(x_i)``, ``sum_i Im psi_j(x_i)``, ``sum_i |psi_j(x_i)|^2``,
+    ``(nb, 3, J)``."""
     n, d = x.shape
     J = w.shape[0]
     G = gs.shape[0]
@@ -249,7 +250,8 @@ class CFMMD:
         """``tr(S^2)`` for the covariance ``S`` of the real features ``(Re psi_j, Im psi_j) / sqrt(J)`` under ``p``.
 
         With ``e_a = exp(i a . X)``: ``E Re e_a Re e_b = (Re phi(a + b) + Re phi(a - b)) / 2``,
-        ``E Im e_a Im e_b = (Re phi(a - b) - Re phi(a + b)) / 2``, ``E Re e_a Im e_b = (Im phi(a + b) - Im phi(a - b)) / 2``,
+        ``E Im e_a Im e_b = (Re phi(a - b) - Re phi(a + b)) / 2``,
+        ``E Re e_a Im e_b = (Im phi(a + b) - Im phi(a - b)) / 2``,
         averaged over the orbits; exact up to round-off.
         """
         o = self._orbit  # (J, G, d)
@@ -261,12 +263,15 @@ class CFMMD:
         ii = 0.5 * (minus.real - plus.real)
         ri = 0.5 * (plus.imag - minus.imag)
         m_re, m_im = self.phi.real, self.phi.imag
-        s = np.block(
-            [
-                [rr - np.outer(m_re, m_re), ri - np.outer(m_re, m_im)],
-                [ri.T - np.outer(m_im, m_re), ii - np.outer(m_im, m_im)],
-            ]
-        ) / J
+        s = (
+            np.block(
+                [
+                    [rr - np.outer(m_re, m_re), ri - np.outer(m_re, m_im)],
+                    [ri.T - np.outer(m_im, m_re), ii - np.outer(m_im, m_im)],
+                ]
+            )
+            / J
+        )
         s = 0.5 * (s + s.T)
         return float(np.sum(s * s))
 

@@ -29,7 +29,7 @@ from ._exact_law import exact_law
 from ._metrics import DEFAULT_METRIC, CompareMetric, MetricTarget
 from ._orders import fit_order
 from ._plan import Problem, Run, check_problem, plan_runs
-from ._problems import DEFAULT_GRID, DEFAULT_N, DEFAULT_NFE
+from ._problems import DEFAULT_GRID, DEFAULT_N, DEFAULT_NFE, SDE_NFE_MAX
 from ._references import reference_flow
 from ._result import CompareResult
 
@@ -80,6 +80,8 @@ def new_row(run: Run, budget: int, steps: int, note: str) -> dict:
         "wall_time": 0.0,
         "note": note,
         "n_samples": 0,
+        "fd": float("nan"),
+        "peer": "",
     }
 
 
@@ -205,7 +207,7 @@ def _distributed_rows(client, context, bar) -> list:
 
     problem, runs, *_ = context
     sample_metric = context[5]
-    items = [(r, b) for r in range(len(runs)) for b in problem.budgets]
+    items = [(r, b) for r in range(len(runs)) for b in problem.budgets_for(runs[r].process)]
     rows = [None] * len(items)
 
     def on_result(i, result):
@@ -217,6 +219,52 @@ def _distributed_rows(client, context, bar) -> list:
     with connect(client) as c:
         run_tasks(c, _cell_task, context, items, on_result, name="sdekit-cell")
     return rows
+
+
+def _peer_rows(problem: Problem, x_T, reference, sample_metric, notes, progress) -> list:
+    """The peers' rows (:mod:`sdekit.bench._peers`) on the problem's start points, grid and end ``t_end``."""
+    import torch
+
+    from ._peers import PeerTask, peer_runs, run_peer
+
+    score = problem.density.score(problem.sde)
+    prs, peer_notes = peer_runs(problem.grid if isinstance(problem.grid, str) else "")
+    notes.update(peer_notes)
+    rows = []
+    with progress_bar(sum(len(problem.budgets_for(p.process)) for p in prs), progress, desc="peers") as bar:
+        for pr in prs:
+            m = problem.n_ode if pr.process == "ode" else problem.n
+            x0 = torch.as_tensor(np.asarray(x_T[:m], dtype=np.float64))
+            task = PeerTask(problem.sde, score, x0, problem.t_end, problem.grid, False, problem.seed, False)
+            for b in problem.budgets_for(pr.process):
+                row = new_row(Run(pr.label, None, pr.process), b, 0, "")
+                row["peer"] = pr.package
+                t0 = time.perf_counter()
+                x, used, note = run_peer(pr, task, b)
+                row.update(wall_time=time.perf_counter() - t0, nfe=used, steps=used, note=note, n_samples=m)
+                if x is not None:
+                    x = x.detach().cpu().numpy().reshape(m, -1)
+                    if pr.process == "ode":
+                        row["error"] = float(np.sqrt(np.mean(np.sum((x - reference.x) ** 2, axis=1))))
+                        row["metric"] = "ode_rms"
+                    else:
+                        row["error"] = sample_metric(x)
+                        row["metric"] = problem.metric.name
+                        fl = sample_metric.floor
+                        if fl is not None:
+                            row.update(floor=fl.mean, resolution=fl.resolution)
+                rows.append(row)
+                bar.update(1)
+    return rows
+
+
+def _peer_orders(rows, ode_floor: float) -> dict:
+    out = {}
+    for key in dict.fromkeys((r["solver"], r["process"]) for r in rows if r.get("peer")):
+        pts = [r for r in rows if (r["solver"], r["process"]) == key and math.isfinite(r["error"])]
+        fl = ode_floor if key[1] == "ode" else max([r["resolution"] for r in pts] + [1e-12])
+        out[key] = fit_order([r["nfe"] for r in pts], [r["error"] for r in pts], fl)
+    return out
 
 
 def _to_numpy(x):
@@ -261,6 +309,8 @@ def compare(
     png_path=None,
     json_path=None,
     client=None,
+    peers=False,
+    sde_nfe_max=SDE_NFE_MAX,
 ) -> CompareResult:
     """Error against NFE of several solvers on an analytic density (see the module docstring for the errors).
 
@@ -313,9 +363,22 @@ def compare(
         a scheduler address or ``"local:N"`` (a local cluster of ``N`` processes, closed afterwards; see
         :func:`sdekit.distributed.connect`). The rows equal the serial ones (but for ``wall_time``). Default
         ``None``: serial, in this process. Needs ``pip install 'sdekit[distributed]'``.
+    sde_nfe_max : int
+        The SDE rows run the budgets up to this one (default :data:`SDE_NFE_MAX` = 64; 0 or None: all of ``nfe``):
+        resolving the second-order SDE solvers beyond it takes millions of samples per cell.
+    peers : bool
+        Add k-diffusion's samplers and diffusers' schedulers as rows, on the same start points, grid and end
+        (:mod:`sdekit.bench._peers`: how each is driven and counted); their SDE rows use one batch of ``n`` samples.
+        Needs ``pip install 'sdekit[bench]'``.
     """
     start_time = time.perf_counter()
-    problem, specs = check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end, n_max)
+    versions = {}
+    if peers:
+        from ._peers import peer_versions
+
+        versions = peer_versions()
+    problem, specs = check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end, n_max,
+                                   sde_nfe_max)  # fmt: skip
     dens, sde_obj, T = problem.density, problem.sde, problem.T
     score = dens.score(sde_obj)
 
@@ -341,7 +404,7 @@ def compare(
         )
 
     rows = []
-    with progress_bar(len(runs) * len(problem.budgets), progress, desc="compare") as bar:
+    with progress_bar(sum(len(problem.budgets_for(r.process)) for r in runs), progress, desc="compare") as bar:
         if client is not None:  # the same cells on a Dask cluster, rows in the same order
             context = (problem, runs, notes, x_T, reference, sample_metric, target_law)
             rows = _distributed_rows(client, context, bar)
@@ -349,11 +412,14 @@ def compare(
             for run in runs:
                 process = sde_obj.probability_flow(score) if run.process == "ode" else sde_obj.reverse(score)
                 note = notes.get(run.name, "")
-                for b in problem.budgets:
+                for b in problem.budgets_for(run.process):
                     cell = dict(reference=reference, sample_metric=sample_metric, target_law=target_law, note=note)
                     rows.append(run_cell(problem, run, process, b, x_T, **cell))
                     bar.update(1)
+    if peers:
+        rows += _peer_rows(problem, x_T, reference, sample_metric, notes, progress)
     orders = fit_orders(runs, rows, ode_floor)
+    orders.update(_peer_orders(rows, ode_floor))
 
     for r in rows:
         r.update(density=problem.density_name, sde=type(sde_obj).__name__, grid=problem.grid)
@@ -368,12 +434,14 @@ def compare(
         "seed": seed,
         "backend": problem.backend_label,
         "n_max": problem.n_max,
+        "sde_nfe_max": problem.sde_nfe_max,
         "nfe": problem.budgets,
         "ode_reference": info_ref,
         "ode_reference_short": ref_short,
         "sde_metric": record.name,
         "sde_metric_description": sde_desc,
         "noise_floor": sample_metric.floor,
+        "versions": versions,
     }
     result = CompareResult(rows=rows, orders=orders, info=info)
     result.info["wall_time"] = time.perf_counter() - start_time

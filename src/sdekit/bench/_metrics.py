@@ -12,7 +12,8 @@ record (:class:`CompareMetric`) carries everything ``compare`` needs:
 * the Monte Carlo noise floor: ``fn`` on fresh exact samples of ``p(t_end)`` (``floor_repeats`` of them,
   seeds from ``seed + 2``); ``0`` repeats for a metric without one. A metric function with a method
   ``exact_floor(n) -> NoiseFloor`` gives its floor exactly instead (``mmd_cf``).
-* sequential metrics (``fn.sums(x)``, ``fn.mmd2(sums, n)``, ``fn.resolution(n)``, as :class:`~sdekit.bench._cfmmd.CFMMD`):
+* sequential metrics (``fn.sums(x)``, ``fn.value(sums, n)``, ``fn.resolution(n)``, as
+  :class:`~sdekit.bench._cfmmd.CFMMD` behind ``mmd_cf``):
   ``compare`` accumulates their statistics over batches and doubles a cell's samples until it is resolved.
 
 ``compare`` builds the function and its floor on the first row that needs them. Adding a metric is one call,

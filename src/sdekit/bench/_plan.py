@@ -33,6 +33,13 @@ class Problem:
     t_end: float
     n_max: int = 0
     sde_backend: str = ""
+    sde_nfe_max: int = 0
+
+    def budgets_for(self, process: str) -> list:
+        """The NFE budgets of the rows of ``process``: the SDE rows' stop at ``sde_nfe_max`` (0: no cap)."""
+        if process == "sde" and self.sde_nfe_max:
+            return [b for b in self.budgets if b <= self.sde_nfe_max]
+        return list(self.budgets)
 
     @property
     def T(self) -> float:
@@ -71,7 +78,7 @@ def check_nfe(nfe) -> list:
     return sorted(set(vals))
 
 
-def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end, n_max=None):
+def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end, n_max=None, sde_nfe_max=0):
     """``(Problem, solver specs)`` from :func:`compare`'s arguments; ``ValueError`` naming a bad one.
 
     ``backend=None``: ODE rows on numpy, SDE rows on ``"auto"``; ``n_max=None``: ``n * N_MAX_FACTOR``.
@@ -92,6 +99,7 @@ def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, met
     n = integer_at_least("n", n, 2)
     n_max = n * N_MAX_FACTOR if n_max is None else max(integer_at_least("n_max", n_max, 2), n)
     n_ode = min(positive_int("n_ode", n_ode), n)
+    sde_nfe_max = 0 if sde_nfe_max is None else integer_at_least("sde_nfe_max", sde_nfe_max, 0)
     budgets = check_nfe(nfe)
     if solvers is None:
         solvers = fixed_step_solvers()
@@ -105,7 +113,21 @@ def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, met
     in_interval("t_end", t_end, 0.0, T, what=f"(0, T) = (0, {T})")
     name, description = density_label(density)
     problem = Problem(
-        dens, name, description, sde_obj, grid, backend, seed, n, n_ode, budgets, record, t_end, n_max, sde_backend
+        dens,
+        name,
+        description,
+        sde_obj,
+        grid,
+        backend,
+        seed,
+        n,
+        n_ode,
+        budgets,
+        record,
+        t_end,
+        n_max,
+        sde_backend,
+        sde_nfe_max,
     )
     return problem, solvers
 

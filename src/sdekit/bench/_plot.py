@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-__all__ = ["family_of", "assign_styles", "draw_series", "FAMILY_ORDER"]
+__all__ = ["family_of", "assign_styles", "draw_series", "legend_label", "plot_result", "FAMILY_ORDER"]
 
 #: Families in drawing order, with their colour map.
 FAMILY_ORDER = {
@@ -91,15 +91,16 @@ def draw_series(ax, nfe, err, resolution, style, label):
     y = np.where(unresolved, res, err)
     drawable = ok & (y > 0)
     if not drawable.any():
-        return
+        return None
     order = np.argsort(nfe[drawable])
     xs, ys = nfe[drawable][order], y[drawable][order]
-    ax.plot(xs, ys, linestyle=style["linestyle"], color=style["color"], lw=1.3, label=label,
-            marker=style["marker"], markersize=5.5, markerfacecolor=style["color"])  # fmt: skip
+    (line,) = ax.plot(xs, ys, linestyle=style["linestyle"], color=style["color"], lw=1.3, label=label,
+                      marker=style["marker"], markersize=5.5, markerfacecolor=style["color"])  # fmt: skip
     hollow = (unresolved & drawable)[drawable][order]
     if hollow.any():
         ax.plot(xs[hollow], ys[hollow], linestyle="none", marker=style["marker"], markersize=7.5,
                 markerfacecolor="white", markeredgecolor=style["color"], markeredgewidth=1.3)  # fmt: skip
+    return line
 
 
 def legend_label(solver: str, order: float, peer_version: str = "") -> str:
@@ -108,3 +109,78 @@ def legend_label(solver: str, order: float, peer_version: str = "") -> str:
     if math.isfinite(order):
         text += f" ({order:.2f})"
     return text
+
+
+def _panels(result) -> list:
+    """``(title, ylabel, process, value, floor)`` per panel of a result."""
+    info = result.info
+    procs = {r["process"] for r in result.rows}
+    out = []
+    if "ode" in procs:
+        out.append((f"probability-flow ODE\nerror vs {info['ode_reference_short']}", "RMS endpoint error", "ode",
+                    "error", None))  # fmt: skip
+    if info.get("kind") == "model":
+        if info.get("sample_metric"):
+            floor = info.get("noise_floor")
+            for proc, what in (("ode", "probability-flow ODE"), ("sde", "reverse SDE")):
+                if proc in procs:
+                    out.append((f"{what}\nsample quality ({info['sample_metric']})", info["sample_metric"], proc, "fd",
+                                floor))  # fmt: skip
+        return out
+    if "sde" in procs:
+        out.append((f"reverse SDE\n{info['sde_metric']} to exact p(t_end)", info["sde_metric"], "sde", "error",
+                    info.get("noise_floor")))  # fmt: skip
+    return out
+
+
+def plot_result(result, path) -> None:
+    """The work-precision plot of a :class:`~sdekit.bench.CompareResult` (PNG, matplotlib's Agg canvas).
+
+    One panel per measurement (ODE error; SDE error or, for a model, sample quality of the ODE and SDE rows), one
+    line per row with the style of :func:`assign_styles`; unresolved points hollow at their resolution; the floor's
+    resolution shaded."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = _panels(result)
+    keys = list(dict.fromkeys((r["solver"], r.get("peer", "")) for r in result.rows))
+    styles = assign_styles(keys)
+    order = {k: i for i, k in enumerate(styles)}
+    n_lines = max(len(keys), 1)
+    fig = Figure(figsize=(5.2 * max(len(panels), 1) + 2.6, 4.2 + 0.08 * n_lines), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    handles = {}
+    for ax, (title, ylabel, proc, value, floor) in zip(axes, panels):
+        series = {}
+        for r in result.rows:
+            if r["process"] != proc:
+                continue
+            res = floor.resolution if (value == "fd" and floor is not None) else r["resolution"]
+            series.setdefault((r["solver"], r.get("peer", "")), []).append((r["nfe"], r.get(value, math.nan), res))
+        for key in sorted(series, key=lambda k: order[k]):
+            pts = np.array(series[key], dtype=float)
+            orders = result.orders.get((key[0], proc), math.nan) if value == "error" else math.nan
+            line = draw_series(ax, pts[:, 0], pts[:, 1], pts[:, 2], styles[key], legend_label(key[0], orders))
+            if line is not None and key not in handles:
+                handles[key] = line
+        if floor is not None and getattr(floor, "resolution", 0) > 0:
+            ax.axhspan(max(floor.mean, 0.0) * 0.98 if value == "fd" else ax.get_ylim()[0], floor.resolution,
+                       color="0.85", alpha=0.5, zorder=0)  # fmt: skip
+            if value == "fd":
+                ax.axhline(floor.mean, color="0.4", ls=":", lw=1)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("NFE (score evaluations per sample)")
+        ax.grid(True, which="both", alpha=0.3)
+    labels = {k: legend_label(k[0], math.nan) + (f" [{k[1]}]" if k[1] else "") for k in handles}
+    ks = sorted(handles, key=lambda k: order[k])
+    fig.legend([handles[k] for k in ks], [labels[k] for k in ks], loc="center right", fontsize=6.5,
+               ncol=1 if len(ks) <= 30 else 2, frameon=False)  # fmt: skip
+    head = result.info.get("model") or result.info.get("density")
+    fig.suptitle(f"{head} under {result.info['sde']}, grid={result.info['grid']}; hollow: not resolved (drawn at "
+                 "the resolution), dashed: peers", fontsize=9)  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1 - (2.6 if len(ks) <= 30 else 4.2) / fig.get_figwidth(), 1))
+    fig.savefig(path, format="png")

@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_GRID",
     "DEFAULT_N",
     "DEFAULT_N_MAX",
+    "SDE_NFE_MAX",
     "N_MAX_FACTOR",
     "GRID_DESCRIPTIONS",
     "make_density",
@@ -44,6 +45,11 @@ DEFAULT_N = 4000
 #: to ``n_max``, by default ``n * N_MAX_FACTOR`` (:data:`DEFAULT_N_MAX` for the default ``n``).
 N_MAX_FACTOR = 2**10
 DEFAULT_N_MAX = DEFAULT_N * N_MAX_FACTOR
+
+#: SDE rows of the default :func:`compare` stop at this NFE budget: beyond it the second-order SDE solvers' law
+#: errors on ring8 (about 3e-4 at NFE 128) need about 4 million samples per cell to be resolved (measured: 224 s for
+#: one cell on a loaded 2-core machine), against 0.1-0.5 million at NFE 64.
+SDE_NFE_MAX = 64
 
 #: One-line descriptions of the grids, for the report header.
 GRID_DESCRIPTIONS = {
