@@ -51,6 +51,27 @@ def test_bad_sample_ids():
             sample(SDE, SCORE, n=3, steps=2, sample_ids=bad)
 
 
+# -- 2. no autograd graph in the torch adaptive loops ----------------------------------------------------------
+@pytest.mark.parametrize("solver", ["adaptive", "dopri5", "euler_maruyama"])
+def test_torch_loops_build_no_graph_by_default(solver):
+    torch = pytest.importorskip("torch")
+    seen = []
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2, dtype=torch.float64)
+
+        def forward(self, x, t):
+            seen.append(torch.is_grad_enabled())
+            return self.lin(x) - x
+
+    kwargs = {} if solver in ("adaptive", "dopri5") else {"steps": 10}
+    sol = sample(SDE, Net(), n=8, shape=(2,), solver=solver, seed=0, **kwargs)
+    assert seen and not any(seen), f"{solver}: the score ran with grad enabled at {sum(seen)} of {len(seen)} calls"
+    assert not sol.x.requires_grad
+
+
 # -- 5, 6. keyword arguments ------------------------------------------------------------------------------------
 def test_misspelt_keyword_names_itself_and_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"\['stpes'\].*euler_maruyama.*sample\(\) itself takes.*'steps'"):

@@ -4,7 +4,9 @@ Public names only; see the modules for details.
 """
 
 from . import analytic, bench, distributed, grids, likelihood, metrics, noise, scores, solvers, zoo
+from ._version import __version__ as __version__
 from .analytic import Gaussian, GaussianMixture
+from .discrete_vp import DiscreteVPSDE
 from .errors import NonFiniteError
 from .integrate import sample, solve, tweedie_denoise
 from .scores import score_from_denoiser, score_from_eps, score_from_v, score_from_x0
@@ -13,7 +15,6 @@ from .sdes import (
     SDE,
     VESDE,
     VPSDE,
-    DiscreteVPSDE,
     GeneralSDE,
     LinearSDE,
     ProbabilityFlowODE,
@@ -22,8 +23,6 @@ from .sdes import (
 )
 from .solution import Solution
 from .solvers import SOLVERS, get_solver
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SDE",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import pathlib
 import platform
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _xp
+from .._version import __version__
 from ..integrate import SAMPLE_OPTIONS
 from ..integrate import sample as sample_one
 from ..noise import check_seed
@@ -26,6 +28,9 @@ from ._fingerprint import describe, fingerprint, qualified_name, safe_repr
 from ._store import FORMAT, SampleStore, samples_digest
 
 __all__ = ["sample", "REFUSED_OPTIONS", "Moments"]
+
+# where this process imports sdekit from (named in the version-mismatch error)
+PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1]
 
 #: ``sample`` keyword arguments that make no sense sharded, and why.
 REFUSED_OPTIONS = {
@@ -102,11 +107,9 @@ class _ShardJob:
 
 def _run_shard(job: _ShardJob, index: int):
     """On a worker: sample shard ``index``; write it to the store (then return its record) or return it."""
-    import sdekit
-
-    if sdekit.__version__ != job.version:
+    if __version__ != job.version:
         raise RuntimeError(
-            f"the worker runs sdekit {sdekit.__version__} ({sdekit.__file__}), the job was made with {job.version}: "
+            f"the worker runs sdekit {__version__} ({PACKAGE_DIR}), the job was made with {job.version}: "
             "install the same sdekit on every worker"
         )
     start, stop = job.bounds(index)
@@ -170,8 +173,6 @@ def _check_options(options: dict, n: int) -> None:
 
 def _configuration(sde, score, seed, n, shard_size, options) -> dict:
     """The job's configuration: ``job`` (compared when a store is reopened) and ``info`` (not compared)."""
-    import sdekit
-
     solver_options = {k: v for k, v in options.items() if k not in SAMPLE_OPTIONS}
     solver = get_solver(options.get("solver", _SAMPLE_DEFAULTS["solver"]), **solver_options)
     given = {}
@@ -186,7 +187,7 @@ def _configuration(sde, score, seed, n, shard_size, options) -> dict:
         "n": n,
         "shard_size": shard_size,
         "seed": seed,
-        "sdekit_version": sdekit.__version__,
+        "sdekit_version": __version__,
         "sde": {"repr": safe_repr(sde), "fingerprint": fingerprint(sde)},
         "score": {"type": qualified_name(score), "repr": safe_repr(score), "fingerprint": fingerprint(score)},
         "solver": {"name": solver.name, "options": describe(solver_options), "fingerprint": fingerprint(solver)},
@@ -278,8 +279,6 @@ def sample(
     sample_kwargs.pop("progress", None)  # the bar is over shards, not inside them
     _check_options(sample_kwargs, n)
     check_client(client)
-    import sdekit
-
     n_shards = math.ceil(n / shard_size)
     config = _configuration(sde, score, seed, n, shard_size, sample_kwargs)
     st = SampleStore.open_or_create(store, config) if store is not None else None
@@ -293,7 +292,7 @@ def sample(
         bar.update(skipped)
         if todo:
             job = _ShardJob(sde, score, seed, n, shard_size, dict(sample_kwargs), None if st is None else
-                            str(st.path.resolve()), sdekit.__version__)  # fmt: skip
+                            str(st.path.resolve()), __version__)  # fmt: skip
 
             def on_result(i, result):
                 nonlocal x

@@ -39,9 +39,9 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from diffusers.utils.torch_utils import randn_tensor
 
 from .. import _xp
+from ..discrete_vp import DiscreteVPSDE
 from ..grids import GRIDS, make_grid
 from ..noise import check_seed
-from ..sdes import DiscreteVPSDE
 from ..solvers import get_solver
 from ..validation import integer_at_least
 from ._driver import GridPlan, Stepper, counter_noise, plan_requests
