@@ -171,8 +171,9 @@ def test_peer_rows_on_an_analytic_density_equal_the_same_methods():
         assert err[("kd heun", "ode", b)]["error"] == pytest.approx(err[("heun", "ode", b)]["error"], rel=1e-8)
         assert err[("kd heun", "ode", b)]["nfe"] == err[("heun", "ode", b)]["nfe"] == b
         # the same methods on the same levels (diffusers' VP levels carry its float32 alphas_cumprod)
-        assert err[("dpmpp_2m", "ode", b)]["error"] == pytest.approx(err[("kd dpmpp_2m", "ode", b)]["error"], rel=1e-8)
         kd = err[("kd dpmpp_2m", "ode", b)]["error"]
+        if b >= 16:  # below, sdekit's dpmpp_2m (like diffusers') takes its last step at first order
+            assert err[("dpmpp_2m", "ode", b)]["error"] == pytest.approx(kd, rel=1e-8)
         assert err[("diffusers DPMSolver++ 2M", "ode", b)]["error"] == pytest.approx(kd, rel=2e-3)
         kd = err[("kd euler", "ode", b)]["error"]
         assert err[("diffusers EDMEuler", "ode", b)]["error"] == pytest.approx(kd, rel=2e-3)
@@ -185,12 +186,14 @@ def test_peer_rows_on_an_analytic_density_equal_the_same_methods():
 def test_peers_on_the_digits_model(digits_result):
     pytest.importorskip("diffusers")
     res = compare_model("digits", ["heun"], [9], n=20, n_ode=4, peers=True)
-    rows = {r["solver"]: r for r in res.rows}
+    rows = {(r["solver"], r["process"]): r for r in res.rows}
     # one counted evaluation at sigma_min ends every run: kd heun (4 Heun steps + Euler to 0) is sdekit's heun
     # (4 steps + the final denoising step)
-    assert rows["kd heun"]["nfe"] == rows["heun"]["nfe"] == 9
-    assert rows["kd heun"]["error"] == pytest.approx(rows["heun"]["error"], rel=1e-3, abs=1e-5)
-    assert rows["diffusers DEIS 2"]["nfe"] <= 9 and math.isfinite(rows["diffusers DEIS 2"]["fd"])
+    kd, mine = rows[("kd heun", "ode")], rows[("heun", "ode")]
+    assert kd["nfe"] == mine["nfe"] == 9
+    assert kd["error"] == pytest.approx(mine["error"], rel=1e-3, abs=1e-5)
+    deis = rows[("diffusers DEIS 2", "ode")]  # no final_sigmas_type: its end at sigma_min plus one denoising step
+    assert deis["nfe"] == 9 and math.isfinite(deis["fd"])
     assert all(math.isfinite(r["fd"]) for r in res.rows)
 
 

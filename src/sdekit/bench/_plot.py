@@ -147,7 +147,8 @@ def plot_result(result, path) -> None:
     styles = assign_styles(keys)
     order = {k: i for i, k in enumerate(styles)}
     n_lines = max(len(keys), 1)
-    fig = Figure(figsize=(5.2 * max(len(panels), 1) + 2.6, 4.2 + 0.08 * n_lines), dpi=100)
+    legend_w = 1.9 if n_lines <= 30 else 3.6
+    fig = Figure(figsize=(5.2 * max(len(panels), 1) + legend_w, 4.2 + 0.06 * n_lines), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
     handles = {}
@@ -164,7 +165,9 @@ def plot_result(result, path) -> None:
             line = draw_series(ax, pts[:, 0], pts[:, 1], pts[:, 2], styles[key], legend_label(key[0], orders))
             if line is not None and key not in handles:
                 handles[key] = line
-        if floor is not None and getattr(floor, "resolution", 0) > 0:
+        same_n = len({r.get("n_samples", 0) for r in result.rows if r["process"] == proc and r["nfe"]}) <= 1
+        if floor is not None and getattr(floor, "resolution", 0) > 0 and (value == "fd" or same_n):
+            # (cells that grew their samples have resolutions of their own: no common band then)
             ax.axhspan(max(floor.mean, 0.0) * 0.98 if value == "fd" else ax.get_ylim()[0], floor.resolution,
                        color="0.85", alpha=0.5, zorder=0)  # fmt: skip
             if value == "fd":
@@ -177,10 +180,11 @@ def plot_result(result, path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     labels = {k: legend_label(k[0], math.nan) + (f" [{k[1]}]" if k[1] else "") for k in handles}
     ks = sorted(handles, key=lambda k: order[k])
-    fig.legend([handles[k] for k in ks], [labels[k] for k in ks], loc="center right", fontsize=6.5,
-               ncol=1 if len(ks) <= 30 else 2, frameon=False)  # fmt: skip
+    fig.legend([handles[k] for k in ks], [labels[k] for k in ks], loc="center left", fontsize=6.5,
+               bbox_to_anchor=(1 - legend_w / fig.get_figwidth(), 0.5), ncol=1 if len(ks) <= 30 else 2,
+               frameon=False)  # fmt: skip
     head = result.info.get("model") or result.info.get("density")
     fig.suptitle(f"{head} under {result.info['sde']}, grid={result.info['grid']}; hollow: not resolved (drawn at "
                  "the resolution), dashed: peers", fontsize=9)  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1 - (2.6 if len(ks) <= 30 else 4.2) / fig.get_figwidth(), 1))
+    fig.tight_layout(rect=(0, 0, 1 - legend_w / fig.get_figwidth(), 1))
     fig.savefig(path, format="png")

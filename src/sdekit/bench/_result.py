@@ -125,7 +125,9 @@ class CompareResult:
                 "SDE solvers' errors need millions of samples per cell to be resolved"
             )
         if i.get("noise_floor") is not None:
-            out.append(f"  Monte Carlo noise floor of {i['sde_metric']} at n={i['n']}: {i['noise_floor']}")
+            fl = i["noise_floor"]
+            text = str(fl) if fl.repeats else f"mean 0, sd {fl.std:.2g} (closed form); resolution {fl.resolution:.3g}"
+            out.append(f"  Monte Carlo noise floor of {i['sde_metric']} at n={i['n']}: {text}")
             out.append(
                 "  '~' marks errors below the resolution mean + 2 std of the floor (not resolved); "
                 "orders are fitted on the 3 largest-NFE resolved points"
