@@ -365,7 +365,8 @@ def compare(
         ``None``: serial, in this process. Needs ``pip install 'sdekit[distributed]'``.
     sde_nfe_max : int
         The SDE rows run the budgets up to this one (default :data:`SDE_NFE_MAX` = 64; 0 or None: all of ``nfe``):
-        resolving the second-order SDE solvers beyond it takes millions of samples per cell.
+        resolving the second-order SDE solvers beyond it takes millions of samples per cell. Not applied to the
+        Gaussian densities, whose SDE errors are exact laws.
     peers : bool
         Add k-diffusion's samplers and diffusers' schedulers as rows, on the same start points, grid and end
         (:mod:`sdekit.bench._peers`: how each is driven and counted); their SDE rows use one batch of ``n`` samples.
@@ -434,7 +435,7 @@ def compare(
         "seed": seed,
         "backend": problem.backend_label,
         "n_max": problem.n_max,
-        "sde_nfe_max": problem.sde_nfe_max,
+        "sde_nfe_max": 0 if dens.exact_flow else problem.sde_nfe_max,
         "nfe": problem.budgets,
         "ode_reference": info_ref,
         "ode_reference_short": ref_short,

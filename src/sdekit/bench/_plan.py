@@ -36,8 +36,9 @@ class Problem:
     sde_nfe_max: int = 0
 
     def budgets_for(self, process: str) -> list:
-        """The NFE budgets of the rows of ``process``: the SDE rows' stop at ``sde_nfe_max`` (0: no cap)."""
-        if process == "sde" and self.sde_nfe_max:
+        """The NFE budgets of the rows of ``process``: the SDE rows' stop at ``sde_nfe_max`` (0: no cap) unless the
+        density's SDE errors are exact laws (a Gaussian: no Monte Carlo)."""
+        if process == "sde" and self.sde_nfe_max and not self.density.exact_flow:
             return [b for b in self.budgets if b <= self.sde_nfe_max]
         return list(self.budgets)
 
