@@ -133,7 +133,7 @@ class CompareResult:
                 "orders are fitted on the 3 largest-NFE resolved points"
             )
         if i.get("versions"):
-            out.append("peers: " + ", ".join(f"{k} {v}" for k, v in i["versions"].items()) + " (see docs/cli.md)")
+            out.append("peers: " + ", ".join(f"{k} {v}" for k, v in i["versions"].items()) + " (see docs/workbench.md)")
         out += ["", self.table()]
         unresolved = [r for r in self.rows if r["resolution"] > 0 and r["error"] <= r["resolution"]]
         if unresolved:
@@ -196,7 +196,7 @@ def model_report(result: CompareResult) -> str:
                      "'~': within the floor's resolution")  # fmt: skip
         out.append(line)
     if i.get("versions"):
-        out.append("peers: " + ", ".join(f"{k} {v}" for k, v in i["versions"].items()) + " (see docs/cli.md)")
+        out.append("peers: " + ", ".join(f"{k} {v}" for k, v in i["versions"].items()) + " (see docs/workbench.md)")
     out += ["", "ODE error against the reference (probability-flow ODE rows)", result.table("error", "ode")]
     if i.get("sample_metric"):
         out += ["", f"sample quality: {i['sample_metric']} (all rows)", result.table("fd")]
