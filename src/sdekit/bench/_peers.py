@@ -272,8 +272,9 @@ def _plan_scheduler(run: PeerRun, task: PeerTask, steps: int):
     sched.set_timesteps(steps)
     sig = sched.sigmas.detach().cpu().numpy().astype(np.float64)
     taken = len(sched.timesteps)
-    if taken >= 1 and math.isclose(sig[taken], sig[taken - 1], rel_tol=1e-6):  # a repeated final level (to float32): the
-        taken -= 1  # zero-length last step is not taken
+    # a repeated final level (equal to float32): the zero-length last step is not taken
+    if taken >= 1 and math.isclose(sig[taken], sig[taken - 1], rel_tol=1e-6):
+        taken -= 1
     end = sig[taken]
     denoise = bool(task.to_zero and end > 0)
     return sched, sig, taken, denoise, taken + int(denoise)
