@@ -108,9 +108,9 @@ def test_compare_mixture_reports_reference_and_noise_floor(tmp_path, capsys):
     )
     assert "scipy DOP853, rtol=atol=1e-10" in out
     # the default SDE metric on a mixture: MMD to the exact p(t_end), with its noise floor
-    assert "noise floor of mmd_exact" in out and "grid: karras (EDM's schedule" in out
+    assert "noise floor of mmd_cf" in out and "grid: karras (EDM's schedule" in out
     sde_rows = [r for r in rows if r["process"] == "sde"]
-    assert sde_rows and all(r["metric"] == "mmd_exact" for r in sde_rows)
+    assert sde_rows and all(r["metric"] == "mmd_cf" for r in sde_rows)
     assert all(float(r["resolution"]) > max(float(r["floor"]), 0.0) for r in sde_rows)
     nfe, err = _errors(rows, "heun", "ode")
     assert np.all(np.diff(err) < 0)

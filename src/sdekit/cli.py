@@ -56,7 +56,18 @@ def _split_names(values):
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sdekit`` command (choices read from the registries at call time)."""
     from .backends import available_backends
-    from .bench import COMPARE_METRICS, DEFAULT_GRID, DEFAULT_METRIC, DEFAULT_N, DEFAULT_NFE, DENSITIES, SDES
+    from .bench import (
+        COMPARE_METRICS,
+        DEFAULT_GRID,
+        DEFAULT_METRIC,
+        DEFAULT_N,
+        DEFAULT_NFE,
+        DENSITIES,
+        MODEL_N,
+        MODEL_NFE,
+        SDE_NFE_MAX,
+        SDES,
+    )
     from .grids import GRIDS
 
     parser = argparse.ArgumentParser(
@@ -77,8 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--density", default="ring8", choices=sorted(DENSITIES), help="built-in analytic density")
-    p.add_argument("--sde", default="vp", choices=sorted(SDES), help="forward SDE")
+    p.add_argument(
+        "--density", default=None, choices=sorted(DENSITIES), help="built-in analytic density (default ring8)"
+    )
+    p.add_argument("--sde", default=None, choices=sorted(SDES), help="forward SDE (default vp)")
     p.add_argument(
         "--solvers",
         nargs="+",
@@ -87,33 +100,72 @@ def build_parser() -> argparse.ArgumentParser:
         help="solver names (space or comma separated), each optionally with options, e.g. "
         "'dpmpp_pc(order=2, sigma_data=1.4)'; default: every registered fixed-step solver",
     )
-    p.add_argument("--nfe", nargs="+", type=_positive_int, default=list(DEFAULT_NFE), help="NFE budgets")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="digits|MODULE:FACTORY",
+        help="compare on a learned score instead of an analytic density: 'digits' (sdekit.zoo.digits) or "
+        "MODULE:FACTORY, factory() returning (sde, score, shape); ODE errors against a tight reference solve, sample "
+        "quality (Fréchet distance for digits) with its floor, a PNG grid of samples per solver (--samples-png)",
+    )
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="add k-diffusion's samplers and diffusers' schedulers as rows (same start points, grid, NFE "
+        "accounting); needs pip install 'sdekit[bench]'",
+    )
+    p.add_argument(
+        "--nfe",
+        nargs="+",
+        type=_positive_int,
+        default=None,
+        help=f"NFE budgets (default {' '.join(map(str, DEFAULT_NFE))}; with --model {' '.join(map(str, MODEL_NFE))}, "
+        "the final denoising evaluation included)",
+    )
     p.add_argument(
         "--grid",
-        default=DEFAULT_GRID,
+        default=None,
         choices=sorted(GRIDS),
-        help="time schedule (log_snr: equal steps in log(alpha/sigma), DPM-Solver's; karras: EDM's rho=7)",
+        help=f"time schedule (log_snr: equal steps in log(alpha/sigma), DPM-Solver's; karras: EDM's rho=7); default "
+        f"{DEFAULT_GRID}, with --model karras",
     )
     p.add_argument(
         "--backend",
-        default="numpy",
+        default=None,
         choices=["auto"] + sorted(available_backends()),
-        help="array backend of the solves (available in this installation)",
+        help="array backend of every solve (available in this installation); default: the ODE rows on numpy, the "
+        "SDE rows on auto (the fused numba kernels of the analytic scores, which their large samples need)",
     )
     p.add_argument("--seed", type=_seed, default=0, help="random seed")
-    p.add_argument("--n", type=_positive_int, default=DEFAULT_N, help="samples per SDE run")
-    p.add_argument("--n-ode", type=_positive_int, default=500, help="start points of the ODE runs")
+    p.add_argument(
+        "--n", type=_positive_int, default=None, help=f"samples per SDE run (default {DEFAULT_N}; --model: {MODEL_N})"
+    )
+    p.add_argument(
+        "--n-ode", type=_positive_int, default=None, help="start points of the ODE errors (default 500; --model: 200)"
+    )
     p.add_argument(
         "--metric",
-        default=DEFAULT_METRIC,
+        default=None,
         choices=list(COMPARE_METRICS),
-        help="SDE metric when the exact law is not available: mmd_exact (MMD to the exact p(t_end), closed form) "
-        "or a two-sample metric against exact samples",
+        help=f"SDE metric when the exact law is not available (default {DEFAULT_METRIC}: the MMD to the exact p(t_end) "
+        "through its closed-form characteristic function, linear in n, each cell growing its sample until resolved; "
+        "mmd_exact: the kernel MMD to the exact p(t_end), quadratic in n), or a two-sample metric against exact "
+        "samples",
     )
     p.add_argument("--t-end", type=float, default=None, help="end time (default: the SDE's eps)")
+    p.add_argument(
+        "--sde-nfe-max",
+        type=int,
+        default=None,
+        help=f"the SDE rows run the NFE budgets up to this one (default {SDE_NFE_MAX}; 0: every budget); resolving "
+        "the second-order SDE solvers beyond 64 NFE takes millions of samples per cell",
+    )
     p.add_argument("--csv", default="sdekit_compare.csv", help="CSV output path ('' to skip)")
     p.add_argument("--png", default="sdekit_compare.png", help="work-precision plot path ('' to skip)")
     p.add_argument("--json", default="", help="JSON output path ('' to skip)")
+    p.add_argument(
+        "--samples-png", default="sdekit_samples.png", help="with --model: the sample grid's path ('' to skip)"
+    )
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument(
         "--dask",
@@ -143,7 +195,7 @@ def output_path_problem(path: str) -> str | None:
 
 
 def _cmd_compare(args, parser) -> int:
-    from .bench import compare
+    from .bench import DEFAULT_GRID, DEFAULT_METRIC, DEFAULT_N, DEFAULT_NFE, SDE_NFE_MAX, compare
     from .solvers import SOLVERS, parse_solver_spec
 
     solvers = None
@@ -158,12 +210,25 @@ def _cmd_compare(args, parser) -> int:
                 parser.error(f"argument --solvers: {exc}")
         if bad or not solvers:
             parser.error(f"argument --solvers: unknown solver(s) {bad}; valid solvers: {sorted(SOLVERS)}")
-    if args.n < 2:
+    if args.n is not None and args.n < 2:
         parser.error(f"argument --n: must be at least 2, got {args.n}")
-    for option, path in (("--csv", args.csv), ("--png", args.png), ("--json", args.json)):
+    paths = [("--csv", args.csv), ("--png", args.png), ("--json", args.json)]
+    if args.model is not None:
+        paths.append(("--samples-png", args.samples_png))
+    for option, path in paths:
         problem = output_path_problem(path) if path else None
         if problem:  # before any work: a bad path must not cost the whole comparison
             parser.error(f"argument {option}: {problem}")
+    if args.peers:
+        from .bench._peers import peer_versions
+
+        try:
+            peer_versions()
+        except ImportError as exc:
+            print(f"{parser.prog}: error: argument --peers: {exc}", file=sys.stderr)
+            return 2
+    if args.model is not None:
+        return _compare_model(args, parser, solvers)
     cluster = contextlib.nullcontext(None)
     if args.dask is not None:
         from .distributed._client import check_client, connect
@@ -180,27 +245,70 @@ def _cmd_compare(args, parser) -> int:
     try:
         with cluster as client:
             result = compare(
-                args.density,
-                args.sde,
+                "ring8" if args.density is None else args.density,
+                "vp" if args.sde is None else args.sde,
                 solvers,
-                args.nfe,
-                grid=args.grid,
+                list(DEFAULT_NFE) if args.nfe is None else args.nfe,
+                grid=DEFAULT_GRID if args.grid is None else args.grid,
                 backend=args.backend,
                 seed=args.seed,
-                n=args.n,
-                n_ode=args.n_ode,
-                metric=args.metric,
+                n=DEFAULT_N if args.n is None else args.n,
+                n_ode=500 if args.n_ode is None else args.n_ode,
+                metric=DEFAULT_METRIC if args.metric is None else args.metric,
                 t_end=args.t_end,
                 progress=args.progress,
                 csv_path=args.csv or None,
                 png_path=args.png or None,
                 json_path=args.json or None,
                 client=client,
+                peers=args.peers,
+                sde_nfe_max=SDE_NFE_MAX if args.sde_nfe_max is None else args.sde_nfe_max,
             )
     except ValueError as exc:
         parser.error(str(exc))
     print(result.report())
     for label, path in (("csv", args.csv), ("plot", args.png), ("json", args.json)):
+        if path:
+            print(f"wrote {label}: {path}")
+    return 0
+
+
+def _compare_model(args, parser, solvers) -> int:
+    """``sdekit compare --model``: :func:`sdekit.bench.compare_model`."""
+    from .bench import MODEL_N, MODEL_NFE, compare_model, load_model
+
+    for option, given in (("--dask", args.dask), ("--density", args.density), ("--sde", args.sde),
+                          ("--metric", args.metric), ("--backend", args.backend), ("--t-end", args.t_end),
+                          ("--sde-nfe-max", args.sde_nfe_max)):  # fmt: skip
+        if given is not None:
+            parser.error(f"argument {option}: applies to the analytic densities, not with --model")
+    try:
+        model = load_model(args.model)
+    except ImportError as exc:
+        print(f"{parser.prog}: error: argument --model: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        parser.error(f"argument {exc}" if str(exc).startswith("--model") else f"argument --model: {exc}")
+    try:
+        result = compare_model(
+            model,
+            solvers,
+            list(MODEL_NFE) if args.nfe is None else args.nfe,
+            grid="karras" if args.grid is None else args.grid,
+            seed=args.seed,
+            n=MODEL_N if args.n is None else args.n,
+            n_ode=200 if args.n_ode is None else args.n_ode,
+            peers=args.peers,
+            progress=args.progress,
+            csv_path=args.csv or None,
+            png_path=args.png or None,
+            json_path=args.json or None,
+            samples_path=args.samples_png or None,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(result.report())
+    for label, path in (("csv", args.csv), ("plot", args.png), ("json", args.json), ("samples", args.samples_png)):
         if path:
             print(f"wrote {label}: {path}")
     return 0

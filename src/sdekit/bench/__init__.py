@@ -34,6 +34,10 @@ Layout (private modules, the public names are the ones below):
 * ``_result`` -- :class:`CompareResult` (table, report, CSV, JSON, PNG);
 * ``_plan`` -- the checked arguments of one comparison and its runs (one per solver and process);
 * ``_compare`` -- :func:`compare`: one cell (a solve at one budget and its error), the order fits, the study;
+* ``_cfmmd`` -- the default SDE estimator ``mmd_cf`` (frequency-domain MMD to the exact mixture, linear in n);
+* ``_model`` -- :func:`compare_model`: the workbench on a learned score (``sdekit compare --model``);
+* ``_peers`` -- k-diffusion's samplers and diffusers' schedulers as rows (``--peers``);
+* ``_plot`` -- the work-precision plot: styles per solver and family, hollow unresolved points;
 * ``_study`` -- :func:`study`.
 
 Adding a density: subclass :class:`sdekit.analytic.AnalyticDensity` (see :mod:`sdekit.analytic.base`) and pass
@@ -46,12 +50,14 @@ from __future__ import annotations
 from ._compare import compare
 from ._exact_law import exact_law
 from ._metrics import COMPARE_METRICS, DEFAULT_METRIC, CompareMetric, MetricTarget, get_metric, register_metric
+from ._model import MODEL_N, MODEL_NFE, compare_model, load_model
 from ._orders import fit_order
 from ._problems import (
     DEFAULT_GRID,
     DEFAULT_N,
     DEFAULT_NFE,
     DENSITIES,
+    SDE_NFE_MAX,
     SDES,
     fixed_step_solvers,
     make_density,
@@ -68,7 +74,12 @@ __all__ = [
     "DEFAULT_GRID",
     "DEFAULT_METRIC",
     "DEFAULT_N",
+    "SDE_NFE_MAX",
     "compare",
+    "compare_model",
+    "load_model",
+    "MODEL_NFE",
+    "MODEL_N",
     "study",
     "CompareResult",
     "exact_law",

@@ -29,7 +29,7 @@ from ._exact_law import exact_law
 from ._metrics import DEFAULT_METRIC, CompareMetric, MetricTarget
 from ._orders import fit_order
 from ._plan import Problem, Run, check_problem, plan_runs
-from ._problems import DEFAULT_GRID, DEFAULT_N, DEFAULT_NFE
+from ._problems import DEFAULT_GRID, DEFAULT_N, DEFAULT_NFE, SDE_NFE_MAX
 from ._references import reference_flow
 from ._result import CompareResult
 
@@ -45,11 +45,21 @@ class SampleMetric:
         self.fn = None
         self.floor = None
 
-    def __call__(self, x) -> float:
+    def build(self):
+        """Build the metric function and its floor (once)."""
         if self.fn is None:
             self.fn = self.record.build(self.target)
             self.floor = self.record.floor(self.fn, self.target)
-        return float(self.fn(x))
+        return self.fn
+
+    @property
+    def sequential(self) -> bool:
+        """True when the metric accumulates over batches (``sums``/``value``/``resolution``, as ``mmd_cf``)."""
+        fn = self.build()
+        return all(hasattr(fn, a) for a in ("sums", "value", "resolution"))
+
+    def __call__(self, x) -> float:
+        return float(self.build()(x))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -69,6 +79,9 @@ def new_row(run: Run, budget: int, steps: int, note: str) -> dict:
         "kl": float("nan"),
         "wall_time": 0.0,
         "note": note,
+        "n_samples": 0,
+        "fd": float("nan"),
+        "peer": "",
     }
 
 
@@ -110,16 +123,20 @@ def run_cell(problem: Problem, run: Run, process, budget: int, x_T, *, reference
             row["note"] = f"exact law not available ({exc}); sample metric used"
     # pathwise ODE errors and exact laws need few samples; the run still checks the solver works
     x0 = x_T[: problem.n_ode] if (run.process == "ode" or law is not None) else x_T
-    if problem.backend != "auto":
-        x0 = get_backend(problem.backend).as_state(x0)
+    backend = problem.backend_for(run.process)
+    if run.process == "sde" and law is None and sample_metric.sequential:
+        return _sequential_cell(problem, run, process, ts, x0, backend, sample_metric, row)
+    if backend != "auto":
+        x0 = get_backend(backend).as_state(x0)
     t0 = time.perf_counter()
     try:
-        sol = solve(process, x0, problem.T, problem.t_end, inst, grid=ts, seed=problem.seed, backend=problem.backend)
+        sol = solve(process, x0, problem.T, problem.t_end, inst, grid=ts, seed=problem.seed, backend=backend)
     except (ValueError, TypeError, NotImplementedError) as exc:
         row["note"] = f"not run: {exc}"
         return row
     row["wall_time"] = time.perf_counter() - t0
     row["nfe"] = int(sol.nfe)
+    row["n_samples"] = int(x0.shape[0])
     x = _to_numpy(sol.x).reshape(-1, problem.density.dim)
     if run.process == "ode":
         row["error"] = float(np.sqrt(np.mean(np.sum((x - reference.x) ** 2, axis=1))))
@@ -134,6 +151,52 @@ def run_cell(problem: Problem, run: Run, process, budget: int, x_T, *, reference
         if sample_metric.floor is not None:
             row["floor"] = sample_metric.floor.mean
             row["resolution"] = sample_metric.floor.resolution
+    return row
+
+
+def batch_start_points(problem: Problem, batch: int, size: int):
+    """Start points of a cell's ``batch``-th extra sample batch: ``size`` exact samples of ``p_T`` under their own seed
+    (batch 0 is the shared ``x_T`` of the study)."""
+    seed = (problem.seed + (batch << 32)) % (1 << 63)
+    return problem.density.sample(size, seed=seed, t=problem.T, sde=problem.sde)
+
+
+def _sequential_cell(problem: Problem, run: Run, process, ts, x0, backend, sample_metric, row) -> dict:
+    """An SDE cell with a sequential metric: batches of fresh samples (doubling the total) until the estimate
+    exceeds ``STOP_FACTOR`` resolutions or ``problem.n_max`` samples are reached.
+
+    Batch ``b`` starts at exact samples of ``p_T`` (:func:`batch_start_points`) and draws its noise for the sample
+    ids that follow the earlier batches', so the cell's samples are independent and the result depends on nothing
+    but the seed.
+    """
+    from ._cfmmd import STOP_FACTOR
+
+    fn = sample_metric.build()
+    sums, n_done, batch, wall = None, 0, 0, 0.0
+    nfe = 0
+    while True:
+        size = x0.shape[0]
+        xb = x0 if backend == "auto" else get_backend(backend).as_state(x0)
+        ids = np.arange(n_done, n_done + size, dtype=np.int64)
+        t0 = time.perf_counter()
+        try:
+            sol = solve(process, xb, problem.T, problem.t_end, run.solver, grid=ts, seed=problem.seed,
+                        backend=backend, sample_ids=ids)  # fmt: skip
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            row["note"] = f"not run: {exc}"
+            return row
+        part = fn.sums(_to_numpy(sol.x).reshape(size, -1))
+        wall += time.perf_counter() - t0
+        nfe = int(sol.nfe)
+        sums = part if sums is None else sums + part
+        n_done += size
+        err, res = fn.value(sums, n_done), fn.resolution(n_done)
+        if err > STOP_FACTOR * res or n_done >= problem.n_max:
+            break
+        batch += 1
+        x0 = batch_start_points(problem, batch, min(n_done, problem.n_max - n_done))
+    row.update(error=err, metric=problem.metric.name, floor=0.0, resolution=res, nfe=nfe, n_samples=n_done,
+               wall_time=wall)  # fmt: skip
     return row
 
 
@@ -160,7 +223,7 @@ def _distributed_rows(client, context, bar) -> list:
 
     problem, runs, *_ = context
     sample_metric = context[5]
-    items = [(r, b) for r in range(len(runs)) for b in problem.budgets]
+    items = [(r, b) for r in range(len(runs)) for b in problem.budgets_for(runs[r].process)]
     rows = [None] * len(items)
 
     def on_result(i, result):
@@ -172,6 +235,52 @@ def _distributed_rows(client, context, bar) -> list:
     with connect(client) as c:
         run_tasks(c, _cell_task, context, items, on_result, name="sdekit-cell")
     return rows
+
+
+def _peer_rows(problem: Problem, x_T, reference, sample_metric, notes, progress) -> list:
+    """The peers' rows (:mod:`sdekit.bench._peers`) on the problem's start points, grid and end ``t_end``."""
+    import torch
+
+    from ._peers import PeerTask, peer_runs, run_peer
+
+    score = problem.density.score(problem.sde)
+    prs, peer_notes = peer_runs(problem.grid if isinstance(problem.grid, str) else "")
+    notes.update(peer_notes)
+    rows = []
+    with progress_bar(sum(len(problem.budgets_for(p.process)) for p in prs), progress, desc="peers") as bar:
+        for pr in prs:
+            m = problem.n_ode if pr.process == "ode" else problem.n
+            x0 = torch.as_tensor(np.asarray(x_T[:m], dtype=np.float64))
+            task = PeerTask(problem.sde, score, x0, problem.t_end, problem.grid, False, problem.seed, False)
+            for b in problem.budgets_for(pr.process):
+                row = new_row(Run(pr.label, None, pr.process), b, 0, "")
+                row["peer"] = pr.package
+                t0 = time.perf_counter()
+                x, used, note = run_peer(pr, task, b)
+                row.update(wall_time=time.perf_counter() - t0, nfe=used, steps=used, note=note, n_samples=m)
+                if x is not None:
+                    x = x.detach().cpu().numpy().reshape(m, -1)
+                    if pr.process == "ode":
+                        row["error"] = float(np.sqrt(np.mean(np.sum((x - reference.x) ** 2, axis=1))))
+                        row["metric"] = "ode_rms"
+                    else:
+                        row["error"] = sample_metric(x)
+                        row["metric"] = problem.metric.name
+                        fl = sample_metric.floor
+                        if fl is not None:
+                            row.update(floor=fl.mean, resolution=fl.resolution)
+                rows.append(row)
+                bar.update(1)
+    return rows
+
+
+def _peer_orders(rows, ode_floor: float) -> dict:
+    out = {}
+    for key in dict.fromkeys((r["solver"], r["process"]) for r in rows if r.get("peer")):
+        pts = [r for r in rows if (r["solver"], r["process"]) == key and math.isfinite(r["error"])]
+        fl = ode_floor if key[1] == "ode" else max([r["resolution"] for r in pts] + [1e-12])
+        out[key] = fit_order([r["nfe"] for r in pts], [r["error"] for r in pts], fl)
+    return out
 
 
 def _to_numpy(x):
@@ -204,9 +313,10 @@ def compare(
     nfe=DEFAULT_NFE,
     *,
     grid=DEFAULT_GRID,
-    backend="numpy",
+    backend=None,
     seed=0,
     n=DEFAULT_N,
+    n_max=None,
     n_ode=500,
     metric=DEFAULT_METRIC,
     t_end=None,
@@ -215,6 +325,8 @@ def compare(
     png_path=None,
     json_path=None,
     client=None,
+    peers=False,
+    sde_nfe_max=SDE_NFE_MAX,
 ) -> CompareResult:
     """Error against NFE of several solvers on an analytic density (see the module docstring for the errors).
 
@@ -234,19 +346,27 @@ def compare(
         NFE budgets; a solver with ``k`` evaluations per step runs ``nfe // k`` steps (budgets below ``k`` skip).
     grid : str
         A schedule name in ``sdekit.grids.GRIDS``; default ``"log_snr"`` (:data:`DEFAULT_GRID`).
-    backend : str
-        ``"numpy"``, ``"numba"``, ``"torch"`` or ``"auto"``; the reference computations stay in numpy.
+    backend : str, optional
+        ``"numpy"``, ``"numba"``, ``"torch"`` or ``"auto"`` for every run; default (None): the ODE rows on numpy (the
+        reference backend) and the SDE rows on ``"auto"`` (the fused numba kernels for the analytic scores: the same
+        numbers as numpy to round-off, tens of times faster, which the SDE rows' large samples need). The reference
+        computations stay in numpy.
     seed : int
         Seed of the start points (exact samples of ``p_T``), the solver noise and the reference samples.
     n : int
-        Number of samples per SDE run; the noise floor of ``mmd_exact`` falls like ``1/n`` in ``MMD^2`` (so
-        like ``n^{-1/2}`` in the root shown), that of the two-sample metrics like ``n^{-1/2}``.
+        Number of samples per SDE run (the first batch of a sequential metric's cell); the noise floor of
+        ``mmd_cf`` and ``mmd_exact`` falls like ``1/n`` in ``MMD^2`` (so like ``n^{-1/2}`` in the root shown), that
+        of the two-sample metrics like ``n^{-1/2}``.
+    n_max : int
+        Largest sample of one SDE cell under a sequential metric (``mmd_cf``): a cell doubles its samples until its
+        error exceeds 1.5 resolutions or ``n_max`` is reached; default ``1024 n`` (``n_max = n``: one batch of ``n``).
     n_ode : int
         Number of start points of the ODE runs (the first ``min(n, n_ode)`` of the SDE start points); the ODE
         error is pathwise, so it needs few points.
     metric : str
-        SDE metric when the exact law is not available, a name in :data:`COMPARE_METRICS`: ``"mmd_exact"``
-        (default; the signed root of the unbiased MMD^2 to the exact ``p_{t_end}``,
+        SDE metric when the exact law is not available, a name in :data:`COMPARE_METRICS`: ``"mmd_cf"`` (default;
+        the MMD to the exact ``p_{t_end}`` in the frequency domain, :mod:`sdekit.bench._cfmmd`), ``"mmd_exact"``
+        (the signed root of the unbiased kernel MMD^2 to the exact ``p_{t_end}``,
         :func:`sdekit.metrics.mmd_to_mixture`, bandwidth :func:`sdekit.metrics.component_bandwidth`), a
         two-sample metric of ``metrics.SAMPLE_METRICS`` (``sliced_w2``, ``mmd``, ``energy``) against exact
         samples, or one added with :func:`register_metric`.
@@ -259,9 +379,23 @@ def compare(
         a scheduler address or ``"local:N"`` (a local cluster of ``N`` processes, closed afterwards; see
         :func:`sdekit.distributed.connect`). The rows equal the serial ones (but for ``wall_time``). Default
         ``None``: serial, in this process. Needs ``pip install 'sdekit[distributed]'``.
+    sde_nfe_max : int
+        The SDE rows run the budgets up to this one (default :data:`SDE_NFE_MAX` = 64; 0 or None: all of ``nfe``):
+        resolving the second-order SDE solvers beyond it takes millions of samples per cell. Not applied to the
+        Gaussian densities, whose SDE errors are exact laws.
+    peers : bool
+        Add k-diffusion's samplers and diffusers' schedulers as rows, on the same start points, grid and end
+        (:mod:`sdekit.bench._peers`: how each is driven and counted); their SDE rows use one batch of ``n`` samples.
+        Needs ``pip install 'sdekit[bench]'``.
     """
     start_time = time.perf_counter()
-    problem, specs = check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end)
+    versions = {}
+    if peers:
+        from ._peers import peer_versions
+
+        versions = peer_versions()
+    problem, specs = check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end, n_max,
+                                   sde_nfe_max)  # fmt: skip
     dens, sde_obj, T = problem.density, problem.sde, problem.T
     score = dens.score(sde_obj)
 
@@ -287,7 +421,7 @@ def compare(
         )
 
     rows = []
-    with progress_bar(len(runs) * len(problem.budgets), progress, desc="compare") as bar:
+    with progress_bar(sum(len(problem.budgets_for(r.process)) for r in runs), progress, desc="compare") as bar:
         if client is not None:  # the same cells on a Dask cluster, rows in the same order
             context = (problem, runs, notes, x_T, reference, sample_metric, target_law)
             rows = _distributed_rows(client, context, bar)
@@ -295,11 +429,14 @@ def compare(
             for run in runs:
                 process = sde_obj.probability_flow(score) if run.process == "ode" else sde_obj.reverse(score)
                 note = notes.get(run.name, "")
-                for b in problem.budgets:
+                for b in problem.budgets_for(run.process):
                     cell = dict(reference=reference, sample_metric=sample_metric, target_law=target_law, note=note)
                     rows.append(run_cell(problem, run, process, b, x_T, **cell))
                     bar.update(1)
+    if peers:
+        rows += _peer_rows(problem, x_T, reference, sample_metric, notes, progress)
     orders = fit_orders(runs, rows, ode_floor)
+    orders.update(_peer_orders(rows, ode_floor))
 
     for r in rows:
         r.update(density=problem.density_name, sde=type(sde_obj).__name__, grid=problem.grid)
@@ -312,13 +449,16 @@ def compare(
         "n": problem.n,
         "n_ode": problem.n_ode,
         "seed": seed,
-        "backend": problem.backend,
+        "backend": problem.backend_label,
+        "n_max": problem.n_max,
+        "sde_nfe_max": 0 if dens.exact_flow else problem.sde_nfe_max,
         "nfe": problem.budgets,
         "ode_reference": info_ref,
         "ode_reference_short": ref_short,
         "sde_metric": record.name,
         "sde_metric_description": sde_desc,
         "noise_floor": sample_metric.floor,
+        "versions": versions,
     }
     result = CompareResult(rows=rows, orders=orders, info=info)
     result.info["wall_time"] = time.perf_counter() - start_time

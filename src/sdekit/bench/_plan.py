@@ -10,7 +10,7 @@ from ..grids import GRIDS
 from ..solvers import SOLVERS, get_solver, parse_solver_spec
 from ..validation import in_interval, integer_at_least, positive_int
 from ._metrics import CompareMetric, get_metric
-from ._problems import density_label, fixed_step_solvers, make_density, make_sde
+from ._problems import N_MAX_FACTOR, density_label, fixed_step_solvers, make_density, make_sde
 
 __all__ = ["Problem", "Run", "check_nfe", "check_problem", "plan_runs"]
 
@@ -31,10 +31,30 @@ class Problem:
     budgets: list
     metric: CompareMetric
     t_end: float
+    n_max: int = 0
+    sde_backend: str = ""
+    sde_nfe_max: int = 0
+
+    def budgets_for(self, process: str) -> list:
+        """The NFE budgets of the rows of ``process``: the SDE rows' stop at ``sde_nfe_max`` (0: no cap) unless the
+        density's SDE errors are exact laws (a Gaussian: no Monte Carlo)."""
+        if process == "sde" and self.sde_nfe_max and not self.density.exact_flow:
+            return [b for b in self.budgets if b <= self.sde_nfe_max]
+        return list(self.budgets)
 
     @property
     def T(self) -> float:
         return float(self.sde.T)
+
+    def backend_for(self, process: str) -> str:
+        """The backend of the rows of ``process`` (``"ode"`` or ``"sde"``)."""
+        return self.sde_backend if process == "sde" and self.sde_backend else self.backend
+
+    @property
+    def backend_label(self) -> str:
+        if self.sde_backend and self.sde_backend != self.backend:
+            return f"{self.backend} (ODE rows), {self.sde_backend} (SDE rows)"
+        return self.backend
 
 
 @dataclass(frozen=True)
@@ -59,8 +79,14 @@ def check_nfe(nfe) -> list:
     return sorted(set(vals))
 
 
-def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end):
-    """``(Problem, solver specs)`` from :func:`compare`'s arguments; ``ValueError`` naming a bad one."""
+def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end, n_max=None, sde_nfe_max=0):
+    """``(Problem, solver specs)`` from :func:`compare`'s arguments; ``ValueError`` naming a bad one.
+
+    ``backend=None``: ODE rows on numpy, SDE rows on ``"auto"``; ``n_max=None``: ``n * N_MAX_FACTOR``.
+    """
+    sde_backend = ""
+    if backend is None:
+        backend, sde_backend = "numpy", "auto"
     dens = make_density(density)
     sde_obj = make_sde(sde)
     if isinstance(grid, str):
@@ -72,7 +98,9 @@ def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, met
         raise ValueError(f"unknown backend {backend!r}; valid backends: {list(backend_names())}")
     record = get_metric(metric)
     n = integer_at_least("n", n, 2)
+    n_max = n * N_MAX_FACTOR if n_max is None else max(integer_at_least("n_max", n_max, 2), n)
     n_ode = min(positive_int("n_ode", n_ode), n)
+    sde_nfe_max = 0 if sde_nfe_max is None else integer_at_least("sde_nfe_max", sde_nfe_max, 0)
     budgets = check_nfe(nfe)
     if solvers is None:
         solvers = fixed_step_solvers()
@@ -85,7 +113,23 @@ def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, met
     t_end = sde_obj.eps if t_end is None else float(t_end)
     in_interval("t_end", t_end, 0.0, T, what=f"(0, T) = (0, {T})")
     name, description = density_label(density)
-    problem = Problem(dens, name, description, sde_obj, grid, backend, seed, n, n_ode, budgets, record, t_end)
+    problem = Problem(
+        dens,
+        name,
+        description,
+        sde_obj,
+        grid,
+        backend,
+        seed,
+        n,
+        n_ode,
+        budgets,
+        record,
+        t_end,
+        n_max,
+        sde_backend,
+        sde_nfe_max,
+    )
     return problem, solvers
 
 

@@ -12,6 +12,9 @@ __all__ = [
     "DEFAULT_NFE",
     "DEFAULT_GRID",
     "DEFAULT_N",
+    "DEFAULT_N_MAX",
+    "SDE_NFE_MAX",
+    "N_MAX_FACTOR",
     "GRID_DESCRIPTIONS",
     "make_density",
     "make_sde",
@@ -34,8 +37,19 @@ DEFAULT_NFE = (8, 16, 32, 64, 128)
 #: for and a good one for every solver on VP (a uniform grid in ``t`` wastes steps at large ``t``).
 DEFAULT_GRID = "log_snr"
 
-#: Default number of SDE samples of :func:`compare` (the MMD noise floor falls like ``1/n`` in ``MMD^2``).
+#: Default number of SDE samples of :func:`compare` (the MMD noise floor falls like ``1/n`` in ``MMD^2``): the
+#: first batch of every SDE cell.
 DEFAULT_N = 4000
+
+#: Under the sequential default metric ``mmd_cf`` an SDE cell doubles its samples from ``n`` until resolved, at most
+#: to ``n_max``, by default ``n * N_MAX_FACTOR`` (:data:`DEFAULT_N_MAX` for the default ``n``).
+N_MAX_FACTOR = 2**10
+DEFAULT_N_MAX = DEFAULT_N * N_MAX_FACTOR
+
+#: SDE rows of the default :func:`compare` stop at this NFE budget: beyond it the second-order SDE solvers' law
+#: errors on ring8 (about 3e-4 at NFE 128) need about 4 million samples per cell to be resolved (measured: 224 s for
+#: one cell on a loaded 2-core machine), against 0.1-0.5 million at NFE 64.
+SDE_NFE_MAX = 64
 
 #: One-line descriptions of the grids, for the report header.
 GRID_DESCRIPTIONS = {

@@ -30,6 +30,9 @@ CSV_COLUMNS = (
     "kl",
     "wall_time",
     "note",
+    "n_samples",
+    "fd",
+    "peer",
 )
 
 
@@ -60,31 +63,52 @@ class CompareResult:
             out.setdefault((r["solver"], r["process"]), []).append((r["nfe"], r["error"]))
         return {k: (np.array([a for a, _ in v], float), np.array([b for _, b in v], float)) for k, v in out.items()}
 
-    def table(self) -> str:
-        """A fixed-width table: one line per (solver, process), one column per NFE budget, and the fitted order."""
-        budgets = sorted({r["nfe_budget"] for r in self.rows})
-        w = max([18] + [len(r["solver"]) + 2 for r in self.rows])  # solver specs with options can be long
+    def table(self, value: str = "error", process: str | None = None) -> str:
+        """A fixed-width table: one line per (solver, process), one column per NFE budget, and the fitted order.
+
+        ``value``: the row field shown (``"error"``, or ``"fd"`` for a model's sample metric, which shows no order and
+        marks values within its floor's resolution); ``process``: only the rows of ``"ode"`` or ``"sde"``. Peers'
+        rows (``peer`` set) follow sdekit's, after a separator.
+        """
+        rows = [r for r in self.rows if process is None or r["process"] == process]
+        budgets = sorted({r["nfe_budget"] for r in rows})
+        w = max([18] + [len(r["solver"]) + 2 for r in rows])  # solver specs with options can be long
         head = f"{'solver':<{w}}{'process':<8}{'metric':<11}" + "".join(f"{'NFE=' + str(b):>11}" for b in budgets)
-        head += f"{'order':>8}"
+        head += f"{'order':>8}" if value == "error" else ""
         lines = [head, "-" * len(head)]
-        cells = {(r["solver"], r["process"], r["nfe_budget"]): r for r in self.rows}
-        for key in dict.fromkeys((r["solver"], r["process"]) for r in self.rows):
-            metric = next((r["metric"] for r in self.rows if (r["solver"], r["process"]) == key and r["metric"]), "")
-            line = f"{key[0]:<{w}}{key[1]:<8}{metric:<11}"
+        cells = {(r["solver"], r["process"], r["nfe_budget"]): r for r in rows}
+        fd_res = getattr(self.info.get("noise_floor"), "resolution", 0.0) if value == "fd" else 0.0
+        keys = list(dict.fromkeys((r["solver"], r["process"], r.get("peer", "")) for r in rows))
+        keys.sort(key=lambda k: bool(k[2]))  # stable: sdekit's rows first, then the peers'
+        for i, (solver, proc, peer) in enumerate(keys):
+            if peer and (i == 0 or not keys[i - 1][2]):
+                lines.append("-" * len(head))
+            key = (solver, proc)
+            metric = (
+                self.info.get("sample_metric", "")
+                if value == "fd"
+                else next((r["metric"] for r in rows if (r["solver"], r["process"]) == key and r["metric"]), "")
+            )
+            line = f"{solver:<{w}}{proc:<8}{metric:<11}"
             for b in budgets:
                 r = cells.get(key + (b,))
-                if r is None or not math.isfinite(r["error"]):
+                v = float("nan") if r is None else r.get(value, float("nan"))
+                if not math.isfinite(v):
                     line += f"{'-':>11}"
-                else:
-                    mark = "~" if r["resolution"] > 0 and r["error"] <= r["resolution"] else " "
-                    line += f"{r['error']:>10.3e}{mark}"
-            order = self.orders.get(key, float("nan"))
-            line += f"{order:>8.2f}" if math.isfinite(order) else f"{'-':>8}"
+                    continue
+                res = fd_res if value == "fd" else r["resolution"]
+                mark = "~" if res > 0 and v <= res else " "
+                line += f"{v:>10.3e}{mark}" if value == "error" else f"{v:>10.4g}{mark}"
+            if value == "error":
+                order = self.orders.get(key, float("nan"))
+                line += f"{order:>8.2f}" if math.isfinite(order) else f"{'-':>8}"
             lines.append(line)
         return "\n".join(lines)
 
     def report(self) -> str:
         """Header (configuration, reference, metric and noise floor), the table, and notes on skipped runs."""
+        if self.info.get("kind") == "model":
+            return model_report(self)
         i = self.info
         out = [
             f"density: {i['density']} ({i['density_description']})",
@@ -94,12 +118,22 @@ class CompareResult:
             f"reference: {i['ode_reference']}",
             f"SDE error: {i['sde_metric_description']}",
         ]
+        cap = i.get("sde_nfe_max") or 0
+        if cap and any(b > cap for b in i.get("nfe", [])):
+            out.append(
+                f"  SDE rows run the NFE budgets up to {cap} (--sde-nfe-max; 0 runs all): beyond it the second-order "
+                "SDE solvers' errors need millions of samples per cell to be resolved"
+            )
         if i.get("noise_floor") is not None:
-            out.append(f"  Monte Carlo noise floor of {i['sde_metric']} at n={i['n']}: {i['noise_floor']}")
+            fl = i["noise_floor"]
+            text = str(fl) if fl.repeats else f"mean 0, sd {fl.std:.2g} (closed form); resolution {fl.resolution:.3g}"
+            out.append(f"  Monte Carlo noise floor of {i['sde_metric']} at n={i['n']}: {text}")
             out.append(
                 "  '~' marks errors below the resolution mean + 2 std of the floor (not resolved); "
                 "orders are fitted on the 3 largest-NFE resolved points"
             )
+        if i.get("versions"):
+            out.append("peers: " + ", ".join(f"{k} {v}" for k, v in i["versions"].items()) + " (see docs/workbench.md)")
         out += ["", self.table()]
         unresolved = [r for r in self.rows if r["resolution"] > 0 and r["error"] <= r["resolution"]]
         if unresolved:
@@ -136,43 +170,39 @@ class CompareResult:
             json.dump(data, fh, indent=1, default=float)
 
     def plot(self, path):
-        """Work-precision plot (error against NFE, log-log), ODE and SDE panels, as a PNG (Agg backend)."""
-        import matplotlib
+        """Work-precision plot (error against NFE, log-log), one panel per measurement, as a PNG (Agg backend)."""
+        from ._plot import plot_result
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
+        plot_result(self, path)
 
-        series = self.series()
-        kinds = [p for p in ("ode", "sde") if any(k[1] == p for k in series)]
-        fig, axes = plt.subplots(1, max(len(kinds), 1), figsize=(6.0 * max(len(kinds), 1), 4.6), squeeze=False)
-        for ax, kind in zip(axes[0], kinds):
-            for (solver, proc), (nfe, err) in series.items():
-                if proc != kind:
-                    continue
-                ok = np.isfinite(err) & (err > 0)
-                if not ok.any():
-                    continue
-                order = self.orders.get((solver, proc), float("nan"))
-                label = f"{solver} (order {order:.2f})" if math.isfinite(order) else solver
-                ax.loglog(nfe[ok], err[ok], "o-", label=label)
-            if kind == "ode":
-                ax.set_title(f"probability-flow ODE\nerror vs {self.info['ode_reference_short']}", fontsize=10)
-                ax.set_ylabel("RMS endpoint error")
-            else:
-                ax.set_title(f"reverse SDE\n{self.info['sde_metric']} to exact p(t_end)", fontsize=10)
-                ax.set_ylabel(self.info["sde_metric"])
-                floor = self.info.get("noise_floor")
-                if floor is not None and any(r["resolution"] > 0 for r in self.rows) and floor.resolution > 0:
-                    lo, hi = ax.get_ylim()
-                    lo = min(lo, floor.resolution / 4)
-                    if floor.mean > 0:
-                        ax.axhline(floor.mean, color="0.4", ls="--", lw=1, label="Monte Carlo noise floor")
-                    ax.axhspan(lo, floor.resolution, color="0.85", alpha=0.5, label="unresolved (< floor + 2 std)")
-                    ax.set_ylim(lo, max(hi, 2.0 * floor.resolution))
-            ax.set_xlabel("NFE (score evaluations per sample)")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=8)
-        fig.suptitle(f"{self.info['density']} under {self.info['sde']}, grid={self.info['grid']}", fontsize=11)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+
+def model_report(result: CompareResult) -> str:
+    """The report of :func:`sdekit.bench.compare_model`: header, the ODE-error table, the sample-quality table."""
+    i = result.info
+    floor = i.get("noise_floor")
+    out = [
+        f"model: {i['model_description']}",
+        f"sde: {i['sde']}, grid: {i['grid']} ({GRID_DESCRIPTIONS.get(i['grid'], 'custom')}), t_end: {i['t_end']:g}, "
+        f"n: {i['n']} samples per run, n_ode: {i['n_ode']}, seed: {i['seed']}, backend: {i['backend']}",
+        "every run starts from the same prior samples x_T and ends with the final denoising step; NFE counts every "
+        "score evaluation per sample, that one included",
+        f"ODE error (ode_rms): RMS over the first {i['n_ode']} start points of |x - x_ref|, the reference solve of the "
+        f"same start points; reference: {i['ode_reference']}; '~': below that estimate",
+    ]
+    if i.get("sample_metric"):
+        line = f"sample quality ({i['sample_metric']}, lower is better) of every row's {i['n']} samples"
+        if floor is not None:
+            line += (f"; floor (the metric of {i['n']} real training samples, 5 random subsets): {floor}; "
+                     "'~': within the floor's resolution")  # fmt: skip
+        out.append(line)
+    if i.get("versions"):
+        out.append("peers: " + ", ".join(f"{k} {v}" for k, v in i["versions"].items()) + " (see docs/workbench.md)")
+    out += ["", "ODE error against the reference (probability-flow ODE rows)", result.table("error", "ode")]
+    if i.get("sample_metric"):
+        out += ["", f"sample quality: {i['sample_metric']} (all rows)", result.table("fd")]
+    notes = sorted({f"{r['solver']} ({r['process']}): {r['note']}" for r in result.rows if r["note"]})
+    notes += [f"{k}: {v}" for k, v in sorted(i.get("skipped", {}).items())]
+    if notes:
+        out += ["", "notes:"] + [f"  {s}" for s in notes]
+    out.append(f"\ntotal wall time {i['wall_time']:.1f} s")
+    return "\n".join(out)
