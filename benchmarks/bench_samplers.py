@@ -28,10 +28,6 @@ the 1e6-sample stochastic runs through the python-level closed-form score;
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-import types
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,6 +35,7 @@ from scipy.linalg import sqrtm
 
 from sdekit import EDMSDE, GaussianMixture, sample, solve
 from sdekit.grids import make_grid
+from sdekit.interop import load_k_diffusion_sampling
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 
@@ -67,27 +64,11 @@ def mixture() -> GaussianMixture:
 
 # -- peers ------------------------------------------------------------------------------------------------
 def load_k_diffusion():
-    """k_diffusion.sampling by file path (its package __init__ needs heavy optional dependencies)."""
-    spec = importlib.util.find_spec("k_diffusion")
-    if spec is None:
+    """k_diffusion.sampling (the package loader of sdekit.interop; None when k-diffusion is not installed)."""
+    try:
+        return load_k_diffusion_sampling()
+    except ImportError:
         return None
-    root = Path(list(spec.submodule_search_locations)[0])
-    pkg = types.ModuleType("k_diffusion")
-    pkg.__path__ = [str(root)]
-    utils = types.ModuleType("k_diffusion.utils")
-
-    def append_dims(x, target_dims):  # the one helper sampling.py uses, as in k_diffusion.utils
-        return x[(...,) + (None,) * (target_dims - x.ndim)]
-
-    utils.append_dims = append_dims
-    pkg.utils = utils
-    sys.modules.setdefault("k_diffusion", pkg)
-    sys.modules.setdefault("k_diffusion.utils", utils)
-    s = importlib.util.spec_from_file_location("k_diffusion.sampling", root / "sampling.py")
-    mod = importlib.util.module_from_spec(s)
-    sys.modules["k_diffusion.sampling"] = mod
-    s.loader.exec_module(mod)
-    return mod
 
 
 class Counter:

@@ -206,3 +206,27 @@ def test_float32_grids_are_accepted_and_pinned_to_the_ends():
     np.testing.assert_allclose(b.x, a.x, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="must start at"):
         sample(SDE, SCORE, n=4, grid=(grid * (1 + 1e-5)).astype(np.float32))
+
+
+@pytest.mark.parametrize("cls", [VPSDE, sdekit.SubVPSDE])
+@pytest.mark.parametrize("beta_max", [2000.0, 20000.0])
+@pytest.mark.parametrize("grid", ["log_snr", "karras", "uniform", "quadratic"])
+def test_schedules_are_finite_at_large_beta(cls, beta_max, grid):
+    import warnings
+
+    sde = cls(beta_max=beta_max)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow on the way either
+        ts = sdekit.grids.make_grid(sde, 12, grid)
+    assert np.isfinite(ts).all() and np.all(np.diff(ts) < 0) and ts[0] == sde.T and ts[-1] == sde.eps
+    # and lambda(t(lambda)) round-trips where lambda is representable
+    lam = np.linspace(float(sde.log_snr(sde.T)), float(sde.log_snr(sde.eps)), 7)
+    np.testing.assert_allclose(sde.log_snr(sde.t_from_log_snr(lam)), lam, rtol=1e-9, atol=1e-9)
+
+
+def test_gaussian_w2_refuses_a_non_symmetric_covariance():
+    c = np.array([[1.0, 0.9], [0.0, 1.0]])
+    with pytest.raises(ValueError, match="cov1 must be symmetric"):
+        gaussian_w2(np.zeros(2), c, np.zeros(2), c.T)
+    sym = 0.5 * (c + c.T)
+    assert gaussian_w2(np.zeros(2), sym + 1e-14 * c, np.zeros(2), sym) < 1e-6  # round-off asymmetry is fine

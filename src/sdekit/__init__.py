@@ -3,7 +3,7 @@
 Public names only; see the modules for details.
 """
 
-from . import analytic, bench, grids, likelihood, metrics, noise, scores, solvers, zoo
+from . import analytic, bench, distributed, grids, likelihood, metrics, noise, scores, solvers, zoo
 from .analytic import Gaussian, GaussianMixture
 from .errors import NonFiniteError
 from .integrate import sample, solve, tweedie_denoise
@@ -13,6 +13,7 @@ from .sdes import (
     SDE,
     VESDE,
     VPSDE,
+    DiscreteVPSDE,
     GeneralSDE,
     LinearSDE,
     ProbabilityFlowODE,
@@ -32,6 +33,7 @@ __all__ = [
     "VESDE",
     "EDMSDE",
     "GeneralSDE",
+    "DiscreteVPSDE",
     "ReverseSDE",
     "ProbabilityFlowODE",
     "Gaussian",
@@ -49,6 +51,7 @@ __all__ = [
     "score_from_denoiser",
     "analytic",
     "bench",
+    "distributed",
     "likelihood",
     "metrics",
     "grids",

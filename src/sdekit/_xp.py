@@ -34,6 +34,13 @@ def asarray_like(value, like):
     return np.asarray(value, dtype=dtype)
 
 
+def clip_above(x, cap: float):
+    """``min(x, cap)`` elementwise; ``cap`` a python float (torch's ``minimum`` wants a tensor there)."""
+    if is_torch(x):
+        return x.clamp(max=cap)
+    return np.minimum(x, cap)
+
+
 def sum_last(x, ndim: int):
     """Sum over the trailing ``ndim`` axes (the event axes)."""
     if ndim == 0:

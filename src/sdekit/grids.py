@@ -65,11 +65,17 @@ def karras(sde, steps: int, t_end: float | None = None, t_start: float | None = 
     steps, t_end, t_start = _validate(sde, steps, t_end, t_start)
     _needs_linear(sde, "karras")
     rho = positive_number("rho", rho)
-    s_max = np.exp(-float(sde.log_snr(t_start)))
-    s_min = np.exp(-float(sde.log_snr(t_end)))
-    k = np.arange(steps + 1) / steps
-    s = (s_max ** (1.0 / rho) + k * (s_min ** (1.0 / rho) - s_max ** (1.0 / rho))) ** rho
-    return _pin_ends(np.asarray(sde.t_from_log_snr(-np.log(s)), dtype=np.float64), t_start, t_end)
+    lam_max, lam_min = float(sde.log_snr(t_end)), float(sde.log_snr(t_start))
+    k = np.arange(steps) / steps  # the last point is t_end itself
+    if -lam_min < 700.0:
+        # k-diffusion's get_sigmas_karras, in sigma / alpha = e^{-lambda}
+        s_max, s_min = np.exp(-lam_min), np.exp(-lam_max)
+        lam = -np.log((s_max ** (1.0 / rho) + k * (s_min ** (1.0 / rho) - s_max ** (1.0 / rho))) ** rho)
+    else:  # sigma_max^(1/rho) overflows (a VP beta_max in the thousands): the same ramp in log space
+        la, lb = -lam_min / rho, -lam_max / rho
+        lam = -rho * (la + np.log1p(k * np.expm1(lb - la)))
+    lam = np.append(lam, lam_max)
+    return _pin_ends(np.asarray(sde.t_from_log_snr(lam), dtype=np.float64), t_start, t_end)
 
 
 GRIDS = {"uniform": uniform, "quadratic": quadratic, "log_snr": log_snr, "karras": karras}

@@ -125,13 +125,18 @@ def _adaptive_stops(solver, save_at, t0: float, t1: float) -> np.ndarray:
 
 
 def _torch_module(score):
-    """The ``torch.nn.Module`` behind a score (the score itself, or the model an adapter wraps), else None."""
+    """The ``torch.nn.Module`` behind a score: the score itself, or the model that a chain of wrappers (adapters,
+    guidance, conditioning: each keeps what it wraps as ``.fn``) ends at; else None."""
     torch = sys.modules.get("torch")
     if torch is None:  # no module can exist without torch imported
         return None
-    for obj in (score, getattr(score, "fn", None)):
+    obj = score
+    for _ in range(8):  # wrappers nest a few deep (conditioning of guidance of an adapter of the network)
         if isinstance(obj, torch.nn.Module):
             return obj
+        obj = getattr(obj, "fn", None)
+        if obj is None:
+            return None
     return None
 
 

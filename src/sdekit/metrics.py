@@ -80,7 +80,11 @@ def _mean_cov(name_m, mean, name_c, cov):
         raise ValueError(f"{name_c} must be a scalar, shape ({d},) or ({d}, {d}), got shape {c.shape}")
     if not (np.all(np.isfinite(m)) and np.all(np.isfinite(c))):
         raise ValueError(f"{name_m} and {name_c} must be finite")
-    return m, 0.5 * (c + c.T)
+    asym = float(np.max(np.abs(c - c.T)))
+    if asym > 1e-8 * max(1.0, float(np.max(np.abs(c)))):
+        # not round-off: symmetrising would silently measure another matrix (W2 = 0 to a transposed pair, say)
+        raise ValueError(f"{name_c} must be symmetric, got max |C - C^T| = {asym:.3g}")
+    return m, 0.5 * (c + c.T)  # round-off asymmetry only
 
 
 def _two_gaussians(mean1, cov1, mean2, cov2):

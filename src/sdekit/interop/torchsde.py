@@ -21,8 +21,8 @@ import math
 import numpy as np
 import torch
 
-from .sdes import SDE, ProbabilityFlowODE, ReverseSDE
-from .validation import boolean
+from ..sdes import SDE, ProbabilityFlowODE, ReverseSDE
+from ..validation import boolean
 
 __all__ = ["to_torchsde", "TorchsdeProcess"]
 
