@@ -16,9 +16,9 @@ order-1.5 schemes, ``I10 = int_t^{t+h} (W(s) - W(t)) ds``, is consistent with th
 * root: ``W(lo) = Y(lo) = 0``; ``W(hi) = sqrt(L) xi_1`` and ``Y(hi) = L sqrt(L) (xi_1 / 2 + xi_2 / sqrt(12))``
   (the exact joint law of ``(W, int W)``);
 * a node of length ``h`` with known ``(W, Y)`` at both ends is split at its midpoint by drawing ``W`` and ``Y``
-  there from their exact conditional Gaussian law given the four end values (:data:`_SPLIT_MEAN`,
-  :data:`_SPLIT_CHOL`, derived below from the covariance of ``(W, int W)``), with the scales ``sqrt(h)`` and
-  ``h sqrt(h)``;
+  there from their exact conditional Gaussian law given the four end values
+  (:data:`sdekit.tree_law.SPLIT_MEAN`, :data:`~sdekit.tree_law.SPLIT_CHOL`, derived from the covariance of
+  ``(W, int W)``), with the scales ``sqrt(h)`` and ``h sqrt(h)``;
 * the two normals of a node come from the counter-based generator of :mod:`sdekit.noise`, keyed by
   ``(seed, sample id, TREE_STEP + heap index of the node)``, so the path depends on nothing else.
 
@@ -66,50 +66,18 @@ __all__ = [
     "normals_rows",
 ]
 
-TREE_STEP = 1 << 61  # counter steps at and above this are reserved for tree nodes (below PRIOR_STEP)
-DEFAULT_DEPTH = 40
-#: A query within ``TOL L`` of a node time reads that node's value. Node times at depth <= 40 are at least
-#: ``2^-40 L = 9.1e-13 L`` apart (more than ``2 TOL``), so no query is near two of them.
-TOL = 1e-13
-#: An adaptive step may end up to this fraction of its length early, to land on a shallow node time.
-SNAP_WINDOW = 0.25
-#: Deepest level a snapped step end may have (a step shorter than ``2^-SNAP_MAX_LEVEL L`` is not snapped).
-SNAP_MAX_LEVEL = DEFAULT_DEPTH - 2
-
-
-def _split_coefficients():
-    """Conditional law of ``(W(1/2), int_0^{1/2} W)`` given ``(W(1), int_0^1 W)`` for a Brownian motion.
-
-    Covariances in the order ``(w, I, m, I1)`` = ``(W(1), int_0^1 W, W(1/2), int_0^{1/2} W)``, from
-    ``Cov(W(a), W(b)) = min(a, b)`` integrated: e.g. ``Cov(I, I1) = int_0^{1/2} (s - s^2/2) ds = 5/48``.
-    Returns the regression matrix ``B`` (2, 2) and the Cholesky factor ``C`` (2, 2) of the residual.
-    """
-    s = np.array(
-        [
-            [1.0, 1 / 2, 1 / 2, 1 / 8],
-            [1 / 2, 1 / 3, 3 / 8, 5 / 48],
-            [1 / 2, 3 / 8, 1 / 2, 1 / 8],
-            [1 / 8, 5 / 48, 1 / 8, 1 / 24],
-        ]
-    )
-    s11, s12, s22 = s[:2, :2], s[:2, 2:], s[2:, 2:]
-    b = np.linalg.solve(s11, s12).T
-    cov = s22 - b @ s12
-    return b, np.linalg.cholesky(0.5 * (cov + cov.T))
-
-
-_SPLIT_MEAN, _SPLIT_CHOL = _split_coefficients()
-_SQRT12 = float(np.sqrt(12.0))
-#: The split's constants as python floats, in the order the compiled and torch ports read them.
-SPLIT = (
-    float(_SPLIT_MEAN[0, 0]),
-    float(_SPLIT_MEAN[0, 1]),
-    float(_SPLIT_CHOL[0, 0]),
-    float(_SPLIT_MEAN[1, 0]),
-    float(_SPLIT_MEAN[1, 1]),
-    float(_SPLIT_CHOL[1, 0]),
-    float(_SPLIT_CHOL[1, 1]),
+from .tree_law import (  # noqa: F401  (re-exported)
+    DEFAULT_DEPTH,
+    SNAP_MAX_LEVEL,
+    SNAP_WINDOW,
+    SPLIT,
+    SPLIT_CHOL,
+    SPLIT_MEAN,
+    TOL,
+    TREE_STEP,
 )
+
+_SQRT12 = float(np.sqrt(12.0))
 
 
 def normals_rows(seed: int, sample_ids: np.ndarray, steps: np.ndarray, size: int) -> np.ndarray:

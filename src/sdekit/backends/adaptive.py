@@ -90,8 +90,9 @@ def run(job):
     lo = min(t0, t1)
 
     with progress_bar(PROGRESS_UNITS, job.progress, desc=f"{solver.name} (time covered, permille)") as bar:
-        stats = _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe, n_acc, n_rej, carry,
-                      tree, w_now, y_now, t0, t1, lo, direction, span, rtol, atol, m, size, event, as_x, bar)  # fmt: skip
+        stats = _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe, n_acc, n_rej,
+                      carry, tree, w_now, y_now, t0, t1, lo, direction, span, rtol, atol, m, size, event, as_x,
+                      bar)  # fmt: skip
     stats["wall_time"] = time.perf_counter() - start
     return x, saved.data, int(round(float(np.mean(nfe)))), stats
 

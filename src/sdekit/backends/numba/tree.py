@@ -23,10 +23,19 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ...brownian import SPLIT, TOL, TREE_STEP
+from ...tree_law import SPLIT, TOL, TREE_STEP
 from .noise import normal_pair, sample_keys, serial_and_parallel, stream_key
 
-__all__ = ["Chains", "CACHE_LEVELS", "chain_reset", "chain_advance", "chain_split", "chain_copy", "node_normals"]
+__all__ = [
+    "Chains",
+    "CACHE_LEVELS",
+    "chain_reset",
+    "chain_advance",
+    "chain_split",
+    "chain_copy",
+    "chain_heap",
+    "node_normals",
+]
 
 _B00, _B01, _C00, _B10, _B11, _C10, _C11 = SPLIT
 _SQRT12 = math.sqrt(12.0)
@@ -281,8 +290,32 @@ def _query_body(rows, tq, keys, lo, L, tol, depth, lev, pos, mk, ib, wa, ya, ndw
             r = rows[q]
             key = keys[r]
             while (
-                chain_advance(r, tq[q], key, lo, L, tol, depth, lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi,
-                              yhi, outw, outy, q, z, sc)  # fmt: skip
+                chain_advance(
+                    r,
+                    tq[q],
+                    key,
+                    lo,
+                    L,
+                    tol,
+                    depth,
+                    lev,
+                    pos,
+                    mk,
+                    ib,
+                    wa,
+                    ya,
+                    ndw,
+                    nin,
+                    dwl,
+                    inl,
+                    whi,
+                    yhi,
+                    outw,
+                    outy,
+                    q,
+                    z,
+                    sc,
+                )  # fmt: skip
                 == 0
             ):
                 node_normals(key, chain_heap(r, lev, pos), z)
