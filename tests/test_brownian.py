@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdekit import GeneralSDE, solve
-from sdekit.brownian import _SPLIT_CHOL, BrownianTree, normals_rows
+from sdekit.brownian import BrownianTree, normals_rows
 from sdekit.noise import normals_numpy
+from sdekit.tree_law import SPLIT_CHOL
 
 
 def test_normals_rows_matches_counter_generator():
@@ -24,7 +25,7 @@ def test_normals_rows_matches_counter_generator():
 
 def test_split_law_is_a_proper_gaussian():
     # the conditional covariance of (W(1/2), int_0^1/2 W) given the parent is positive definite
-    assert np.all(np.diag(_SPLIT_CHOL) > 0)
+    assert np.all(np.diag(SPLIT_CHOL) > 0)
 
 
 @settings(derandomize=True, deadline=None, max_examples=25)

@@ -177,7 +177,7 @@ def _pick_backend(backend, x0, score, solver, needs):
     if backend == "auto":
         if library == "numpy" and _torch_module(score) is not None:
             raise TypeError("the score is a torch module; pass x0 as a torch tensor (and backend='torch' or 'auto')")
-        fused = library == "numpy" and has_fused_score(score) and not needs
+        fused = library == "numpy" and has_fused_score(score)
         picked = _first_backend(array_library=library, fused_scores=True, **needs) if fused else None
         picked = picked or _first_backend(array_library=library, fused_scores=False, **needs)
         if picked is None:  # the array library's backend is not installed

@@ -13,7 +13,11 @@ states, no interpolation; each stop can cost a shortened step).
 Noise: with ``noise="counter"`` the ``j``-th attempt of sample ``i`` draws ``(seed, i, j)`` from the
 counter-based generator, fresh for every attempt as in Jolicoeur-Martineau et al. 2021. With ``noise="tree"``
 the attempt reads the increment of sample ``i``'s Brownian path over its own ``[t, t + h]``
-(:class:`sdekit.brownian.BrownianTree`), so a rejected step's retry stays on the same path.
+(:class:`sdekit.brownian.BrownianTree`), so a rejected step's retry stays on the same path. Tree steps end on
+shallow node times of the tree (:func:`sdekit.brownian.snap_step`: a step shortened by at most a quarter), which
+the per-sample walker :class:`sdekit.brownian.BrownianPaths` reaches in about two splits per attempt.
+
+Progress (``progress=True``): a bar of the time covered, averaged over the samples, in permille of the interval.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ import time
 import numpy as np
 
 from .. import _xp
-from ..brownian import BrownianTree
+from ..brownian import BrownianPaths, BrownianTree, increment_from, snap_step
 from ..errors import NonFiniteError
 from ..noise import normals_numpy
+from ..progress import progress_bar
 from .job import Trajectory
 
 MIN_STEP_FRACTION = 1e-14  # a step shorter than this fraction of the interval means the solve has failed
@@ -80,9 +85,31 @@ def run(job):
 
     tree = w_now = y_now = None
     if m and job.noise == "tree":
-        tree = BrownianTree(job.seed, job.sample_ids, t0, t1, size)
-        w_now, y_now = tree.evaluate(t0)
+        tree = BrownianPaths(job.seed, job.sample_ids, t0, t1, size)
+        w_now, y_now = tree.query(t0)
+    lo = min(t0, t1)
 
+    with progress_bar(PROGRESS_UNITS, job.progress, desc=f"{solver.name} (time covered, permille)") as bar:
+        stats = _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe, n_acc, n_rej,
+                      carry, tree, w_now, y_now, t0, t1, lo, direction, span, rtol, atol, m, size, event, as_x,
+                      bar)  # fmt: skip
+    stats["wall_time"] = time.perf_counter() - start
+    return x, saved.data, int(round(float(np.mean(nfe)))), stats
+
+
+#: Units of the adaptive progress bar: the time covered, averaged over the samples, in permille.
+PROGRESS_UNITS = 1000
+
+
+def coverage(t, t0: float, span: float) -> int:
+    """Permille of the interval covered, averaged over the samples at times ``t`` (what the bar shows)."""
+    return int(PROGRESS_UNITS * float(np.mean(np.abs(np.asarray(t, dtype=np.float64) - t0))) / span)
+
+
+def _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe, n_acc, n_rej, carry, tree, w_now,
+          y_now, t0, t1, lo, direction, span, rtol, atol, m, size, event, as_x, bar):  # fmt: skip
+    n = x.shape[0]
+    shown = 0
     it = 0
     while True:
         idx = np.flatnonzero(np.abs(t1 - t) > 0.0)
@@ -95,7 +122,10 @@ def run(job):
         rem = np.abs(target - t[idx])
         hh = np.minimum(h[idx], rem)
         last = hh >= rem * (1.0 - 1e-12)
-        t_next = np.where(last, target, t[idx] + direction * hh)
+        if tree is not None:  # land on a shallow node of the tree (a step shortened by at most a quarter)
+            t_next = np.where(last, target, snap_step(t[idx], hh, direction, lo, span))
+        else:
+            t_next = np.where(last, target, t[idx] + direction * hh)
         hh = np.abs(t_next - t[idx])
         ix = _index(idx, x)
         xs = x[ix]
@@ -104,7 +134,8 @@ def run(job):
         z = None
         if m:
             if tree is not None:
-                dw, i10, end = tree.increment(t[idx], t_next, rows=idx, start=(w_now[idx], y_now[idx]))
+                end = tree.query(t_next, idx)
+                dw, i10 = increment_from(w_now[idx], y_now[idx], end[0], end[1], t_next - t[idx])
                 z0, z1 = BrownianTree.standardise(dw, i10, hh)
                 fields = [z0, z1][: min(m, 2)]
             else:
@@ -160,6 +191,10 @@ def run(job):
                                  f"{bad} (non-finite or too stiff); loosen rtol/atol or check the score")  # fmt: skip
         if job.callback is not None:  # per attempt: every sample's time (n,) and the state
             job.callback({"step": it, "t": t.copy(), "x": x, "denoised": None})
+        if job.progress:
+            now = coverage(t, t0, span)
+            bar.update(now - shown)
+            shown = now
         it += 1
 
     stats = {
@@ -168,7 +203,8 @@ def run(job):
         "rejected": float(np.mean(n_rej)),
         "nfe_mean": float(np.mean(nfe)),
         "nfe_max": int(np.max(nfe)),
-        "wall_time": time.perf_counter() - start,
         "t_final": t1,
     }
-    return x, saved.data, int(round(float(np.mean(nfe)))), stats
+    if tree is not None:
+        stats["tree_splits"] = tree.splits / n
+    return stats

@@ -147,6 +147,8 @@ register_backend(
         "sdekit.backends.numba.backend",
         requires="numba",
         array_library="numpy",
+        adaptive=True,
+        tree_noise=True,
         fused_scores=True,
         description="fused whole-trajectory kernels, parallel over samples (a per-step loop for python scores)",
     )

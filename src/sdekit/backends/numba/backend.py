@@ -12,11 +12,14 @@ import dataclasses
 
 import numpy as np
 
+from ...brownian import tree_noise
 from ...sdes import LinearSDE, ReverseSDE
+from .. import adaptive as adaptive_loop
 from .. import numpy_
 from ..job import CheckedScore
 from .fused import fused_plan, run_fused
 from .kernels import EULER_MARUYAMA
+from .kernels.adaptive import adaptive_plan, run_adaptive
 from .per_step import numba_noise, run_em_per_step
 from .registry import find_kernel
 
@@ -26,14 +29,25 @@ __all__ = ["run"]
 def run(job):
     """Run ``job`` -> ``(x, saved, nfe, stats)``: fused when possible, else a per-step loop with numba noise.
 
-    A step callback needs python between steps, so a job with one runs the per-step loop (same numbers)."""
-    plan = fused_plan(job) if job.callback is None else None
+    A step callback needs python between steps, so a job with one runs the per-step loop (same numbers). Adaptive
+    solvers run their fused kernels (:mod:`~sdekit.backends.numba.kernels.adaptive`) when the score and the SDE
+    have compiled forms, else the numpy backend's adaptive loop; fixed grids with ``noise="tree"`` run the per-step
+    loop with the compiled tree walker (:class:`sdekit.brownian.BrownianPaths`)."""
+    if job.solver.adaptive:
+        plan = adaptive_plan(job)
+        if plan is not None:
+            return run_adaptive(job, plan)
+        return adaptive_loop.run(_checked(job))
+    tree = job.noise == "tree" and job.stochastic
+    plan = fused_plan(job) if job.callback is None and not tree else None
     if plan is not None:
         return run_fused(job, plan)
-    score = getattr(job.process, "score", None)
-    if score is not None:
-        # the same first-call check as the numpy backend
-        job = dataclasses.replace(job, process=type(job.process)(job.process.sde, CheckedScore(score)))
+    job = _checked(job)
+    if tree:
+        x, xs, nfe, stats = numpy_.fixed_grid_loop(job, noise=tree_noise)
+        stats["kernel"] = "per-step, tree noise"
+        return x, xs, nfe, stats
+    if getattr(job.process, "score", None) is not None:
         if (
             type(job.process) is ReverseSDE
             and isinstance(job.process.sde, LinearSDE)
@@ -46,3 +60,11 @@ def run(job):
     x, xs, nfe, stats = numpy_.fixed_grid_loop(job, noise=numba_noise)
     stats["kernel"] = "per-step"
     return x, xs, nfe, stats
+
+
+def _checked(job):
+    """``job`` with its score wrapped in the same output check as the numpy backend's."""
+    score = getattr(job.process, "score", None)
+    if score is None:
+        return job
+    return dataclasses.replace(job, process=type(job.process)(job.process.sde, CheckedScore(score)))

@@ -8,8 +8,9 @@ an analytic density's exact score or a :class:`~sdekit.backends.numba.RowScore`.
 The host evaluates, once per solve, the stage times ``st`` (steps, S) and a table ``coef`` (steps, S, NC + m)
 whose columns are ``h, a(s), c g(s)^2, g(s), sqrt(|h|)`` (``c = 1`` for the reverse SDE, ``1/2`` for the
 probability-flow ODE) followed by the ``m`` per-stage constants of the score (for analytic densities ``alpha,
-sigma^2`` and log-determinants, see :mod:`sdekit.backends.numba.host_scores`), then calls the compiled kernel once
-(or in chunks, for a progress bar). The counter-based normals come from
+sigma^2`` and log-determinants, see :mod:`sdekit.backends.numba.host_scores`), then calls the compiled kernel on
+chunks of steps of about :data:`CALL_SECONDS` each (Ctrl-C and the progress bar act between calls; a kernel with
+``chunkable=False``, the multistep family, runs in one call). The counter-based normals come from
 :func:`sdekit.backends.numba.noise.fill_normals`, so sample ``i`` sees the same numbers as on the numpy
 backend, whatever the block, the batch or the number of threads.
 """
@@ -30,7 +31,11 @@ from .noise import seed_key
 from .registry import NC, find_kernel
 from .row_score import RowScore
 
-__all__ = ["fused_plan", "coef_table", "run_fused"]
+__all__ = ["fused_plan", "coef_table", "run_fused", "CALL_SECONDS"]
+
+#: A fused kernel returns to python about this often (seconds): Ctrl-C interrupts a solve between calls, and the
+#: progress bar moves at that pace.
+CALL_SECONDS = 0.25
 
 
 def fused_plan(job):
@@ -112,20 +117,25 @@ def run_fused(job, plan):
         saved[save_slot[0]] = x
     bad = np.full((n + block - 1) // block, -1, dtype=np.int64)  # first non-finite step of each block
     extra = kernel.extra(solver) if kernel.grid_extra is None else kernel.grid_extra(solver, job.process, grid)
-    # without a progress bar the kernel runs the whole grid in one call
-    chunks = max(1, min(steps, 50)) if job.progress and kernel.chunkable else 1
-    bounds = np.linspace(0, steps, chunks + 1).round().astype(np.int64)
+    # Chunks of steps sized to take about CALL_SECONDS each (a short first chunk measures the cost per step), so
+    # Ctrl-C and the progress bar act between kernel calls; a kernel that is not chunkable runs in one call.
     start = time.perf_counter()
+    k0 = 0
+    chunk = max(1, min(steps, 16)) if kernel.chunkable else steps
     with progress_bar(steps, job.progress, desc=solver.name) as bar:
-        for c in range(chunks):
-            k0, k1 = int(bounds[c]), int(bounds[c + 1])
+        while k0 < steps:
+            k1 = min(steps, k0 + chunk)
+            tic = time.perf_counter()
             compiled(
                 x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, bad, job.check_finite, extra, block
             )
+            per_step = (time.perf_counter() - tic) / (k1 - k0)
             bar.update(k1 - k0)
             if job.check_finite and np.any(bad >= 0):
                 k = int(bad[bad >= 0].min())
                 raise NonFiniteError(k, float(grid[k + 1]))
+            chunk = int(min(max(1.0, CALL_SECONDS / max(per_step, 1e-9)), 8 * chunk))
+            k0 = k1
     shape = job.x0.shape
     stats = {
         "steps": steps,

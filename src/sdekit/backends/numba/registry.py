@@ -12,6 +12,8 @@ Two names here are part of every kernel body's contract:
   (:func:`sdekit.backends.numba.scores.analytic_block_score`); a body imports it from here
   (``from sdekit.backends.numba.registry import score_block``), and :class:`~sdekit.backends.numba.RowScore`
   compiles the same body with this global rebound to an adapter of the user's row function.
+* :data:`score_lanes` -- the same with one time per lane (the fused adaptive kernels, where every sample keeps
+  its own time), ``score_lanes(xb, L, tl, cl, p0, p1, p2, p3, work, out)``;
 * :data:`NC` -- the columns of the host's ``coef`` table before the score's own constants:
   ``h, a(s), c g(s)^2, g(s), sqrt(|h|)``.
 """
@@ -23,9 +25,9 @@ from dataclasses import dataclass
 
 from numba import njit
 
-from .scores import analytic_block_score
+from .scores import analytic_block_score, analytic_lanes_score
 
-__all__ = ["Kernel", "KERNELS", "register_kernel", "find_kernel", "score_block", "NC"]
+__all__ = ["Kernel", "KERNELS", "register_kernel", "find_kernel", "score_block", "score_lanes", "NC"]
 
 #: Columns of ``coef`` before the score's own constants: h, a(s), c g(s)^2, g(s), sqrt(|h|).
 NC = 5
@@ -33,6 +35,11 @@ NC = 5
 #: The name the kernel bodies call. The registered kernels compiled against it see the analytic block score and
 #: are cached on disk; kernels for a user's RowScore are built from the same bodies with this name rebound.
 score_block = analytic_block_score
+
+#: The name the fused adaptive kernels call, ``score_lanes(xb, L, tl, cl, p0, p1, p2, p3, work, out)``: the block
+#: score with a time ``tl[l]`` and constants ``cl[:, l]`` per lane (every sample keeps its own time). Rebound for a
+#: RowScore like :data:`score_block`.
+score_lanes = analytic_lanes_score
 
 
 @dataclass

@@ -39,7 +39,7 @@ from numba import njit
 
 from .vecmath import exp_nonpos
 
-__all__ = ["analytic_block_score", "analytic_row_score"]
+__all__ = ["analytic_block_score", "analytic_row_score", "analytic_lanes_score"]
 
 
 @njit(cache=True, error_model="numpy")
@@ -264,3 +264,147 @@ def analytic_row_score(x, t, coef, means, lam, U, logw, work, out):
         else:
             for j in range(d):
                 out[j] -= r * work[base + j]
+
+
+@njit(cache=True, error_model="numpy")
+def analytic_lanes_score(xb, L, tl, cl, means, lam, U, logw, work, out):
+    """:func:`analytic_block_score` with a time per lane: lane ``l`` of ``xb`` (d, B) is at time ``tl[l]`` and reads
+    its own constants ``cl[:, l]`` (``alpha, sigma^2, logdet_1..K``; the log-determinants only for mixtures).
+
+    What the fused adaptive kernels call (every sample keeps its own time); ``work`` is ``(K (1 + d) + 2 + d, B)``.
+    """
+    K = means.shape[0]
+    d = xb.shape[0]
+    al = cl[0]
+    s2l = cl[1]
+    full = U.shape[1] > 0
+    if K == 1 and not full:
+        for j in range(d):
+            mu = means[0, j]
+            la = lam[0, j]
+            xj = xb[j]
+            oj = out[j]
+            for l in range(L):
+                a = al[l]
+                oj[l] = -(xj[l] - a * mu) / (a * a * la + s2l[l])
+        return
+    D = K * (1 + d) + 2
+    if K == 1:
+        for j in range(d):
+            mu = means[0, j]
+            xj = xb[j]
+            dj = work[D + j]
+            for l in range(L):
+                dj[l] = xj[l] - al[l] * mu
+        for e in range(d):
+            we = work[e]
+            for l in range(L):
+                we[l] = 0.0
+            for j in range(d):
+                u = U[0, j, e]
+                dj = work[D + j]
+                for l in range(L):
+                    we[l] += dj[l] * u
+            la = lam[0, e]
+            for l in range(L):
+                a = al[l]
+                we[l] = we[l] / (a * a * la + s2l[l])
+        for j in range(d):
+            oj = out[j]
+            for l in range(L):
+                oj[l] = 0.0
+            for e in range(d):
+                u = U[0, j, e]
+                we = work[e]
+                for l in range(L):
+                    oj[l] -= u * we[l]
+        return
+    mx = work[K * (1 + d)]
+    tot = work[K * (1 + d) + 1]
+    for k in range(K):
+        lk = work[k]
+        for l in range(L):
+            lk[l] = 0.0
+        if full:
+            for j in range(d):
+                mu = means[k, j]
+                xj = xb[j]
+                dj = work[D + j]
+                for l in range(L):
+                    dj[l] = xj[l] - al[l] * mu
+            for e in range(d):
+                we = work[K + k * d + e]
+                for l in range(L):
+                    we[l] = 0.0
+                for j in range(d):
+                    u = U[k, j, e]
+                    dj = work[D + j]
+                    for l in range(L):
+                        we[l] += dj[l] * u
+                la = lam[k, e]
+                for l in range(L):
+                    a = al[l]
+                    y = we[l]
+                    w = y / (a * a * la + s2l[l])
+                    lk[l] += y * w
+                    we[l] = w
+        else:
+            for j in range(d):
+                mu = means[k, j]
+                la = lam[k, j]
+                xj = xb[j]
+                we = work[K + k * d + j]
+                for l in range(L):
+                    a = al[l]
+                    y = xj[l] - a * mu
+                    w = y / (a * a * la + s2l[l])
+                    lk[l] += y * w
+                    we[l] = w
+        lw = logw[k]
+        ld = cl[2 + k]
+        for l in range(L):
+            lk[l] = (lw - 0.5 * ld[l]) - 0.5 * lk[l]
+    for l in range(L):
+        mx[l] = work[0, l]
+        tot[l] = 0.0
+    for k in range(1, K):
+        lk = work[k]
+        for l in range(L):
+            mx[l] = max(mx[l], lk[l])
+    for k in range(K):
+        lk = work[k]
+        for l in range(L):
+            e = exp_nonpos(lk[l] - mx[l])
+            lk[l] = e
+            tot[l] += e
+    for k in range(K):
+        lk = work[k]
+        for l in range(L):
+            lk[l] = lk[l] / tot[l]
+    for j in range(d):
+        oj = out[j]
+        for l in range(L):
+            oj[l] = 0.0
+    for k in range(K):
+        lk = work[k]
+        if full:
+            for j in range(d):
+                dj = work[D + j]
+                for l in range(L):
+                    dj[l] = 0.0
+                for e in range(d):
+                    u = U[k, j, e]
+                    we = work[K + k * d + e]
+                    for l in range(L):
+                        dj[l] += u * we[l]
+            for j in range(d):
+                oj = out[j]
+                dj = work[D + j]
+                for l in range(L):
+                    oj[l] -= lk[l] * dj[l]
+        else:
+            for j in range(d):
+                oj = out[j]
+                we = work[K + k * d + j]
+                for l in range(L):
+                    oj[l] -= lk[l] * we[l]

@@ -19,7 +19,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["log_unit", "sincos_theta", "exp_nonpos", "f64_bits", "bits_f64"]
+__all__ = ["log_unit", "log_pos", "sincos_theta", "exp_nonpos", "exp_vec", "expm1_nonpos", "f64_bits", "bits_f64"]
 
 
 # -- bit casts (LLVM bitcast; they vectorise) ---------------------------------------------------------------
@@ -152,3 +152,39 @@ def exp_nonpos(x):
     y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
     scale = bits_f64((k + 1023) << 52)  # 2**k, normal for k >= -1022
     return y * scale if ok else 0.0
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def exp_vec(x):
+    """``exp(x)`` for ``|x| <= 708`` (fdlibm ``__ieee754_exp``, branch-free, error < 1 ulp); the argument is clipped
+    to that range (the fused adaptive kernels' step-size factors and VE noise levels stay far inside it)."""
+    xc = min(max(x, -708.0), 708.0)
+    k = np.int64(xc * _INVLN2 + (0.5 if xc >= 0.0 else -0.5))  # round to nearest
+    fk = np.float64(k)
+    hi = xc - fk * _LN2_HI
+    lo = fk * _LN2_LO
+    r = hi - lo
+    t = r * r
+    c = r - t * (_P1 + t * (_P2 + t * (_P3 + t * (_P4 + t * _P5))))
+    y = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi)
+    return y * bits_f64((k + 1023) << 52)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def log_pos(x):
+    """``log(x)`` for a positive normal float64 (the algorithm of :func:`log_unit`, which is not limited to
+    ``(0, 1]``)."""
+    return log_unit(x)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def expm1_nonpos(x):
+    """``exp(x) - 1`` for ``x <= 0`` without cancellation (Kahan's ``(u - 1) x / log(u)``, ``u = exp(x)``: a few
+    ulp), branch-free."""
+    u = exp_nonpos(x)
+    um1 = u - 1.0
+    small = u == 1.0
+    tiny = um1 == -1.0
+    den = log_unit(u if not (small or tiny) else 0.5)
+    v = um1 * x / den
+    return x if small else (-1.0 if tiny else v)

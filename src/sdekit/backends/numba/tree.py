@@ -1,0 +1,361 @@
+"""The Brownian tree of :mod:`sdekit.brownian`, compiled: per-sample chains of nodes that queries resume from.
+
+A *chain* is one sample's list of nested tree nodes from the root (level 0) down to the node that contained its
+last query. Each cached level ``k`` holds the node's position ``pos`` at its level, its left end's values
+``(wa, ya)``, its increment and area ``(ndw, nin)`` (node-local, see :func:`sdekit.brownian.split_node`), whether
+it has been split (``mk``) and then its left half's increment and area ``(dwl, inl)``, and where its right end's
+value is (``ib``: ``-2`` for ``hi``, ``k`` for the midpoint of level ``k``). A query pops the nodes that do not
+contain its time and descends from the deepest one that does, drawing only the splits not drawn before; the
+values are those of the root descent of :class:`sdekit.brownian.BrownianTree` (same nodes, same splits, the same
+arithmetic), with the normals of :mod:`sdekit.backends.numba.noise`, so they agree with the numpy tree to
+round-off. Levels below ``CACHE_LEVELS`` are not kept: a query that goes deeper (a non-dyadic time, reached through
+the tree's full depth) finishes its descent in scratch memory.
+
+The row form (``chain_advance``, ``chain_split``) works on any set of rows: :class:`Chains` keeps one chain per
+sample of a solve (the numpy loops' walker, :class:`sdekit.brownian.BrownianPaths`), the fused adaptive kernels
+one per lane of a block (they batch the splits of all lanes into one vectorised draw of normals).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ...tree_law import SPLIT, TOL, TREE_STEP
+from .noise import normal_pair, sample_keys, serial_and_parallel, stream_key
+
+__all__ = [
+    "Chains",
+    "CACHE_LEVELS",
+    "chain_reset",
+    "chain_advance",
+    "chain_split",
+    "chain_copy",
+    "chain_heap",
+    "node_normals",
+]
+
+_B00, _B01, _C00, _B10, _B11, _C10, _C11 = SPLIT
+_SQRT12 = math.sqrt(12.0)
+_TREE_STEP = np.uint64(TREE_STEP)
+#: Deepest level a chain keeps (snapped adaptive steps end above it; fixed-grid points below it are not reused).
+CACHE_LEVELS = 24
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def node_normals(key, heap, z):
+    """The ``z.shape[0]`` (even) normals of the tree node ``heap`` of the sample with key ``key`` into ``z``."""
+    sk = stream_key(key, _TREE_STEP + np.uint64(heap))
+    for p in range(z.shape[0] // 2):
+        a, b = normal_pair(sk, np.uint64(p))
+        z[2 * p] = a
+        z[2 * p + 1] = b
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _split_one(h, ndw, nin, x1, x2):
+    sqh = math.sqrt(h)
+    h32 = h * sqh
+    w_rel = ndw / sqh
+    i_rel = nin / h32
+    m_rel = _B00 * w_rel + _B01 * i_rel + _C00 * x1
+    i1_rel = _B10 * w_rel + _B11 * i_rel + _C10 * x1 + _C11 * x2
+    return sqh * m_rel, h32 * i1_rel
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def chain_reset(r, key, L, z, lev, pos, mk, ib, wa, ya, ndw, nin, whi, yhi):
+    """Row ``r``'s chain: the root only, its values drawn (``z``: scratch of ``2 size`` floats)."""
+    size = whi.shape[1]
+    node_normals(key, 0, z)  # the root's stream is TREE_STEP itself (heap index 0)
+    sq = math.sqrt(L)
+    l32 = L * sq
+    for j in range(size):
+        w = sq * z[j]
+        y = l32 * (0.5 * z[j] + z[size + j] / _SQRT12)
+        whi[r, j] = w
+        yhi[r, j] = y
+        wa[r, 0, j] = 0.0
+        ya[r, 0, j] = 0.0
+        ndw[r, 0, j] = w
+        nin[r, 0, j] = y
+    lev[r] = 0
+    pos[r, 0] = 0
+    mk[r, 0] = 0
+    ib[r, 0] = -2
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _end(src, r, j, L, wa, ya, dwl, inl, whi, yhi):
+    """``(W, Y)`` component ``j`` at the right end held by ``src`` (the midpoint of level ``src``, or ``hi``)."""
+    if src == -2:
+        return whi[r, j], yhi[r, j]
+    h = L * math.ldexp(1.0, -src)
+    w0 = wa[r, src, j]
+    return w0 + dwl[r, src, j], ya[r, src, j] + (0.5 * h) * w0 + inl[r, src, j]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def chain_advance(r, tq, key, lo, L, tol, depth, lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi,
+                  outw, outy, o, z, scratch):  # fmt: skip
+    """Advance row ``r``'s query of time ``tq``: 1 when done (``W, Y`` written to ``outw[o], outy[o]``), 0 when
+    the chain's deepest node needs its split drawn first (call :func:`chain_split`, then this again).
+
+    ``z`` (``2 size``) and ``scratch`` (``(4, size)``) are work arrays for the levels below the cache."""
+    size = whi.shape[1]
+    J = lev[r]
+    while J > 0:
+        s = math.ldexp(1.0, -J)
+        m = np.float64(pos[r, J])
+        if lo + (m * s) * L - tol <= tq <= lo + ((m + 1.0) * s) * L + tol:
+            break
+        J -= 1
+    while True:
+        s = math.ldexp(1.0, -J)
+        m = pos[r, J]
+        fm = np.float64(m)
+        a = lo + (fm * s) * L
+        if abs(tq - a) <= tol:
+            for j in range(size):
+                outw[o, j] = wa[r, J, j]
+                outy[o, j] = ya[r, J, j]
+            lev[r] = J
+            return 1
+        if abs(tq - (lo + ((fm + 1.0) * s) * L)) <= tol:
+            for j in range(size):
+                outw[o, j], outy[o, j] = _end(ib[r, J], r, j, L, wa, ya, dwl, inl, whi, yhi)
+            lev[r] = J
+            return 1
+        h = L * s
+        if J >= depth:
+            u = (tq - a) / h
+            for j in range(size):
+                w0 = wa[r, J, j]
+                d = ndw[r, J, j]
+                outw[o, j] = w0 + u * d
+                outy[o, j] = ya[r, J, j] + (u * h) * (w0 + 0.5 * u * d)
+            lev[r] = J
+            return 1
+        if mk[r, J] == 0:
+            lev[r] = J
+            return 0
+        if J == CACHE_LEVELS:
+            lev[r] = J
+            _descend_uncached(r, tq, key, lo, L, tol, depth, J, pos[r, J], wa, ya, ndw, nin, dwl, inl, outw, outy,
+                              o, z, scratch)  # fmt: skip
+            return 1
+        c = lo + ((2.0 * fm + 1.0) * (0.5 * s)) * L
+        K = J + 1
+        if tq < c:
+            pos[r, K] = 2 * m
+            ib[r, K] = J
+            for j in range(size):
+                wa[r, K, j] = wa[r, J, j]
+                ya[r, K, j] = ya[r, J, j]
+                ndw[r, K, j] = dwl[r, J, j]
+                nin[r, K, j] = inl[r, J, j]
+        else:
+            pos[r, K] = 2 * m + 1
+            ib[r, K] = ib[r, J]
+            for j in range(size):
+                w0 = wa[r, J, j]
+                d = dwl[r, J, j]
+                wa[r, K, j] = w0 + d
+                ya[r, K, j] = ya[r, J, j] + (0.5 * h) * w0 + inl[r, J, j]
+                ndw[r, K, j] = ndw[r, J, j] - d
+                nin[r, K, j] = nin[r, J, j] - inl[r, J, j] - (0.5 * h) * d
+        mk[r, K] = 0
+        J = K
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _descend_uncached(r, tq, key, lo, L, tol, depth, J, m, wa, ya, ndw, nin, dwl, inl, outw, outy, o, z, sc):
+    """Finish a query below the cache from the split cached node ``J`` (position ``m``), in scratch ``sc``:
+    rows ``wa, ya, ndw, nin`` of the current node; splits drawn here, one stream at a time."""
+    size = sc.shape[1]
+    level = J
+    # the cached node's split, as if drawn here
+    for j in range(size):
+        sc[0, j] = wa[r, J, j]
+        sc[1, j] = ya[r, J, j]
+        sc[2, j] = ndw[r, J, j]
+        sc[3, j] = nin[r, J, j]
+        z[j] = dwl[r, J, j]
+        z[size + j] = inl[r, J, j]
+    drawn = True
+    while True:
+        s = math.ldexp(1.0, -level)
+        fm = np.float64(m)
+        h = L * s
+        if not drawn:
+            if level >= depth:
+                u = (tq - (lo + (fm * s) * L)) / h
+                for j in range(size):
+                    outw[o, j] = sc[0, j] + u * sc[2, j]
+                    outy[o, j] = sc[1, j] + (u * h) * (sc[0, j] + 0.5 * u * sc[2, j])
+                return
+            node_normals(key, (np.int64(1) << level) + m, z)
+            for j in range(size):
+                d, a2 = _split_one(h, sc[2, j], sc[3, j], z[j], z[size + j])
+                z[j] = d
+                z[size + j] = a2
+        c = lo + ((2.0 * fm + 1.0) * (0.5 * s)) * L
+        if abs(tq - c) <= tol:
+            for j in range(size):
+                outw[o, j] = sc[0, j] + z[j]
+                outy[o, j] = sc[1, j] + (0.5 * h) * sc[0, j] + z[size + j]
+            return
+        if tq < c:
+            m = 2 * m
+            for j in range(size):
+                sc[2, j] = z[j]
+                sc[3, j] = z[size + j]
+        else:
+            m = 2 * m + 1
+            for j in range(size):
+                w0 = sc[0, j]
+                d = z[j]
+                sc[0, j] = w0 + d
+                sc[1, j] = sc[1, j] + (0.5 * h) * w0 + z[size + j]
+                sc[2, j] = sc[2, j] - d
+                sc[3, j] = sc[3, j] - z[size + j] - (0.5 * h) * d
+        level += 1
+        drawn = False
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def chain_split(r, z, L, lev, mk, ndw, nin, dwl, inl):
+    """Draw the split of row ``r``'s deepest node from the node's normals ``z`` (``2 size``: ``x1`` then ``x2``),
+    the arithmetic of :func:`sdekit.brownian.split_node`."""
+    size = ndw.shape[2]
+    J = lev[r]
+    h = L * math.ldexp(1.0, -J)
+    for j in range(size):
+        d, a2 = _split_one(h, ndw[r, J, j], nin[r, J, j], z[j], z[size + j])
+        dwl[r, J, j] = d
+        inl[r, J, j] = a2
+    mk[r, J] = 1
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def chain_heap(r, lev, pos):
+    """Heap index ``2^level + position`` of row ``r``'s deepest node."""
+    J = lev[r]
+    return (np.int64(1) << J) + pos[r, J]
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def chain_copy(src, dst, lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi):
+    """Copy row ``src``'s chain (the levels in use and the root's values) to row ``dst``."""
+    J = lev[src]
+    lev[dst] = J
+    size = whi.shape[1]
+    for k in range(J + 1):
+        pos[dst, k] = pos[src, k]
+        mk[dst, k] = mk[src, k]
+        ib[dst, k] = ib[src, k]
+        for j in range(size):
+            wa[dst, k, j] = wa[src, k, j]
+            ya[dst, k, j] = ya[src, k, j]
+            ndw[dst, k, j] = ndw[src, k, j]
+            nin[dst, k, j] = nin[src, k, j]
+            dwl[dst, k, j] = dwl[src, k, j]
+            inl[dst, k, j] = inl[src, k, j]
+    for j in range(size):
+        whi[dst, j] = whi[src, j]
+        yhi[dst, j] = yhi[src, j]
+
+
+def _init_body(keys, L, lev, pos, mk, ib, wa, ya, ndw, nin, whi, yhi):
+    n = keys.shape[0]
+    size = whi.shape[1]
+    nb = (n + 63) // 64
+    for blk in prange(nb):
+        z = np.empty(2 * size)
+        for r in range(blk * 64, min(n, blk * 64 + 64)):
+            chain_reset(r, keys[r], L, z, lev, pos, mk, ib, wa, ya, ndw, nin, whi, yhi)
+
+
+def _query_body(rows, tq, keys, lo, L, tol, depth, lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi,
+                outw, outy, splits):  # fmt: skip
+    m = rows.shape[0]
+    size = whi.shape[1]
+    nb = (m + 63) // 64
+    for blk in prange(nb):
+        z = np.empty(2 * size)
+        sc = np.empty((4, size))
+        for q in range(blk * 64, min(m, blk * 64 + 64)):
+            r = rows[q]
+            key = keys[r]
+            while (
+                chain_advance(
+                    r,
+                    tq[q],
+                    key,
+                    lo,
+                    L,
+                    tol,
+                    depth,
+                    lev,
+                    pos,
+                    mk,
+                    ib,
+                    wa,
+                    ya,
+                    ndw,
+                    nin,
+                    dwl,
+                    inl,
+                    whi,
+                    yhi,
+                    outw,
+                    outy,
+                    q,
+                    z,
+                    sc,
+                )  # fmt: skip
+                == 0
+            ):
+                node_normals(key, chain_heap(r, lev, pos), z)
+                chain_split(r, z, L, lev, mk, ndw, nin, dwl, inl)
+                splits[r] += 1
+
+
+_init_serial, _init_parallel = serial_and_parallel(_init_body)
+_query_serial, _query_parallel = serial_and_parallel(_query_body)
+
+#: Below this many rows times components a query runs on one thread (a parallel launch costs a thread wake-up).
+_PARALLEL_WORK = 1 << 14
+
+
+class Chains:
+    """One chain per sample of a solve (``n`` samples of ``size`` components), for
+    :class:`sdekit.brownian.BrownianPaths`. ``splits`` counts the cached splits each sample has drawn."""
+
+    def __init__(self, seed, sample_ids, lo: float, L: float, size: int, depth: int):
+        n = len(sample_ids)
+        self.lo, self.L, self.size, self.depth = float(lo), float(L), int(size), int(depth)
+        self.tol = TOL * self.L
+        self.keys = sample_keys(seed, sample_ids)
+        D = min(self.depth, CACHE_LEVELS) + 1
+        self.lev = np.zeros(n, dtype=np.int64)
+        self.pos = np.zeros((n, D), dtype=np.int64)
+        self.mk = np.zeros((n, D), dtype=np.uint8)
+        self.ib = np.zeros((n, D), dtype=np.int64)
+        self.vals = [np.zeros((n, D, self.size)) for _ in range(6)]  # wa, ya, ndw, nin, dwl, inl
+        self.whi = np.empty((n, self.size))
+        self.yhi = np.empty((n, self.size))
+        self.splits = np.zeros(n, dtype=np.int64)
+        init = _init_parallel if n * self.size >= _PARALLEL_WORK else _init_serial
+        init(self.keys, self.L, self.lev, self.pos, self.mk, self.ib, *self.vals[:4], self.whi, self.yhi)
+
+    def query(self, rows, tq):
+        m = rows.shape[0]
+        outw = np.empty((m, self.size))
+        outy = np.empty((m, self.size))
+        fn = _query_parallel if m * self.size >= _PARALLEL_WORK else _query_serial
+        fn(rows, tq, self.keys, self.lo, self.L, self.tol, self.depth, self.lev, self.pos, self.mk, self.ib,
+           *self.vals, self.whi, self.yhi, outw, outy, self.splits)  # fmt: skip
+        return outw, outy
