@@ -82,6 +82,16 @@ def test_default_compare_cells_grow_until_resolved():
     assert "frequency domain" in res.report() and "~" not in res.table()
 
 
+def test_sde_rows_without_a_compiled_kernel_stop_at_half_the_cap():
+    res = compare("ring8", "vp", ["euler_maruyama", "restart"], [4, 8], n=300, n_max=300, sde_nfe_max=8)
+    budgets = {(r["solver"], r["process"]): [] for r in res.rows}
+    for r in res.rows:
+        budgets[(r["solver"], r["process"])].append(r["nfe_budget"])
+    assert budgets[("euler_maruyama", "sde")] == [4, 8]  # a fused numba kernel: the whole cap
+    assert budgets[("restart", "sde")] == [4]  # the Python step loop: half of it
+    assert "without a compiled SDE kernel" in res.report() and "restart" in res.report()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # --model
 # ----------------------------------------------------------------------------------------------------------

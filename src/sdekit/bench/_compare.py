@@ -223,7 +223,7 @@ def _distributed_rows(client, context, bar) -> list:
 
     problem, runs, *_ = context
     sample_metric = context[5]
-    items = [(r, b) for r in range(len(runs)) for b in problem.budgets_for(runs[r].process)]
+    items = [(r, b) for r in range(len(runs)) for b in problem.budgets_for(runs[r].process, runs[r].solver)]
     rows = [None] * len(items)
 
     def on_result(i, result):
@@ -421,7 +421,8 @@ def compare(
         )
 
     rows = []
-    with progress_bar(sum(len(problem.budgets_for(r.process)) for r in runs), progress, desc="compare") as bar:
+    n_cells = sum(len(problem.budgets_for(r.process, r.solver)) for r in runs)
+    with progress_bar(n_cells, progress, desc="compare") as bar:
         if client is not None:  # the same cells on a Dask cluster, rows in the same order
             context = (problem, runs, notes, x_T, reference, sample_metric, target_law)
             rows = _distributed_rows(client, context, bar)
@@ -429,7 +430,7 @@ def compare(
             for run in runs:
                 process = sde_obj.probability_flow(score) if run.process == "ode" else sde_obj.reverse(score)
                 note = notes.get(run.name, "")
-                for b in problem.budgets_for(run.process):
+                for b in problem.budgets_for(run.process, run.solver):
                     cell = dict(reference=reference, sample_metric=sample_metric, target_law=target_law, note=note)
                     rows.append(run_cell(problem, run, process, b, x_T, **cell))
                     bar.update(1)
@@ -452,6 +453,9 @@ def compare(
         "backend": problem.backend_label,
         "n_max": problem.n_max,
         "sde_nfe_max": 0 if dens.exact_flow else problem.sde_nfe_max,
+        "sde_uncompiled": sorted(
+            r.name for r in runs if r.process == "sde" and not dens.exact_flow and not problem.compiled_sde(r.solver)
+        ),
         "nfe": problem.budgets,
         "ode_reference": info_ref,
         "ode_reference_short": ref_short,

@@ -35,12 +35,25 @@ class Problem:
     sde_backend: str = ""
     sde_nfe_max: int = 0
 
-    def budgets_for(self, process: str) -> list:
+    def budgets_for(self, process: str, solver=None) -> list:
         """The NFE budgets of the rows of ``process``: the SDE rows' stop at ``sde_nfe_max`` (0: no cap) unless the
-        density's SDE errors are exact laws (a Gaussian: no Monte Carlo)."""
+        density's SDE errors are exact laws (a Gaussian: no Monte Carlo). A ``solver`` with no compiled SDE kernel
+        on the SDE rows' backend stops at half the cap: it runs the Python step loop (~50x the cost per
+        sample-step), and its last cell would need ~10^6 samples to be resolved."""
         if process == "sde" and self.sde_nfe_max and not self.density.exact_flow:
-            return [b for b in self.budgets if b <= self.sde_nfe_max]
+            cap = self.sde_nfe_max
+            if solver is not None and not self.compiled_sde(solver):
+                cap //= 2
+            return [b for b in self.budgets if b <= cap]
         return list(self.budgets)
+
+    def compiled_sde(self, solver) -> bool:
+        """Whether the SDE rows of ``solver`` run a fused numba kernel (only the auto and numba backends do)."""
+        if self.backend_for("sde") not in ("auto", "numba"):
+            return True  # no compiled path is expected: every solver runs the same loop, no separate cap
+        from ..backends.numba.registry import find_kernel
+
+        return find_kernel(solver, "sde") is not None
 
     @property
     def T(self) -> float:

@@ -124,6 +124,11 @@ class CompareResult:
                 f"  SDE rows run the NFE budgets up to {cap} (--sde-nfe-max; 0 runs all): beyond it the second-order "
                 "SDE solvers' errors need millions of samples per cell to be resolved"
             )
+        if cap and i.get("sde_uncompiled") and any(b > cap // 2 for b in i.get("nfe", [])):
+            out.append(
+                f"  SDE rows of the solvers without a compiled SDE kernel stop at NFE {cap // 2} (their Python step "
+                f"loop costs ~50x per sample-step): {', '.join(i['sde_uncompiled'])}"
+            )
         if i.get("noise_floor") is not None:
             fl = i["noise_floor"]
             text = str(fl) if fl.repeats else f"mean 0, sd {fl.std:.2g} (closed form); resolution {fl.resolution:.3g}"
