@@ -251,3 +251,14 @@ def test_gaussian_w2_refuses_a_non_symmetric_covariance():
         gaussian_w2(np.zeros(2), c, np.zeros(2), c.T)
     sym = 0.5 * (c + c.T)
     assert gaussian_w2(np.zeros(2), sym + 1e-14 * c, np.zeros(2), sym) < 1e-6  # round-off asymmetry is fine
+
+
+# -- 9. output paths are checked before any work, in the API as in the CLI ---------------------------------------
+@pytest.mark.parametrize("argument", ["png_path", "csv_path", "json_path"])
+def test_bench_compare_refuses_an_unwritable_output_path_before_any_work(tmp_path, argument):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=f"{argument}: the directory .* does not exist"):
+        sdekit.bench.compare("gaussian", "vp", ["euler"], [4], **{argument: str(tmp_path / "missing" / "out")})
+    assert time.perf_counter() - t0 < 1.0  # refused up front, nothing computed

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
+
+from .validation import output_path_problem
 
 __all__ = ["main", "build_parser"]
 
@@ -179,19 +180,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("solvers", help="list the registered solvers")
     s.set_defaults(func=_cmd_solvers, subparser=s)
     return parser
-
-
-def output_path_problem(path: str) -> str | None:
-    """Why ``path`` cannot be written (a missing or unwritable directory, a directory in its place), else None."""
-    target = os.path.abspath(path)
-    folder = os.path.dirname(target)
-    if os.path.isdir(target):
-        return f"{path!r} is a directory; give a file name"
-    if not os.path.isdir(folder):
-        return f"the directory {folder!r} of {path!r} does not exist"
-    if not os.access(folder, os.W_OK):
-        return f"the directory {folder!r} of {path!r} is not writable"
-    return None
 
 
 def _cmd_compare(args, parser) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -27,6 +28,8 @@ __all__ = [
     "in_interval",
     "probability",
     "boolean",
+    "output_path_problem",
+    "check_output_paths",
 ]
 
 
@@ -114,3 +117,29 @@ def boolean(name: str, value) -> bool:
     if not _is_bool(value):
         raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
+
+
+def output_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written (a missing or unwritable directory, a directory in its place), else None."""
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        return f"{path!r} is a directory; give a file name"
+    if not os.path.isdir(folder):
+        return f"the directory {folder!r} of {path!r} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"the directory {folder!r} of {path!r} is not writable"
+    return None
+
+
+def check_output_paths(**paths) -> None:
+    """Refuse, before any work, output paths that cannot be written: ``ValueError`` naming the argument.
+
+    ``paths`` maps argument names to paths (``None``: not written, skipped).
+    """
+    for name, path in paths.items():
+        if path is None:
+            continue
+        problem = output_path_problem(os.fspath(path))
+        if problem is not None:
+            raise ValueError(f"{name}: {problem}")

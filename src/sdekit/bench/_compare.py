@@ -25,6 +25,7 @@ from ..grids import make_grid
 from ..integrate import solve
 from ..metrics import gaussian_kl, gaussian_w2
 from ..progress import progress_bar
+from ..validation import check_output_paths
 from ._exact_law import exact_law
 from ._metrics import DEFAULT_METRIC, CompareMetric, MetricTarget
 from ._orders import fit_order
@@ -389,6 +390,7 @@ def compare(
         Needs ``pip install 'sdekit[bench]'``.
     """
     start_time = time.perf_counter()
+    check_output_paths(csv_path=csv_path, png_path=png_path, json_path=json_path)  # before any work
     versions = {}
     if peers:
         from ._peers import peer_versions

@@ -36,7 +36,7 @@ from ..grids import GRIDS
 from ..metrics import NoiseFloor
 from ..progress import progress_bar
 from ..sdes import LinearSDE
-from ..validation import integer_at_least, positive_int
+from ..validation import check_output_paths, integer_at_least, positive_int
 from ._orders import fit_order
 from ._plan import check_nfe, plan_runs
 from ._problems import fixed_step_solvers
@@ -228,6 +228,7 @@ def compare_model(
     grid_nfe = budgets[len(budgets) // 2] if grid_nfe is None else int(grid_nfe)
     if grid_nfe not in budgets:
         raise ValueError(f"grid_nfe must be one of the NFE budgets {budgets}, got {grid_nfe}")
+    check_output_paths(csv_path=csv_path, png_path=png_path, json_path=json_path, samples_path=samples_path)
     versions = {}
     if peers:
         from ._peers import peer_versions
