@@ -42,6 +42,62 @@ from .vecmath import exp_nonpos
 __all__ = ["analytic_block_score", "analytic_row_score", "analytic_lanes_score"]
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def mixture_score_from_log_terms(work, U, full, K, d, D, L, mx, tot, out):
+    """The mixture score of ``L`` lanes from its components' log terms, shared by the block and lane scores.
+
+    On entry ``work[k, :L]`` holds component ``k``'s log weight and density at each lane, and
+    ``work[K + k d + e]`` its residual in the eigenbasis over the marginal variances,
+    ``(alpha^2 Lambda + sigma^2)^-1 U^T (x - alpha m)``; rows from ``D`` on are ``d`` rows of scratch. Writes
+    ``out[:, :L] = -sum_k r_k U_k w_k`` (``r_k`` the responsibilities: a softmax over ``k`` stabilised by the
+    running maximum ``mx``, normalised by ``tot``); ``full`` False: diagonal covariances, ``U = I``.
+    """
+    for l in range(L):
+        mx[l] = work[0, l]
+        tot[l] = 0.0
+    for k in range(1, K):
+        lk = work[k]
+        for l in range(L):
+            mx[l] = max(mx[l], lk[l])
+    for k in range(K):
+        lk = work[k]
+        for l in range(L):
+            e = exp_nonpos(lk[l] - mx[l])
+            lk[l] = e
+            tot[l] += e
+    for k in range(K):
+        lk = work[k]
+        for l in range(L):
+            lk[l] = lk[l] / tot[l]  # responsibility r_k
+    for j in range(d):
+        oj = out[j]
+        for l in range(L):
+            oj[l] = 0.0
+    for k in range(K):
+        lk = work[k]
+        if full:
+            for j in range(d):
+                dj = work[D + j]
+                for l in range(L):
+                    dj[l] = 0.0
+                for e in range(d):
+                    u = U[k, j, e]
+                    we = work[K + k * d + e]
+                    for l in range(L):
+                        dj[l] += u * we[l]
+            for j in range(d):
+                oj = out[j]
+                dj = work[D + j]
+                for l in range(L):
+                    oj[l] -= lk[l] * dj[l]
+        else:
+            for j in range(d):
+                oj = out[j]
+                we = work[K + k * d + j]
+                for l in range(L):
+                    oj[l] -= lk[l] * we[l]
+
+
 @njit(cache=True, error_model="numpy")
 def analytic_block_score(xb, L, t, coef, means, lam, U, logw, work, out):
     """Exact score of a Gaussian / Gaussian mixture for a block of samples, lanes last.
@@ -140,50 +196,7 @@ def analytic_block_score(xb, L, t, coef, means, lam, U, logw, work, out):
         c = logw[k] - 0.5 * coef[2 + k]
         for l in range(L):
             lk[l] = c - 0.5 * lk[l]
-    for l in range(L):
-        mx[l] = work[0, l]
-        tot[l] = 0.0
-    for k in range(1, K):
-        lk = work[k]
-        for l in range(L):
-            mx[l] = max(mx[l], lk[l])
-    for k in range(K):
-        lk = work[k]
-        for l in range(L):
-            e = exp_nonpos(lk[l] - mx[l])
-            lk[l] = e
-            tot[l] += e
-    for k in range(K):
-        lk = work[k]
-        for l in range(L):
-            lk[l] = lk[l] / tot[l]  # responsibility r_k
-    for j in range(d):
-        oj = out[j]
-        for l in range(L):
-            oj[l] = 0.0
-    for k in range(K):
-        lk = work[k]
-        if full:
-            for j in range(d):
-                dj = work[D + j]
-                for l in range(L):
-                    dj[l] = 0.0
-                for e in range(d):
-                    u = U[k, j, e]
-                    we = work[K + k * d + e]
-                    for l in range(L):
-                        dj[l] += u * we[l]
-            for j in range(d):
-                oj = out[j]
-                dj = work[D + j]
-                for l in range(L):
-                    oj[l] -= lk[l] * dj[l]
-        else:
-            for j in range(d):
-                oj = out[j]
-                we = work[K + k * d + j]
-                for l in range(L):
-                    oj[l] -= lk[l] * we[l]
+    mixture_score_from_log_terms(work, U, full, K, d, D, L, mx, tot, out)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -364,47 +377,4 @@ def analytic_lanes_score(xb, L, tl, cl, means, lam, U, logw, work, out):
         ld = cl[2 + k]
         for l in range(L):
             lk[l] = (lw - 0.5 * ld[l]) - 0.5 * lk[l]
-    for l in range(L):
-        mx[l] = work[0, l]
-        tot[l] = 0.0
-    for k in range(1, K):
-        lk = work[k]
-        for l in range(L):
-            mx[l] = max(mx[l], lk[l])
-    for k in range(K):
-        lk = work[k]
-        for l in range(L):
-            e = exp_nonpos(lk[l] - mx[l])
-            lk[l] = e
-            tot[l] += e
-    for k in range(K):
-        lk = work[k]
-        for l in range(L):
-            lk[l] = lk[l] / tot[l]
-    for j in range(d):
-        oj = out[j]
-        for l in range(L):
-            oj[l] = 0.0
-    for k in range(K):
-        lk = work[k]
-        if full:
-            for j in range(d):
-                dj = work[D + j]
-                for l in range(L):
-                    dj[l] = 0.0
-                for e in range(d):
-                    u = U[k, j, e]
-                    we = work[K + k * d + e]
-                    for l in range(L):
-                        dj[l] += u * we[l]
-            for j in range(d):
-                oj = out[j]
-                dj = work[D + j]
-                for l in range(L):
-                    oj[l] -= lk[l] * dj[l]
-        else:
-            for j in range(d):
-                oj = out[j]
-                we = work[K + k * d + j]
-                for l in range(L):
-                    oj[l] -= lk[l] * we[l]
+    mixture_score_from_log_terms(work, U, full, K, d, D, L, mx, tot, out)
