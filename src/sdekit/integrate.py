@@ -23,6 +23,7 @@ from .scores import ConditionedScore
 from .sdes import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE
 from .solution import Solution
 from .solvers import get_solver
+from .timechange import in_log_snr_time
 from .validation import in_interval, positive_int, positive_number, real_number
 
 __all__ = ["solve", "sample", "tweedie_denoise", "Job"]
@@ -318,13 +319,17 @@ def solve(
         needs["tree_noise"] = True
     name = _pick_backend(backend, x0, score, solver, needs)
     entry = get_backend(name)
-    if not entry.fused_scores and score is not None:  # a fused backend checks the scores it cannot compile itself
-        process = type(process)(process.sde, CheckedScore(score))
+    log_snr = solver.adaptive and getattr(solver, "time", "t") == "log_snr"
+    if (not entry.fused_scores or log_snr) and score is not None:  # a fused backend checks the scores it cannot
+        process = type(process)(process.sde, CheckedScore(score))  # compile itself (the time change it cannot)
+    job_grid = ts
+    if log_snr:  # steps in lambda = log(alpha / sigma): the time-changed process (sdekit.timechange)
+        process, job_grid, callback = in_log_snr_time(process, ts, callback)
     job = Job(
         process=process,
         solver=solver,
         x0=x0,
-        grid=ts,
+        grid=job_grid,
         seed=seed,
         sample_ids=sample_ids,
         save_index=_resolve_save(save_at, ts),
@@ -344,6 +349,8 @@ def solve(
         # backends return the saved states as one preallocated array (n_saved, *x.shape)
         xs = _xp.lib(x).stack(saved) if isinstance(saved, list) else saved
     t_final = stats.pop("t_final", t1)
+    if log_snr:  # the loop's end time is lambda(t1)
+        t_final = t1
     return Solution(x=x, t=t_final, ts=ts_saved, xs=xs, nfe=int(nfe), stats=stats)
 
 
