@@ -67,9 +67,9 @@ def test_results_do_not_depend_on_sync_every_or_the_batch(solver, process, kw):
     for k in (3, 8, 50):
         assert runs[k].stats["accepted"] == runs[1].stats["accepted"]
         np.testing.assert_allclose(runs[k].x.numpy(), runs[1].x.numpy(), rtol=0, atol=1e-13)
-    # fewer reads with larger k: about attempts / k
+    # fewer reads with larger k (at least attempts / k)
     attempts = runs[1].stats["host_reads"]
-    assert runs[8].stats["host_reads"] == math.ceil(attempts / 8)
+    assert math.ceil(attempts / 8) <= runs[8].stats["host_reads"] < attempts
     for i in (0, 41, 89):  # one sample alone, with its id, follows the same path
         one = solve(proc, x_T[i : i + 1], 1.0, 1e-3, solver, seed=2, sample_ids=[i], **kw)
         np.testing.assert_allclose(one.x[0].numpy(), runs[8].x[i].numpy(), rtol=0, atol=1e-13)
@@ -105,8 +105,9 @@ def test_host_reads_are_once_every_k_attempts(monkeypatch, solver, process, kw):
                 sol = solve(proc, x_T, 1.0, 1e-3, solver, seed=2, check_finite=True, **kw)
             syncs[k] = count["n"]
         reads[k] = sol.stats["host_reads"]
-    # with k = 1 there is a read per attempt of the slowest sample; with k = 10 a tenth of them
-    assert reads[1] > 5 and reads[10] == math.ceil(reads[1] / 10)
+    # with k = 1 there is a read per attempt of the slowest sample; with k = 10 at least a tenth of them, more
+    # at the start and in the tail (attempts_to_next_read)
+    assert reads[1] > 5 and math.ceil(reads[1] / 10) <= reads[10] < reads[1]
     # each read is two transfers (times, failure flags); validation and the final counts add a constant
     assert syncs[1] - syncs[10] == 2 * (reads[1] - reads[10])
 
@@ -129,6 +130,21 @@ def test_errors_raise_at_the_next_read():
         with pytest.raises((TypeError, ValueError), match="sync_every"):
             with torch_options(sync_every=bad):
                 pass
+
+
+def test_attempts_to_next_read_bounds_the_idle_work():
+    assert torch_adaptive.attempts_to_next_read(np.full(100, 50.0), 8) == 8  # the bulk: k
+    assert torch_adaptive.attempts_to_next_read(np.full(100, 1.2), 8) == 1  # all about to finish: read next
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        ahead = rng.exponential(rng.uniform(0.5, 20.0), size=int(rng.integers(1, 300)))
+        k = int(rng.integers(1, 33))
+        c = torch_adaptive.attempts_to_next_read(ahead, k)
+        assert 1 <= c <= k
+        if c > 1:  # within the idle budget, and c + 1 would not be (unless c = k)
+            assert np.mean(np.maximum(c - ahead, 0)) <= torch_adaptive.IDLE_BUDGET * c
+        if c < k:
+            assert np.mean(np.maximum(c + 1 - ahead, 0)) > torch_adaptive.IDLE_BUDGET * (c + 1)
 
 
 def test_controller_on_tensors_equals_numpy():

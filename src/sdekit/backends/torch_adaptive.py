@@ -7,10 +7,15 @@ every attempt's error norm on the host to pick the samples that go on), arranged
   int64 tensors on ``x0``'s device. The controller (:meth:`sdekit.controllers.PIController.propose`) runs on
   them; acceptance is a boolean mask and every update is a ``torch.where``.
 * The loop works on a *working set* of rows, gathered once per host read: every row of it attempts a step on
-  every attempt; a row that has finished attempts a zero step whose result the masks discard. Once every ``k``
-  attempts (``k = torch_options(sync_every=k)``, default :data:`DEFAULT_SYNC_EVERY`) the working set is written
-  back, its times are read on the host (the one synchronisation), and the unfinished rows become the next
-  working set. The waste -- finished rows carried to the next read -- is bounded by ``k`` attempts per sample.
+  every attempt; a row that has finished attempts a zero step whose result the masks discard. At most every
+  ``k`` attempts (``k = torch_options(sync_every=k)``, default :data:`DEFAULT_SYNC_EVERY`) the working set is
+  written back, its times and step sizes are read on the host (the one synchronisation), and the unfinished rows
+  become the next working set. The next read comes after the largest number of attempts ``c <= k`` (and no more
+  than the attempts made so far: 1, 2, 4, ... at the start, while the step sizes settle) whose expected idle
+  work -- samples that finish before the read, judged by their remaining time over their step size -- stays
+  within 10% (:func:`attempts_to_next_read`): reads are rare in the bulk of the solve and more frequent in its
+  tail, when most samples are about to finish and would otherwise be carried idle. The waste -- finished rows
+  carried to the next read -- is at most ``k`` attempts per sample.
 * Counter noise is drawn on the device (:class:`sdekit.backends.torch_noise.TorchNormals`, in float64 then
   cast, so it equals the numpy noise bit for bit): attempt ``j`` of sample ``i`` reads step ``j`` of its
   stream, as in the host loop. Save stops are written by one ``index_copy_`` per attempt into a flat buffer
@@ -39,11 +44,23 @@ from ..progress import progress_bar
 from .adaptive import MIN_STEP_FRACTION, PROGRESS_UNITS, coverage
 from .torch_noise import TorchNormals
 
-__all__ = ["run", "supports", "DEFAULT_SYNC_EVERY"]
+__all__ = ["run", "supports", "attempts_to_next_read", "DEFAULT_SYNC_EVERY", "IDLE_BUDGET"]
 
 #: Attempts between two host reads when ``torch_options(sync_every=...)`` is not set. Measured by
 #: ``benchmarks/bench_torch_adaptive.py`` (benchmarks/README.md, "torch adaptive loop").
 DEFAULT_SYNC_EVERY = 8
+#: Largest expected fraction of idle row-attempts (samples carried after they finish) between two reads.
+IDLE_BUDGET = 0.1
+
+
+def attempts_to_next_read(ahead: np.ndarray, k: int) -> int:
+    """The attempts before the next host read: the largest ``c <= k`` whose expected idle work, ``mean(max(0,
+    c - ahead))``, is at most ``IDLE_BUDGET * c``; ``ahead`` ``(w,)`` are the unfinished samples' remaining times
+    over their present step sizes (the attempts each expects to need). At least 1."""
+    for c in range(k, 1, -1):
+        if float(np.mean(np.maximum(c - ahead, 0.0))) <= IDLE_BUDGET * c:
+            return c
+    return 1
 
 
 def supports(job) -> bool:
@@ -101,7 +118,8 @@ def run(job, sync_every: int | None = None):
     saves = _Saves(job.save_index, x, len(job.grid))
 
     t = torch.full((n,), t0, **f64)
-    h = torch.full((n,), min(solver.initial_step(t0, t1), span), **f64)
+    h0 = min(solver.initial_step(t0, t1), span)
+    h = torch.full((n,), h0, **f64)
     err_prev = torch.ones(n, **f64)
     nxt = torch.ones(n, dtype=torch.int64, device=dev)
     counts = torch.zeros((3, n), dtype=torch.int64, device=dev)  # nfe, accepted, rejected
@@ -109,7 +127,7 @@ def run(job, sync_every: int | None = None):
     counts[0] += c_nfe
 
     it = reads = shown = 0
-    t_host = np.full(n, t0)
+    t_host, h_host = np.full(n, t0), np.full(n, h0)
     with progress_bar(PROGRESS_UNITS, job.progress, desc=f"{solver.name} (time covered, permille)") as bar:
         while True:
             idx = np.flatnonzero(np.abs(t1 - t_host) > 0.0)
@@ -122,11 +140,13 @@ def run(job, sync_every: int | None = None):
             work = _Work(x, t, h, err_prev, nxt, counts, carry, rows)
             proc = process if idx.size == n else process.restrict(idx)
             normals = TorchNormals(job.seed, job.sample_ids[idx], dev, torch.float64) if ctl.m else None
-            for _ in range(min(k, solver.max_steps - it)):
+            # no more than the attempts made so far either: the step sizes of the first attempts say little
+            chunk = attempts_to_next_read(np.abs(t1 - t_host[idx]) / h_host[idx], min(k, max(1, it)))
+            for _ in range(min(chunk, solver.max_steps - it)):
                 ctl.attempt(work, proc, it, normals, stops, saves)
                 it += 1
             work.write_back(x, t, h, err_prev, nxt, counts, carry)
-            t_host = t.cpu().numpy()  # the host read
+            t_host, h_host = torch.stack((t, h)).cpu().numpy()  # the host read
             reads += 1
             if bool(work.failed.any()):
                 bad = int(idx[int(torch.nonzero(work.failed)[0, 0])])
