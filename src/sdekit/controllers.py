@@ -6,7 +6,8 @@ accept/reject decision and the next step size. The PI controller (Gustafsson 199
 
     factor = SAFETY * err^(-beta1) * err_prev^(beta2),  clipped to [MIN_FACTOR, MAX_FACTOR]
 
-After a rejection the step only shrinks (factor capped at 1). Everything works on ``(n,)`` numpy arrays.
+After a rejection the step only shrinks (factor capped at 1). Everything works on ``(n,)`` float64 arrays:
+numpy arrays, or torch tensors on any device (the device-side adaptive loop; same operations, no host read).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import _xp
 
 __all__ = ["PIController", "SAFETY", "MIN_FACTOR", "MAX_FACTOR", "DOPRI5_BETA"]
 
@@ -49,6 +52,8 @@ class PIController:
 
     def propose(self, h: np.ndarray, err: np.ndarray, err_prev: np.ndarray):
         """``(accept, h_new)`` for attempted step sizes ``h`` (positive) with errors ``err``, all ``(n,)``."""
+        if _xp.is_torch(err):
+            return self._propose_torch(h, err, err_prev)
         accept = err <= 1.0
         e = np.maximum(err, ERR_FLOOR)
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
@@ -56,4 +61,15 @@ class PIController:
         factor = np.where(np.isfinite(factor), factor, self.min_factor)
         factor = np.clip(factor, self.min_factor, self.max_factor)
         factor = np.where(accept, factor, np.minimum(factor, 1.0))
+        return accept, h * factor
+
+    def _propose_torch(self, h, err, err_prev):
+        # the numpy branch's operations in the same order, on tensors (no host read)
+        torch = _xp.lib(err)
+        accept = err <= 1.0
+        e = torch.clamp(err, min=ERR_FLOOR)
+        factor = self.safety * e ** (-self.beta1) * torch.clamp(err_prev, min=ERR_FLOOR) ** self.beta2
+        factor = torch.where(torch.isfinite(factor), factor, self.min_factor)
+        factor = torch.clamp(factor, self.min_factor, self.max_factor)
+        factor = torch.where(accept, factor, torch.clamp(factor, max=1.0))
         return accept, h * factor

@@ -20,8 +20,10 @@ is one reduction per step; the price is that a failing solve runs to the end bef
 is accumulated in float64, so it cannot overflow for float32/float16 states; a float64 state whose
 entries are finite but sum beyond 1.8e308 would be reported as non-finite.)
 
-This loop is for fixed grids. Adaptive solvers (``solver.adaptive``) accept or reject steps on the host,
-which needs the error norm there; ``solve`` runs them in its array-generic adaptive loop instead.
+This loop is for fixed grids. Adaptive solvers (``solver.adaptive``) run in
+:mod:`sdekit.backends.torch_adaptive`: accept/reject as device-side masks, the host read once every ``k``
+attempts (``torch_options(sync_every=k)``); with a callback or Brownian-path noise (``noise="tree"``) they run
+in the array-generic host loop of :mod:`sdekit.backends.adaptive` (same numbers).
 
 Gradients and capture
 ---------------------
@@ -49,8 +51,9 @@ from ..errors import NonFiniteError
 from ..noise import PRIOR_STEP
 from ..progress import progress_bar
 from ..solvers.base import StepContext
-from ..validation import boolean
+from ..validation import boolean, positive_int
 from . import adaptive as adaptive_loop
+from . import torch_adaptive
 from .job import Trajectory
 from .numpy_ import fixed_grid_loop, fixed_grid_stats
 from .torch_noise import TorchNormals
@@ -78,6 +81,7 @@ class TorchOptions:
 
     differentiable: bool = False
     capture: str | None = None
+    sync_every: int | None = None
 
 
 _DEFAULT_OPTIONS = TorchOptions()
@@ -90,7 +94,7 @@ def current_options() -> TorchOptions:
 
 
 @contextlib.contextmanager
-def torch_options(*, differentiable: bool = False, capture: str | None = None):
+def torch_options(*, differentiable: bool = False, capture: str | None = None, sync_every: int | None = None):
     """Options for torch solves started inside the ``with`` block.
 
     Parameters
@@ -100,8 +104,14 @@ def torch_options(*, differentiable: bool = False, capture: str | None = None):
     capture : {None, "cuda_graph"}
         Record the fixed-grid loop in a CUDA graph on the first call and replay it afterwards (CUDA tensors,
         fixed-step solvers, ``differentiable=False``; results equal the eager loop).
+    sync_every : int, optional
+        Adaptive solvers: attempts between two host reads of the device-side loop (default
+        :data:`sdekit.backends.torch_adaptive.DEFAULT_SYNC_EVERY`, chosen by measurement). Larger values read
+        the host less often and carry finished samples longer; results do not depend on it.
     """
     differentiable = boolean("differentiable", differentiable)
+    if sync_every is not None:
+        sync_every = positive_int("sync_every", sync_every)
     if capture not in CAPTURE_MODES:
         raise ValueError(f"capture must be one of {list(CAPTURE_MODES)}, got {capture!r}")
     if differentiable and capture is not None:
@@ -109,7 +119,7 @@ def torch_options(*, differentiable: bool = False, capture: str | None = None):
             f"capture={capture!r} replays a recorded graph and cannot keep autograd; "
             "use differentiable=True without capture"
         )
-    token = _OPTIONS.set(TorchOptions(differentiable=differentiable, capture=capture))
+    token = _OPTIONS.set(TorchOptions(differentiable=differentiable, capture=capture, sync_every=sync_every))
     try:
         yield current_options()
     finally:
@@ -220,9 +230,11 @@ def run(job):
     opts = current_options()
     solver = job.solver
     # every torch loop obeys one autograd policy: no graph unless torch_options(differentiable=True)
-    if solver.adaptive:  # the array-generic adaptive loop (accept/reject decided on the host)
+    if solver.adaptive:
         with grad_mode():
-            return adaptive_loop.run(job)
+            if torch_adaptive.supports(job):  # accept/reject as device-side masks, a host read every k attempts
+                return torch_adaptive.run(job, opts.sync_every)
+            return adaptive_loop.run(job)  # the array-generic loop (per-attempt host control)
     if job.noise == "tree" and job.stochastic:  # the array-generic loop with Brownian-tree noise
         with grad_mode():
             return fixed_grid_loop(job, noise=tree_noise)
