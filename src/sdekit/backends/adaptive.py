@@ -18,7 +18,11 @@ shallow node times of the tree (:func:`sdekit.brownian.snap_step`: a step shorte
 the per-sample walker :class:`sdekit.brownian.BrownianPaths` reaches in about two splits per attempt. With
 ``noise="bridge"`` the attempt reads its increment from sample ``i``'s stack of drawn future increments
 (:class:`sdekit.bridge_noise.BridgeNoise`, refined by Brownian bridges, kept on rejection): the exact law at
-one draw per attempt at most, on a path that depends on the sample's own step sequence.
+one draw per attempt at most, on a path that depends on the sample's own step sequence. Its steps end on the
+same shallow dyadic times as the tree's: the step ends (and the durations of the pieces) are then exact, so a
+round-off change of an error norm does not move the noise, and the numpy, torch and compiled loops, and every
+batch, take the same decisions (with unsnapped ends, round-off grows through the step sizes and the bridges by
+about 10x every few attempts).
 
 Progress (``progress=True``): a bar of the time covered, averaged over the samples, in permille of the interval.
 """
@@ -132,7 +136,7 @@ def _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe,
         rem = np.abs(target - t[idx])
         hh = np.minimum(h[idx], rem)
         last = hh >= rem * (1.0 - 1e-12)
-        if tree is not None:  # land on a shallow node of the tree (a step shortened by at most a quarter)
+        if tree is not None or bridge is not None:  # land on a shallow dyadic time (shortened by at most 1/4)
             t_next = np.where(last, target, snap_step(t[idx], hh, direction, lo, span))
         else:
             t_next = np.where(last, target, t[idx] + direction * hh)

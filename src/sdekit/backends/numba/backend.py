@@ -34,7 +34,7 @@ def run(job):
     have compiled forms, else the numpy backend's adaptive loop; fixed grids with ``noise="tree"`` run the per-step
     loop with the compiled tree walker (:class:`sdekit.brownian.BrownianPaths`)."""
     if job.solver.adaptive:
-        plan = adaptive_plan(job) if not (job.noise == "bridge" and job.stochastic) else None
+        plan = adaptive_plan(job)
         if plan is not None:
             return run_adaptive(job, plan)
         return adaptive_loop.run(_checked(job))
