@@ -170,7 +170,8 @@ def _initial_state(sde, shape, seed, backend, score, device, dtype, sample_ids=N
 
 def _pick_backend(backend, x0, score, solver, needs):
     """The backend that runs the solve. ``needs``: capabilities the solve requires (``adaptive``,
-    ``tree_noise``, ``bridge_noise``); ``"auto"`` takes the first registered backend that fits ``x0``, the score and them."""
+    ``tree_noise``, ``bridge_noise``); ``"auto"`` takes the first registered backend that fits ``x0``, the score
+    and them."""
     if backend not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKEND_NAMES)}")
     library = "torch" if _xp.is_torch(x0) else "numpy"
@@ -299,7 +300,7 @@ def solve(
         raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
     if noise == "bridge" and not solver.adaptive:
         raise ValueError(f"noise='bridge' is defined for adaptive solvers (it refines the increments of rejected "
-                         f"steps); solver {solver.name!r} uses a fixed grid: use noise='counter' or 'tree'")  # fmt: skip
+                         f"steps); solver {solver.name!r} uses a fixed grid: use 'counter' or 'tree'")  # fmt: skip
     if noise == "bridge" and is_sde_process and solver.n_noise != 1:
         raise ValueError(f"noise='bridge' gives one Brownian increment per step; solver {solver.name!r} needs "
                          f"{solver.n_noise} normals per step")  # fmt: skip

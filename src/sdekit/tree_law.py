@@ -9,7 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TREE_STEP", "BRIDGE_STEP", "DEFAULT_DEPTH", "TOL", "SNAP_WINDOW", "SNAP_MAX_LEVEL", "SPLIT", "SPLIT_MEAN", "SPLIT_CHOL"]
+__all__ = [
+    "TREE_STEP",
+    "BRIDGE_STEP",
+    "DEFAULT_DEPTH",
+    "TOL",
+    "SNAP_WINDOW",
+    "SNAP_MAX_LEVEL",
+    "SPLIT",
+    "SPLIT_MEAN",
+    "SPLIT_CHOL",
+]
 
 TREE_STEP = 1 << 61  # counter steps at and above this are reserved for tree nodes (below PRIOR_STEP)
 #: Counter steps ``BRIDGE_STEP + c`` (``c`` the draw number) are reserved for the fresh draws of the bridge noise

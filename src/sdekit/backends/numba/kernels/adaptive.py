@@ -41,11 +41,11 @@ from types import FunctionType
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from ....bridge_noise import BRIDGE_DEPTH
 from ....errors import NonFiniteError
 from ....progress import progress_bar
 from ....sdes import ProbabilityFlowODE, ReverseSDE
 from ....solvers.adaptive import AdaptiveSDE, Dopri5
-from ....bridge_noise import BRIDGE_DEPTH
 from ....tree_law import DEFAULT_DEPTH, TOL
 from ...adaptive import MIN_STEP_FRACTION
 from ..fused import CALL_SECONDS
@@ -155,8 +155,8 @@ class AdaptiveKernel:
 def _adaptive_sde_task(task, x, ids, skey, c0, c1, stops, save_slot, saved, fp, ip, sp, sparams, lcoef, wshape, extra,
                        nfe, nacc, nrej, status, tfail, splits, block):  # fmt: skip
     """The adaptive reverse-SDE solver (:class:`sdekit.solvers.AdaptiveSDE`) on task ``task``'s share of the
-    samples ``c0 .. c1``; returns the tree splits drawn (bridge noise: the stack merges). The phases are compiled once (cached); this skeleton,
-    which calls the score, is what a RowScore recompiles."""
+    samples ``c0 .. c1``; returns the tree splits drawn (bridge noise: the stack merges). The phases are compiled
+    once (cached); this skeleton, which calls the score, is what a RowScore recompiles."""
     n, d = x.shape
     ntasks = ip[I_NTASKS]
     per = (c1 - c0 + ntasks - 1) // ntasks

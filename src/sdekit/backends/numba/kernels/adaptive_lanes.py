@@ -1,5 +1,5 @@
 """The phases of the fused adaptive kernels (:mod:`sdekit.backends.numba.kernels.adaptive`): lane-wise SDE
-coefficients, tree-node snapping, the PI controller, lane refills, the noise of a step (tree, bridge or counter), and the stages, error norms
+coefficients, tree-node snapping, the PI controller, lane refills, the noise of a step, and the stages, error norms
 and accept/reject of the Heun (``adaptive``) and Dormand--Prince (``dopri5``) attempts.
 
 Every function works on ``block`` lanes stored last (``(d, block)``), one sample per lane, each lane with its own
@@ -14,13 +14,13 @@ import math
 import numpy as np
 from numba import njit
 
-from ....bridge_noise import BRIDGE_DEPTH, BRIDGE_RTOL
 from ....controllers import ERR_FLOOR
 from ....sdes import EDMSDE, VESDE, VPSDE, SubVPSDE
-from ....tree_law import BRIDGE_STEP, SNAP_MAX_LEVEL, SNAP_WINDOW, TREE_STEP
+from ....tree_law import SNAP_MAX_LEVEL, SNAP_WINDOW, TREE_STEP
 from ..noise import fill_components, sample_key, stream_key
 from ..tree import chain_advance, chain_copy, chain_heap, chain_reset, chain_split
 from ..vecmath import exp_nonpos, exp_vec, expm1_nonpos, log_pos
+from .bridge_lanes import bridge_increments
 
 __all__ = [
     "SDE_KINDS",
@@ -56,7 +56,6 @@ __all__ = [
 
 SDE_KINDS = {VPSDE: 0, SubVPSDE: 1, VESDE: 2, EDMSDE: 3}
 _TREE_STEP = np.uint64(TREE_STEP)
-_BRIDGE_STEP = np.uint64(BRIDGE_STEP)
 _ONE_M_WINDOW = 1.0 - SNAP_WINDOW
 
 # float parameters (fp) and integer parameters (ip) of a solve, by index
@@ -275,28 +274,14 @@ def step_ends(L, stops, fp, ip, lf, li):
 def step_noise(L, fp, ip, lf, li, key, z, lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi, wp, yp, qw, qy,
                zs, zz, sc, slist, pend, sks, bt, bw, zb):  # fmt: skip
     """``z[:, l]`` = the Brownian increment of lane ``l``'s step: from its chain of tree nodes (splits of all
-    lanes drawn in vectorised batches), from its bridge-noise stack (``bt``, ``bw``: :func:`bridge_walk`,
-    :func:`bridge_refine`), or ``sqrt|h|`` times counter-based normals at its attempt index.
+    lanes drawn in vectorised batches), from its bridge-noise stack (``bt``, ``bw``:
+    :func:`~sdekit.backends.numba.kernels.bridge_lanes.bridge_increments`), or ``sqrt|h|`` times counter-based
+    normals at its attempt index.
     Returns the number of tree splits drawn (bridge noise: of stack merges)."""
     d = z.shape[0]
     nsplit = 0
     if ip[I_NOISE] == NOISE_BRIDGE:
-        ns = 0
-        for l in range(L):
-            nsplit += bridge_walk(l, lf, li, z, bt, bw)
-            if li[BP, l] >= -1:  # not covered: a fresh draw
-                slist[ns] = l
-                sks[ns] = stream_key(key[l], _BRIDGE_STEP + np.uint64(li[BC, l]))
-                li[BC, l] += 1
-                ns += 1
-        if ns > 0:
-            fill_components(sks, ns, 0, zb)
-            for q in range(ns):
-                bridge_refine(slist[q], q, lf, li, z, bt, bw, zb)
-        for l in range(L):
-            sq = math.sqrt(lf[HH, l])
-            for j in range(d):
-                z[j, l] = sq * (z[j, l] / sq)
+        return bridge_increments(L, lf[HH], lf[BS], li[BK], li[BC], li[BU], li[BP], key, z, bt, bw, zb, slist, sks)
     elif ip[I_NOISE] == NOISE_TREE:
         lo, Lsp, tol, depth = fp[F_LO], fp[F_L], fp[F_TOL], ip[I_DEPTH]
         npend = L
@@ -333,86 +318,6 @@ def step_noise(L, fp, ip, lf, li, key, z, lev, pos, mk, ib, wa, ya, ndw, nin, dw
             for l in range(L):
                 zj[l] = math.sqrt(lf[HH, l]) * zj[l]
     return nsplit
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def bridge_walk(l, lf, li, z, bt, bw):
-    """Lane ``l``'s attempt over its stack (:class:`sdekit.bridge_noise.BridgeNoise.increment`, the same operations):
-    ``z[:, l]`` = the sum of the whole pieces that fit, top first; ``li[BP, l]`` = the piece to split (``-1``: none
-    left, a new piece) or ``-2`` when covered, ``lf[BS, l]`` = the rest. Merges the two bottom pieces of a full
-    stack first; returns the merges (0 or 1)."""
-    d = z.shape[0]
-    k = li[BK, l]
-    merged = 0
-    if k >= BRIDGE_DEPTH:
-        bt[l, 0] += bt[l, 1]
-        for j in range(d):
-            bw[l, 0, j] += bw[l, 1, j]
-        for q in range(1, k - 1):
-            bt[l, q] = bt[l, q + 1]
-            for j in range(d):
-                bw[l, q, j] = bw[l, q + 1, j]
-        k -= 1
-        li[BK, l] = k
-        merged = 1
-    hh = lf[HH, l]
-    hi = hh * (1.0 + BRIDGE_RTOL)
-    lo = hh * (1.0 - BRIDGE_RTOL)
-    for j in range(d):
-        z[j, l] = 0.0
-    acc = 0.0
-    p = k - 1
-    covered = False
-    while p >= 0:
-        tau = bt[l, p]
-        if not (acc + tau <= hi):
-            break
-        for j in range(d):
-            z[j, l] += bw[l, p, j]
-        acc += tau
-        p -= 1
-        if not (acc < lo):
-            covered = True
-            break
-    li[BU, l] = k - 1 - p
-    li[BP, l] = -2 if covered else p
-    lf[BS, l] = hh - acc
-    return merged
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def bridge_refine(l, q, lf, li, z, bt, bw, zb):
-    """Lane ``l``'s uncovered rest ``s``: split piece ``li[BP, l]`` at ``s`` by the Brownian bridge (or put a new piece
-    ``(s, sqrt(s) xi)`` below all others), with the fresh draw ``xi = zb[:, q]``; adds the part to ``z[:, l]``."""
-    d = z.shape[0]
-    p = li[BP, l]
-    s = lf[BS, l]
-    k = li[BK, l]
-    at = p + 1
-    for v in range(k - 1, at - 1, -1):  # pieces from ``at`` up move up one
-        bt[l, v + 1] = bt[l, v]
-        for j in range(d):
-            bw[l, v + 1, j] = bw[l, v, j]
-    if p >= 0:
-        tau = bt[l, p]
-        r = s / tau
-        sd = math.sqrt(s * (tau - s) / tau)
-        for j in range(d):
-            a = r * bw[l, p, j] + sd * zb[j, q]
-            bw[l, at, j] = a
-            bw[l, p, j] = bw[l, p, j] - a
-            z[j, l] += a
-        bt[l, at] = s
-        bt[l, p] = tau - s
-    else:
-        sq = math.sqrt(s)
-        for j in range(d):
-            a = sq * zb[j, q]
-            bw[l, 0, j] = a
-            z[j, l] += a
-        bt[l, 0] = s
-    li[BK, l] = k + 1
-    li[BU, l] += 1
 
 
 @njit(cache=True, error_model="numpy")
