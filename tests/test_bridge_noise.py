@@ -184,6 +184,8 @@ def test_fused_kernel_matches_numpy(density):
         assert a.stats[key] == b.stats[key], (key, a.stats[key], b.stats[key])
     assert np.max(np.abs(a.x - b.x)) <= 1e-10 * max(1.0, float(np.max(np.abs(a.x))))
     np.testing.assert_allclose(b.xs, a.xs, rtol=1e-10, atol=1e-10)
+    auto = sample(sde, density.score(sde), n=8, solver="adaptive", rtol=5e-2, seed=1, noise="bridge")
+    assert auto.stats["backend"] == "numba" and auto.stats["kernel"] == "fused adaptive_sde"
 
 
 def test_torch_runs_the_same_loop():
