@@ -257,9 +257,10 @@ def solve(
         ``"bridge"`` (adaptive SDE solvers only): each sample keeps the increments it has drawn ahead of its
         time and refines them by Brownian bridges after a rejection (:mod:`sdekit.bridge_noise`, rejection
         sampling with memory): the exact law at one draw per attempt at most, but the path depends on the
-        sample's step sequence (another tolerance sees another path). ``None``: ``"tree"`` for adaptive SDE
-        solvers (redrawing fresh noise after a rejection selects the noise and biases the law), ``"counter"``
-        otherwise.
+        sample's step sequence (another tolerance sees another path). ``None``: ``"bridge"`` for adaptive SDE
+        solvers (exact law at about the cost of fresh noise; redrawing fresh noise after a rejection, as
+        ``"counter"`` does, selects the noise and biases the law; ``"tree"`` when the same path at every
+        tolerance matters), ``"counter"`` otherwise.
     cond : dict, optional
         Per-sample conditioning: keyword name -> array or tensor with leading dimension ``n`` (labels, embeddings).
         The score is called ``score(x, t, **cond)`` with the rows it is given (adaptive loops pass subsets, and
@@ -296,7 +297,7 @@ def solve(
     if isinstance(process, ReverseSDE) and t1 > t0:
         raise ValueError(f"a reverse-time SDE integrates backwards in time (t1 < t0); got t0={t0}, t1={t1}")
     if noise is None:
-        noise = "tree" if solver.adaptive and is_sde_process else "counter"
+        noise = "bridge" if solver.adaptive and is_sde_process else "counter"
     if noise not in NOISE_NAMES:
         raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
     if noise == "bridge" and not solver.adaptive:
