@@ -47,7 +47,7 @@ def timed(proc, x0, solver, repeats, **kw):
 def host_loop(proc, x0, solver, repeats, **kw):
     """The per-attempt host loop, selected by refusing the device loop for this call."""
     supports = torch_adaptive.supports
-    torch_adaptive.supports = lambda job: False
+    torch_adaptive.supports = lambda job, sync_every=None: False
     try:
         return timed(proc, x0, solver, repeats, **kw)
     finally:

@@ -46,8 +46,9 @@ def test_adaptive_sde_meets_tolerance_pathwise():
     ref = _pathwise_reference(sde, score, x_T, 3)
     errs, nfes = [], []
     for rtol in (1e-1, 3e-2, 1e-2):
-        sol = solve(sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=rtol, atol=rtol / 10, seed=3,
-                    noise="tree")
+        sol = solve(
+            sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=rtol, atol=rtol / 10, seed=3, noise="tree"
+        )
         errs.append(np.sqrt(np.mean((sol.x - ref) ** 2)))
         nfes.append(sol.stats["nfe_mean"])
         assert errs[-1] < 5 * (rtol + rtol / 10), (rtol, errs)
@@ -165,8 +166,9 @@ def test_adaptive_save_at_is_on_the_path():
     score = DATA.score(sde)
     x_T = sde.prior_sample((100, 2), seed=3)
     t_mid = 0.3
-    sol = solve(sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=1e-2, atol=1e-3, seed=3, save_at=[t_mid],
-                noise="tree")
+    sol = solve(
+        sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=1e-2, atol=1e-3, seed=3, save_at=[t_mid], noise="tree"
+    )
     # the tree of the adaptive solve spans [T, eps]; a fixed-grid tree solve over [T, t_mid] with the same span
     # reads the same path only if its tree has the same span, so the reference runs to eps and saves t_mid
     grid = np.linspace(sde.T, sde.eps, 2**11 + 1)

@@ -25,13 +25,14 @@ CASES = [
 
 def host_loop(monkeypatch):
     """Route torch adaptive solves to the per-attempt host loop (the reference)."""
-    monkeypatch.setattr(torch_adaptive, "supports", lambda job: False)
+    monkeypatch.setattr(torch_adaptive, "supports", lambda job, sync_every=None: False)
 
 
 def _solve_pair(monkeypatch, sde, density, solver, process, kw, n=60, **extra):
     score = density.score(sde)
     common = dict(n=n, solver=solver, process=process, seed=5, dtype=torch.float64, **kw, **extra)
-    dev = sample(sde, score, **common)
+    with torch_options(sync_every=torch_adaptive.DEFAULT_SYNC_EVERY):  # bridge noise: the device loop on CPU too
+        dev = sample(sde, score, **common)
     with monkeypatch.context() as m:
         host_loop(m)
         host = sample(sde, score, **common)
@@ -172,8 +173,13 @@ def test_fallbacks_callback_and_tree_noise_run_the_host_loop():
     assert seen and "host_reads" not in sol.stats
     tree = sample(sde, score, n=10, solver="adaptive", seed=1, dtype=torch.float64, noise="tree")
     assert "host_reads" not in tree.stats and torch.isfinite(tree.x).all()
-    default = sample(sde, score, n=10, solver="adaptive", seed=1, dtype=torch.float64)  # bridge noise: on device
-    assert "host_reads" in default.stats and "bridge_merges" in default.stats
+    # the default bridge noise: the host loop for CPU tensors, unless sync_every asks for device-side control
+    default = sample(sde, score, n=10, solver="adaptive", seed=1, dtype=torch.float64)
+    assert "host_reads" not in default.stats and "bridge_merges" in default.stats
+    with torch_options(sync_every=4):
+        on_device = sample(sde, score, n=10, solver="adaptive", seed=1, dtype=torch.float64)
+    assert "host_reads" in on_device.stats and on_device.stats["accepted"] == default.stats["accepted"]
+    np.testing.assert_allclose(on_device.x.numpy(), default.x.numpy(), rtol=0, atol=1e-12)
 
 
 def test_torch_bridge_stacks_equal_numpy_under_selection():

@@ -232,7 +232,8 @@ def run(job):
     # every torch loop obeys one autograd policy: no graph unless torch_options(differentiable=True)
     if solver.adaptive:
         with grad_mode():
-            if torch_adaptive.supports(job):  # accept/reject as device-side masks, a host read every k attempts
+            # accept/reject as device-side masks, a host read every k attempts at most
+            if torch_adaptive.supports(job, opts.sync_every):
                 return torch_adaptive.run(job, opts.sync_every)
             return adaptive_loop.run(job)  # the array-generic loop (per-attempt host control)
     if job.noise == "tree" and job.stochastic:  # the array-generic loop with Brownian-tree noise
