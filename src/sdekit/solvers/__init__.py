@@ -66,4 +66,6 @@ from .restart import Restart  # noqa: E402
 from .sa_solver import SASolver  # noqa: E402
 from .unipc import UniPC  # noqa: E402
 
-__all__ += ["IPNDM", "IPNDMV", "DEIS", "UniPC", "Restart", "SASolver", "AnalyticFirstStep"]
+from .dpm_adaptive import DPMSolverAdaptive  # noqa: E402
+
+__all__ += ["DPMSolverAdaptive", "IPNDM", "IPNDMV", "DEIS", "UniPC", "Restart", "SASolver", "AnalyticFirstStep"]
