@@ -13,6 +13,7 @@ from .base import (
     register_preset,
     registry_rows,
 )
+from .dpm_adaptive import DPMSolverAdaptive
 from .dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M
 from .edm import EDMSampler
 from .runge_kutta import Euler, Heun, RK4Solver, RungeKutta, rk_step
@@ -52,6 +53,7 @@ __all__ = [
     "DPMSolverPP2MSDE",
     "AdaptiveSDE",
     "Dopri5",
+    "DPMSolverAdaptive",
 ]
 
 from .exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE  # noqa: E402
@@ -66,6 +68,4 @@ from .restart import Restart  # noqa: E402
 from .sa_solver import SASolver  # noqa: E402
 from .unipc import UniPC  # noqa: E402
 
-from .dpm_adaptive import DPMSolverAdaptive  # noqa: E402
-
-__all__ += ["DPMSolverAdaptive", "IPNDM", "IPNDMV", "DEIS", "UniPC", "Restart", "SASolver", "AnalyticFirstStep"]
+__all__ += ["IPNDM", "IPNDMV", "DEIS", "UniPC", "Restart", "SASolver", "AnalyticFirstStep"]
