@@ -29,7 +29,7 @@ error): Gustafsson's PI controller with the exponents ``0.7/k``, ``0.4/k`` recom
 ODEs II", sec. IV.2) for an error of order ``k = 3`` (:class:`sdekit.controllers.PIController`). Measured on the
 benchmark targets (EDM, n = 4000): against the I controller ``0.9 h E^(-1/3)`` (k-diffusion's default is an I
 controller too) it cuts the rejected attempts from 3--5 to about 1 per sample and reaches a given pathwise error
-with 15--25% fewer NFE.
+with 10--20% fewer NFE.
 
 Cost: ``eps(x, s)`` is kept in the carry, so an attempt costs 2 new evaluations (``e1``, ``e2``) and an
 acceptance 1 more (``eps`` at the new point, the next attempt's ``e0``): 3 per accepted step, 2 per rejected one.
