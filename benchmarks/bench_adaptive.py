@@ -11,12 +11,12 @@ samples; the Monte Carlo floor (exact samples of the same size, mean of 3 draws)
 solver starts from the same prior draws (``sample_ids`` 0..n-1, seed 0).
 
 Part 1 -- cost per sample-NFE (wall / (n x NFE per sample)) of Euler--Maruyama (200 steps) and ``adaptive`` (rtol
-0.05, tree and counter noise) on each backend: numba (fused kernels), numpy, torch (CPU; the adaptive loop of
+0.05, tree, bridge and counter noise) on each backend: numba (fused kernels), numpy, torch (CPU; the adaptive loop of
 :mod:`sdekit.backends.adaptive` on tensors).
 
 Part 2 -- NFE and wall time to EM-1000's error: EM on 1000 steps (and 4000) against ``adaptive`` over a sweep of
-rtol (atol = rtol / 10, tree noise) on the default backend (numba); the first rtol whose W2 is within EM-1000's
-(resp. EM-4000's) is the "equal error" row.
+rtol (atol = rtol / 10, tree and bridge noise: ``--noises``) on the default backend (numba); the first rtol whose
+W2 is within EM-1000's (resp. EM-4000's) is the "equal error" row.
 
 Part 3 -- the peer: k-diffusion's ``sample_dpm_adaptive`` (order 3, its PID controller, one step size for the
 whole batch) on the same target written in sigma under the EDM SDE (``x = x0 + sigma z``), ODE (``eta = 0``) and
@@ -30,9 +30,9 @@ in; they run the numpy adaptive loop (the fused kernels integrate in the process
 (:mod:`sdekit.solvers.dpm_adaptive`), with noise prediction (k-diffusion's formulas) and data prediction
 (DPM-Solver++); numpy adaptive loop. ``--ode-only`` skips the SDE rows.
 
-Run: ``PYTHONPATH=src python benchmarks/bench_adaptive.py [--n 100000] [--quick] [--parts 3 --ode-only]`` (numba
-kernels compile once and are cached on disk; the first run adds their compilation, which is not timed: every timed
-call follows a warm-up call on a few samples).
+Run: ``PYTHONPATH=src python benchmarks/bench_adaptive.py [--n 100000] [--quick] [--parts 12] [--noises bridge]
+[--ode-only]`` (numba kernels compile once and are cached on disk; the first run adds their compilation, which is
+not timed: every timed call follows a warm-up call on a few samples).
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ def part1(n, quick):
         cases.append(("adaptive", "counter", dict(rtol=0.05, atol=0.005)))
         if backend != "torch" or not quick:
             cases.append(("adaptive", "tree", dict(rtol=0.05, atol=0.005)))
+        cases.append(("adaptive", "bridge", dict(rtol=0.05, atol=0.005)))
         for solver, noise, kw in cases:
             if backend == "torch" and noise == "tree":
                 continue  # the tree's compiled chains are numpy/numba; torch tree noise runs in python
@@ -121,7 +122,7 @@ def part1(n, quick):
             print(f"| {backend} | {solver} | {noise} | {m} | {nfe:.1f} | {wall:.3f} | {cost:.0f} |")
 
 
-def part2(n, quick):
+def part2(n, quick, noises=("tree", "bridge")):
     sde = VPSDE()
     for name, make in TARGETS.items():
         dens = make()
@@ -134,10 +135,11 @@ def part2(n, quick):
         for steps in (1000,) if quick else (1000, 4000):
             x, nfe, wall = run(sde, dens, x_T, "euler_maruyama", steps=steps)
             print(f"| euler_maruyama | {steps} steps | {nfe:.0f} | {wall:.3f} | {moment_w2(x, dens, 1e-3, sde):.2e} |")
-        for rtol in (0.2, 0.1, 0.05, 0.02, 0.01) if not quick else (0.1, 0.02):
-            x, nfe, wall = run(sde, dens, x_T, "adaptive", rtol=rtol, atol=rtol / 10)
-            w2 = moment_w2(x, dens, 1e-3, sde)
-            print(f"| adaptive (tree) | rtol {rtol:g} | {nfe:.1f} | {wall:.3f} | {w2:.2e} |")
+        for noise in noises:
+            for rtol in (0.2, 0.1, 0.05, 0.02, 0.01) if not quick else (0.1, 0.02):
+                x, nfe, wall = run(sde, dens, x_T, "adaptive", rtol=rtol, atol=rtol / 10, noise=noise)
+                w2 = moment_w2(x, dens, 1e-3, sde)
+                print(f"| adaptive ({noise}) | rtol {rtol:g} | {nfe:.1f} | {wall:.3f} | {w2:.2e} |")
 
 
 def part3(n, quick, ode_only=False):
@@ -219,12 +221,13 @@ def main():
     ap.add_argument("--n-peer", type=int, default=20_000)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--parts", default="123")
+    ap.add_argument("--noises", default="tree,bridge", help="noise of the adaptive rows of part 2 (comma-separated)")
     ap.add_argument("--ode-only", action="store_true", help="part 3: the probability-flow ODE rows only")
     args = ap.parse_args()
     if "1" in args.parts:
         part1(args.n, args.quick)
     if "2" in args.parts:
-        part2(args.n, args.quick)
+        part2(args.n, args.quick, tuple(args.noises.split(",")))
     if "3" in args.parts:
         part3(args.n_peer, args.quick, args.ode_only)
 

@@ -16,7 +16,11 @@ from sdekit.controllers import PIController  # noqa: E402
 
 DATA = Gaussian(mean=[0.5, -1.0, 2.0], cov=[[0.3, 0.1, 0.0], [0.1, 0.5, -0.2], [0.0, -0.2, 0.4]])
 MIX = GaussianMixture([0.6, 0.4], [[1.0, 0.0], [-1.5, 0.5]], [[0.2, 0.1], [0.3, 0.05]])
-CASES = [("adaptive", "sde", {"noise": "counter", "rtol": 0.2, "atol": 0.02}), ("dopri5", "ode", {"rtol": 1e-4})]
+CASES = [
+    ("adaptive", "sde", {"noise": "counter", "rtol": 0.2, "atol": 0.02}),
+    ("adaptive", "sde", {"noise": "bridge", "rtol": 0.2, "atol": 0.02}),
+    ("dopri5", "ode", {"rtol": 1e-4}),
+]
 
 
 def host_loop(monkeypatch):
@@ -166,8 +170,39 @@ def test_fallbacks_callback_and_tree_noise_run_the_host_loop():
     sol = sample(sde, score, n=10, solver="adaptive", seed=1, dtype=torch.float64, noise="counter",
                  callback=lambda info: seen.append(info["step"]))  # fmt: skip
     assert seen and "host_reads" not in sol.stats
-    tree = sample(sde, score, n=10, solver="adaptive", seed=1, dtype=torch.float64)  # default noise: the tree
+    tree = sample(sde, score, n=10, solver="adaptive", seed=1, dtype=torch.float64, noise="tree")
     assert "host_reads" not in tree.stats and torch.isfinite(tree.x).all()
+    default = sample(sde, score, n=10, solver="adaptive", seed=1, dtype=torch.float64)  # bridge noise: on device
+    assert "host_reads" in default.stats and "bridge_merges" in default.stats
+
+
+def test_torch_bridge_stacks_equal_numpy_under_selection():
+    # drive both stacks with the same steps and data-dependent rejections (what biases fresh noise), on a
+    # shallow depth so that overflow merges happen too: the same increments, stacks and counters
+    from sdekit.backends.torch_bridge import TorchBridge
+    from sdekit.backends.torch_noise import TorchNormals
+    from sdekit.bridge_noise import BridgeNoise
+
+    n, size, depth = 40, 3, 3
+    ids = np.arange(100, 100 + n)
+    ref = BridgeNoise(7, ids, size, depth=depth)
+    dev = TorchBridge(n, size, "cpu", depth=depth)
+    dev.reserve(depth)
+    normals = TorchNormals(7, ids, "cpu", torch.float64)
+    h = np.full(n, 2.0**-4)
+    for _ in range(60):
+        active = np.ones(n, dtype=bool)
+        d_ref = ref.increment(np.arange(n), h)
+        d_dev = dev.increment(torch.as_tensor(active), torch.as_tensor(h), normals)
+        np.testing.assert_allclose(d_dev.numpy(), d_ref, rtol=0, atol=1e-14)
+        accept = np.abs(d_ref[:, 0]) < 0.8 * np.sqrt(h)
+        ref.accept(np.flatnonzero(accept))
+        ref.reject(np.flatnonzero(~accept))
+        dev.settle(torch.as_tensor(accept))
+        h = np.where(accept, np.minimum(2.0 * h, 2.0**-2), 0.5 * h)
+        for a, b in ((dev.k, ref.k), (dev.count, ref.count), (dev.merges, ref.merges)):
+            np.testing.assert_array_equal(a.numpy(), b)
+    assert ref.merges.sum() > 0 and ref.count.min() > 10
 
 
 def test_float32_and_conditioning():

@@ -30,7 +30,7 @@ __all__ = ["solve", "sample", "tweedie_denoise", "Job"]
 
 #: Every valid ``backend=`` value (``"auto"`` and the registered backends, see :mod:`sdekit.backends.registry`).
 BACKEND_NAMES = backend_names()
-NOISE_NAMES = ("counter", "tree")
+NOISE_NAMES = ("counter", "tree", "bridge")
 
 
 def _check_array(name, x):
@@ -171,7 +171,8 @@ def _initial_state(sde, shape, seed, backend, score, device, dtype, sample_ids=N
 
 def _pick_backend(backend, x0, score, solver, needs):
     """The backend that runs the solve. ``needs``: capabilities the solve requires (``adaptive``,
-    ``tree_noise``); ``"auto"`` takes the first registered backend that fits ``x0``, the score and them."""
+    ``tree_noise``, ``bridge_noise``); ``"auto"`` takes the first registered backend that fits ``x0``, the score
+    and them."""
     if backend not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKEND_NAMES)}")
     library = "torch" if _xp.is_torch(x0) else "numpy"
@@ -194,7 +195,9 @@ def _pick_backend(backend, x0, score, solver, needs):
         raise TypeError(f"backend={backend!r} needs x0 as {want}, got {got}{hint}")
     for capability in needs:
         if not getattr(entry, capability):
-            what = f"adaptive solver {solver.name!r}" if capability == "adaptive" else "noise='tree'"
+            what = f"adaptive solver {solver.name!r}"
+            if capability != "adaptive":
+                what = f"noise={capability.removesuffix('_noise')!r}"
             able = [name for name, b in BACKENDS.items() if getattr(b, capability)]
             raise ValueError(f"{what} runs on the {' and '.join(able)} backends, got backend={backend!r}")
     return backend
@@ -248,11 +251,16 @@ def solve(
     rtol, atol : float, optional
         Tolerances of adaptive solvers (``adaptive``, ``dopri5``); default: the solver's own. Adaptive solvers
         need neither ``steps`` nor ``grid`` and give each sample its own step sizes.
-    noise : {None, "counter", "tree"}
+    noise : {None, "counter", "tree", "bridge"}
         ``"counter"``: fresh normals per step from ``(seed, i, step)``. ``"tree"``: one Brownian path per
         sample (:mod:`sdekit.brownian`), so different grids (and adaptive retries) see the same path.
-        ``None``: ``"tree"`` for adaptive SDE solvers (redrawing fresh noise after a rejection selects the
-        noise and biases the law), ``"counter"`` otherwise.
+        ``"bridge"`` (adaptive SDE solvers only): each sample keeps the increments it has drawn ahead of its
+        time and refines them by Brownian bridges after a rejection (:mod:`sdekit.bridge_noise`, rejection
+        sampling with memory): the exact law at one draw per attempt at most, but the path depends on the
+        sample's step sequence (another tolerance sees another path). ``None``: ``"bridge"`` for adaptive SDE
+        solvers (exact law at about the cost of fresh noise; redrawing fresh noise after a rejection, as
+        ``"counter"`` does, selects the noise and biases the law; ``"tree"`` when the same path at every
+        tolerance matters), ``"counter"`` otherwise.
     cond : dict, optional
         Per-sample conditioning: keyword name -> array or tensor with leading dimension ``n`` (labels, embeddings).
         The score is called ``score(x, t, **cond)`` with the rows it is given (adaptive loops pass subsets, and
@@ -289,9 +297,15 @@ def solve(
     if isinstance(process, ReverseSDE) and t1 > t0:
         raise ValueError(f"a reverse-time SDE integrates backwards in time (t1 < t0); got t0={t0}, t1={t1}")
     if noise is None:
-        noise = "tree" if solver.adaptive and is_sde_process else "counter"
+        noise = "bridge" if solver.adaptive and is_sde_process else "counter"
     if noise not in NOISE_NAMES:
         raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
+    if noise == "bridge" and not solver.adaptive:
+        raise ValueError(f"noise='bridge' is defined for adaptive solvers (it refines the increments of rejected "
+                         f"steps); solver {solver.name!r} uses a fixed grid: use 'counter' or 'tree'")  # fmt: skip
+    if noise == "bridge" and is_sde_process and solver.n_noise != 1:
+        raise ValueError(f"noise='bridge' gives one Brownian increment per step; solver {solver.name!r} needs "
+                         f"{solver.n_noise} normals per step")  # fmt: skip
     solver.check_process(process)
     if solver.adaptive:
         if steps is not None or grid is not None:
@@ -315,8 +329,8 @@ def solve(
         score = ConditionedScore(score, cond, n)
         process = type(process)(process.sde, score)
     needs = {"adaptive": True} if solver.adaptive else {}
-    if noise == "tree" and is_sde_process:
-        needs["tree_noise"] = True
+    if noise in ("tree", "bridge") and is_sde_process:
+        needs[f"{noise}_noise"] = True
     name = _pick_backend(backend, x0, score, solver, needs)
     entry = get_backend(name)
     log_snr = solver.adaptive and getattr(solver, "time", "t") == "log_snr"
@@ -473,7 +487,7 @@ def sample(
         Where and in which dtype to draw ``x_T`` when it is not given and the torch backend runs (``backend="torch"``,
         or ``"auto"`` with a torch-module score or either keyword given). Default: the device and dtype of the
         score module's parameters, else CPU float32.
-    noise : {None, "counter", "tree"}
+    noise : {None, "counter", "tree", "bridge"}
         Noise source of SDE solvers (see :func:`solve`).
     sample_ids : (n,) integers, optional
         Global ids of the samples (default ``0 .. n-1``): sample ``i``'s prior draw and noise depend only on

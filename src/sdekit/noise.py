@@ -18,7 +18,9 @@ batch of 10 or of 10**6, in any chunking and with any number of threads, and num
 to round-off (they differ only in the last bits of ``log``/``cos``/``sin``).
 
 Steps: solvers use ``k = 0, 1, ...`` for the k-th step of a grid; a solver that needs ``m`` normals per
-component and step reads components ``j in [0, m * size)``. The prior uses the reserved step ``PRIOR_STEP``.
+component and step reads components ``j in [0, m * size)``. The prior uses the reserved step ``PRIOR_STEP``
+(``2^62``); Brownian-tree nodes use ``TREE_STEP + heap index`` (``TREE_STEP = 2^61``) and the bridge noise's
+draws ``BRIDGE_STEP + c`` (``BRIDGE_STEP = 2^61 + 2^60``, :mod:`sdekit.tree_law`).
 """
 
 from __future__ import annotations

@@ -9,9 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TREE_STEP", "DEFAULT_DEPTH", "TOL", "SNAP_WINDOW", "SNAP_MAX_LEVEL", "SPLIT", "SPLIT_MEAN", "SPLIT_CHOL"]
+__all__ = [
+    "TREE_STEP",
+    "BRIDGE_STEP",
+    "DEFAULT_DEPTH",
+    "TOL",
+    "SNAP_WINDOW",
+    "SNAP_MAX_LEVEL",
+    "SPLIT",
+    "SPLIT_MEAN",
+    "SPLIT_CHOL",
+]
 
 TREE_STEP = 1 << 61  # counter steps at and above this are reserved for tree nodes (below PRIOR_STEP)
+#: Counter steps ``BRIDGE_STEP + c`` (``c`` the draw number) are reserved for the fresh draws of the bridge noise
+#: (:mod:`sdekit.bridge_noise`): above the tree's node steps (``TREE_STEP + heap index < TREE_STEP + 2^41``), below
+#: ``PRIOR_STEP = 2^62``.
+BRIDGE_STEP = (1 << 61) + (1 << 60)
 DEFAULT_DEPTH = 40
 #: A query within ``TOL L`` of a node time reads that node's value. Node times at depth <= 40 are at least
 #: ``2^-40 L = 9.1e-13 L`` apart (more than ``2 TOL``), so no query is near two of them.

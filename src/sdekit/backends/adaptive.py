@@ -15,7 +15,14 @@ counter-based generator, fresh for every attempt as in Jolicoeur-Martineau et al
 the attempt reads the increment of sample ``i``'s Brownian path over its own ``[t, t + h]``
 (:class:`sdekit.brownian.BrownianTree`), so a rejected step's retry stays on the same path. Tree steps end on
 shallow node times of the tree (:func:`sdekit.brownian.snap_step`: a step shortened by at most a quarter), which
-the per-sample walker :class:`sdekit.brownian.BrownianPaths` reaches in about two splits per attempt.
+the per-sample walker :class:`sdekit.brownian.BrownianPaths` reaches in about two splits per attempt. With
+``noise="bridge"`` the attempt reads its increment from sample ``i``'s stack of drawn future increments
+(:class:`sdekit.bridge_noise.BridgeNoise`, refined by Brownian bridges, kept on rejection): the exact law at
+one draw per attempt at most, on a path that depends on the sample's own step sequence. Its steps end on the
+same shallow dyadic times as the tree's: the step ends (and the durations of the pieces) are then exact, so a
+round-off change of an error norm does not move the noise, and the numpy, torch and compiled loops, and every
+batch, take the same decisions (with unsnapped ends, round-off grows through the step sizes and the bridges by
+about 10x every few attempts).
 
 Progress (``progress=True``): a bar of the time covered, averaged over the samples, in permille of the interval.
 """
@@ -27,6 +34,7 @@ import time
 import numpy as np
 
 from .. import _xp
+from ..bridge_noise import BridgeNoise
 from ..brownian import BrownianPaths, BrownianTree, increment_from, snap_step
 from ..errors import NonFiniteError
 from ..noise import normals_numpy
@@ -87,6 +95,10 @@ def run(job):
     if m and job.noise == "tree":
         tree = BrownianPaths(job.seed, job.sample_ids, t0, t1, size)
         w_now, y_now = tree.query(t0)
+    elif m and job.noise == "bridge":
+        if m != 1:
+            raise ValueError(f"noise='bridge' gives one Brownian increment per step; solver {solver.name!r} needs {m}")
+        tree = BridgeNoise(job.seed, job.sample_ids, size)
     lo = min(t0, t1)
 
     with progress_bar(PROGRESS_UNITS, job.progress, desc=f"{solver.name} (time covered, permille)") as bar:
@@ -111,6 +123,8 @@ def _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe,
     n = x.shape[0]
     shown = 0
     it = 0
+    # ``tree``: the path noise, a BrownianPaths walker or BridgeNoise stacks
+    bridge, tree = (tree, None) if isinstance(tree, BridgeNoise) else (None, tree)
     while True:
         idx = np.flatnonzero(np.abs(t1 - t) > 0.0)
         if idx.size == 0:
@@ -122,7 +136,7 @@ def _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe,
         rem = np.abs(target - t[idx])
         hh = np.minimum(h[idx], rem)
         last = hh >= rem * (1.0 - 1e-12)
-        if tree is not None:  # land on a shallow node of the tree (a step shortened by at most a quarter)
+        if tree is not None or bridge is not None:  # land on a shallow dyadic time (shortened by at most 1/4)
             t_next = np.where(last, target, snap_step(t[idx], hh, direction, lo, span))
         else:
             t_next = np.where(last, target, t[idx] + direction * hh)
@@ -133,7 +147,9 @@ def _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe,
 
         z = None
         if m:
-            if tree is not None:
+            if bridge is not None:
+                fields = [bridge.increment(idx, hh) / np.sqrt(hh)[:, None]]
+            elif tree is not None:
                 end = tree.query(t_next, idx)
                 dw, i10 = increment_from(w_now[idx], y_now[idx], end[0], end[1], t_next - t[idx])
                 z0, z1 = BrownianTree.standardise(dw, i10, hh)
@@ -181,8 +197,12 @@ def _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe,
                         rows = landed & (nxt[acc] == i)
                         saved.data[slot][_index(acc[rows], x)] = x_acc[_index(np.flatnonzero(rows), x)]
                 nxt[acc[landed]] += 1
+            if bridge is not None:
+                bridge.accept(acc)
             if tree is not None:
                 w_now[acc], y_now[acc] = end[0][pos], end[1][pos]
+        if bridge is not None and pos.size < idx.size:
+            bridge.reject(idx[~accept])
         small = h[idx] < MIN_STEP_FRACTION * span
         if np.any(small):
             bad = idx[small][0]
@@ -205,6 +225,8 @@ def _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe,
         "nfe_max": int(np.max(nfe)),
         "t_final": t1,
     }
+    if bridge is not None:
+        stats["bridge_merges"] = float(np.mean(bridge.merges))
     if tree is not None:
         stats["tree_splits"] = tree.splits / n
     return stats

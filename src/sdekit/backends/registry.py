@@ -52,6 +52,8 @@ class Backend:
         Runs the adaptive solvers (``dopri5``, ``adaptive``).
     tree_noise : bool
         Runs SDE solvers with ``noise="tree"`` (Brownian-tree noise).
+    bridge_noise : bool
+        Runs adaptive SDE solvers with ``noise="bridge"`` (:mod:`sdekit.bridge_noise`).
     fused_scores : bool
         Runs scores with a compiled form (analytic densities, ``RowScore``) inside fused kernels;
         ``backend="auto"`` prefers it for those scores.
@@ -69,6 +71,7 @@ class Backend:
     array_library: str
     adaptive: bool = False
     tree_noise: bool = False
+    bridge_noise: bool = False
     fused_scores: bool = False
     dtypes: tuple = ("float16", "float32", "float64")
     devices: tuple = ("cpu",)
@@ -138,6 +141,7 @@ register_backend(
         array_library="numpy",
         adaptive=True,
         tree_noise=True,
+        bridge_noise=True,
         description="reference implementation: a vectorised loop over the grid",
     )
 )
@@ -149,6 +153,7 @@ register_backend(
         array_library="numpy",
         adaptive=True,
         tree_noise=True,
+        bridge_noise=True,
         fused_scores=True,
         description="fused whole-trajectory kernels, parallel over samples (a per-step loop for python scores)",
     )
@@ -161,6 +166,7 @@ register_backend(
         array_library="torch",
         adaptive=True,
         tree_noise=True,
+        bridge_noise=True,
         devices=("cpu", "cuda"),
         description="tensors on any device, no host synchronisation inside the fixed-grid loop",
     )

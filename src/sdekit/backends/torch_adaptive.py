@@ -23,9 +23,12 @@ every attempt's error norm on the host to pick the samples that go on), arranged
 * Failures are recorded on the device and raised at the next read: a step-size underflow
   (:class:`sdekit.NonFiniteError` for the first failing sample), ``max_steps`` attempts with samples left.
 
-What it does not take -- a ``callback`` (it sees every attempt's times on the host) and the noise modes that
-walk a per-sample path on the host (``noise="tree"``) -- runs in the host loop, with the same numbers; see
-:func:`supports`.
+* Bridge noise (``noise="bridge"``, the default of adaptive SDE solvers) keeps its stacks on the device
+  (:class:`sdekit.backends.torch_bridge.TorchBridge`, the numpy definition with masks); the step ends are
+  snapped to shallow dyadic times as in the host loop (:func:`sdekit.brownian.snap_step`).
+
+What it does not take -- a ``callback`` (it sees every attempt's times on the host) and the tree's per-sample
+walker (``noise="tree"``) -- runs in the host loop, with the same numbers; see :func:`supports`.
 
 Decisions equal the host loop's on the same torch arithmetic (the same tensors enter the solver); the host
 loop's controller runs in numpy, whose ``pow`` can differ from torch's in the last bit, so a decision on the
@@ -39,9 +42,12 @@ import time
 import numpy as np
 import torch
 
+from ..bridge_noise import BRIDGE_DEPTH
+from ..brownian import snap_step
 from ..errors import NonFiniteError
 from ..progress import progress_bar
 from .adaptive import MIN_STEP_FRACTION, PROGRESS_UNITS, coverage
+from .torch_bridge import TorchBridge
 from .torch_noise import TorchNormals
 
 __all__ = ["run", "supports", "attempts_to_next_read", "DEFAULT_SYNC_EVERY", "IDLE_BUDGET"]
@@ -64,10 +70,10 @@ def attempts_to_next_read(ahead: np.ndarray, k: int) -> int:
 
 
 def supports(job) -> bool:
-    """Whether ``job`` (adaptive, on torch) can run with device-side control: no callback, and counter noise
-    or no noise (an ODE); the others run in the host loop of :mod:`sdekit.backends.adaptive`."""
+    """Whether ``job`` (adaptive, on torch) can run with device-side control: no callback, and counter or
+    bridge noise or no noise (an ODE); the others run in the host loop of :mod:`sdekit.backends.adaptive`."""
     stochastic = bool(job.stochastic and job.solver.n_noise)
-    return job.callback is None and (not stochastic or job.noise == "counter")
+    return job.callback is None and (not stochastic or job.noise in ("counter", "bridge"))
 
 
 class _Saves:
@@ -125,6 +131,13 @@ def run(job, sync_every: int | None = None):
     counts = torch.zeros((3, n), dtype=torch.int64, device=dev)  # nfe, accepted, rejected
     carry, c_nfe = solver.init_carry(process, x, t.to(x.dtype))
     counts[0] += c_nfe
+    bridge = None
+    if ctl.bridge:
+        if ctl.m != 1:
+            raise ValueError(f"noise='bridge' gives one Brownian increment per step; solver {solver.name!r} needs "
+                             f"{ctl.m}")  # fmt: skip
+        bridge = TorchBridge(n, ctl.size, dev)
+    k_max = 0  # the deepest stack at the last read (a stack grows by at most one piece per attempt)
 
     it = reads = shown = 0
     t_host, h_host = np.full(n, t0), np.full(n, h0)
@@ -140,13 +153,22 @@ def run(job, sync_every: int | None = None):
             work = _Work(x, t, h, err_prev, nxt, counts, carry, rows)
             proc = process if idx.size == n else process.restrict(idx)
             normals = TorchNormals(job.seed, job.sample_ids[idx], dev, torch.float64) if ctl.m else None
+            # at most k attempts, fewer when finishing samples would leave the working set idle
             # no more than the attempts made so far either: the step sizes of the first attempts say little
             chunk = attempts_to_next_read(np.abs(t1 - t_host[idx]) / h_host[idx], min(k, max(1, it)))
-            for _ in range(min(chunk, solver.max_steps - it)):
+            chunk = min(chunk, solver.max_steps - it)
+            if bridge is not None:
+                bridge.reserve(min(BRIDGE_DEPTH, k_max + chunk + 1))
+                work.bridge = bridge.take(rows)
+            for _ in range(chunk):
                 ctl.attempt(work, proc, it, normals, stops, saves)
                 it += 1
             work.write_back(x, t, h, err_prev, nxt, counts, carry)
-            t_host, h_host = torch.stack((t, h)).cpu().numpy()  # the host read
+            if bridge is not None:
+                bridge.put(rows, work.bridge)
+            k_now = bridge.k if bridge is not None else torch.zeros_like(t)
+            t_host, h_host, k_host = torch.stack((t, h, k_now.to(torch.float64))).cpu().numpy()  # the host read
+            k_max = int(k_host.max())
             reads += 1
             if bool(work.failed.any()):
                 bad = int(idx[int(torch.nonzero(work.failed)[0, 0])])
@@ -171,6 +193,8 @@ def run(job, sync_every: int | None = None):
         "sync_every": k,
         "wall_time": time.perf_counter() - start,
     }
+    if bridge is not None:
+        stats["bridge_merges"] = float(bridge.merges.double().mean())
     return x, saves.data, int(round(float(np.mean(nfe)))), stats
 
 
@@ -183,6 +207,7 @@ class _Work:
         self.counts = counts[:, rows]
         self.carry = {key: v[rows] for key, v in carry.items()}
         self.failed = torch.zeros(rows.shape[0], dtype=torch.bool, device=rows.device)
+        self.bridge = None  # the rows' bridge stacks (TorchBridge), when the noise is "bridge"
 
     def write_back(self, x, t, h, err_prev, nxt, counts, carry):
         r = self.rows
@@ -208,6 +233,8 @@ class _Control:
         self.rtol = job.solver.rtol if job.rtol is None else float(job.rtol)
         self.atol = job.solver.atol if job.atol is None else float(job.atol)
         self.m = job.solver.n_noise if job.stochastic else 0
+        self.bridge = bool(self.m) and job.noise == "bridge"
+        self.lo = min(t0, t1)
         self.event = tuple(job.x0.shape[1:])
         self.size = int(np.prod(self.event, dtype=np.int64))
         self.last_stop = len(job.grid) - 1
@@ -221,11 +248,17 @@ class _Control:
         rem = torch.abs(target - ts)
         hh = torch.minimum(w.h, rem)
         last = hh >= rem * (1.0 - 1e-12)
-        t_next = torch.where(last, target, ts + self.direction * hh)
+        if self.bridge:  # land on a shallow dyadic time (shortened by at most 1/4), as the host loop does
+            t_next = torch.where(last, target, snap_step(ts, hh, self.direction, self.lo, self.span, xp=torch))
+        else:
+            t_next = torch.where(last, target, ts + self.direction * hh)
         t_next = torch.where(active, t_next, ts)  # a finished row attempts a zero step (discarded)
         hh = torch.abs(t_next - ts)
         z = None
-        if self.m:
+        if self.bridge:
+            dw = w.bridge.increment(active, hh, normals)
+            z = [(dw / torch.sqrt(torch.where(active, hh, 1.0))[:, None]).reshape((-1,) + self.event).to(xs.dtype)]
+        elif self.m:
             zz = normals.normals(it, self.m * self.size)
             z = [zz[:, r * self.size : (r + 1) * self.size].reshape((-1,) + self.event).to(xs.dtype)
                  for r in range(self.m)]  # fmt: skip
@@ -238,6 +271,8 @@ class _Control:
             err = torch.where(finite & torch.isfinite(err), err, torch.inf)
         accept, h_new = solver.controller.propose(hh, err, w.err_prev)
         accept = accept & active
+        if self.bridge:
+            w.bridge.settle(accept)
         w.h = torch.where(active, h_new, w.h)
         w.counts[0] += active * a_nfe
         w.counts[1] += accept

@@ -129,11 +129,21 @@ class TorchNormals:
 
     def normals(self, step: int, size: int) -> torch.Tensor:
         """Standard normals of shape ``(n, size)`` at ``step`` (see the class docstring); a new tensor."""
-        n_pairs = (size + 1) // 2
         n = self.base.shape[0]
         key = self._workspace("key", (n,))
         torch.add(self.base, to_signed((step & MASK64) * GAMMA_STEP), out=key)
         _mix64_(key, self._workspace("key_tmp", (n,)))
+        return self._from_keys(key, size)
+
+    def normals_at(self, steps: torch.Tensor, size: int) -> torch.Tensor:
+        """Standard normals ``(n, size)`` with row ``r`` at its own counter step ``steps[r]`` (an int64 tensor
+        ``(n,)`` on the device, below ``2**63``); with every step equal to ``step`` it is ``normals(step, size)``."""
+        key = mix64_torch(self.base + steps * to_signed(GAMMA_STEP))  # int64 products wrap like uint64
+        return self._from_keys(key, size)
+
+    def _from_keys(self, key: torch.Tensor, size: int) -> torch.Tensor:
+        n_pairs = (size + 1) // 2
+        n = key.shape[0]
         # both words of every pair in one (2, n, n_pairs) array: a single pass of the integer hash, with
         # u1 = u[0] and u2 = u[1] contiguous
         shape = (2, n, n_pairs)

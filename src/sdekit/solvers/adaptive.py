@@ -90,10 +90,14 @@ class AdaptiveSDE(AdaptiveSolver):
     ``x'_prev`` is the previous accepted ``x'``. NFE: 2 per accepted attempt, 1 per rejected one (``F(x, t)``
     is kept). Strong order 1 (the accepted value is stochastic Heun's).
 
-    Noise: by default (``noise=None`` in :func:`sdekit.solve`) the attempts read one Brownian path per sample
-    (``noise="tree"``), so a retry after a rejection sees the same path over a shorter step. The paper's rule,
-    fresh noise for every attempt, is ``noise="counter"``; it biases the law, because rejections select the
-    noise (on a 2-D Gaussian under VP the variance came out 1.4--2.6 times too large at rtol 1e-1 to 1e-3).
+    Noise: by default (``noise=None`` in :func:`sdekit.solve`) ``noise="bridge"``: each sample keeps the
+    increments it has drawn ahead of its time and refines them by Brownian bridges after a rejection
+    (:mod:`sdekit.bridge_noise`, Rackauckas & Nie's rejection sampling with memory), the exact law at about the
+    cost of fresh noise; its path depends on the sample's step sequence. ``noise="tree"`` reads one Brownian
+    path per sample (:mod:`sdekit.brownian`), the same path at every tolerance (pathwise studies), at about three
+    times the bridge's cost. The paper's rule, fresh noise for every attempt, is ``noise="counter"``; it biases
+    the law, because rejections select the noise (on a 2-D Gaussian under VP the variance came out 1.4--2.6
+    times too large at rtol 1e-1 to 1e-3).
 
     ``time="log_snr"`` takes the steps in the log-SNR ``lambda`` (see :class:`AdaptiveSolver`): drift
     ``F dt/dlambda``, diffusion ``g sqrt|dt/dlambda| = sqrt(2) sigma(t)``, the Brownian path in ``lambda``-time.

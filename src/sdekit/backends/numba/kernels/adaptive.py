@@ -16,9 +16,10 @@ in the numpy loop of :mod:`sdekit.backends.adaptive`, which these kernels reprod
    one batch;
 2. each lane's step end: its next stop if within reach, else ``t + h``, landed on a shallow tree node with tree
    noise (:func:`sdekit.brownian.snap_step`, the same arithmetic);
-3. the noise: the lane's counter-based normals at its own attempt index, or the increment of its Brownian path
+3. the noise: the lane's counter-based normals at its own attempt index, the increment of its Brownian path
    from its chain of tree nodes (:mod:`sdekit.backends.numba.tree`), the splits of all lanes drawn in one
-   vectorised batch;
+   vectorised batch, or from its bridge-noise stack (:mod:`sdekit.bridge_noise`: per-lane arrays of pieces that
+   move with the sample when lanes are packed; the fresh draws of all lanes in one batch);
 4. the SDE coefficients and the score's constants at each lane's stage times, in-kernel (VP, sub-VP, VE, EDM:
    the formulas of :mod:`sdekit.sdes` with vectorisable ``exp``/``expm1``/``log``), then the solver's stages,
    its error norm and the controller (:class:`sdekit.controllers.PIController`'s rule; ``err^-beta`` through
@@ -40,6 +41,7 @@ from types import FunctionType
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from ....bridge_noise import BRIDGE_DEPTH
 from ....errors import NonFiniteError
 from ....progress import progress_bar
 from ....sdes import ProbabilityFlowODE, ReverseSDE
@@ -79,6 +81,7 @@ from .adaptive_lanes import (
     NEED,
     NLF,
     NLI,
+    NOISE_BRIDGE,
     NOISE_COUNTER,
     NOISE_NONE,
     NOISE_TREE,
@@ -152,8 +155,8 @@ class AdaptiveKernel:
 def _adaptive_sde_task(task, x, ids, skey, c0, c1, stops, save_slot, saved, fp, ip, sp, sparams, lcoef, wshape, extra,
                        nfe, nacc, nrej, status, tfail, splits, block):  # fmt: skip
     """The adaptive reverse-SDE solver (:class:`sdekit.solvers.AdaptiveSDE`) on task ``task``'s share of the
-    samples ``c0 .. c1``; returns the tree splits drawn. The phases are compiled once (cached); this skeleton,
-    which calls the score, is what a RowScore recompiles."""
+    samples ``c0 .. c1``; returns the tree splits drawn (bridge noise: the stack merges). The phases are compiled
+    once (cached); this skeleton, which calls the score, is what a RowScore recompiles."""
     n, d = x.shape
     ntasks = ip[I_NTASKS]
     per = (c1 - c0 + ntasks - 1) // ntasks
@@ -203,6 +206,10 @@ def _adaptive_sde_task(task, x, ids, skey, c0, c1, stops, save_slot, saved, fp, 
     sc = np.empty((4, d))
     slist = np.empty(B, dtype=np.int64)
     pend = np.empty(B, dtype=np.int64)
+    BD = BRIDGE_DEPTH if ip[I_NOISE] == NOISE_BRIDGE else 1
+    bt = np.empty((B, BD))
+    bw = np.empty((B, BD, d))
+    zb = np.empty((d, B))
     nsplit = 0
     nextrow = s0
     L = 0
@@ -219,7 +226,7 @@ def _adaptive_sde_task(task, x, ids, skey, c0, c1, stops, save_slot, saved, fp, 
         # 2.-3. step ends and their noise
         step_ends(L, stops, fp, ip, lf, li)
         nsplit += step_noise(L, fp, ip, lf, li, key, z, lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi, wp,
-                             yp, qw, qy, zs, zz, sc, slist, pend, sks)  # fmt: skip
+                             yp, qw, qy, zs, zz, sc, slist, pend, sks, bt, bw, zb)  # fmt: skip
         # 4. Euler--Maruyama point, the drift there, Heun's average and the error
         heun_predict(L, fp, ip, sp, lcoef, lf, cn, xb, fb, z, x1b)
         score_lanes(x1b, L, lf[TN], cn, p0, p1, p2, p3, work, sb)
@@ -227,7 +234,7 @@ def _adaptive_sde_task(task, x, ids, skey, c0, c1, stops, save_slot, saved, fp, 
         # 5. accept or reject; finished samples leave their lanes
         L = heun_accept(L, stops, save_slot, saved, x, fp, ip, lf, li, key, xb, fb, xpb, x1b, x2b, ccur, cn, lev,
                         pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi, wp, yp, qw, qy, nfe, nacc, nrej, status,
-                        tfail)  # fmt: skip
+                        tfail, bt, bw)  # fmt: skip
     return nsplit
 
 
@@ -400,7 +407,7 @@ def run_adaptive(job, plan):
     fp[F_MINSTEP] = MIN_STEP_FRACTION * span
     noise = NOISE_NONE
     if job.stochastic:
-        noise = NOISE_TREE if job.noise == "tree" else NOISE_COUNTER
+        noise = {"tree": NOISE_TREE, "bridge": NOISE_BRIDGE}.get(job.noise, NOISE_COUNTER)
     ip = np.zeros(7, dtype=np.int64)
     kind = SDE_KINDS[type(job.process.sde)]
     ip[[I_KIND, I_NOISE, I_DEPTH, I_MAXSTEPS, I_CHECK, I_KLOG]] = (
@@ -448,6 +455,8 @@ def run_adaptive(job, plan):
     }
     if noise == NOISE_TREE:
         stats["tree_splits"] = splits_total / n
+    if noise == NOISE_BRIDGE:
+        stats["bridge_merges"] = splits_total / n
     xs = saved.reshape((len(order),) + tuple(shape)) if order else None
     return x.reshape(shape), xs, int(round(float(np.mean(nfe)))), stats
 

@@ -20,6 +20,7 @@ from ....tree_law import SNAP_MAX_LEVEL, SNAP_WINDOW, TREE_STEP
 from ..noise import fill_components, sample_key, stream_key
 from ..tree import chain_advance, chain_copy, chain_heap, chain_reset, chain_split
 from ..vecmath import exp_nonpos, exp_vec, expm1_nonpos, log_pos
+from .bridge_lanes import bridge_increments
 
 __all__ = [
     "SDE_KINDS",
@@ -29,6 +30,7 @@ __all__ = [
     "NOISE_NONE",
     "NOISE_COUNTER",
     "NOISE_TREE",
+    "NOISE_BRIDGE",
     "sde_params",
     "sde_coef",
     "lane_coef",
@@ -59,7 +61,7 @@ _ONE_M_WINDOW = 1.0 - SNAP_WINDOW
 # float parameters (fp) and integer parameters (ip) of a solve, by index
 F_RTOL, F_ATOL, F_SAFETY, F_BETA1, F_BETA2, F_MINF, F_MAXF, F_H0, F_LO, F_L, F_TOL, F_W, F_DIR, F_MINSTEP = range(14)
 I_KIND, I_NOISE, I_DEPTH, I_MAXSTEPS, I_CHECK, I_KLOG, I_NTASKS = range(7)
-NOISE_NONE, NOISE_COUNTER, NOISE_TREE = 0, 1, 2
+NOISE_NONE, NOISE_COUNTER, NOISE_TREE, NOISE_BRIDGE = 0, 1, 2, 3
 
 
 def sde_params(sde) -> np.ndarray:
@@ -197,10 +199,11 @@ def scatter_drift(P, plist, xb, acur, g2ccur, gs, fb, need):
 
 
 # lane scalars: rows of lf (float) and li (int)
-T, H, EP, TN, HS, HH, ACUR, GCUR, G2CCUR, AN, GN, G2CN, ERR, FIN = range(14)
-NLF = 14
-ROW, NX, ATT, NA, NR, NFE_, NEED, LAST = range(8)
-NLI = 8
+T, H, EP, TN, HS, HH, ACUR, GCUR, G2CCUR, AN, GN, G2CN, ERR, FIN, BS = range(15)
+NLF = 15
+# BK, BC, BU, BP: bridge noise (pieces on the stack, fresh draws so far, pieces the attempt used, piece to split)
+ROW, NX, ATT, NA, NR, NFE_, NEED, LAST, BK, BC, BU, BP = range(12)
+NLI = 12
 
 
 @njit(cache=True, error_model="numpy")
@@ -230,6 +233,9 @@ def refill(L, nextrow, s1, B, x, ids, skey, stops, fp, ip, sp, lcoef, lf, li, ke
         li[NR, l] = 0
         li[NFE_, l] = 1  # the drift at the start
         li[NEED, l] = 1
+        li[BK, l] = 0
+        li[BC, l] = 0
+        li[BU, l] = 0
         lf[ACUR, l], lf[GCUR, l], lf[G2CCUR, l] = lane_coef(
             ip[I_KIND], sp, t0, fp[F_W], ip[I_KLOG], ulam, ucnt, ccur, l
         )
@@ -243,8 +249,8 @@ def refill(L, nextrow, s1, B, x, ids, skey, stops, fp, ip, sp, lcoef, lf, li, ke
 @njit(cache=True, error_model="numpy")
 def step_ends(L, stops, fp, ip, lf, li):
     """Each lane's step end: its next stop when within reach, else ``t + h`` (on a shallow tree node with tree
-    noise, :func:`snap_one`)."""
-    tree = ip[I_NOISE] == NOISE_TREE
+    or bridge noise, :func:`snap_one`)."""
+    tree = ip[I_NOISE] == NOISE_TREE or ip[I_NOISE] == NOISE_BRIDGE
     direction, lo, Lsp = fp[F_DIR], fp[F_LO], fp[F_L]
     for l in range(L):
         t = lf[T, l]
@@ -266,13 +272,17 @@ def step_ends(L, stops, fp, ip, lf, li):
 
 @njit(cache=True, error_model="numpy")
 def step_noise(L, fp, ip, lf, li, key, z, lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi, wp, yp, qw, qy,
-               zs, zz, sc, slist, pend, sks):  # fmt: skip
+               zs, zz, sc, slist, pend, sks, bt, bw, zb):  # fmt: skip
     """``z[:, l]`` = the Brownian increment of lane ``l``'s step: from its chain of tree nodes (splits of all
-    lanes drawn in vectorised batches), or ``sqrt|h|`` times counter-based normals at its attempt index.
-    Returns the number of splits drawn."""
+    lanes drawn in vectorised batches), from its bridge-noise stack (``bt``, ``bw``:
+    :func:`~sdekit.backends.numba.kernels.bridge_lanes.bridge_increments`), or ``sqrt|h|`` times counter-based
+    normals at its attempt index.
+    Returns the number of tree splits drawn (bridge noise: of stack merges)."""
     d = z.shape[0]
     nsplit = 0
-    if ip[I_NOISE] == NOISE_TREE:
+    if ip[I_NOISE] == NOISE_BRIDGE:
+        return bridge_increments(L, lf[HH], lf[BS], li[BK], li[BC], li[BU], li[BP], key, z, bt, bw, zb, slist, sks)
+    elif ip[I_NOISE] == NOISE_TREE:
         lo, Lsp, tol, depth = fp[F_LO], fp[F_L], fp[F_TOL], ip[I_DEPTH]
         npend = L
         for l in range(L):
@@ -390,12 +400,14 @@ def move_scalars(src, dst, lf, li, key, ccur):
 
 @njit(cache=True, error_model="numpy")
 def heun_accept(L, stops, save_slot, saved, x, fp, ip, lf, li, key, xb, fb, xpb, x1b, x2b, ccur, cn, lev, pos, mk,
-                ib, wa, ya, ndw, nin, dwl, inl, whi, yhi, wp, yp, qw, qy, nfe, nacc, nrej, status, tfail):  # fmt: skip
+                ib, wa, ya, ndw, nin, dwl, inl, whi, yhi, wp, yp, qw, qy, nfe, nacc, nrej, status, tfail, bt,
+                bw):  # fmt: skip
     """Accept or reject each lane's attempt (the controller's rule), save at stops, and let finished samples leave
     (the last live lane moves into the freed one). Returns the new number of live lanes."""
     d = xb.shape[0]
     S = stops.shape[0]
     tree = ip[I_NOISE] == NOISE_TREE
+    bridge = ip[I_NOISE] == NOISE_BRIDGE
     NCL = ccur.shape[0]
     l = L - 1
     while l >= 0:
@@ -420,6 +432,8 @@ def heun_accept(L, stops, save_slot, saved, x, fp, ip, lf, li, key, xb, fb, xpb,
                 for j in range(d):
                     wp[l, j] = qw[l, j]
                     yp[l, j] = qy[l, j]
+            if bridge:  # the pieces the step used leave the stack (a rejection keeps them all)
+                li[BK, l] -= li[BU, l]
             if li[LAST, l]:
                 slot = save_slot[li[NX, l]]
                 if slot >= 0:
@@ -443,6 +457,11 @@ def heun_accept(L, stops, save_slot, saved, x, fp, ip, lf, li, key, xb, fb, xpb,
                     for j in range(d):
                         wp[l, j] = wp[src, j]
                         yp[l, j] = yp[src, j]
+                if bridge:  # the stack moves with the sample (its scalars moved with move_scalars)
+                    for q in range(li[BK, l]):
+                        bt[l, q] = bt[src, q]
+                        for j in range(d):
+                            bw[l, q, j] = bw[src, q, j]
         l -= 1
     return L
 
