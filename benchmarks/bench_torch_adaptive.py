@@ -2,7 +2,7 @@
 per-attempt host loop, and the choice of ``k``.
 
 Problem: the 8-D anisotropic Gaussian of ``bench_adaptive.py`` under the VP SDE (closed-form score, float64),
-``adaptive`` (reverse SDE, counter noise, rtol 0.05, atol 0.005) and ``dopri5`` (probability-flow ODE, rtol =
+``adaptive`` (reverse SDE, counter and bridge noise, rtol 0.05, atol 0.005) and ``dopri5`` (probability-flow ODE, rtol =
 atol = 1e-5), from the same prior draws. Rows:
 
 * ``host loop``: :mod:`sdekit.backends.adaptive` on tensors (the control on the host, a read per attempt);
@@ -68,6 +68,7 @@ def main():
     x_T = sde.prior_sample((args.n, dens.dim), seed=0)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     cases = (("adaptive", sde.reverse(score), {"rtol": 0.05, "atol": 0.005, "noise": "counter"}),
+             ("adaptive", sde.reverse(score), {"rtol": 0.05, "atol": 0.005, "noise": "bridge"}),
              ("dopri5", sde.probability_flow(score), {}))  # fmt: skip
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, n = {args.n}, best of {args.repeats}\n")
     print("| device | solver | loop | NFE/sample | wall (s) | ns per sample-NFE | host reads | max diff to host |")
@@ -79,14 +80,15 @@ def main():
             ref, wall = host_loop(proc, x0, solver, args.repeats, **kw)
             nfe = ref.stats["nfe_mean"]
             per = 1e9 * wall / (args.n * nfe)
-            print(f"| {device} | {solver} | host loop | {nfe:.1f} | {wall:.3f} | {per:.0f} | per attempt | 0 |")
+            name = f"{solver} ({kw['noise']})" if "noise" in kw else solver
+            print(f"| {device} | {name} | host loop | {nfe:.1f} | {wall:.3f} | {per:.0f} | per attempt | 0 |")
             for k in KS:
                 with torch_options(sync_every=k):
                     sol, wall = timed(proc, x0, solver, args.repeats, **kw)
                 nfe = sol.stats["nfe_mean"]
                 per = 1e9 * wall / (args.n * nfe)
                 diff = float((sol.x - ref.x).abs().max())
-                print(f"| {device} | {solver} | device, k = {k} | {nfe:.1f} | {wall:.3f} | {per:.0f} | "
+                print(f"| {device} | {name} | device, k = {k} | {nfe:.1f} | {wall:.3f} | {per:.0f} | "
                       f"{sol.stats['host_reads']} | {diff:.1e} |")  # fmt: skip
 
 

@@ -46,7 +46,8 @@ def test_adaptive_sde_meets_tolerance_pathwise():
     ref = _pathwise_reference(sde, score, x_T, 3)
     errs, nfes = [], []
     for rtol in (1e-1, 3e-2, 1e-2):
-        sol = solve(sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=rtol, atol=rtol / 10, seed=3)
+        sol = solve(sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=rtol, atol=rtol / 10, seed=3,
+                    noise="tree")
         errs.append(np.sqrt(np.mean((sol.x - ref) ** 2)))
         nfes.append(sol.stats["nfe_mean"])
         assert errs[-1] < 5 * (rtol + rtol / 10), (rtol, errs)
@@ -54,13 +55,16 @@ def test_adaptive_sde_meets_tolerance_pathwise():
     assert nfes[0] < nfes[1] < nfes[2], nfes
 
 
-def test_adaptive_law_with_tree_noise():
+@pytest.mark.parametrize("noise", [None, "tree"], ids=["default_bridge", "tree"])
+def test_adaptive_law_with_path_noise(noise):
     # Law check against the exact p_t_end (Monte Carlo, 2000 samples: the standard error of each variance
     # ratio is sqrt(2/2000) = 0.032, of each mean <= 0.03): within 4 standard errors. The default noise of
-    # an adaptive SDE solver is the tree; 'counter' (fresh noise per attempt) is measurably biased here.
+    # an adaptive SDE solver is the bridge (exact law); the tree too; 'counter' (fresh noise per attempt) is
+    # measurably biased here.
     sde = VPSDE()
     score = DATA.score(sde)
-    sol = sample(sde, score, n=2000, solver="adaptive", rtol=2e-2, atol=2e-3, denoise=False, seed=2)
+    sol = sample(sde, score, n=2000, solver="adaptive", rtol=2e-2, atol=2e-3, denoise=False, seed=2, noise=noise)
+    assert ("bridge_merges" in sol.stats) == (noise is None)
     m, c = DATA.mean_cov(sde.eps, sde)
     assert sol.t == sde.eps
     np.testing.assert_allclose(sol.x.mean(0), m, atol=0.12)
@@ -161,7 +165,8 @@ def test_adaptive_save_at_is_on_the_path():
     score = DATA.score(sde)
     x_T = sde.prior_sample((100, 2), seed=3)
     t_mid = 0.3
-    sol = solve(sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=1e-2, atol=1e-3, seed=3, save_at=[t_mid])
+    sol = solve(sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=1e-2, atol=1e-3, seed=3, save_at=[t_mid],
+                noise="tree")
     # the tree of the adaptive solve spans [T, eps]; a fixed-grid tree solve over [T, t_mid] with the same span
     # reads the same path only if its tree has the same span, so the reference runs to eps and saves t_mid
     grid = np.linspace(sde.T, sde.eps, 2**11 + 1)
@@ -171,5 +176,5 @@ def test_adaptive_save_at_is_on_the_path():
     err = np.sqrt(np.mean((sol.xs[0] - ref.xs[0]) ** 2))
     assert err < 5 * (1e-2 + 1e-3), err
     # without the stop the same tolerance gives a comparable final state (the stop only shortens one step)
-    plain = solve(sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=1e-2, atol=1e-3, seed=3)
+    plain = solve(sde.reverse(score), x_T, sde.T, sde.eps, "adaptive", rtol=1e-2, atol=1e-3, seed=3, noise="tree")
     assert np.sqrt(np.mean((plain.x - sol.x) ** 2)) < 5 * (1e-2 + 1e-3)
