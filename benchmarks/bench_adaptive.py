@@ -25,11 +25,14 @@ error as above at ``sigma_min = 0.002``; for the ODE rows also the pathwise RMS 
 of the prior draws (the Gaussian's closed form; for the mixture ``dopri5`` in log-SNR time at ``rtol = atol =
 1e-10``), which resolves errors far below the moment W2's Monte Carlo floor. The ``(log-SNR)`` rows take the
 steps in ``lambda = -log sigma`` (``time="log_snr"``, :mod:`sdekit.timechange`), the variable dpm_adaptive steps
-in; they run the numpy adaptive loop (the fused kernels integrate in the process's own time only).
+in; they run the numpy adaptive loop (the fused kernels integrate in the process's own time only). The
+``dpm_adaptive`` rows are sdekit's DPM-Solver-3/2 pair with per-sample steps in log-SNR time
+(:mod:`sdekit.solvers.dpm_adaptive`), with noise prediction (k-diffusion's formulas) and data prediction
+(DPM-Solver++); numpy adaptive loop. ``--ode-only`` skips the SDE rows.
 
-Run: ``PYTHONPATH=src python benchmarks/bench_adaptive.py [--n 100000] [--quick] [--parts 12] [--noises bridge]``
-(numba kernels compile once and are cached on disk; the first run adds their compilation, which is not timed:
-every timed call follows a warm-up call on a few samples).
+Run: ``PYTHONPATH=src python benchmarks/bench_adaptive.py [--n 100000] [--quick] [--parts 12] [--noises bridge]
+[--ode-only]`` (numba kernels compile once and are cached on disk; the first run adds their compilation, which is
+not timed: every timed call follows a warm-up call on a few samples).
 """
 
 from __future__ import annotations
@@ -139,7 +142,7 @@ def part2(n, quick, noises=("tree", "bridge")):
                 print(f"| adaptive ({noise}) | rtol {rtol:g} | {nfe:.1f} | {wall:.3f} | {w2:.2e} |")
 
 
-def part3(n, quick):
+def part3(n, quick, ode_only=False):
     import torch
 
     from sdekit.interop import load_k_diffusion_sampling
@@ -184,7 +187,8 @@ def part3(n, quick):
         # in log-SNR time the flow is not stiff at sigma_min: dopri5 is stable at any of kd's tolerances
         log_snr_rtols = {"ODE": (0.02, 0.005) if quick else (0.1, 0.05, 0.02, 0.01, 0.005, 0.002),
                          "SDE": (0.1,) if quick else (0.2, 0.1, 0.05)}  # fmt: skip
-        for eta, label in ((0.0, "ODE"), (1.0, "SDE")):
+        expint_rtols = (0.05, 0.01) if quick else (0.1, 0.05, 0.02, 0.01, 0.005, 0.002)
+        for eta, label in ((0.0, "ODE"),) if ode_only else ((0.0, "ODE"), (1.0, "SDE")):
             for rtol in kd_rtols:
                 torch.manual_seed(0)
                 xt = torch.as_tensor(x_T)
@@ -201,6 +205,14 @@ def part3(n, quick):
             for rtol in log_snr_rtols[label]:
                 x, nfe, wall = run(sde, dens, x_T, solver, process=proc, rtol=rtol, atol=rtol / 10, time="log_snr")
                 row(f"sdekit {solver} {label} (log-SNR)", rtol, x, nfe, wall, eta == 0.0)
+            if eta != 0.0:
+                continue
+            # the exponential integrator dpm_adaptive steps in, with per-sample steps (noise and data prediction)
+            for prediction in ("noise", "data"):
+                for rtol in expint_rtols:
+                    x, nfe, wall = run(sde, dens, x_T, "dpm_adaptive", process="ode", rtol=rtol, atol=rtol / 10,
+                                       prediction=prediction)  # fmt: skip
+                    row(f"sdekit dpm_adaptive ODE ({prediction})", rtol, x, nfe, wall, True)
 
 
 def main():
@@ -210,13 +222,14 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--parts", default="123")
     ap.add_argument("--noises", default="tree,bridge", help="noise of the adaptive rows of part 2 (comma-separated)")
+    ap.add_argument("--ode-only", action="store_true", help="part 3: the probability-flow ODE rows only")
     args = ap.parse_args()
     if "1" in args.parts:
         part1(args.n, args.quick)
     if "2" in args.parts:
         part2(args.n, args.quick, tuple(args.noises.split(",")))
     if "3" in args.parts:
-        part3(args.n_peer, args.quick)
+        part3(args.n_peer, args.quick, args.ode_only)
 
 
 if __name__ == "__main__":

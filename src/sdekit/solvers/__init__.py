@@ -13,6 +13,7 @@ from .base import (
     register_preset,
     registry_rows,
 )
+from .dpm_adaptive import DPMSolverAdaptive
 from .dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M
 from .edm import EDMSampler
 from .runge_kutta import Euler, Heun, RK4Solver, RungeKutta, rk_step
@@ -52,6 +53,7 @@ __all__ = [
     "DPMSolverPP2MSDE",
     "AdaptiveSDE",
     "Dopri5",
+    "DPMSolverAdaptive",
 ]
 
 from .exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE  # noqa: E402
