@@ -273,7 +273,7 @@ class _Control:
                  for r in range(self.m)]  # fmt: skip
         t_x, t_next_x = ts.to(xs.dtype), t_next.to(xs.dtype)
         x_new, err, proposal, a_nfe = solver.attempt(proc, xs, t_x, t_next_x, z, w.carry, self.rtol, self.atol)
-        err = err.to(torch.float64)
+        err = err.detach().to(torch.float64)  # the control carries no gradient (as the host loop's numpy control)
         if self.job.check_finite:
             # a non-finite trial counts as a failed attempt: the step shrinks and is retried
             finite = torch.isfinite((x_new * 0.0).reshape(x_new.shape[0], -1).sum(1))
