@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from _torch_syncs import count_syncs  # noqa: E402
 from sdekit import EDMSDE, VPSDE, Gaussian, GaussianMixture, NonFiniteError, sample, solve  # noqa: E402
 from sdekit.backends import torch_adaptive  # noqa: E402
 from sdekit.backends.torch_ import torch_options  # noqa: E402
@@ -80,22 +81,6 @@ def test_results_do_not_depend_on_sync_every_or_the_batch(solver, process, kw):
         np.testing.assert_allclose(one.x[0].numpy(), runs[8].x[i].numpy(), rtol=0, atol=1e-13)
 
 
-_SYNCS = ("__bool__", "item", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__")
-
-
-def _count_syncs(monkeypatch):
-    count = {"n": 0}
-    for name in _SYNCS:
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args, _original=original, **kwargs):
-            count["n"] += 1
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    return count
-
-
 @pytest.mark.parametrize("solver, process, kw", CASES)
 def test_host_reads_are_once_every_k_attempts(monkeypatch, solver, process, kw):
     sde = VPSDE()
@@ -105,7 +90,7 @@ def test_host_reads_are_once_every_k_attempts(monkeypatch, solver, process, kw):
     syncs, reads = {}, {}
     for k in (1, 10):
         with monkeypatch.context() as m:
-            count = _count_syncs(m)
+            count = count_syncs(m)
             with torch_options(sync_every=k):
                 sol = solve(proc, x_T, 1.0, 1e-3, solver, seed=2, check_finite=True, **kw)
             syncs[k] = count["n"]

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 
 import sdekit  # noqa: E402
+from _torch_syncs import count_syncs  # noqa: E402
 from sdekit import (  # noqa: E402
     EDMSDE,
     SOLVERS,
@@ -284,22 +285,6 @@ def test_adapters_on_tensors_equal_numpy(sde):
 # -- no host synchronisation, finiteness ------------------------------------------------------------------
 
 
-_SYNCS = ("__bool__", "item", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__")
-
-
-def _count_syncs(monkeypatch):
-    count = {"n": 0}
-    for name in _SYNCS:
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args, _original=original, **kwargs):
-            count["n"] += 1
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    return count
-
-
 @pytest.mark.parametrize("solver, process", CASES)
 def test_host_reads_do_not_grow_with_the_number_of_steps(solver, process, monkeypatch):
     if get_solver(solver).adaptive:
@@ -311,7 +296,7 @@ def test_host_reads_do_not_grow_with_the_number_of_steps(solver, process, monkey
     counts = {}
     for steps in (3, 40):
         for check in (True, False):
-            c = _count_syncs(monkeypatch)
+            c = count_syncs(monkeypatch)
             solve(proc, x, 1.0, 0.01, solver, steps=steps, check_finite=check)
             counts[steps, check] = c["n"]
             monkeypatch.undo()

@@ -95,9 +95,7 @@ def run(job):
     if m and job.noise == "tree":
         tree = BrownianPaths(job.seed, job.sample_ids, t0, t1, size)
         w_now, y_now = tree.query(t0)
-    elif m and job.noise == "bridge":
-        if m != 1:
-            raise ValueError(f"noise='bridge' gives one Brownian increment per step; solver {solver.name!r} needs {m}")
+    elif m and job.noise == "bridge":  # one increment per step: solve refuses solvers that need more
         tree = BridgeNoise(job.seed, job.sample_ids, size)
     lo = min(t0, t1)
 
@@ -111,6 +109,32 @@ def run(job):
 
 #: Units of the adaptive progress bar: the time covered, averaged over the samples, in permille.
 PROGRESS_UNITS = 1000
+
+
+def max_steps_error(solver, attempts: int, t: float, unfinished: str) -> NonFiniteError:
+    """The error of a solve that ran ``solver.max_steps`` attempts with ``unfinished`` samples left (every
+    adaptive loop raises this one)."""
+    return NonFiniteError(attempts, float(t), f"adaptive solver {solver.name!r} exceeded max_steps="
+                          f"{solver.max_steps} attempts with {unfinished} unfinished")  # fmt: skip
+
+
+def underflow_error(solver, attempts: int, t: float, sample: int) -> NonFiniteError:
+    """The error of a sample whose step size fell below ``MIN_STEP_FRACTION`` of the interval."""
+    return NonFiniteError(attempts, float(t), f"adaptive solver {solver.name!r}: step size underflow at t = "
+                          f"{float(t)!r} for sample {sample} (non-finite or too stiff); loosen rtol/atol or check the "
+                          "score")  # fmt: skip
+
+
+def attempt_stats(nfe, n_acc, n_rej, t1: float) -> dict:
+    """The per-sample counters ``(n,)`` of an adaptive solve as its ``stats`` (means over the samples)."""
+    return {
+        "steps": float(np.mean(n_acc + n_rej)),
+        "accepted": float(np.mean(n_acc)),
+        "rejected": float(np.mean(n_rej)),
+        "nfe_mean": float(np.mean(nfe)),
+        "nfe_max": int(np.max(nfe)),
+        "t_final": t1,
+    }
 
 
 def coverage(t, t0: float, span: float) -> int:
@@ -130,8 +154,7 @@ def _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe,
         if idx.size == 0:
             break
         if it >= solver.max_steps:
-            raise NonFiniteError(it, float(t[idx[0]]), f"adaptive solver {solver.name!r} exceeded max_steps="
-                                 f"{solver.max_steps} attempts with {idx.size} samples unfinished")  # fmt: skip
+            raise max_steps_error(solver, it, t[idx[0]], f"{idx.size} samples")
         target = stops[nxt[idx]]
         rem = np.abs(target - t[idx])
         hh = np.minimum(h[idx], rem)
@@ -206,9 +229,7 @@ def _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe,
         small = h[idx] < MIN_STEP_FRACTION * span
         if np.any(small):
             bad = idx[small][0]
-            raise NonFiniteError(int(n_acc[bad] + n_rej[bad]), float(t[bad]),
-                                 f"adaptive solver {solver.name!r}: step size underflow at t = {t[bad]!r} for sample "
-                                 f"{bad} (non-finite or too stiff); loosen rtol/atol or check the score")  # fmt: skip
+            raise underflow_error(solver, int(n_acc[bad] + n_rej[bad]), t[bad], int(bad))
         if job.callback is not None:  # per attempt: every sample's time (n,) and the state
             job.callback({"step": it, "t": t.copy(), "x": x, "denoised": None})
         if job.progress:
@@ -217,14 +238,7 @@ def _loop(job, solver, process, ctrl, x, t, h, stops, nxt, saved, err_prev, nfe,
             shown = now
         it += 1
 
-    stats = {
-        "steps": float(np.mean(n_acc + n_rej)),
-        "accepted": float(np.mean(n_acc)),
-        "rejected": float(np.mean(n_rej)),
-        "nfe_mean": float(np.mean(nfe)),
-        "nfe_max": int(np.max(nfe)),
-        "t_final": t1,
-    }
+    stats = attempt_stats(nfe, n_acc, n_rej, t1)
     if bridge is not None:
         stats["bridge_merges"] = float(np.mean(bridge.merges))
     if tree is not None:

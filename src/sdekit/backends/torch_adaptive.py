@@ -45,9 +45,8 @@ import torch
 
 from ..bridge_noise import BRIDGE_DEPTH
 from ..brownian import snap_step
-from ..errors import NonFiniteError
 from ..progress import progress_bar
-from .adaptive import MIN_STEP_FRACTION, PROGRESS_UNITS, coverage
+from .adaptive import MIN_STEP_FRACTION, PROGRESS_UNITS, attempt_stats, coverage, max_steps_error, underflow_error
 from .torch_bridge import TorchBridge
 from .torch_noise import TorchNormals
 
@@ -140,12 +139,7 @@ def run(job, sync_every: int | None = None):
     counts = torch.zeros((3, n), dtype=torch.int64, device=dev)  # nfe, accepted, rejected
     carry, c_nfe = solver.init_carry(process, x, t.to(x.dtype))
     counts[0] += c_nfe
-    bridge = None
-    if ctl.bridge:
-        if ctl.m != 1:
-            raise ValueError(f"noise='bridge' gives one Brownian increment per step; solver {solver.name!r} needs "
-                             f"{ctl.m}")  # fmt: skip
-        bridge = TorchBridge(n, ctl.size, dev)
+    bridge = TorchBridge(n, ctl.size, dev) if ctl.bridge else None  # one increment per step (solve checks)
     k_max = 0  # the deepest stack at the last read (a stack grows by at most one piece per attempt)
 
     it = reads = shown = 0
@@ -156,8 +150,7 @@ def run(job, sync_every: int | None = None):
             if idx.size == 0:
                 break
             if it >= solver.max_steps:
-                raise NonFiniteError(it, float(t_host[idx[0]]), f"adaptive solver {solver.name!r} exceeded max_steps="
-                                     f"{solver.max_steps} attempts with {idx.size} samples unfinished")  # fmt: skip
+                raise max_steps_error(solver, it, t_host[idx[0]], f"{idx.size} samples")
             rows = torch.as_tensor(idx, device=dev)
             work = _Work(x, t, h, err_prev, nxt, counts, carry, rows)
             proc = process if idx.size == n else process.restrict(idx)
@@ -181,27 +174,15 @@ def run(job, sync_every: int | None = None):
             reads += 1
             if bool(work.failed.any()):
                 bad = int(idx[int(torch.nonzero(work.failed)[0, 0])])
-                attempts, t_bad = int(counts[1, bad] + counts[2, bad]), float(t_host[bad])
-                raise NonFiniteError(attempts, t_bad, f"adaptive solver {solver.name!r}: step size underflow at t = "
-                                     f"{t_bad!r} for sample {bad} (non-finite or too stiff); loosen rtol/atol or "
-                                     "check the score")  # fmt: skip
+                raise underflow_error(solver, int(counts[1, bad] + counts[2, bad]), t_host[bad], bad)
             if job.progress:
                 now = coverage(t_host, t0, span)
                 bar.update(now - shown)
                 shown = now
 
     nfe, n_acc, n_rej = (c.cpu().numpy() for c in counts)
-    stats = {
-        "steps": float(np.mean(n_acc + n_rej)),
-        "accepted": float(np.mean(n_acc)),
-        "rejected": float(np.mean(n_rej)),
-        "nfe_mean": float(np.mean(nfe)),
-        "nfe_max": int(np.max(nfe)),
-        "t_final": t1,
-        "host_reads": reads,
-        "sync_every": k,
-        "wall_time": time.perf_counter() - start,
-    }
+    stats = attempt_stats(nfe, n_acc, n_rej, t1)
+    stats.update(host_reads=reads, sync_every=k, wall_time=time.perf_counter() - start)
     if bridge is not None:
         stats["bridge_merges"] = float(bridge.merges.double().mean())
     return x, saves.data, int(round(float(np.mean(nfe)))), stats

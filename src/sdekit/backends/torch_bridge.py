@@ -16,6 +16,8 @@ Shapes: ``w`` rows (the working set), ``cap`` stack positions (bottom first), ``
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from ..bridge_noise import BRIDGE_DEPTH, BRIDGE_RTOL, BRIDGE_STEP
@@ -27,11 +29,8 @@ class TorchBridge:
     """Stacks of ``n`` samples on a device: ``tau`` ``(n, cap)``, ``dw`` ``(n, cap, size)`` float64, ``k`` (pieces),
     ``count`` (fresh draws), ``used`` (pieces the last attempt used), ``merges`` -- int64 ``(n,)``."""
 
-    def __init__(self, n: int, size: int, device, depth: int = BRIDGE_DEPTH, _state=None):
+    def __init__(self, n: int, size: int, device, depth: int = BRIDGE_DEPTH):
         self.size, self.depth = int(size), int(depth)
-        if _state is not None:
-            self.tau, self.dw, self.k, self.count, self.used, self.merges = _state
-            return
         cap = min(4, self.depth)
         f64 = {"dtype": torch.float64, "device": device}
         self.tau = torch.zeros((n, cap), **f64)
@@ -52,8 +51,10 @@ class TorchBridge:
 
     def take(self, rows) -> TorchBridge:
         """The stacks of ``rows`` (a device index tensor), as a new object."""
-        state = (self.tau[rows], self.dw[rows], self.k[rows], self.count[rows], self.used[rows], self.merges[rows])
-        return TorchBridge(0, self.size, None, self.depth, _state=state)
+        sub = copy.copy(self)
+        for name in ("tau", "dw", "k", "count", "used", "merges"):
+            setattr(sub, name, getattr(self, name)[rows])
+        return sub
 
     def put(self, rows, sub: TorchBridge) -> None:
         """Write the stacks ``sub`` (taken with :meth:`take` and advanced) back to ``rows``."""

@@ -42,12 +42,11 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from ....bridge_noise import BRIDGE_DEPTH
-from ....errors import NonFiniteError
 from ....progress import progress_bar
 from ....sdes import ProbabilityFlowODE, ReverseSDE
 from ....solvers.adaptive import AdaptiveSDE, Dopri5
 from ....tree_law import DEFAULT_DEPTH, TOL
-from ...adaptive import MIN_STEP_FRACTION
+from ...adaptive import MIN_STEP_FRACTION, attempt_stats, max_steps_error, underflow_error
 from ..fused import CALL_SECONDS
 from ..host_scores import analytic_params, analytic_work_rows, is_analytic_score
 from ..noise import seed_key
@@ -443,16 +442,8 @@ def run_adaptive(job, plan):
             per_sample = elapsed / (c1 - c0)
             chunk = int(min(max(chunk, CALL_SECONDS / max(per_sample, 1e-12)), 4 * chunk))
             c0 = c1
-    stats = {
-        "steps": float(np.mean(nacc + nrej)),
-        "accepted": float(np.mean(nacc)),
-        "rejected": float(np.mean(nrej)),
-        "nfe_mean": float(np.mean(nfe)),
-        "nfe_max": int(np.max(nfe)),
-        "wall_time": time.perf_counter() - start,
-        "t_final": t1,
-        "kernel": f"fused {kernel.name}",
-    }
+    stats = attempt_stats(nfe, nacc, nrej, t1)
+    stats.update(wall_time=time.perf_counter() - start, kernel=f"fused {kernel.name}")
     if noise == NOISE_TREE:
         stats["tree_splits"] = splits_total / n
     if noise == NOISE_BRIDGE:
@@ -465,8 +456,5 @@ def _raise(solver, i, status, tfail, nacc, nrej):
     """The numpy loop's error for sample ``i`` of a fused adaptive solve."""
     attempts = int(nacc[i] + nrej[i])
     if status[i] == 1:
-        raise NonFiniteError(attempts, float(tfail[i]),
-                             f"adaptive solver {solver.name!r}: step size underflow at t = {float(tfail[i])!r} for "
-                             f"sample {i} (non-finite or too stiff); loosen rtol/atol or check the score")  # fmt: skip
-    raise NonFiniteError(attempts, float(tfail[i]), f"adaptive solver {solver.name!r} exceeded max_steps="
-                         f"{solver.max_steps} attempts with sample {i} unfinished")  # fmt: skip
+        raise underflow_error(solver, attempts, tfail[i], i)
+    raise max_steps_error(solver, attempts, tfail[i], f"sample {i}")
