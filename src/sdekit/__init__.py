@@ -60,3 +60,12 @@ __all__ = [
     "solvers",
     "zoo",
 ]
+
+
+def __getattr__(name):
+    # sdekit.learn is imported on first use (it is not needed to sample)
+    if name == "learn":
+        import importlib
+
+        return importlib.import_module(".learn", __name__)
+    raise AttributeError(f"module 'sdekit' has no attribute {name!r}")

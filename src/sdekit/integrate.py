@@ -422,6 +422,8 @@ def _sample_grid(sde, solver, steps, grid, t_end):
                 f"steps or grid (got steps={steps!r}, grid={grid!r})"
             )
         return None
+    if grid is None and steps is None and solver.fixed_grid is not None:
+        return solver.fixed_grid  # a solver with its own times (sdekit.learn); it refuses any other grid
     if grid is None:
         # the solver family's schedule (log-SNR for the exponential integrators, EDM's for EDM); a schedule of a
         # linear SDE's log-SNR does not exist for other SDEs, whose default is uniform in t

@@ -108,6 +108,7 @@ class Solver:
     needs_additive_noise: bool = False
     adaptive: bool = False
     default_grid: str = "uniform"  # the schedule ``sample`` uses when none is given (a name in sdekit.grids.GRIDS)
+    fixed_grid = None  # the times a solver was built for (a learned solver): ``sample``'s grid when none is given
 
     @property
     def default_process(self) -> str:

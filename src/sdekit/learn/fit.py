@@ -1,0 +1,389 @@
+"""``sdekit.learn.fit``: a few-step probability-flow solver fitted to teacher trajectories (see ``docs/learn.md``).
+
+The method, in three stages, on a plain numpy score (no autograd):
+
+1. **Teacher.** The probability-flow states of the warm-up points at every noise level (:class:`DenseTeacher`:
+   dopri5 at ``teacher_tol``, or the exact flow of a single-Gaussian analytic density), and their endpoints
+   (``teacher(x_T)`` when given).
+2. **Stage-wise least squares.** For a grid and time offsets, run the learned solver on the training points; at
+   step ``k`` its output ``x_hat_{k+1} = scale_k x_hat_k + sum_j w_kj eps_{k-j}`` is linear in
+   ``(scale_k, w_k)`` given the steps before, so the corrections to the base solver's values that bring it
+   closest (in the mean squared distance) to the teacher's state at the step's end level are a small ridge
+   least-squares problem (the last step: to the teacher's endpoint). One score call per step and point.
+3. **Polish.** Nelder--Mead on the few remaining parameters -- the shares of the log noise level taken by the
+   steps (softmax, so every candidate is a decreasing grid) and the log offsets of the noise level told to the
+   score -- minimising the training endpoint RMS *after* stage 2 for each candidate.
+
+A held-out part of the warm-up points (``holdout``) picks the solver returned among the base solver on its grid,
+stage 2 alone on that grid, and stages 2 + 3: the one with the least held-out RMS, so the result is never worse
+than its base on those points. ``fitted.report`` gives the train and held-out errors of each.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from ..errors import NonFiniteError
+from ..grids import make_grid
+from ..integrate import tweedie_denoise
+from ..sdes import LinearSDE
+from ..solvers import get_solver
+from ..solvers._common import coeffs
+from ..noise import check_seed
+from ..validation import boolean, positive_int, positive_number
+from .solver import LearnedSolver, base_tables
+from .teacher import DenseTeacher
+
+__all__ = ["fit", "DEFAULT_BASE"]
+
+#: The solver a fit starts from (diff-sampler's iPNDM with the analytical first step, on the time-uniform grid:
+#: the best peer of the few-step benchmark).
+DEFAULT_BASE = "ipndm(afs=True)"
+
+
+class _Counted:
+    """The score, counting calls and evaluated rows, refusing non-finite output (naming the argument)."""
+
+    def __init__(self, score):
+        self.fn, self.calls, self.rows = score, 0, 0
+
+    def __call__(self, x, t):
+        out = np.asarray(self.fn(x, t))
+        self.calls += 1
+        self.rows += x.shape[0]
+        if out.shape != x.shape:
+            raise ValueError(f"score returned shape {out.shape} for x of shape {x.shape}")
+        if not np.all(np.isfinite(out)):
+            raise ValueError(f"score returned non-finite values at t = {float(np.max(t)):g}")
+        return out
+
+
+class _Budget(Exception):
+    """Raised inside the polish when its time or evaluation budget is spent."""
+
+
+def _levels(sde, grid):
+    return np.array([coeffs(sde, t)[1] / coeffs(sde, t)[0] for t in grid])
+
+
+def _grid_of(sde, shares, u0, u1, t_end):
+    w = np.exp(shares - np.max(shares))
+    u = u0 + (u1 - u0) * np.concatenate([[0.0], np.cumsum(w / w.sum())])
+    ts = np.asarray(sde.t_from_log_snr(-u), dtype=np.float64)
+    ts[0], ts[-1] = sde.T, t_end
+    return ts
+
+
+class _Fitter:
+    """Stage 2 for one grid and offsets on a set of points: the fitted solver and its endpoint error."""
+
+    def __init__(self, sde, score, base, teacher, ref_out, denoise, ridge, fit_scales, history):
+        self.sde, self.score, self.base, self.teacher = sde, score, base, teacher
+        self.ref, self.ref_out = teacher.endpoint, ref_out
+        self.denoise, self.ridge = denoise, ridge
+        self.fit_scales, self.history = fit_scales, history
+
+    def solver(self, grid, offsets, rows, fit=True):
+        """The learned solver on ``grid`` with ``offsets``, its corrections fitted on ``rows`` (``fit=False``:
+        the base's values)."""
+        weights0, orders0 = base_tables(self.base, self.sde, grid)
+        n_steps = len(grid) - 1
+        h = max(self.history, weights0.shape[1])
+        weights = np.zeros((n_steps, h))
+        weights[:, : weights0.shape[1]] = weights0
+        orders = orders0.copy() if not fit else np.minimum(np.arange(n_steps) + 1, h)
+        solver = LearnedSolver(self.sde, "", grid, weights, orders, None, offsets, afs=self.base.afs,
+                               denoise=self.denoise)  # fmt: skip
+        if fit:
+            self._run(solver, rows, fit=True)
+        return solver
+
+    def _run(self, solver, rows, fit=False):
+        """Run ``solver`` on the warm-up points ``rows`` (fitting its steps in place when ``fit``); the output."""
+        sde, teacher = self.sde, self.teacher
+        grid = solver.grid
+        levels = _levels(sde, grid)
+        x_hat = teacher.values[0][rows]
+        hist = []
+        n_steps = len(grid) - 1
+        for k in range(n_steps):
+            if solver.afs and k == 0:
+                eps = x_hat / math.sqrt(1.0 + levels[0] ** 2)
+            else:
+                te = solver.eval_time(k)
+                a_e, s_e = coeffs(sde, te)
+                eps = -s_e * self.score(x_hat * a_e, np.full(x_hat.shape[0], te))
+            hist.insert(0, eps)
+            del hist[solver.multistep_order :]
+            m = solver.orders[k]
+            if fit:
+                self._fit_step(solver, k, x_hat, hist[:m], self._target(grid, levels, k, rows))
+            out = solver.scales[k] * x_hat
+            for wj, ej in zip(solver.weights[k, :m], hist):
+                out = out + wj * ej
+            x_hat = out
+        x = x_hat * coeffs(sde, grid[-1])[0]
+        if self.denoise:
+            x = tweedie_denoise(sde, self.score, x, float(grid[-1]))
+        return x
+
+    def _target(self, grid, levels, k, rows):
+        if k < len(grid) - 2:
+            return self.teacher.x_hat(levels[k + 1], rows)
+        return self.ref[rows] / coeffs(self.sde, grid[-1])[0]
+
+    def _fit_step(self, solver, k, x_hat, hist, target):
+        """Ridge least squares of the step's corrections: ``scale`` and ``weights`` that bring its output closest
+        to ``target``."""
+        m = len(hist)
+        out = solver.scales[k] * x_hat
+        for wj, ej in zip(solver.weights[k, :m], hist):
+            out = out + wj * ej
+        feats = ([x_hat] if self.fit_scales else []) + list(hist)
+        f = np.stack([v.reshape(-1) for v in feats], axis=1)
+        gram = f.T @ f
+        lam = self.ridge * np.trace(gram) / gram.shape[0]
+        c = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), f.T @ (target - out).reshape(-1))
+        if self.fit_scales:
+            solver.scales[k] += c[0]
+            c = c[1:]
+        solver.weights[k, :m] += c
+
+    def error(self, solver, rows) -> float:
+        """RMS over ``rows`` of ``|output - reference output|``."""
+        x = self._run(solver, rows)
+        d = (x - self.ref_out[rows]).reshape(len(x), -1)
+        err = float(np.sqrt(np.mean(np.sum(d * d, axis=1))))
+        return err if math.isfinite(err) else math.inf
+
+
+def _check_x_T(x_T, score, shape):
+    x_T = np.asarray(x_T)
+    if x_T.ndim < 2 or x_T.shape[0] < 8 or x_T.dtype.kind != "f":
+        raise ValueError(f"x_T must be a float array (n, *event) with n >= 8 warm-up points, got shape "
+                         f"{x_T.shape} and dtype {x_T.dtype}")  # fmt: skip
+    event = shape if shape is not None else getattr(score, "event_shape", None)
+    if event is not None:
+        event = (int(event),) if np.ndim(event) == 0 else tuple(int(v) for v in event)
+        if tuple(x_T.shape[1:]) != event:
+            raise ValueError(f"x_T has shape {x_T.shape}; the score's event shape is {event}: (n, *{event}) needed")
+    if not np.all(np.isfinite(x_T)):
+        raise ValueError("x_T has non-finite values")
+    return x_T.astype(np.float64)
+
+
+def fit(
+    sde,
+    score,
+    nfe: int,
+    *,
+    x_T=None,
+    n: int = 1024,
+    base: str = DEFAULT_BASE,
+    denoise: bool = True,
+    teacher=None,
+    seed: int = 0,
+    progress: bool = False,
+    shape=None,
+    t_end: float | None = None,
+    holdout: float = 0.25,
+    polish: bool = True,
+    offsets: bool = True,
+    scales: bool = True,
+    history: int = 4,
+    ridge: float = 1e-6,
+    max_evals: int | None = None,
+    time_limit: float = 240.0,
+    teacher_tol: float = 1e-9,
+    teacher_levels: int = 96,
+    density=None,
+) -> LearnedSolver:
+    """A :class:`LearnedSolver` with at most ``nfe`` score evaluations per sample, fitted to teacher trajectories
+    of ``score`` (see the module docstring and ``docs/learn.md``).
+
+    Parameters
+    ----------
+    sde : LinearSDE
+    score : callable ``score(x, t)`` on numpy arrays
+    nfe : int
+        The budget per sample, the final denoising included when ``denoise``. The fitted solver takes
+        ``nfe - denoise`` score-evaluating steps (plus the analytic first step when the base has ``afs``).
+    x_T : array (n, *event), optional
+        Warm-up start points; default ``n`` prior draws with ``seed`` (event shape from ``shape`` or
+        ``score.event_shape``). The last ``holdout`` fraction is not fitted to.
+    base : str
+        The solver the fit starts from, of the ``ipndm`` / ``ipndm_v`` / ``deis`` family (default
+        ``"ipndm(afs=True)"``); its default grid is the starting grid. The untrained solver is this base.
+    denoise : bool
+        Fit for ``sample(..., denoise=True)``: one evaluation of the budget goes to the final Tweedie step.
+    teacher : callable ``x_T -> x``, optional
+        The reference output of each start point (shape of ``x_T``); default: the probability-flow solution at
+        ``t_end`` by dopri5 at ``teacher_tol`` (the exact flow when ``score`` is a single Gaussian's analytic
+        score or ``density`` is given), denoised when ``denoise``. Intermediate targets always come from the
+        dopri5 (or exact) trajectory.
+    seed : int
+        Seed of the prior draws.
+    progress : bool
+        Print what each stage reached.
+    holdout : float
+        Fraction of the warm-up points kept out of the fit to choose the returned solver (see the module).
+    polish, offsets, scales : bool
+        Stage 3 at all; time offsets among its parameters; a fitted factor on ``x_hat`` per step.
+    history : int
+        Eps values per step the corrections act on (at least the base's order).
+    ridge : float
+        Relative ridge of the least squares (times the mean diagonal of the normal matrix).
+    max_evals, time_limit : int, float
+        Stage 3 budget: objective evaluations (default ``200 * parameters``) and seconds.
+    teacher_tol, teacher_levels : float, int
+        dopri5 tolerance and the number of stored levels of the dense teacher.
+
+    Returns
+    -------
+    LearnedSolver
+        With ``report``: ``train`` / ``heldout`` RMS of ``fitted``, ``base`` and ``least_squares``, the
+        ``choice``, ``n_train`` / ``n_heldout``, ``seconds``, ``score_calls`` and ``score_rows`` spent fitting.
+    """
+    started = time.perf_counter()
+    if not isinstance(sde, LinearSDE):
+        raise TypeError(f"sde must be a LinearSDE (VPSDE, EDMSDE, ...), got {sde!r}")
+    if not callable(score):
+        raise TypeError(f"score must be callable score(x, t), got {score!r}")
+    nfe = positive_int("nfe", nfe)
+    denoise, progress = boolean("denoise", denoise), boolean("progress", progress)
+    base_solver = get_solver(base)
+    if not hasattr(base_solver, "weights") or not hasattr(base_solver, "step_order"):
+        raise ValueError(f"base must be a solver of the ipndm / ipndm_v / deis family, got {base!r}")
+    evals = nfe - int(denoise)
+    if evals < 1:
+        raise ValueError(f"nfe={nfe} is smaller than base {base!r} needs with denoise={denoise}: at least "
+                         f"{1 + int(denoise)}")  # fmt: skip
+    n_steps = evals + int(base_solver.afs)
+    t_end = sde.eps if t_end is None else positive_number("t_end", t_end)
+    if x_T is None:
+        event = shape if shape is not None else getattr(score, "event_shape", None)
+        if event is None:
+            raise ValueError("give x_T, or shape=(d,), or a score with event_shape")
+        event = (int(event),) if np.ndim(event) == 0 else tuple(int(v) for v in event)
+        x_T = sde.prior_sample((positive_int("n", n),) + event, seed=check_seed(seed))
+    x_T = _check_x_T(x_T, score, shape)
+    if teacher is not None and not callable(teacher):
+        raise TypeError(f"teacher must be callable x_T -> x_0, got {teacher!r}")
+    holdout = float(holdout)
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"holdout must lie in [0, 1), got {holdout!r}")
+    history = max(positive_int("history", history), base_solver.multistep_order)
+    n_all = x_T.shape[0]
+    n_hold = int(round(holdout * n_all))
+    train, held = slice(0, n_all - n_hold), slice(n_all - n_hold, n_all)
+    counted = _Counted(score)
+    process = sde.probability_flow(counted)
+
+    def say(msg):
+        if progress:
+            print(f"[learn nfe={nfe}] {msg} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+    # ---- stage 1: the teacher ------------------------------------------------------------------------------
+    if density is None and getattr(getattr(score, "density", None), "exact_flow", False):
+        density = score.density
+    dense = DenseTeacher(process, x_T, t_end, density=density, tol=teacher_tol, levels=teacher_levels)
+    if teacher is not None:
+        ref_out = np.asarray(teacher(x_T))
+        if ref_out.shape != x_T.shape:
+            raise ValueError(f"teacher returned shape {ref_out.shape}; it must return the shape of x_T, {x_T.shape}")
+        if not np.all(np.isfinite(ref_out)):
+            raise ValueError("teacher returned non-finite values")
+    else:
+        ref_out = dense.endpoint
+        if denoise:
+            ref_out = tweedie_denoise(sde, counted, ref_out, t_end)
+    say(f"teacher: {n_all} trajectories, {counted.calls} score calls")
+    ridge = float(ridge)
+    if not (math.isfinite(ridge) and ridge >= 0.0):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    fitter = _Fitter(sde, counted, base_solver, dense, ref_out, denoise, ridge, boolean("scales", scales), history)
+
+    # ---- stage 2 on the base grid ----------------------------------------------------------------------------
+    grid0 = make_grid(sde, n_steps, base_solver.default_grid, t_end)
+    untrained = fitter.solver(grid0, np.zeros(n_steps), train, fit=False)
+    first = fitter.solver(grid0, np.zeros(n_steps), train)
+    candidates = {"base": untrained, "least_squares": first}
+    train_err = {k: fitter.error(v, train) for k, v in candidates.items()}
+    say(f"least squares on the base grid: train RMS {train_err['least_squares']:.3e} (base {train_err['base']:.3e})")
+
+    # ---- stage 3: polish the grid and offsets ------------------------------------------------------------------
+    u0, u1 = math.log(_levels(sde, [sde.T])[0]), math.log(_levels(sde, [t_end])[0])
+    evaluated = np.arange(int(base_solver.afs), n_steps)  # steps whose score call can be offset
+    n_par = (n_steps if n_steps > 1 else 0) + (len(evaluated) if offsets else 0)
+    if boolean("polish", polish) and n_par > 0:
+        from scipy.optimize import minimize
+
+        levels0 = np.log(_levels(sde, grid0))
+        shares0 = np.log(np.maximum(np.diff(levels0) / (u1 - u0), 1e-12))
+        limit = 200 * n_par if max_evals is None else positive_int("max_evals", max_evals)
+        deadline = started + positive_number("time_limit", time_limit)
+        best = {"err": train_err["least_squares"], "solver": first}
+        count = [0]
+
+        def unpack(p):
+            shares = p[:n_steps] if n_steps > 1 else np.zeros(1)
+            grid = _grid_of(sde, shares, u0, u1, t_end) if n_steps > 1 else grid0
+            offs = np.zeros(n_steps)
+            if offsets:
+                offs[evaluated] = p[n_steps if n_steps > 1 else 0 :]
+            return grid, offs
+
+        def objective(p):
+            if count[0] >= limit or time.perf_counter() > deadline:
+                raise _Budget
+            count[0] += 1
+            grid, offs = unpack(p)
+            if not np.all(np.diff(grid) < 0) or np.any(np.abs(offs) > 2.0):
+                return math.inf
+            try:
+                cand = fitter.solver(grid, offs, train)
+                err = fitter.error(cand, train)
+            except (np.linalg.LinAlgError, FloatingPointError, ValueError, NonFiniteError):
+                return math.inf
+            if err < best["err"]:
+                best["err"], best["solver"] = err, cand
+            return err
+
+        p0 = np.concatenate([shares0 if n_steps > 1 else [], np.zeros(len(evaluated) if offsets else 0)])
+        n_shares = n_steps if n_steps > 1 else 0
+        steps = np.concatenate([np.full(n_shares, 0.25), np.full(n_par - n_shares, 0.05)])
+        simplex = np.vstack([p0] + [p0 + steps[i] * np.eye(n_par)[i] for i in range(n_par)])
+        with np.errstate(all="ignore"):
+            try:
+                minimize(objective, p0, method="Nelder-Mead",
+                         options={"initial_simplex": simplex, "maxfev": limit, "xatol": 1e-4, "fatol": 0.0})  # fmt: skip
+            except _Budget:
+                pass
+        candidates["polished"] = best["solver"]
+        train_err["polished"] = best["err"]
+        say(f"polish: {count[0]} evaluations, train RMS {best['err']:.3e}")
+
+    # ---- the guard: choose on the held-out points ----------------------------------------------------------
+    held_err = {k: fitter.error(v, held) for k, v in candidates.items()} if n_hold else dict(train_err)
+    choice = min(held_err, key=lambda k: (held_err[k], k != "base"))
+    chosen = candidates[choice]
+    report = {
+        "choice": choice,
+        "train": {k: train_err[k] for k in candidates},
+        "heldout": {k: held_err[k] for k in candidates},
+        "n_train": n_all - n_hold,
+        "n_heldout": n_hold,
+        "seconds": time.perf_counter() - started,
+        "score_calls": counted.calls,
+        "score_rows": counted.rows,
+        "nfe": nfe,
+        "base": base,
+    }
+    say(f"chose {choice}: held-out RMS {held_err[choice]:.3e} (base {held_err['base']:.3e})")
+    if choice == "base":
+        return LearnedSolver.from_base(sde, base, grid0, denoise=denoise, report=report)
+    return LearnedSolver(sde, base, chosen.grid, chosen.weights, chosen.orders, chosen.scales, chosen.offsets,
+                         afs=chosen.afs, denoise=denoise, report=report)  # fmt: skip
