@@ -28,20 +28,20 @@ import numpy as np
 
 from ..errors import NonFiniteError
 from ..grids import make_grid
-from ..integrate import tweedie_denoise
+from ..integrate import solve, tweedie_denoise
+from ..noise import check_seed
 from ..sdes import LinearSDE
 from ..solvers import get_solver
 from ..solvers._common import coeffs
-from ..noise import check_seed
 from ..validation import boolean, positive_int, positive_number
 from .solver import LearnedSolver, base_tables
 from .teacher import DenseTeacher
 
 __all__ = ["fit", "DEFAULT_BASE"]
 
-#: The solver a fit starts from (diff-sampler's iPNDM with the analytical first step, on the time-uniform grid:
-#: the best peer of the few-step benchmark).
-DEFAULT_BASE = "ipndm(afs=True)"
+#: The solvers a fit may start from (diff-sampler's iPNDM, iPNDM_v and DEIS-tAB with the analytical first step, on
+#: the time-uniform grid: the best peers of the few-step benchmark); the one with the least training error is taken.
+DEFAULT_BASE = ("ipndm(afs=True)", "ipndm_v(afs=True)", "deis(order=4, afs=True)")
 
 
 class _Counted:
@@ -80,8 +80,9 @@ def _grid_of(sde, shares, u0, u1, t_end):
 class _Fitter:
     """Stage 2 for one grid and offsets on a set of points: the fitted solver and its endpoint error."""
 
-    def __init__(self, sde, score, base, teacher, ref_out, denoise, ridge, fit_scales, history):
+    def __init__(self, sde, score, base, teacher, ref_out, denoise, ridge, fit_scales, history, weights):
         self.sde, self.score, self.base, self.teacher = sde, score, base, teacher
+        self.weights = weights  # (n,) importance weights of the warm-up points (mean 1 over the pool's law)
         self.ref, self.ref_out = teacher.endpoint, ref_out
         self.denoise, self.ridge = denoise, ridge
         self.fit_scales, self.history = fit_scales, history
@@ -120,7 +121,7 @@ class _Fitter:
             del hist[solver.multistep_order :]
             m = solver.orders[k]
             if fit:
-                self._fit_step(solver, k, x_hat, hist[:m], self._target(grid, levels, k, rows))
+                self._fit_step(solver, k, x_hat, hist[:m], self._target(grid, levels, k, rows), self.weights[rows])
             out = solver.scales[k] * x_hat
             for wj, ej in zip(solver.weights[k, :m], hist):
                 out = out + wj * ej
@@ -135,29 +136,54 @@ class _Fitter:
             return self.teacher.x_hat(levels[k + 1], rows)
         return self.ref[rows] / coeffs(self.sde, grid[-1])[0]
 
-    def _fit_step(self, solver, k, x_hat, hist, target):
-        """Ridge least squares of the step's corrections: ``scale`` and ``weights`` that bring its output closest
-        to ``target``."""
+    def _fit_step(self, solver, k, x_hat, hist, target, w):
+        """Weighted ridge least squares of the step's corrections: ``scale`` and ``weights`` that bring its output
+        closest to ``target`` (point ``i`` weighted by ``w[i]``)."""
         m = len(hist)
         out = solver.scales[k] * x_hat
         for wj, ej in zip(solver.weights[k, :m], hist):
             out = out + wj * ej
+        root = np.sqrt(w).reshape((-1,) + (1,) * (x_hat.ndim - 1))
         feats = ([x_hat] if self.fit_scales else []) + list(hist)
-        f = np.stack([v.reshape(-1) for v in feats], axis=1)
+        f = np.stack([(v * root).reshape(-1) for v in feats], axis=1)
         gram = f.T @ f
         lam = self.ridge * np.trace(gram) / gram.shape[0]
-        c = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), f.T @ (target - out).reshape(-1))
+        c = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), f.T @ ((target - out) * root).reshape(-1))
         if self.fit_scales:
             solver.scales[k] += c[0]
             c = c[1:]
         solver.weights[k, :m] += c
 
     def error(self, solver, rows) -> float:
-        """RMS over ``rows`` of ``|output - reference output|``."""
+        """Weighted RMS over ``rows`` of ``|output - reference output|`` (an estimate of the RMS over the law the
+        warm-up pool was drawn from)."""
         x = self._run(solver, rows)
         d = (x - self.ref_out[rows]).reshape(len(x), -1)
-        err = float(np.sqrt(np.mean(np.sum(d * d, axis=1))))
+        w = self.weights[rows]
+        err = float(np.sqrt(np.sum(w * np.sum(d * d, axis=1)) / np.sum(w)))
         return err if math.isfinite(err) else math.inf
+
+
+def _select(process, base, pool, n, n_steps, t_end, seed, factor=3):
+    """``(rows, weights)``: warm-up points of ``pool`` from ``n`` draws with probability ``q_i = (1/M + e_i^2 / sum e^2)
+    / 2`` (with replacement), ``e_i = |base on n_steps steps - base on factor * n_steps steps|`` from pool point ``i``
+    (a cheap proxy of the base's error), and importance weights ``1 / (M q_i)`` (``M``: the pool's size), so that
+    weighted means estimate means over the pool while the trajectories where the base errs most -- the rare ones
+    that end in another mixture component -- are ``M / (2 n)`` times more likely to be among the fitted points."""
+    m = pool.shape[0]
+    outs = []
+    for steps in (n_steps, factor * n_steps):
+        grid = make_grid(process.sde, steps, base.default_grid, t_end)
+        outs.append(np.asarray(solve(process, pool, float(grid[0]), float(grid[-1]), base, grid=grid).x))
+    e2 = np.sum((outs[0] - outs[1]).reshape(m, -1) ** 2, axis=1)
+    q = 0.5 / m + (0.5 * e2 / e2.sum() if e2.sum() > 0 and np.all(np.isfinite(e2)) else 0.5 / m)
+    rng = np.random.default_rng(seed)
+    draws = rng.choice(m, size=n, replace=True, p=q / q.sum())
+    rows, counts = np.unique(draws, return_counts=True)  # a point drawn twice is fitted once, with twice the weight
+    order = rng.permutation(len(rows))  # the held-out part is a random part
+    rows, counts = rows[order], counts[order]
+    weights = counts / (m * q[rows])
+    return rows, weights / weights.mean()
 
 
 def _check_x_T(x_T, score, shape):
@@ -182,7 +208,8 @@ def fit(
     *,
     x_T=None,
     n: int = 1024,
-    base: str = DEFAULT_BASE,
+    oversample: int = 8,
+    base=DEFAULT_BASE,
     denoise: bool = True,
     teacher=None,
     seed: int = 0,
@@ -211,12 +238,19 @@ def fit(
     nfe : int
         The budget per sample, the final denoising included when ``denoise``. The fitted solver takes
         ``nfe - denoise`` score-evaluating steps (plus the analytic first step when the base has ``afs``).
-    x_T : array (n, *event), optional
-        Warm-up start points; default ``n`` prior draws with ``seed`` (event shape from ``shape`` or
-        ``score.event_shape``). The last ``holdout`` fraction is not fitted to.
-    base : str
-        The solver the fit starts from, of the ``ipndm`` / ``ipndm_v`` / ``deis`` family (default
-        ``"ipndm(afs=True)"``); its default grid is the starting grid. The untrained solver is this base.
+    x_T : array (M, *event), optional
+        The pool of warm-up start points; default ``oversample * n`` prior draws with ``seed`` (event shape from
+        ``shape`` or ``score.event_shape``).
+    n, oversample : int
+        Warm-up points fitted (and held out). When the pool holds more than ``n``, ``n`` of them are drawn with
+        probabilities that favour the points where the base solver errs most (its disagreement with itself on
+        three times the steps), with importance weights so that every error is an estimate over the pool's law:
+        the rare trajectories that carry most of the RMS at few steps are then among the fitted and held-out
+        points. The last ``holdout`` fraction of the drawn points is not fitted to.
+    base : str or sequence of str
+        The solver the fit starts from, of the ``ipndm`` / ``ipndm_v`` / ``deis`` family, or several: the one with
+        the least (weighted) error on the training points is taken (default :data:`DEFAULT_BASE`). Its default
+        grid is the starting grid; the untrained solver is this base, and the guard compares with it.
     denoise : bool
         Fit for ``sample(..., denoise=True)``: one evaluation of the budget goes to the final Tweedie step.
     teacher : callable ``x_T -> x``, optional
@@ -254,9 +288,18 @@ def fit(
         raise TypeError(f"score must be callable score(x, t), got {score!r}")
     nfe = positive_int("nfe", nfe)
     denoise, progress = boolean("denoise", denoise), boolean("progress", progress)
-    base_solver = get_solver(base)
-    if not hasattr(base_solver, "weights") or not hasattr(base_solver, "step_order"):
-        raise ValueError(f"base must be a solver of the ipndm / ipndm_v / deis family, got {base!r}")
+    specs = [base] if isinstance(base, str) else list(base)
+    bases = {}
+    for spec in specs:
+        try:
+            bases[spec] = get_solver(spec)
+        except ValueError as exc:
+            raise ValueError(f"base {spec!r}: {exc}") from None
+        if not hasattr(bases[spec], "weights") or not hasattr(bases[spec], "step_order"):
+            raise ValueError(f"base must be a solver of the ipndm / ipndm_v / deis family, got {spec!r}")
+    if not bases:
+        raise ValueError("base names no solver")
+    base_solver = bases[specs[0]]
     evals = nfe - int(denoise)
     if evals < 1:
         raise ValueError(f"nfe={nfe} is smaller than base {base!r} needs with denoise={denoise}: at least "
@@ -268,19 +311,27 @@ def fit(
         if event is None:
             raise ValueError("give x_T, or shape=(d,), or a score with event_shape")
         event = (int(event),) if np.ndim(event) == 0 else tuple(int(v) for v in event)
-        x_T = sde.prior_sample((positive_int("n", n),) + event, seed=check_seed(seed))
+        x_T = sde.prior_sample((positive_int("n", n) * positive_int("oversample", oversample),) + event,
+                               seed=check_seed(seed))  # fmt: skip
     x_T = _check_x_T(x_T, score, shape)
+    n = positive_int("n", n)
     if teacher is not None and not callable(teacher):
         raise TypeError(f"teacher must be callable x_T -> x_0, got {teacher!r}")
     holdout = float(holdout)
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"holdout must lie in [0, 1), got {holdout!r}")
-    history = max(positive_int("history", history), base_solver.multistep_order)
+    history = positive_int("history", history)
+    counted = _Counted(score)
+    process = sde.probability_flow(counted)
+    pool_size = x_T.shape[0]
+    if pool_size > n:
+        rows, point_weights = _select(process, base_solver, x_T, n, n_steps, t_end, check_seed(seed))
+        x_T = x_T[rows]
+    else:
+        point_weights = np.ones(pool_size)
     n_all = x_T.shape[0]
     n_hold = int(round(holdout * n_all))
     train, held = slice(0, n_all - n_hold), slice(n_all - n_hold, n_all)
-    counted = _Counted(score)
-    process = sde.probability_flow(counted)
 
     def say(msg):
         if progress:
@@ -304,7 +355,19 @@ def fit(
     ridge = float(ridge)
     if not (math.isfinite(ridge) and ridge >= 0.0):
         raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
-    fitter = _Fitter(sde, counted, base_solver, dense, ref_out, denoise, ridge, boolean("scales", scales), history)
+    fitter = _Fitter(sde, counted, base_solver, dense, ref_out, denoise, ridge, boolean("scales", scales), history,
+                     point_weights)  # fmt: skip
+
+    # ---- the base: the least training error among ``base`` --------------------------------------------------
+    base_err = {}
+    for spec, solver in bases.items():
+        fitter.base = solver
+        steps_b = evals + int(solver.afs)
+        grid_b = make_grid(sde, steps_b, solver.default_grid, t_end)
+        base_err[spec] = fitter.error(fitter.solver(grid_b, np.zeros(steps_b), train, fit=False), train)
+    base = min(base_err, key=base_err.get)
+    base_solver = fitter.base = bases[base]
+    n_steps = evals + int(base_solver.afs)
 
     # ---- stage 2 on the base grid ----------------------------------------------------------------------------
     grid0 = make_grid(sde, n_steps, base_solver.default_grid, t_end)
@@ -358,8 +421,8 @@ def fit(
         simplex = np.vstack([p0] + [p0 + steps[i] * np.eye(n_par)[i] for i in range(n_par)])
         with np.errstate(all="ignore"):
             try:
-                minimize(objective, p0, method="Nelder-Mead",
-                         options={"initial_simplex": simplex, "maxfev": limit, "xatol": 1e-4, "fatol": 0.0})  # fmt: skip
+                opts = {"initial_simplex": simplex, "maxfev": limit, "xatol": 1e-4, "fatol": 0.0}
+                minimize(objective, p0, method="Nelder-Mead", options=opts)
             except _Budget:
                 pass
         candidates["polished"] = best["solver"]
@@ -376,11 +439,13 @@ def fit(
         "heldout": {k: held_err[k] for k in candidates},
         "n_train": n_all - n_hold,
         "n_heldout": n_hold,
+        "pool": pool_size,
         "seconds": time.perf_counter() - started,
         "score_calls": counted.calls,
         "score_rows": counted.rows,
         "nfe": nfe,
         "base": base,
+        "bases": base_err,
     }
     say(f"chose {choice}: held-out RMS {held_err[choice]:.3e} (base {held_err['base']:.3e})")
     if choice == "base":

@@ -25,8 +25,8 @@ import numpy as np
 from .._version import __version__
 from ..sdes import LinearSDE
 from ..solvers import StepContext, get_solver, parse_solver_spec
-from ..solvers.base import FixedStepSolver
 from ..solvers._common import coeffs, linear_sde_of, score_at
+from ..solvers.base import FixedStepSolver
 
 __all__ = ["LearnedSolver", "load", "base_tables", "sde_from_repr", "FORMAT"]
 
@@ -129,7 +129,9 @@ class LearnedSolver(FixedStepSolver):
         self.scales = np.ones(n_steps) if scales is None else np.asarray(scales, dtype=np.float64).copy()
         self.offsets = np.zeros(n_steps) if offsets is None else np.asarray(offsets, dtype=np.float64).copy()
         if self.scales.shape != (n_steps,) or self.offsets.shape != (n_steps,):
-            raise ValueError(f"scales and offsets need {n_steps} entries, got {self.scales.shape}, {self.offsets.shape}")
+            raise ValueError(
+                f"scales and offsets need {n_steps} entries, got {self.scales.shape}, {self.offsets.shape}"
+            )
         for label, arr in (("grid", self.grid), ("weights", self.weights), ("scales", self.scales),
                            ("offsets", self.offsets)):  # fmt: skip
             if not np.all(np.isfinite(arr)):
@@ -267,8 +269,10 @@ def load(path, sde=None) -> LearnedSolver:
     fitted_sde = sde_from_repr(data["sde"])
     if sde is not None and repr(sde) != repr(fitted_sde):
         raise ValueError(f"sde {sde!r} does not match the SDE this solver was fitted for, {fitted_sde!r}")
-    solver = LearnedSolver(fitted_sde, data["base"], data["grid"], data["weights"], data["orders"], data["scales"],
-                           data["offsets"], afs=data["afs"], denoise=data["denoise"], report=data.get("report"))  # fmt: skip
+    tables = [data[k] for k in ("grid", "weights", "orders", "scales", "offsets")]
+    solver = LearnedSolver(
+        fitted_sde, data["base"], *tables, afs=data["afs"], denoise=data["denoise"], report=data.get("report")
+    )
     if solver.nfe_budget != data["nfe"]:
         raise ValueError(f"path {str(path)!r}: the stored budget {data['nfe']} does not match its grid")
     return solver

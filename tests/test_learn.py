@@ -1,0 +1,153 @@
+"""sdekit.learn: the learned few-step solver is its base when untrained, fitting lowers the held-out error against
+an exact flow, NFE accounting, save/load, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sdekit
+from sdekit import EDMSDE, VPSDE, Gaussian, GaussianMixture, sample
+from sdekit.grids import make_grid
+from sdekit.learn import LearnedSolver, fit, load
+
+SDE = EDMSDE()
+MIX = GaussianMixture(weights=[0.6, 0.4], means=[[-1.5, 0.0], [1.5, 0.5]], covs=[[0.1, 0.2], [0.3, 0.05]])
+GAUSS = Gaussian([0.5, -1.0], [0.2, 0.02])
+
+
+def _rms(x, y):
+    return float(np.sqrt(np.mean(np.sum((np.asarray(x) - np.asarray(y)) ** 2, axis=1))))
+
+
+@pytest.mark.parametrize("base", ["ipndm(afs=True)", "ipndm", "ipndm_v(afs=True)", "deis(order=4, afs=True)",
+                                  "deis(variant='logrho', lower_order_final=True)", "ipndm_v(order=3)"])  # fmt: skip
+@pytest.mark.parametrize("sde", [EDMSDE(), VPSDE()], ids=["edm", "vp"])
+def test_untrained_is_its_base(base, sde):
+    score = MIX.score(sde)
+    grid = make_grid(sde, 7, "time_uniform")
+    x = sde.prior_sample((40, 2), seed=3)
+    untrained = LearnedSolver.from_base(sde, base, grid)
+    a = sample(sde, score, x_T=x, solver=untrained)
+    b = sample(sde, score, x_T=x, solver=base, grid=grid)
+    assert a.nfe == b.nfe
+    np.testing.assert_allclose(a.x, b.x, rtol=0, atol=1e-13 * np.max(np.abs(b.x)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_untrained_is_its_base_in_torch(dtype):
+    torch = pytest.importorskip("torch")
+    score = MIX.score(SDE)
+    grid = make_grid(SDE, 6, "time_uniform")
+    x = torch.as_tensor(SDE.prior_sample((16, 2), seed=4), dtype=getattr(torch, dtype))
+    a = sample(SDE, score, x_T=x, solver=LearnedSolver.from_base(SDE, "ipndm(afs=True)", grid), backend="torch")
+    b = sample(SDE, score, x_T=x, solver="ipndm(afs=True)", grid=grid, backend="torch")
+    assert a.x.dtype == x.dtype
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(a.x.numpy(), b.x.numpy(), rtol=0, atol=tol * float(b.x.abs().max()))
+
+
+@pytest.fixture(scope="module")
+def fitted_gauss():
+    return fit(SDE, GAUSS.score(SDE), 4, n=256, seed=5, time_limit=30.0, max_evals=300)
+
+
+def test_fit_on_a_gaussian_lowers_the_heldout_error_against_the_exact_flow(fitted_gauss):
+    x = SDE.prior_sample((500, 2), seed=11)
+    exact = GAUSS.flow(x, SDE.T, SDE.eps, SDE)
+    exact = sdekit.tweedie_denoise(SDE, GAUSS.score(SDE), exact, SDE.eps)
+    rep = fitted_gauss.report
+    assert rep["choice"] != "base"
+    assert rep["heldout"][rep["choice"]] < rep["heldout"]["base"]
+    mine = _rms(sample(SDE, GAUSS.score(SDE), x_T=x, solver=fitted_gauss).x, exact)
+    grid = make_grid(SDE, 4, "time_uniform")  # the base's own grid at this budget (3 evaluations + denoise)
+    base = _rms(sample(SDE, GAUSS.score(SDE), x_T=x, solver="ipndm(afs=True)", grid=grid).x, exact)
+    assert mine < 0.5 * base
+
+
+def test_fit_on_a_mixture_is_never_worse_than_its_base_on_heldout_points():
+    fitted = fit(SDE, MIX.score(SDE), 5, n=96, denoise=False, seed=2, max_evals=150)
+    rep = fitted.report
+    assert rep["heldout"][rep["choice"]] <= rep["heldout"]["base"]
+    assert rep["pool"] == 8 * 96 and rep["n_train"] + rep["n_heldout"] <= 96  # distinct points of 96 draws
+    assert rep["base"] in rep["bases"] and rep["score_calls"] > 0 and rep["seconds"] > 0
+
+
+class _Counter:
+    def __init__(self, score):
+        self.score, self.calls = score, 0
+
+    def __call__(self, x, t):
+        self.calls += 1
+        return self.score(x, t)
+
+
+@pytest.mark.parametrize("denoise", [True, False])
+@pytest.mark.parametrize("base", ["ipndm(afs=True)", "ipndm"])
+def test_nfe_accounting(denoise, base):
+    fitted = fit(SDE, MIX.score(SDE), 5, n=32, base=base, denoise=denoise, polish=False)
+    assert fitted.nfe_budget == 5 and fitted.n_steps == 5 - int(denoise) + ("afs" in base)
+    counter = _Counter(MIX.score(SDE))
+    sol = sample(SDE, counter, x_T=SDE.prior_sample((8, 2)), solver=fitted, denoise=denoise)
+    assert sol.nfe == counter.calls == 5
+
+
+def test_own_grid_only(fitted_gauss):
+    x = SDE.prior_sample((4, 2))
+    with pytest.raises(ValueError, match="own grid"):
+        sample(SDE, GAUSS.score(SDE), x_T=x, solver=fitted_gauss, steps=10)
+
+
+def test_save_load_round_trip(tmp_path, fitted_gauss):
+    path = tmp_path / "solver.json"
+    fitted_gauss.save(path)
+    again = load(path)
+    for key in ("grid", "weights", "orders", "scales", "offsets"):
+        np.testing.assert_array_equal(getattr(again, key), getattr(fitted_gauss, key))
+    assert again.report == fitted_gauss.report and again.nfe_budget == fitted_gauss.nfe_budget
+    x = SDE.prior_sample((20, 2), seed=8)
+    a = sample(SDE, GAUSS.score(SDE), x_T=x, solver=fitted_gauss).x
+    np.testing.assert_array_equal(sample(SDE, GAUSS.score(SDE), x_T=x, solver=again).x, a)
+    with pytest.raises(ValueError, match="does not match the SDE"):
+        load(path, sde=EDMSDE(sigma_max=40.0))
+    with pytest.raises(ValueError, match="fitted for EDMSDE"):
+        sample(VPSDE(), Gaussian([0.0, 0.0], [1.0, 1.0]).score(VPSDE()), x_T=x, solver=again)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a saved learned solver"):
+        load(bad)
+
+
+def test_sdekit_learn_is_lazy():
+    import subprocess
+    import sys
+
+    code = "import sys, sdekit; assert 'sdekit.learn' not in sys.modules; sdekit.learn.fit; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+
+
+def test_bad_input_names_the_argument():
+    score = MIX.score(SDE)
+    with pytest.raises(ValueError, match="nfe=1"):
+        fit(SDE, score, 1, n=16)
+    with pytest.raises(ValueError, match="x_T"):
+        fit(SDE, score, 4, x_T=np.zeros((16, 3)))
+    with pytest.raises(ValueError, match="x_T"):
+        fit(SDE, score, 4, x_T=np.zeros(16))
+    with pytest.raises(ValueError, match="teacher"):
+        fit(SDE, score, 4, n=16, teacher=lambda x: x[:, :1], polish=False)
+    with pytest.raises(TypeError, match="teacher"):
+        fit(SDE, score, 4, n=16, teacher=3)
+    with pytest.raises(ValueError, match="base"):
+        fit(SDE, score, 4, n=16, base="dpmpp_2m")
+    with pytest.raises(TypeError, match="sde"):
+        fit("edm", score, 4, n=16)
+
+    def nan_score(x, t):
+        out = score(x, t)
+        out[0, 0] = np.nan
+        return out
+
+    with pytest.raises(ValueError, match="score returned non-finite"):
+        fit(SDE, nan_score, 4, n=16, shape=(2,))
