@@ -99,7 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="solver names (space or comma separated), each optionally with options, e.g. "
-        "'dpmpp_pc(order=2, sigma_data=1.4)'; default: every registered fixed-step solver",
+        "'dpmpp_pc(order=2, sigma_data=1.4)', or a learned solver's saved file (sdekit.learn, .json: its row is run "
+        "at its own budget and grid); default: every registered fixed-step solver",
+    )
+    p.add_argument(
+        "--learned",
+        action="store_true",
+        help="add a learned solver per ODE budget up to 20 NFE (sdekit.learn.fit, default base, no denoising, on "
+        "prior draws disjoint from the compared start points; about a minute per budget)",
     )
     p.add_argument(
         "--model",
@@ -187,17 +194,35 @@ def _cmd_compare(args, parser) -> int:
     from .solvers import SOLVERS, parse_solver_spec
 
     solvers = None
+    learned = []
     if args.solvers is not None:
         solvers = _split_names(args.solvers)
         bad = []
-        for spec in solvers:
+        for spec in list(solvers):
+            if spec.endswith(".json"):  # a learned solver's file
+                from .learn import load
+
+                try:
+                    learned.append(load(spec))
+                except (OSError, ValueError, KeyError) as exc:
+                    parser.error(f"argument --solvers: {spec}: {exc}")
+                solvers.remove(spec)
+                continue
             try:
                 if parse_solver_spec(spec)[0] not in SOLVERS:
                     bad.append(spec)
             except ValueError as exc:
                 parser.error(f"argument --solvers: {exc}")
-        if bad or not solvers:
+        if bad or not (solvers or learned):
             parser.error(f"argument --solvers: unknown solver(s) {bad}; valid solvers: {sorted(SOLVERS)}")
+    if args.learned or learned:
+        if args.model is not None or args.dask is not None:
+            parser.error("argument --learned / a learned solver file: not with --model or --dask")
+        try:
+            solvers = (solvers if args.solvers is not None else None) or []
+            solvers = solvers + learned + (_fit_learned(args) if args.learned else [])
+        except ValueError as exc:
+            parser.error(f"argument --learned: {exc}")
     if args.n is not None and args.n < 2:
         parser.error(f"argument --n: must be at least 2, got {args.n}")
     paths = [("--csv", args.csv), ("--png", args.png), ("--json", args.json)]
@@ -259,6 +284,22 @@ def _cmd_compare(args, parser) -> int:
         if path:
             print(f"wrote {label}: {path}")
     return 0
+
+
+def _fit_learned(args) -> list:
+    """``sdekit compare --learned``: one :func:`sdekit.learn.fit` per ODE budget up to 20 NFE on the chosen density
+    and SDE, fitted on prior draws (seed ``--seed`` + 7919) that are not the compared start points."""
+    from .bench import DEFAULT_NFE, make_density, make_sde
+    from .learn import fit
+
+    sde = make_sde("vp" if args.sde is None else args.sde)
+    density = make_density("ring8" if args.density is None else args.density)
+    budgets = [b for b in (DEFAULT_NFE if args.nfe is None else args.nfe) if 2 <= b <= 20]
+    fits = []
+    for b in budgets:
+        fits.append(fit(sde, density.score(sde), b, n=256, guard=512, denoise=False, seed=args.seed + 7919,
+                        t_end=args.t_end, time_limit=30.0, progress=args.progress))  # fmt: skip
+    return fits
 
 
 def _compare_model(args, parser, solvers) -> int:

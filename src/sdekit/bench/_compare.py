@@ -110,12 +110,19 @@ def run_cell(problem: Problem, run: Run, process, budget: int, x_T, *, reference
     density is a Gaussian law (``None`` otherwise).
     """
     inst, sde = run.solver, problem.sde
-    steps = steps_for_budget(inst, process, problem, budget)
-    row = new_row(run, budget, steps, note)
-    if steps < 1:
-        row["note"] = f"needs {inst.nfe_per_step} NFE per step; budgets below that skipped"
-        return row
-    ts = make_grid(sde, steps, problem.grid, problem.t_end)
+    if inst.fixed_grid is not None:  # a solver with its own times (sdekit.learn) runs at its budget only
+        ts = inst.fixed_grid
+        row = new_row(run, budget, len(ts) - 1, note)
+        if inst.nfe(ts, process) != budget:
+            row["note"], row["steps"] = f"fitted for NFE {inst.nfe(ts, process)}; other budgets skipped", 0
+            return row
+    else:
+        steps = steps_for_budget(inst, process, problem, budget)
+        row = new_row(run, budget, steps, note)
+        if steps < 1:
+            row["note"] = f"needs {inst.nfe_per_step} NFE per step; budgets below that skipped"
+            return row
+        ts = make_grid(sde, steps, problem.grid, problem.t_end)
     law = None
     if run.process == "sde" and target_law is not None:
         try:

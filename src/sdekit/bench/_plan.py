@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..backends.registry import backend_names
 from ..grids import GRIDS
-from ..solvers import SOLVERS, get_solver, parse_solver_spec
+from ..solvers import SOLVERS, Solver, get_solver, parse_solver_spec
 from ..validation import in_interval, integer_at_least, positive_int
 from ._metrics import CompareMetric, get_metric
 from ._problems import N_MAX_FACTOR, density_label, fixed_step_solvers, make_density, make_sde
@@ -120,6 +120,8 @@ def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, met
     elif isinstance(solvers, str):
         solvers = [solvers]
     for s in solvers:
+        if isinstance(s, Solver):  # an instance (a learned solver, sdekit.learn): its name labels its row
+            continue
         if not isinstance(s, str) or parse_solver_spec(s)[0] not in SOLVERS:
             raise ValueError(f"unknown solver {s!r}; valid solvers: {sorted(SOLVERS)}")
     T = sde_obj.T
@@ -153,6 +155,10 @@ def plan_runs(specs) -> tuple[list, dict]:
     """
     runs, notes = [], {}
     for name in specs:
+        if isinstance(name, Solver):
+            name, inst = name.name, name
+            runs += [Run(name, inst, proc) for proc in ("ode", "sde") if getattr(inst, f"is_{proc}")]
+            continue
         try:
             inst = get_solver(name)
         except (TypeError, ValueError) as exc:

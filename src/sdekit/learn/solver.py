@@ -140,6 +140,7 @@ class LearnedSolver(FixedStepSolver):
         self.multistep_order = int(self.weights.shape[1])
         self.order = 1  # a fitted method has no asymptotic order; only its budget is meaningful
         self.report = dict(report or {})
+        self.name = f"learned[{self.base or 'untrained'}, nfe={self.nfe(self.grid) + int(self.denoise)}]"
         # the eval times: the grid's own where the offset is 0 (the base's numbers), else the shifted level
         self._eval_times = [self._shifted(t, o) for t, o in zip(self.grid[:-1], self.offsets)]
 
