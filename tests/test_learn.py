@@ -49,7 +49,7 @@ def test_untrained_is_its_base_in_torch(dtype):
 
 @pytest.fixture(scope="module")
 def fitted_gauss():
-    return fit(SDE, GAUSS.score(SDE), 4, n=256, seed=5, time_limit=30.0, max_evals=300)
+    return fit(SDE, GAUSS.score(SDE), 4, n=256, seed=5, guard=512, time_limit=30.0, max_evals=300)
 
 
 def test_fit_on_a_gaussian_lowers_the_heldout_error_against_the_exact_flow(fitted_gauss):
@@ -66,7 +66,7 @@ def test_fit_on_a_gaussian_lowers_the_heldout_error_against_the_exact_flow(fitte
 
 
 def test_fit_on_a_mixture_is_never_worse_than_its_base_on_heldout_points():
-    fitted = fit(SDE, MIX.score(SDE), 5, n=96, denoise=False, seed=2, max_evals=150)
+    fitted = fit(SDE, MIX.score(SDE), 5, n=96, denoise=False, seed=2, guard=256, max_evals=150)
     rep = fitted.report
     assert rep["heldout"][rep["choice"]] <= rep["heldout"]["base"]
     assert rep["pool"] == 8 * 96 and rep["n_train"] + rep["n_heldout"] <= 96  # distinct points of 96 draws
@@ -85,7 +85,7 @@ class _Counter:
 @pytest.mark.parametrize("denoise", [True, False])
 @pytest.mark.parametrize("base", ["ipndm(afs=True)", "ipndm"])
 def test_nfe_accounting(denoise, base):
-    fitted = fit(SDE, MIX.score(SDE), 5, n=32, base=base, denoise=denoise, polish=False)
+    fitted = fit(SDE, MIX.score(SDE), 5, n=32, base=base, denoise=denoise, polish=False, guard=0)
     assert fitted.nfe_budget == 5 and fitted.n_steps == 5 - int(denoise) + ("afs" in base)
     counter = _Counter(MIX.score(SDE))
     sol = sample(SDE, counter, x_T=SDE.prior_sample((8, 2)), solver=fitted, denoise=denoise)
@@ -151,3 +151,34 @@ def test_bad_input_names_the_argument():
 
     with pytest.raises(ValueError, match="score returned non-finite"):
         fit(SDE, nan_score, 4, n=16, shape=(2,))
+
+
+def test_compare_cli_runs_a_saved_learned_solver_at_its_budget(tmp_path, capsys):
+    from sdekit.bench import make_density
+    from sdekit.cli import main
+
+    sde = EDMSDE()
+    fitted = fit(sde, make_density("ring8").score(sde), 5, n=64, denoise=False, polish=False, guard=0)
+    path = tmp_path / "ring8_nfe5.json"
+    fitted.save(path)
+    argv = ["compare", "--density", "ring8", "--sde", "edm", "--solvers", "ipndm", str(path), "--nfe", "5", "8",
+            "--n-ode", "50", "--n", "200", "--csv", "", "--png", ""]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert fitted.name in out and "fitted for NFE 5; other budgets skipped" in out
+
+
+def test_k_diffusion_sampler_runs_a_learned_solver_on_its_grid(fitted_gauss):
+    torch = pytest.importorskip("torch")
+    from sdekit.interop import k_diffusion_sampler
+
+    score = GAUSS.score(SDE)
+
+    def model(x, sigma):  # the denoiser D(x, sigma) = x + sigma^2 score
+        s = sigma.numpy()
+        return x + torch.from_numpy(s[:, None] ** 2 * score(x.numpy(), s))
+
+    x = SDE.prior_sample((16, 2), seed=3)
+    out = k_diffusion_sampler(fitted_gauss)(model, torch.from_numpy(x), torch.from_numpy(fitted_gauss.grid))
+    ref = sample(SDE, score, x_T=x, solver=fitted_gauss, denoise=False).x
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
