@@ -182,3 +182,15 @@ def test_k_diffusion_sampler_runs_a_learned_solver_on_its_grid(fitted_gauss):
     out = k_diffusion_sampler(fitted_gauss)(model, torch.from_numpy(x), torch.from_numpy(fitted_gauss.grid))
     ref = sample(SDE, score, x_T=x, solver=fitted_gauss, denoise=False).x
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fitted_solver_runs_in_torch(fitted_gauss, dtype):
+    torch = pytest.importorskip("torch")
+    x = SDE.prior_sample((32, 2), seed=6)
+    ref = sample(SDE, GAUSS.score(SDE), x_T=x, solver=fitted_gauss).x
+    xt = torch.as_tensor(x, dtype=getattr(torch, dtype))
+    sol = sample(SDE, GAUSS.score(SDE), x_T=xt, solver=fitted_gauss, backend="torch")
+    assert sol.x.dtype == xt.dtype and sol.nfe == fitted_gauss.nfe_budget
+    tol = 1e-4 if dtype == "float32" else 1e-11
+    np.testing.assert_allclose(sol.x.numpy(), ref, rtol=0, atol=tol * np.max(np.abs(ref)))
