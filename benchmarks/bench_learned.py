@@ -153,9 +153,8 @@ def run(name, prob, nfes, n_test, n_warm, time_limit, log, **fit_options):
         else:
             switched = components(prob, sol.x) != comp_ref
             sw, rest = f"{switched.mean():.2%}", f"{math.sqrt(sq[~switched].mean()):.2e}"
-        log(
-            f"| {name} | {budget} | best peer: {label} | {rms_p:.2e} | 1 | | | | | |" + (f" {fd_p:.2e} |" if digits else "")
-        )
+        extra = f" {fd_p:.2e} |" if digits else ""
+        log(f"| {name} | {budget} | best peer: {label} | {rms_p:.2e} | 1 | | | | | |" + extra)
         log(f"| {name} | {budget} | learned | {rms:.2e} | {rms / rms_p:.2f} [{lo:.2f}, {hi:.2f}] | {sw} | {rest} | "
             f"{secs:.0f} | {rep['score_rows']:.2e} | {choice} |" + (f" {fd:.2e} |" if digits else ""))  # fmt: skip
         out[budget] = rms / rms_p
