@@ -333,7 +333,7 @@ def solve(
         needs[f"{noise}_noise"] = True
     name = _pick_backend(backend, x0, score, solver, needs)
     entry = get_backend(name)
-    log_snr = solver.adaptive and getattr(solver, "time", "t") == "log_snr"
+    log_snr = solver.adaptive and solver.time_for(getattr(process, "sde", process)) == "log_snr"
     if (not entry.fused_scores or log_snr) and score is not None:  # a fused backend checks the scores it cannot
         process = type(process)(process.sde, CheckedScore(score))  # compile itself (the time change it cannot)
     job_grid = ts
@@ -423,9 +423,7 @@ def _sample_grid(sde, solver, steps, grid, t_end):
             )
         return None
     if grid is None:
-        # the solver family's schedule (log-SNR for the exponential integrators, EDM's for EDM); a schedule of a
-        # linear SDE's log-SNR does not exist for other SDEs, whose default is uniform in t
-        grid = solver.default_grid if isinstance(sde, LinearSDE) else "uniform"
+        grid = solver.grid_for(sde)  # the solver family's schedule, or the SDE's own for the "uniform" family
     if isinstance(grid, str) or callable(grid):
         return make_grid(sde, positive_int("steps", DEFAULT_STEPS if steps is None else steps), grid, t_end)
     if steps is not None:
@@ -475,9 +473,11 @@ def sample(
     steps, grid
         Number of steps (default 1000) and the schedule: a name in ``sdekit.grids.GRIDS``, a callable
         ``grid(sde, steps, t_end)``, or an explicit decreasing array of times from ``T`` to ``t_end``. The default
-        schedule is the solver's ``default_grid``: ``"log_snr"`` for the exponential integrators (DPM-Solver++ and
-        its predictor-corrector family), EDM's ``"karras"`` for ``edm``, ``"uniform"`` otherwise (score_sde's
-        samplers) and for SDEs that are not linear. Adaptive solvers take neither.
+        schedule is ``solver.grid_for(sde)``: the solver family's ``default_grid`` (``"log_snr"`` for the
+        exponential integrators, EDM's ``"karras"`` for ``edm``, ``"time_uniform"`` for the Adams methods); for the
+        ``"uniform"`` family (score_sde's samplers, the Runge-Kutta methods) the SDE's ``default_grid``: uniform in
+        ``t`` on VP, sub-VP, VE and ``DiscreteVPSDE``, ``"karras"`` on ``EDMSDE`` (whose ``t`` is the noise level);
+        ``"uniform"`` on SDEs that are not linear. Adaptive solvers take neither.
     denoise : bool
         Apply Tweedie's step ``(x + sigma^2 score) / alpha`` at ``t_end`` (one more NFE).
     process : {"auto", "sde", "ode"}

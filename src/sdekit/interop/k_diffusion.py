@@ -246,7 +246,12 @@ def k_diffusion_sampler(solver="euler", *, process="auto", seed=None, check_fini
         Any fixed-step sdekit solver (``options`` go to its constructor, checked now). Adaptive solvers choose their
         own steps and are refused.
     process : {"auto", "sde", "ode"}
-        The reverse SDE or the probability-flow ODE (``"auto"``: the solver's own; ``heun`` runs the ODE).
+        The reverse SDE or the probability-flow ODE (``"auto"``: the solver's own, the ODE for a solver that does
+        both: ``heun``, and ``sa_solver`` unless its stochasticity ``tau > 0`` or ``tau_interval`` is given).
+        k-diffusion itself has no SA-Solver; ComfyUI's ``sample_sa_solver`` (its fork of k-diffusion's sampling
+        module) is stochastic by default (``eta = 1`` between the noise levels at 20 % and 80 % of the model's
+        schedule). Its counterpart here is ``k_diffusion_sampler("sa_solver", tau=1.0, tau_interval=(lo, hi))``
+        with ``lo``, ``hi`` those two noise levels; plain ``"sa_solver"`` is deterministic (the ODE, ``tau = 0``).
     seed : int, optional
         Seed of the counter-based noise of SDE solvers (sample ``i`` sees the normals ``sdekit.sample`` would give it).
         ``None``: drawn from torch's global generator at each call, so ``torch.manual_seed`` controls it as it controls
