@@ -120,7 +120,9 @@ def test_default_time_is_unchanged_and_backends_agree():
         b = solve(proc, x_T, sde.T, sde.eps, name, rtol=1e-3, atol=1e-3, seed=5, time="log_snr", backend="numpy")
         np.testing.assert_array_equal(a.x, b.x)
         assert a.stats["backend"] == "numba" and a.nfe == b.nfe
-    assert get_solver("dopri5").time == "t" and repr(get_solver("dopri5")) == "Dopri5(rtol=1e-05, atol=1e-05)"
+    # dopri5's default is time="auto" since issue 24: "t" on VP (above), "log_snr" on EDM (tests/test_defaults.py)
+    assert get_solver("dopri5").time == "auto" and repr(get_solver("dopri5")) == "Dopri5(rtol=1e-05, atol=1e-05)"
+    assert get_solver("dopri5").time_for(sde) == "t"
 
 
 def test_torch_and_conditioning():
@@ -151,7 +153,7 @@ def test_bad_options_name_the_argument():
     proc = sde.probability_flow(DATA.score(sde))
     x = np.zeros((2, 2))
     for bad in ("sigma", "lambda", None, 1):
-        with pytest.raises(ValueError, match=r"time must be one of \['t', 'log_snr'\]"):
+        with pytest.raises(ValueError, match=r"time must be one of \['t', 'log_snr', 'auto'\]"):
             get_solver("dopri5", time=bad)
     with pytest.raises(ValueError, match="time must be one of"):
         solve(proc, x, 1.0, 0.1, "adaptive", time="sigma")

@@ -14,6 +14,7 @@ with ``t``, ``t_next`` per-sample arrays in ``x``'s library and ``nfe`` the eval
 
 from __future__ import annotations
 
+import inspect
 import math
 
 from .. import _xp
@@ -60,7 +61,8 @@ class AdaptiveSolver(Solver):
         self.time = check_time_variable("time", time, also=("auto",))
 
     def __repr__(self):
-        when = "" if self.time == "t" else f", time={self.time!r}"
+        default = inspect.signature(type(self).__init__).parameters["time"].default
+        when = "" if self.time == default else f", time={self.time!r}"
         return f"{type(self).__name__}(rtol={self.rtol}, atol={self.atol}{when})"
 
     def time_for(self, sde) -> str:
