@@ -125,7 +125,7 @@ def _adaptive_stops(solver, save_at, t0: float, t1: float) -> np.ndarray:
     return np.concatenate([[t0], inside, [t1]])
 
 
-def _torch_module(score):
+def torch_module(score):
     """The ``torch.nn.Module`` behind a score: the score itself, or the model that a chain of wrappers (adapters,
     guidance, conditioning: each keeps what it wraps as ``.fn``) ends at; else None."""
     torch = sys.modules.get("torch")
@@ -149,9 +149,10 @@ def _first_backend(**capabilities) -> str | None:
     return None
 
 
-def _initial_state(sde, shape, seed, backend, score, device, dtype, sample_ids=None):
-    """Prior draws for ``sample``: a tensor for a torch backend (or a torch module score), else a numpy array."""
-    module = _torch_module(score)
+def initial_state(sde, shape, seed, backend="auto", score=None, device=None, dtype=None, sample_ids=None):
+    """Prior draws at ``T`` of shape ``shape`` as ``sample`` makes them: a tensor for a torch backend (or a torch
+    module score, on its parameters' device and dtype), else a numpy array (also used by ``grids.optimize``)."""
+    module = torch_module(score)
     wants_torch = module is not None or device is not None or dtype is not None
     if backend == "auto" and wants_torch:
         backend = _first_backend(array_library="torch") or "torch"
@@ -177,7 +178,7 @@ def _pick_backend(backend, x0, score, solver, needs):
         raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKEND_NAMES)}")
     library = "torch" if _xp.is_torch(x0) else "numpy"
     if backend == "auto":
-        if library == "numpy" and _torch_module(score) is not None:
+        if library == "numpy" and torch_module(score) is not None:
             raise TypeError("the score is a torch module; pass x0 as a torch tensor (and backend='torch' or 'auto')")
         fused = library == "numpy" and has_fused_score(score)
         picked = _first_backend(array_library=library, fused_scores=True, **needs) if fused else None
@@ -186,7 +187,7 @@ def _pick_backend(backend, x0, score, solver, needs):
             raise ValueError(f"no installed backend runs {library} arrays; available: {sorted(BACKENDS)}")
         return picked
     entry = get_backend(backend)
-    if entry.array_library != "torch" and _torch_module(score) is not None:
+    if entry.array_library != "torch" and torch_module(score) is not None:
         raise TypeError(f"backend={backend!r} cannot run a torch module score; use backend='torch' (or 'auto')")
     if entry.array_library != library:
         want = "a torch tensor" if entry.array_library == "torch" else "a numpy array"
@@ -527,7 +528,7 @@ def sample(
         if not hasattr(sde, "prior_sample"):
             raise ValueError(f"sde {sde!r} has no prior to sample from; pass x_T")
         ids = None if sample_ids is None else check_sample_ids(sample_ids, n)
-        x_T = _initial_state(sde, (n,) + event, check_seed(seed), backend, score, device, dtype, ids)
+        x_T = initial_state(sde, (n,) + event, check_seed(seed), backend, score, device, dtype, ids)
     ts = _sample_grid(sde, solver, steps, grid, t_end)
     sol = solve(
         proc,
