@@ -50,3 +50,30 @@ def test_grids_optimize_runs_a_torch_score(method):
     np.testing.assert_allclose(given, plain, rtol=1e-9)  # the same grid as the numpy run of the same score
     with pytest.raises(TypeError, match="pass x_T as a torch tensor"):
         sdekit.grids.optimize(sde, net, "euler", 6, x_T=x_T, method=method)
+
+
+# -- sdekit compare: a run that computes nothing fails ------------------------------------------------------------
+def _compare(capsys, *args):
+    from sdekit.cli import main
+
+    code = main(["compare", "--nfe", "10", "--n", "64", "--n-ode", "16", "--csv", "", "--png", "", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_compare_backend_torch_runs_its_rows(capsys):
+    pytest.importorskip("torch")
+    code, out, err = _compare(capsys, "--backend", "torch", "--solvers", "euler,heun")
+    assert code == 0, err
+    assert "not run" not in out
+    code_np, out_np, _ = _compare(capsys, "--backend", "numpy", "--solvers", "euler,heun")
+    row = [line for line in out.splitlines() if line.startswith("heun")]
+    row_np = [line for line in out_np.splitlines() if line.startswith("heun")]
+    assert row == row_np and len(row) == 2  # ODE and SDE rows: the numbers of numpy (float64, same noise)
+
+
+def test_compare_that_computes_nothing_exits_nonzero(capsys):
+    code, out, err = _compare(capsys, "--solvers", "adaptive")
+    assert code == 1
+    assert "nothing was computed" in err and "adaptive" in err and "tolerance-driven" in err
+    assert "tolerance-driven" in out  # the report says why too

@@ -258,7 +258,15 @@ def _cmd_compare(args, parser) -> int:
     for label, path in (("csv", args.csv), ("plot", args.png), ("json", args.json)):
         if path:
             print(f"wrote {label}: {path}")
-    return 0
+    return _exit_status(parser, result)
+
+
+def _exit_status(parser, result) -> int:
+    """0 when some row was computed; else 1, with the reasons on stderr (a run that computes nothing must not pass)."""
+    if result.computed():
+        return 0
+    print(f"{parser.prog}: error: nothing was computed:\n{result.why_empty()}", file=sys.stderr)
+    return 1
 
 
 def _compare_model(args, parser, solvers) -> int:
@@ -299,7 +307,7 @@ def _compare_model(args, parser, solvers) -> int:
     for label, path in (("csv", args.csv), ("plot", args.png), ("json", args.json), ("samples", args.samples_png)):
         if path:
             print(f"wrote {label}: {path}")
-    return 0
+    return _exit_status(parser, result)
 
 
 def _cmd_solvers(args, parser) -> int:

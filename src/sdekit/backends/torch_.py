@@ -66,6 +66,7 @@ __all__ = [
     "torch_noise",
     "prior_sample",
     "initial_state",
+    "as_state",
     "grad_mode",
     "clear_capture_cache",
     "CAPTURE_MODES",
@@ -190,6 +191,12 @@ def initial_state(sde, shape, seed, *, module=None, device=None, dtype=None, sam
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch dtype (e.g. torch.float32), got {dtype!r}")
     return prior_sample(sde, shape, seed, device=device, dtype=dtype, sample_ids=sample_ids)
+
+
+def as_state(x):
+    """A numpy array as this backend's state (``Backend.as_state``): a CPU tensor of the array's dtype; a tensor is
+    returned unchanged. ``bench.compare(backend="torch")`` hands its numpy start points over this way."""
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
 
 
 # -- the loop ----------------------------------------------------------------------------------------
