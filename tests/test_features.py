@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,6 +12,7 @@ import sdekit
 from sdekit import EDMSDE, Gaussian
 
 DATA = Gaussian([0.5, -0.3], [0.5, 0.2])
+sys.path.insert(0, str(Path(__file__).parent))  # the user model factories of _user_model.py
 
 
 def _torch_score(sde):
@@ -77,3 +81,17 @@ def test_compare_that_computes_nothing_exits_nonzero(capsys):
     assert code == 1
     assert "nothing was computed" in err and "adaptive" in err and "tolerance-driven" in err
     assert "tolerance-driven" in out  # the report says why too
+
+
+# -- compare --model module:factory with a vector event and the default --samples-png ------------------------------
+def test_compare_model_with_a_vector_event_writes_its_samples_png(tmp_path, monkeypatch, capsys):
+    from sdekit.cli import main
+
+    monkeypatch.chdir(tmp_path)  # the default --samples-png (sdekit_samples.png) lands here
+    code = main(["compare", "--model", "_user_model:factory", "--solvers", "heun", "--nfe", "5", "--n", "40",
+                 "--n-ode", "8", "--csv", "", "--png", ""])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "wrote samples: sdekit_samples.png" in out
+    png = tmp_path / "sdekit_samples.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000

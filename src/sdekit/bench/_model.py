@@ -378,6 +378,8 @@ def write_sample_grid(grids: dict, path, *, title: str = "", per_row: int = 6):
     """A PNG of one tile per row (solver, process): its samples ``(k, *shape)`` as a mosaic, labelled.
 
     Images ``(c, h, w)`` with ``c`` 1 (grey, values in ``[-1, 1]``, ink dark) or 3 (RGB); 2-D events ``(h, w)``.
+    Any other event (a vector ``(d,)``, a sequence ``(c, L)``, ...) is not an image: its tile is a scatter plot of the
+    first two coordinates of the flattened samples (a strip of points for ``d = 1``), on the axes of all tiles.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -389,11 +391,19 @@ def write_sample_grid(grids: dict, path, *, title: str = "", per_row: int = 6):
     nrows = math.ceil(len(keys) / cols)
     fig = Figure(figsize=(1.9 * cols, 2.15 * nrows + 0.4), dpi=80)
     FigureCanvasAgg(fig)
+    points = {k: _points(v) for k, v in grids.items() if not _is_image(v)}
+    lims = _limits(np.concatenate(list(points.values()))) if points else None
     for i, key in enumerate(keys):
         ax = fig.add_subplot(nrows, cols, i + 1)
-        img, cmap = _mosaic(grids[key])
-        ax.imshow(img, cmap=cmap, vmin=-1.0, vmax=1.0, interpolation="nearest")
-        ax.set_axis_off()
+        if key in points:
+            ax.scatter(points[key][:, 0], points[key][:, 1], s=6, c="k")
+            ax.set_xlim(lims[0])
+            ax.set_ylim(lims[1])
+            ax.tick_params(labelsize=5)
+        else:
+            img, cmap = _mosaic(grids[key])
+            ax.imshow(img, cmap=cmap, vmin=-1.0, vmax=1.0, interpolation="nearest")
+            ax.set_axis_off()
         label = key[0] if len(key[0]) <= 22 else key[0][:21] + "."
         ax.set_title(f"{label} ({key[1]})", fontsize=7)
     if title:
@@ -401,6 +411,27 @@ def write_sample_grid(grids: dict, path, *, title: str = "", per_row: int = 6):
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
+
+
+def _is_image(x) -> bool:
+    """Samples ``(k, h, w)`` or ``(k, c, h, w)`` with ``c`` 1 or 3: drawn as a mosaic of images."""
+    return x.ndim == 3 or (x.ndim == 4 and x.shape[1] in (1, 3))
+
+
+def _points(x) -> np.ndarray:
+    """``(k, 2)`` plot coordinates of non-image samples: the first two flattened coordinates (``(x, 0)`` for one)."""
+    flat = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
+    return flat[:, :2] if flat.shape[1] >= 2 else np.column_stack([flat[:, 0], np.zeros(len(flat))])
+
+
+def _limits(pts) -> tuple:
+    """Shared axis limits of the scatter tiles, padded by 5 % (finite points only)."""
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    if len(pts) == 0:
+        return (-1.0, 1.0), (-1.0, 1.0)
+    lo, hi = pts.min(0), pts.max(0)
+    pad = 0.05 * np.maximum(hi - lo, 1e-3)
+    return (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
 
 
 def _mosaic(x, gap: int = 1):
