@@ -95,3 +95,50 @@ def test_compare_model_with_a_vector_event_writes_its_samples_png(tmp_path, monk
     assert "wrote samples: sdekit_samples.png" in out
     png = tmp_path / "sdekit_samples.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+
+
+# -- distributed.sample: validate before the store is written; a store with no finished shard may be reconfigured ---
+class _Broken:
+    """A score that raises on every call (a job that fails before any shard finishes)."""
+
+    event_shape = (2,)
+
+    def __call__(self, x, t):
+        raise RuntimeError("broken score")
+
+
+def test_distributed_sample_validates_before_writing_its_store(tmp_path):
+    pytest.importorskip("distributed")
+    pytest.importorskip("zarr")
+    import sdekit.distributed as sd
+
+    sde = sdekit.VPSDE()
+    store = tmp_path / "s"
+    plain = DATA.score(sde).__call__  # a plain function: no event_shape
+    kw = dict(n=20, shard_size=10, store=store, steps=4, backend="numpy")
+    with pytest.raises(ValueError, match="event shape is unknown"):
+        sd.sample(sde, plain, client="local:1", **kw)  # raised before any cluster or store
+    with pytest.raises(ValueError, match="integrates ODEs only"):
+        sd.sample(sde, plain, shape=(2,), solver="euler", process="sde", client="local:1", **kw)
+    assert not store.exists()
+
+
+def test_distributed_store_without_a_finished_shard_is_reconfigured(tmp_path):
+    pytest.importorskip("distributed")
+    pytest.importorskip("zarr")
+    cloudpickle = pytest.importorskip("cloudpickle")
+    import sdekit.distributed as sd
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    sde = sdekit.VPSDE()
+    store = tmp_path / "s"
+    kw = dict(n=20, shard_size=10, store=store, steps=4, backend="numpy", seed=3)
+    with sd.connect("local:1") as client:
+        with pytest.raises(RuntimeError, match="broken score"):
+            sd.sample(sde, _Broken(), client=client, **kw)
+        assert (store / "sdekit.json").exists() and not sd.open_store(store).finished()
+        sol = sd.sample(sde, DATA.score(sde), client=client, **kw)  # another score, same store: reconfigured
+        np.testing.assert_array_equal(np.asarray(sol.x), sdekit.sample(sde, DATA.score(sde), n=20, steps=4,
+                                                                       backend="numpy", seed=3).x)  # fmt: skip
+        with pytest.raises(sd.StoreMismatchError, match="another configuration"):  # a finished shard: refused
+            sd.sample(sde, _Broken(), client=client, **kw)

@@ -432,6 +432,49 @@ def _sample_grid(sde, solver, steps, grid, t_end):
     return grid
 
 
+def check_sample(sde, score, *, n=None, x_T=None, shape=None, solver="euler_maruyama", steps=None, grid=None,
+                 t_end=None, denoise=True, process="auto", device=None, dtype=None, **solver_options):  # fmt: skip
+    """Every check :func:`sample` makes before it draws or solves anything (the same messages); returns
+    ``(solver, process, t_end)``. ``sdekit.distributed.sample`` runs it before it writes its store, so a mistake
+    is reported at once instead of by every worker."""
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
+    if not callable(score):
+        raise TypeError(f"score must be callable score(x, t), got {score!r}")
+    try:
+        solver = get_solver(solver, **solver_options)
+    except ValueError as exc:
+        if solver_options and "unknown option" in str(exc):
+            raise ValueError(f"{exc}; sample() itself takes: {list(SAMPLE_OPTIONS)}") from None
+        raise
+    if process not in ("auto", "sde", "ode"):
+        raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
+    kind = solver.default_process if process == "auto" else process
+    if kind == "sde" and not solver.is_sde:
+        raise ValueError(f"solver {solver.name!r} integrates ODEs only; it cannot run process='sde'")
+    if kind == "ode" and not solver.is_ode:
+        raise ValueError(f"solver {solver.name!r} integrates SDEs only; it cannot run process='ode'")
+    proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
+    t_end = in_interval("t_end", sde.eps if t_end is None else t_end, 0.0, sde.T, what=f"(0, T) = (0, {sde.T})")
+    if (x_T is None) == (n is None):
+        raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
+    if x_T is not None and (device is not None or dtype is not None):
+        raise ValueError(f"device and dtype apply to a drawn x_T; x_T was given (device={device!r}, dtype={dtype!r})")
+    if (x_T is None) == (n is None):
+        raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
+    if x_T is not None and (device is not None or dtype is not None):
+        raise ValueError(f"device and dtype apply to a drawn x_T; x_T was given (device={device!r}, dtype={dtype!r})")
+    if x_T is None:
+        positive_int("n", n)
+        _event_shape(shape, score)
+        if not hasattr(sde, "prior_sample"):
+            raise ValueError(f"sde {sde!r} has no prior to sample from; pass x_T")
+    if denoise and not isinstance(sde, LinearSDE):
+        raise ValueError(f"denoise=True needs a LinearSDE, got {sde!r}; pass denoise=False")
+    _sample_grid(sde, solver, steps, grid, t_end)
+    return solver, proc, t_end
+
+
 def sample(
     sde,
     score,
@@ -499,34 +542,12 @@ def sample(
     callback : callable, optional
         ``callback(info)`` after each step, ``info = {"step", "t", "x", "denoised"}`` (see :func:`solve`).
     """
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
-    if not callable(score):
-        raise TypeError(f"score must be callable score(x, t), got {score!r}")
-    try:
-        solver = get_solver(solver, **solver_options)
-    except ValueError as exc:
-        if solver_options and "unknown option" in str(exc):
-            raise ValueError(f"{exc}; sample() itself takes: {list(SAMPLE_OPTIONS)}") from None
-        raise
-    if process not in ("auto", "sde", "ode"):
-        raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
-    kind = solver.default_process if process == "auto" else process
-    if kind == "sde" and not solver.is_sde:
-        raise ValueError(f"solver {solver.name!r} integrates ODEs only; it cannot run process='sde'")
-    if kind == "ode" and not solver.is_ode:
-        raise ValueError(f"solver {solver.name!r} integrates SDEs only; it cannot run process='ode'")
-    proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
-    t_end = in_interval("t_end", sde.eps if t_end is None else t_end, 0.0, sde.T, what=f"(0, T) = (0, {sde.T})")
-    if (x_T is None) == (n is None):
-        raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
-    if x_T is not None and (device is not None or dtype is not None):
-        raise ValueError(f"device and dtype apply to a drawn x_T; x_T was given (device={device!r}, dtype={dtype!r})")
+    solver, proc, t_end = check_sample(
+        sde, score, n=n, x_T=x_T, shape=shape, solver=solver, steps=steps, grid=grid, t_end=t_end, denoise=denoise,
+        process=process, device=device, dtype=dtype, **solver_options
+    )  # fmt: skip
     if x_T is None:
-        n = positive_int("n", n)
-        event = _event_shape(shape, score)
-        if not hasattr(sde, "prior_sample"):
-            raise ValueError(f"sde {sde!r} has no prior to sample from; pass x_T")
+        n, event = positive_int("n", n), _event_shape(shape, score)
         ids = None if sample_ids is None else check_sample_ids(sample_ids, n)
         x_T = initial_state(sde, (n,) + event, check_seed(seed), backend, score, device, dtype, ids)
     ts = _sample_grid(sde, solver, steps, grid, t_end)
@@ -547,9 +568,7 @@ def sample(
         cond=cond,
         callback=callback,
     )
-    if denoise:
-        if not isinstance(sde, LinearSDE):
-            raise ValueError(f"denoise=True needs a LinearSDE, got {sde!r}; pass denoise=False")
+    if denoise:  # a LinearSDE (check_sample)
         final = score if cond is None else ConditionedScore(score, cond, sol.x.shape[0])
         with _grad_mode(sol.x):
             sol.x = tweedie_denoise(sde, CheckedScore(final), sol.x, t_end)
