@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         DENSITIES,
         MODEL_N,
         MODEL_NFE,
+        MODEL_SOLVERS,
         SDE_NFE_MAX,
         SDES,
     )
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="solver names (space or comma separated), each optionally with options, e.g. "
-        "'dpmpp_pc(order=2, sigma_data=1.4)'; default: every registered fixed-step solver",
+        "'dpmpp_pc(order=2, sigma_data=1.4)', or 'all'; default: every registered fixed-step solver (with --model: "
+        f"{' '.join(MODEL_SOLVERS)}, a few minutes on the digits model; 'all' takes 4-5 times as long)",
     )
     p.add_argument(
         "--model",
@@ -167,7 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--samples-png", default="sdekit_samples.png", help="with --model: the sample grid's path ('' to skip)"
     )
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (default: on when stderr is a terminal)",
+    )
     p.add_argument(
         "--dask",
         default=None,
@@ -187,7 +194,11 @@ def _cmd_compare(args, parser) -> int:
     from .solvers import SOLVERS, parse_solver_spec
 
     solvers = None
-    if args.solvers is not None:
+    if args.progress is None:  # on by default where someone watches: a terminal
+        args.progress = sys.stderr.isatty()
+    if args.solvers is not None and _split_names(args.solvers) == ["all"]:
+        solvers = "all" if args.model is not None else None
+    elif args.solvers is not None:
         solvers = _split_names(args.solvers)
         bad = []
         for spec in solvers:

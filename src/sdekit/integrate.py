@@ -375,7 +375,7 @@ def _grad_mode(x):
         return contextlib.nullcontext()
     from .backends.torch_ import grad_mode
 
-    return grad_mode()
+    return grad_mode(x)
 
 
 def tweedie_denoise(sde: LinearSDE, score, x, t):

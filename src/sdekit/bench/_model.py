@@ -42,8 +42,15 @@ from ._plan import check_nfe, plan_runs
 from ._problems import fixed_step_solvers
 from ._result import CompareResult
 
-__all__ = ["compare_model", "load_model", "LoadedModel", "MODEL_NFE", "MODEL_N", "REF_TOL", "write_sample_grid"]
+__all__ = [
+    "compare_model", "load_model", "LoadedModel", "MODEL_NFE", "MODEL_N", "MODEL_SOLVERS", "REF_TOL",
+    "write_sample_grid",
+]  # fmt: skip
 
+#: Default solvers of :func:`compare_model` (``solvers="all"``: every registered fixed-step solver): one or two of
+#: each family, so that the default run on the digits model answers in a few minutes on a laptop CPU (measured in
+#: docs/workbench.md); every solver takes 4-5 times as long.
+MODEL_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m_pc", "ipndm", "euler_maruyama", "dpmpp_2m_sde")
 #: Default NFE budgets, samples and ODE start points of :func:`compare_model`.
 MODEL_NFE = (8, 16, 32, 64)
 MODEL_N = 1000
@@ -202,8 +209,9 @@ def compare_model(
     ----------
     model : str
         ``"digits"`` or ``"module:factory"`` (see the module docstring).
-    solvers : list of str, optional
-        Solver specs as in :func:`compare`; default every registered fixed-step solver.
+    solvers : list of str or "all", optional
+        Solver specs as in :func:`compare`; default :data:`MODEL_SOLVERS` (seven, one or two per family: a few
+        minutes on the digits model); ``"all"``: every registered fixed-step solver (4-5 times the cost).
     nfe : sequence of int
         NFE budgets, the final denoising evaluation included.
     grid : str
@@ -234,7 +242,9 @@ def compare_model(
         from ._peers import peer_versions
 
         versions = peer_versions()
-    runs, notes = plan_runs(fixed_step_solvers() if solvers is None else list(solvers))
+    if solvers is None or solvers == "all":
+        solvers = list(MODEL_SOLVERS) if solvers is None else fixed_step_solvers()
+    runs, notes = plan_runs(list(solvers))
     model = load_model(model)
     sde, score = model.sde, model.score
     t_end = float(sde.eps)

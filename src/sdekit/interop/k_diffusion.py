@@ -234,7 +234,7 @@ def _grad_context(x):
         return contextlib.nullcontext()
     from ..backends.torch_ import grad_mode
 
-    return grad_mode()
+    return grad_mode(x)
 
 
 def k_diffusion_sampler(solver="euler", *, process="auto", seed=None, check_finite=True, **options):
