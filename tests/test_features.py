@@ -180,3 +180,19 @@ def test_an_ordinary_torch_run_builds_no_graph():
     x = torch.from_numpy(sde.prior_sample((4, 2), seed=1)).requires_grad_(True)
     with torch_options(differentiable=False):  # explicit: never a graph
         assert not sdekit.sample(sde, net, x_T=x, solver="heun", steps=4).x.requires_grad
+
+
+# -- the --peers install message names what installs each peer ---------------------------------------------------
+def test_peers_install_hint_names_what_installs_each_peer():
+    import re
+    import tomllib
+
+    from sdekit.bench._peers import PEER_HINT
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    extras = extras["optional-dependencies"]
+    named = re.findall(r"sdekit\[([a-z,]+)\]", PEER_HINT)
+    assert named, PEER_HINT
+    installed = {re.split(r"[<>=\[ ]", req)[0].lower() for e in named[0].split(",") for req in extras[e]}
+    assert {"torch", "diffusers"} <= installed, (PEER_HINT, installed)  # what the named extras really install
+    assert "k-diffusion" not in installed and re.search(r"pip install --no-deps k-diffusion", PEER_HINT)

@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--peers",
         action="store_true",
         help="add k-diffusion's samplers and diffusers' schedulers as rows (same start points, grid, NFE "
-        "accounting); needs pip install 'sdekit[bench]'",
+        "accounting); needs torch, diffusers and k-diffusion: pip install 'sdekit[torch,bench]', then pip install "
+        "--no-deps k-diffusion==0.1.1.post1",
     )
     p.add_argument(
         "--nfe",

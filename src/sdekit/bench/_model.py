@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 import time
 from dataclasses import dataclass
 
@@ -52,7 +53,7 @@ __all__ = [
 #: docs/workbench.md); every solver takes 4-5 times as long.
 MODEL_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m_pc", "ipndm", "euler_maruyama", "dpmpp_2m_sde")
 #: Default NFE budgets, samples and ODE start points of :func:`compare_model`.
-MODEL_NFE = (8, 16, 32, 64)
+MODEL_NFE = (8, 16, 32)
 MODEL_N = 1000
 MODEL_N_ODE = 200
 #: Tolerance of the reference solve of the ODE rows.
@@ -264,6 +265,10 @@ def compare_model(
         task = PeerTask(sde, score, x_T if dtype is not None else _torch_x(x_T), t_end, grid, True, seed,
                         dtype is not None, model.sigma_data)  # fmt: skip
     n_cells = (len(runs) + len(peer_list)) * len(budgets) + 1
+    if progress:  # the cost, stated before the work (measured rates: docs/workbench.md)
+        evals = (len(runs) + len(peer_list)) * sum(budgets) * n
+        print(f"compare --model {model.name}: {len(runs) + len(peer_list)} rows x NFE {list(budgets)} x {n} samples = "
+              f"{evals / 1e6:.2g}M score evaluations, plus a reference solve of {n_ode} start points", file=sys.stderr)
     rows, grids = [], {}
     with progress_bar(n_cells, progress, desc=f"compare --model {model.name}") as bar:
         t0 = time.perf_counter()
