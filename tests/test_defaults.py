@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import pytest
 
-import sdekit
 from sdekit import EDMSDE, VESDE, VPSDE, DiscreteVPSDE, Gaussian, GeneralSDE, SubVPSDE, sample, solve
 from sdekit.bench import exact_law
 from sdekit.grids import GRIDS, make_grid

@@ -267,8 +267,11 @@ def compare_model(
     n_cells = (len(runs) + len(peer_list)) * len(budgets) + 1
     if progress:  # the cost, stated before the work (measured rates: docs/workbench.md)
         evals = (len(runs) + len(peer_list)) * sum(budgets) * n
-        print(f"compare --model {model.name}: {len(runs) + len(peer_list)} rows x NFE {list(budgets)} x {n} samples = "
-              f"{evals / 1e6:.2g}M score evaluations, plus a reference solve of {n_ode} start points", file=sys.stderr)
+        print(
+            f"compare --model {model.name}: {len(runs) + len(peer_list)} rows x NFE {list(budgets)} x {n} samples = "
+            f"{evals / 1e6:.2g}M score evaluations, plus a reference solve of {n_ode} start points",
+            file=sys.stderr,
+        )
     rows, grids = [], {}
     with progress_bar(n_cells, progress, desc=f"compare --model {model.name}") as bar:
         t0 = time.perf_counter()
