@@ -196,3 +196,25 @@ def test_peers_install_hint_names_what_installs_each_peer():
     installed = {re.split(r"[<>=\[ ]", req)[0].lower() for e in named[0].split(",") for req in extras[e]}
     assert {"torch", "diffusers"} <= installed, (PEER_HINT, installed)  # what the named extras really install
     assert "k-diffusion" not in installed and re.search(r"pip install --no-deps k-diffusion", PEER_HINT)
+
+
+# -- compare --model: progress on a terminal, the cost stated first, a default that answers in minutes --------------
+def test_compare_model_defaults_are_short_and_state_their_cost(tmp_path, monkeypatch, capsys):
+    from sdekit.bench import MODEL_NFE, MODEL_SOLVERS
+    from sdekit.cli import main
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a user at a terminal
+    csv_path = tmp_path / "rows.csv"
+    code = main(["compare", "--model", "_user_model:factory", "--n", "20", "--n-ode", "4", "--csv", str(csv_path),
+                 "--png", "", "--samples-png", ""])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0
+    # the cost, before the work: rows x budgets x samples
+    assert "8 rows x NFE [8, 16, 32] x 20 samples" in err and "score evaluations" in err
+    assert "compare --model _user_model:factory:" in err and "%|" in err  # the progress bar (tqdm)
+    rows = list(__import__("csv").DictReader(open(csv_path)))
+    assert {r["solver"] for r in rows} == set(MODEL_SOLVERS) and len(MODEL_SOLVERS) <= 8
+    assert {int(r["nfe_budget"]) for r in rows} == set(MODEL_NFE) and max(MODEL_NFE) <= 32
+    code = main(["compare", "--model", "_user_model:factory", "--n", "20", "--n-ode", "4", "--csv", "", "--png", "",
+                 "--samples-png", "", "--no-progress"])  # fmt: skip
+    assert code == 0 and "score evaluations" not in capsys.readouterr().err
