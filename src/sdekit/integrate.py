@@ -26,7 +26,7 @@ from .solvers import get_solver
 from .timechange import in_log_snr_time
 from .validation import in_interval, positive_int, positive_number, real_number
 
-__all__ = ["solve", "sample", "tweedie_denoise", "Job"]
+__all__ = ["solve", "sample", "check_sample", "initial_state", "torch_module", "tweedie_denoise", "Job"]
 
 #: Every valid ``backend=`` value (``"auto"`` and the registered backends, see :mod:`sdekit.backends.registry`).
 BACKEND_NAMES = backend_names()
