@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import inspect
 import math
-import warnings
 
 import diffusers
 import numpy as np
 import torch
 from diffusers.configuration_utils import ConfigMixin
-from diffusers.schedulers.scheduling_ddpm import betas_for_alpha_bar, rescale_zero_terminal_snr
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin, SchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -44,160 +42,31 @@ from ..grids import GRIDS, make_grid
 from ..noise import check_seed
 from ..solvers import get_solver
 from ..validation import integer_at_least
+from ._diffusers_config import (
+    check_training_schedule,
+    class_of_config,
+    config_dict,
+    is_scheduler_class,
+    keys_of,
+    summary,
+)
+from ._diffusers_score import (
+    PREDICTION_TYPES,
+    DiffusersScore,
+    alphas_cumprod,
+    check_prediction_type,
+    score_from_diffusers,
+    score_of_output,
+    sde_from_diffusers,
+    split_learned_variance,
+)
 from ._driver import GridPlan, Stepper, counter_noise, plan_requests
 
 __all__ = ["SdekitScheduler", "score_from_diffusers", "sde_from_diffusers", "DiffusersScore", "PREDICTION_TYPES"]
 
-#: The network outputs sdekit converts to a score (diffusers' names).
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 #: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
 SPACINGS = ("linspace", "leading", "trailing")
 FINAL_SIGMAS = ("zero", "sigma_min")
-_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-
-
-# -- the training schedule ---------------------------------------------------------------------------------
-
-
-def _config_dict(config, name: str) -> dict:
-    if hasattr(config, "config") and not isinstance(config, dict):  # a scheduler (or pipeline component)
-        config = config.config
-    if not isinstance(config, dict):  # FrozenDict is a dict
-        raise TypeError(f"{name} must be a diffusers scheduler config (a dict) or a scheduler, got {config!r}")
-    return dict(config)
-
-
-def _check_training_schedule(config: dict, name: str) -> None:
-    if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
-        raise ValueError(f"{name} describes a flow-matching model, not a VP (DDPM) training schedule")
-    if config.get("trained_betas") is None and "beta_schedule" not in config:
-        raise ValueError(
-            f"{name} has no training schedule: it needs beta_schedule (with beta_start, beta_end and "
-            f"num_train_timesteps) or trained_betas, as DDPM-family schedulers have; got keys {sorted(config)}"
-        )
-
-
-def _alphas_cumprod(config: dict, name: str) -> torch.Tensor:
-    """``alphas_cumprod`` of a diffusers config, computed as diffusers' schedulers do (float32)."""
-    _check_training_schedule(config, name)
-    n = integer_at_least(f"{name}['num_train_timesteps']", config.get("num_train_timesteps", 1000), 2)
-    trained = config.get("trained_betas")
-    schedule = config.get("beta_schedule", "linear")
-    start, end = float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02))
-    if trained is not None:
-        betas = torch.tensor(np.asarray(trained), dtype=torch.float32)
-    elif schedule == "linear":
-        betas = torch.linspace(start, end, n, dtype=torch.float32)
-    elif schedule == "scaled_linear":
-        betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float32) ** 2
-    elif schedule == "squaredcos_cap_v2":
-        betas = betas_for_alpha_bar(n)
-    else:
-        raise ValueError(f"{name}['beta_schedule'] must be one of {list(_BETA_SCHEDULES)}, got {schedule!r}")
-    rescale = bool(config.get("rescale_betas_zero_snr", False))
-    if rescale:
-        betas = rescale_zero_terminal_snr(betas)
-    ac = torch.cumprod(1.0 - betas, dim=0)
-    if rescale:
-        ac[-1] = 2**-24  # as DPMSolverMultistep and Euler do: close to zero SNR with a finite first sigma
-    return ac
-
-
-def sde_from_diffusers(scheduler_config) -> DiscreteVPSDE:
-    """The :class:`sdekit.DiscreteVPSDE` of a diffusers scheduler or scheduler config (its training schedule).
-
-    A scheduler object's own ``alphas_cumprod`` is used when it has one; a config is read as diffusers' schedulers
-    read it (``beta_schedule`` ``linear`` / ``scaled_linear`` / ``squaredcos_cap_v2`` or ``trained_betas``,
-    ``rescale_betas_zero_snr``), in float32 like them.
-    """
-    ac = getattr(scheduler_config, "alphas_cumprod", None)
-    if ac is None:
-        ac = _alphas_cumprod(_config_dict(scheduler_config, "scheduler_config"), "scheduler_config")
-    return DiscreteVPSDE(alphas_cumprod=ac)
-
-
-def _check_prediction_type(value, name: str) -> str:
-    if value not in PREDICTION_TYPES:
-        raise ValueError(f"{name} must be one of {list(PREDICTION_TYPES)}, got {value!r}")
-    return value
-
-
-def score_of_output(prediction_type: str, out, x, alpha, sigma):
-    """The score at ``x`` from a network output of ``prediction_type``; ``alpha``, ``sigma`` broadcast with ``x``."""
-    if prediction_type == "epsilon":
-        return -out / sigma
-    if prediction_type == "sample":
-        return (alpha * out - x) / (sigma * sigma)
-    # v = alpha eps - sigma x0 (Salimans & Ho 2022): eps = (sigma x + alpha v) / (alpha^2 + sigma^2)
-    return -(sigma * x + alpha * out) / (sigma * (alpha * alpha + sigma * sigma))
-
-
-def _split_learned_variance(out, channels: int, variance_type):
-    if variance_type in ("learned", "learned_range") and out.shape[1] == 2 * channels:
-        return out[:, :channels]
-    return out
-
-
-# -- network -> score --------------------------------------------------------------------------------------
-
-
-class DiffusersScore:
-    """The score of a diffusers network (see :func:`score_from_diffusers`)."""
-
-    def __init__(self, unet, sde: DiscreteVPSDE, prediction_type: str, variance_type=None):
-        if not callable(unet):
-            raise TypeError(f"unet must be a callable network unet(x, timestep, **cond), got {unet!r}")
-        self.fn, self.sde, self.prediction_type, self.variance_type = unet, sde, prediction_type, variance_type
-        cfg = getattr(unet, "config", None)
-        size, channels = getattr(cfg, "sample_size", None), getattr(cfg, "in_channels", None)
-        if size is not None and channels is not None:
-            size = (size, size) if isinstance(size, int) else tuple(size)
-            self.event_shape = (int(channels), *(int(s) for s in size))
-        param = next(unet.parameters(), None) if isinstance(unet, torch.nn.Module) else None
-        self._dtype = param.dtype if param is not None else None
-
-    def __call__(self, x, t, **cond):
-        if not _xp.is_torch(x):
-            raise TypeError(
-                "a diffusers network takes torch tensors; sample with backend='torch' (or pass x_T as a tensor)"
-            )
-        sde = self.sde
-        timestep = sde.timestep(t).clamp(0.0, sde.num_timesteps - 1.0)  # the trained range (k-diffusion clamps too)
-        dtype = self._dtype or x.dtype
-        out = self.fn(x.to(dtype), timestep.to(dtype), **cond)
-        out = out.sample if hasattr(out, "sample") else (out[0] if isinstance(out, tuple) else out)
-        out = _split_learned_variance(out, x.shape[1], self.variance_type).to(x.dtype)
-        alpha, sigma = sde.marginal(t)
-        return score_of_output(self.prediction_type, out, x, _xp.per_sample(alpha, x), _xp.per_sample(sigma, x))
-
-    def __repr__(self):
-        return f"score_from_diffusers({type(self.fn).__name__}, {self.sde!r}, prediction_type={self.prediction_type!r})"
-
-
-def score_from_diffusers(unet, scheduler_config):
-    """``(sde, score)`` for a diffusers network trained on a DDPM schedule.
-
-    Parameters
-    ----------
-    unet : callable ``unet(x, timestep, **cond)``
-        A ``UNet2DModel`` / ``UNet2DConditionModel``-style network (output ``.sample`` or a tuple); ``cond``
-        (``sample(..., cond={"class_labels": ...})``) is passed through.
-    scheduler_config : dict or scheduler
-        The config of the scheduler it was trained with (``pipe.scheduler.config``) or the scheduler itself: its
-        training schedule gives the :class:`sdekit.DiscreteVPSDE`, its ``prediction_type`` (``"epsilon"``,
-        ``"v_prediction"`` or ``"sample"``) the conversion.
-
-    The network is evaluated at ``timestep = sde.timestep(t)`` (real-valued, clamped to ``[0, N - 1]``; ``t = (tau +
-    1) / N``), in its parameters' dtype, and its output is converted to ``grad log p_t``. Example::
-
-        sde, score = score_from_diffusers(pipe.unet, pipe.scheduler.config)
-        sol = sdekit.sample(sde, score, n=4, solver="dpmpp_3m_pc", steps=20)   # x_T on the unet's device and dtype
-    """
-    config = _config_dict(scheduler_config, "scheduler_config")
-    sde = sde_from_diffusers(scheduler_config)
-    prediction_type = _check_prediction_type(config.get("prediction_type", "epsilon"),
-                                             "scheduler_config['prediction_type']")  # fmt: skip
-    return sde, DiffusersScore(unet, sde, prediction_type, config.get("variance_type"))
 
 
 # -- sdekit solvers as a scheduler -------------------------------------------------------------------------
@@ -279,7 +148,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             what = "ODEs" if kind == "sde" else "SDEs"
             raise ValueError(f"solver {self._solver.name!r} integrates {what} only; it cannot run process={process!r}")
         self._kind = kind
-        _check_prediction_type(prediction_type, "prediction_type")
+        check_prediction_type(prediction_type, "prediction_type")
         if final_sigmas_type not in FINAL_SIGMAS:
             raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS)}, got {final_sigmas_type!r}")
         if timestep_spacing not in SPACINGS and timestep_spacing not in GRIDS:
@@ -287,7 +156,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                 f"timestep_spacing must be one of {list(SPACINGS)} (diffusers) or an sdekit grid {sorted(GRIDS)}, "
                 f"got {timestep_spacing!r}"
             )
-        if timestep_source is not None and not _is_scheduler_class(timestep_source):
+        if timestep_source is not None and not is_scheduler_class(timestep_source):
             raise ValueError(f"timestep_source must name a diffusers scheduler class, got {timestep_source!r}")
         steps_offset = integer_at_least("steps_offset", steps_offset, 0)
         seed = None if seed is None else check_seed(seed)
@@ -299,7 +168,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             "trained_betas": None if trained_betas is None else [float(b) for b in np.asarray(trained_betas)],
             "rescale_betas_zero_snr": bool(rescale_betas_zero_snr),
         }
-        self.alphas_cumprod = _alphas_cumprod(schedule, "config")
+        self.alphas_cumprod = alphas_cumprod(schedule, "config")
         self.register_to_config(
             solver=solver, **schedule, prediction_type=prediction_type, variance_type=variance_type,
             timestep_spacing=timestep_spacing, steps_offset=steps_offset, final_sigmas_type=final_sigmas_type,
@@ -312,9 +181,10 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = None
         self.timesteps = torch.arange(self.sde.num_timesteps - 1, -1, -1, dtype=torch.int64)
         self.sigmas = None
-        self._plan = self._requests = self._stepper = None
+        self._plan = self._requests = self._taus = self._run = self._stepper = None
+        self._idle = False
         self._step_index = self._begin_index = None
-        self._generator = None
+        self._draws = _Draws()
 
     # -- config ----------------------------------------------------------------------------------------------
     @classmethod
@@ -329,20 +199,20 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if config is None:
             raise ValueError("from_config needs a config: SdekitScheduler.from_config(pipe.scheduler.config, ...)")
         source = type(config).__name__ if isinstance(config, SchedulerMixin) else None
-        config = _config_dict(config, "config")
+        config = config_dict(config, "config")
         init_keys = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "options")]
-        source = source or config.get("_class_name") or _class_of_config(config)
+        source = source or config.get("_class_name") or class_of_config(config)
         resolved = config
         init = {}
-        if isinstance(source, str) and source != cls.__name__ and _is_scheduler_class(source):
+        if isinstance(source, str) and source != cls.__name__ and is_scheduler_class(source):
             src_cls = getattr(diffusers, source)
-            _check_training_schedule(config, f"config (of {source})")
-            src = src_cls.from_config(_keys_of(src_cls, config))
+            check_training_schedule(config, f"config (of {source})")
+            src = src_cls.from_config(keys_of(src_cls, config))
             if getattr(src, "alphas_cumprod", None) is None:
                 raise ValueError(f"config (of {source}) has no training schedule (alphas_cumprod)")
             resolved = dict(src.config)
             init["timestep_source"] = source
-        _check_training_schedule(resolved, "config")
+        check_training_schedule(resolved, "config")
         for key in init_keys:
             if key in resolved and key not in init:
                 init[key] = resolved[key]
@@ -378,43 +248,55 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         self._begin_index = integer_at_least("begin_index", begin_index, 0)
 
     # -- the schedule ----------------------------------------------------------------------------------------
-    def _points(self, n, timesteps):
-        """``(taus (M,), sigmas (M+1,), from_sigmas)``: the model timesteps of the step points, their EDM noise levels
-        and the final level (0: the denoising step); ``from_sigmas``: the grid is read off ``sigmas``."""
+    def _points(self, n, timesteps, sigmas):
+        """``(taus (M,), levels (M+1,) or None)``: the model timesteps of the step points and, when the schedule is
+        given in noise levels, the EDM levels ``sqrt((1 - abar) / abar)`` of the points and the final level (0: the
+        denoising step). Repeats are still in."""
         cfg, sde = self.config, self.sde
         N = sde.num_timesteps
         zero = cfg.final_sigmas_type == "zero"
+        if sigmas is not None:
+            levels = np.asarray(sigmas.detach().cpu() if _xp.is_torch(sigmas) else sigmas, dtype=np.float64)
+            levels = levels.reshape(-1)
+            if levels.size < 2 or not np.all(np.isfinite(levels)) or np.any(levels[:-1] <= 0) or levels[-1] < 0 \
+                    or np.any(np.diff(levels) > 0):  # fmt: skip
+                raise ValueError(
+                    "sigmas must be non-increasing positive noise levels, the final one (0: the denoising step) "
+                    f"included, as diffusers' set_timesteps(sigmas=...) takes them; got {summary(levels)}"
+                )
+            taus = np.asarray(sde.timestep(sde.t_from_log_snr(-np.log(levels[:-1]))), dtype=np.float64)
+            return taus, levels
         if timesteps is not None:
-            taus = np.asarray(timesteps, dtype=np.float64).reshape(-1)
-            if taus.size < 1 or not np.all(np.isfinite(taus)) or np.any(np.diff(taus) >= 0):
-                raise ValueError(f"timesteps must decrease strictly, got {list(np.asarray(timesteps))}")
+            taus = np.asarray(timesteps.detach().cpu() if _xp.is_torch(timesteps) else timesteps, dtype=np.float64)
+            taus = taus.reshape(-1)
+            if taus.size < 1 or not np.all(np.isfinite(taus)) or np.any(np.diff(taus) > 0):
+                raise ValueError(f"timesteps must decrease (repeats are removed), got {summary(taus)}")
             if taus[0] > N - 1 or taus[-1] < 0:
-                raise ValueError(f"timesteps must lie in [0, {N - 1}], got {list(np.asarray(timesteps))}")
-            return taus, None, False
+                raise ValueError(f"timesteps must lie in [0, {N - 1}], got {summary(taus)}")
+            return taus, None
         n = integer_at_least("num_inference_steps", n, 1)
         source = cfg.timestep_source
         if source is not None:
             src_cls = getattr(diffusers, source)
-            src = src_cls.from_config(_keys_of(src_cls, dict(cfg)))
+            src = src_cls.from_config(keys_of(src_cls, dict(cfg)))
             src.set_timesteps(n)
             taus = src.timesteps.detach().cpu().double().numpy()
-            if np.all(np.diff(taus) < 0):
-                sig = getattr(src, "sigmas", None)
-                if _xp.is_torch(sig) and sig.ndim == 1 and sig.shape[0] == taus.size + 1:
-                    return taus, sig.detach().cpu().double().numpy(), True
-                return taus, None, False
-            warnings.warn(
-                f"timestep_source {source} repeats timesteps (a scheduler that evaluates several times per step); "
-                f"using timestep_spacing={cfg.timestep_spacing!r} of DPMSolverMultistepScheduler instead",
-                stacklevel=3,
-            )
+            sig = getattr(src, "sigmas", None)
+            if _xp.is_torch(sig) and sig.ndim == 1:
+                sig = sig.detach().cpu().double().numpy()
+                # Heun-type sources list each inner point twice: timesteps [t0, t1, t1, ..], sigmas [s0, s1, s1, ..]
+                if sig.size == 2 * taus.size and np.array_equal(taus[1:-1:2], taus[2::2]):
+                    taus, sig = taus[::2], np.append(sig[:-1:2], sig[-1])
+                if sig.size == taus.size + 1:
+                    return taus, sig
+            return taus, None
         spacing = cfg.timestep_spacing
         if spacing in GRIDS:
             if zero and n < 2:
                 raise ValueError(f"num_inference_steps must be >= 2 with timestep_spacing={spacing!r}, got {n}")
             grid = make_grid(sde, n - 1 if zero else n, spacing)
             taus = np.asarray(sde.timestep(grid), dtype=np.float64)
-            return taus[:n], None, False
+            return taus[:n], None
         if spacing == "linspace":
             taus = np.linspace(0, N - 1, n + 1).round()[::-1][:-1].copy()
         elif spacing == "leading":
@@ -422,66 +304,69 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             taus = (np.arange(0, n + 1) * ratio).round()[::-1][:-1].copy() + cfg.steps_offset
         else:  # trailing
             taus = np.arange(N, 0, -N / n).round().copy() - 1
-        return taus.astype(np.float64), None, False
+        return taus.astype(np.float64), None
 
-    def set_timesteps(self, num_inference_steps: int = None, device=None, timesteps=None):
-        """The schedule of ``num_inference_steps`` step points (or the given decreasing ``timesteps``).
+    def set_timesteps(self, num_inference_steps: int = None, device=None, timesteps=None, sigmas=None):
+        """The schedule of ``num_inference_steps`` step points, or of the given decreasing ``timesteps``, or of the
+        given EDM noise levels ``sigmas`` (``sqrt((1 - abar) / abar)``, the final level included: 0 for the denoising
+        step, as diffusers' ``set_timesteps(sigmas=...)`` takes them).
 
         ``self.timesteps`` then lists the timestep of every network evaluation: one per step point for one-evaluation
         solvers, ``order`` per step for the others (their stage times, real-valued), and the last point's evaluation
-        is the final denoising step when ``final_sigmas_type="zero"``.
+        is the final denoising step when the final level is 0 (``final_sigmas_type="zero"``). Repeated step points
+        (rounding: 1000 steps on 1000 trained timesteps) are removed; a final step of zero length (the last point
+        already at the final level: Karras sigmas with ``final_sigmas_type="sigma_min"``) is an evaluation whose
+        output is not used, the step diffusers' schedulers take there (it leaves the state as it is).
         """
-        if (num_inference_steps is None) == (timesteps is None):
-            raise ValueError("give exactly one of num_inference_steps and timesteps")
+        if sum(v is not None for v in (num_inference_steps, timesteps, sigmas)) != 1:
+            raise ValueError("give exactly one of num_inference_steps, timesteps and sigmas")
         sde = self.sde
-        taus, sigmas, from_sigmas = self._points(num_inference_steps, timesteps)
-        zero = self.config.final_sigmas_type == "zero"
-        if from_sigmas:
-            levels = sigmas[:-1]
-            if np.any(levels <= 0):
-                raise ValueError(f"timestep_source {self.config.timestep_source} gives noise levels {sigmas!r}")
-            grid = np.asarray(sde.t_from_log_snr(-np.log(levels)), dtype=np.float64)
-            final_denoise = sigmas[-1] == 0.0
-            if not final_denoise:
-                grid = np.append(grid, float(sde.t_from_log_snr(-math.log(sigmas[-1]))))
+        taus, levels = self._points(num_inference_steps, timesteps, sigmas)
+        if levels is not None:
+            keep = np.append(True, levels[1:-1] < levels[:-2])  # repeated levels: zero-length steps
+            taus, points = taus[keep], levels[:-1][keep]
+            grid = np.asarray(sde.t_from_log_snr(-np.log(points)), dtype=np.float64)
+            final = float(levels[-1])
+            final_denoise = final == 0.0
+            idle = not final_denoise and final >= points[-1]
+            if not final_denoise and not idle:
+                grid = np.append(grid, float(sde.t_from_log_snr(-math.log(final))))
         else:
+            keep = np.append(True, taus[1:] < np.minimum.accumulate(taus)[:-1])  # repeated timesteps
+            taus = taus[keep]
             grid = np.asarray(sde.t_from_timestep(taus), dtype=np.float64)
-            final_denoise = zero
-            if not zero:
-                if taus[-1] <= 0:
-                    raise ValueError(
-                        "final_sigmas_type='sigma_min' ends at timestep 0, but the last timestep is already 0; use "
-                        "final_sigmas_type='zero' (the last evaluation denoises) or fewer steps"
-                    )
+            final_denoise = self.config.final_sigmas_type == "zero"
+            idle = not final_denoise and taus[-1] <= 0
+            if not final_denoise and not idle:
                 grid = np.append(grid, sde.eps)
         if np.any(np.diff(grid) >= 0):
-            raise ValueError(f"the schedule's times must decrease strictly, got timesteps {taus!r}")
+            raise ValueError(f"the schedule's times must decrease strictly, got timesteps {summary(taus)}")
         plan = GridPlan(sde, self._solver, self._kind, grid, bool(final_denoise))
         self._solver.check_process(plan.process(lambda x, t: x))
         requests = plan_requests(plan)
+        if idle:  # the zero-length final step: one more evaluation, its output unused
+            requests.append((plan.n_solver_steps, 0, float(grid[-1]), True))
         if not requests or not requests[0][3]:
             raise ValueError(
                 f"solver {self._solver.name!r} evaluates the network first at another state than the step's own (EDM's "
                 "churn on the first step): a pipeline evaluates its first timestep on its initial latents; use "
                 "S_churn=0 or S_tmax below the first noise level"
             )
-        values = []
-        for k, j, t, _ in requests:
-            if j == 0 and k < len(taus) and t == grid[k]:
-                values.append(float(taus[k]))
-            else:
-                tau = float(sde.timestep(t))
-                values.append(float(round(tau)) if abs(tau - round(tau)) < 1e-6 else tau)
+        values = _announced(sde, taus, grid, requests)
         integral = all(float(v).is_integer() for v in values)
         dtype = torch.int64 if integral else torch.float32
         self.timesteps = torch.tensor(values, dtype=dtype, device=device)
         self.num_inference_steps = len(taus)
-        per_step = [j + 1 for k, j, _, _ in requests if k < plan.n_solver_steps]
-        self.order = max(per_step) if per_step else 1
+        # evaluations per step, as pipelines use it (t_start * order): the count of most steps (restart's restart
+        # step makes more; a start after it is then at an earlier step point than t_start)
+        counts = np.bincount([k for k, _, _, _ in requests if k < plan.n_solver_steps], minlength=1)
+        counts = counts[counts > 0]
+        self.order = int(np.bincount(counts).argmax()) if counts.size else 1
         edm = np.exp(-np.asarray(sde.log_snr(grid), dtype=np.float64))
-        self.sigmas = torch.tensor(np.append(edm, 0.0) if final_denoise else edm, dtype=torch.float32)
-        self._plan, self._requests = plan, requests
-        self._stepper = None
+        edm = np.append(edm, 0.0) if final_denoise else (np.append(edm, edm[-1]) if idle else edm)
+        self.sigmas = torch.tensor(edm, dtype=torch.float32)
+        self._plan, self._requests, self._taus, self._idle = plan, requests, taus, idle
+        self._run = self._stepper = None
         self._step_index = self._begin_index = None
 
     def scale_model_input(self, sample, timestep=None, *args, **kwargs):
@@ -489,61 +374,114 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         return sample
 
     # -- stepping --------------------------------------------------------------------------------------------
-    def _noise(self, x):
-        plan = self._plan
+    def _noise(self, plan, x):
         if not plan.stochastic or plan.solver.n_noise == 0:
             return None
         if self.config.seed is not None:
             return counter_noise(plan, x, self.config.seed)
-        m = plan.solver.n_noise
+        return _GeneratorNoise(self._draws, x, plan.solver.n_noise)
 
-        def draw(step):
-            return [randn_tensor(tuple(x.shape), generator=self._generator, device=x.device, dtype=x.dtype)
-                    for _ in range(m)]  # fmt: skip
-
-        return draw
+    def _start_index(self, timestep) -> int:
+        if self._begin_index is not None:
+            return self._begin_index
+        # the first evaluation at this timestep that begins a step (Heun-type schedules list a point twice: as the
+        # last stage of one step and the first of the next; a later start is the latter, as in diffusers)
+        value = float(timestep)
+        for index, (_, j, _, _) in enumerate(self._requests):
+            if j == 0 and float(self.timesteps[index]) == value:
+                return index
+        raise ValueError(
+            f"timestep {value} is not a step point of scheduler.timesteps {summary(self.timesteps)}: start at one "
+            "of them (or call set_begin_index)"
+        )
 
     def _start(self, timestep, sample):
-        if self._begin_index is not None:
-            index = self._begin_index
-        else:
-            hits = (self.timesteps.to(torch.float64).cpu() == float(timestep)).nonzero()
-            if hits.numel() == 0:
-                raise ValueError(f"timestep {float(timestep)} is not in scheduler.timesteps {self.timesteps.tolist()}")
-            index = int(hits[0])
+        """Begin at the evaluation of ``timestep`` (or ``begin_index``): a fresh run of the solver on the schedule's
+        remaining points (its multistep history built from there, as ``sdekit.sample`` on that grid builds it)."""
+        index = self._start_index(timestep)
         if index >= len(self._requests):
-            raise ValueError(f"begin index {index} is past the schedule's {len(self._requests)} evaluations")
+            raise ValueError(f"begin_index {index} is past the schedule's {len(self._requests)} evaluations")
         k, j, _, _ = self._requests[index]
         if j != 0:
-            raise ValueError(f"the schedule cannot start inside a step (evaluation {index} is stage {j} of step {k})")
+            raise ValueError(
+                f"begin_index {index} is stage {j} of step {k}: a run starts at a step point (the first evaluation of "
+                f"a step, index {index - j}); img2img pipelines pass t_start * scheduler.order"
+            )
+        plan, requests = self._plan, self._requests
+        if k > 0:
+            plan = GridPlan(plan.sde, plan.solver, plan.kind, plan.grid[k:], plan.final_denoise)
+            requests = plan_requests(plan)
+            if self._idle:
+                requests.append((plan.n_solver_steps, 0, float(plan.grid[-1]), True))
+            self._announce_tail(index, k, plan, requests)
         work = sample.to(torch.float32) if sample.dtype in (torch.float16, torch.bfloat16) else sample
-        self._stepper = Stepper(self._plan, work, self._noise(work), start_step=k)
+        self._run = (plan, requests, index)
+        self._stepper = Stepper(plan, work, self._noise(plan, work))
         self._step_index = index
+
+    def _announce_tail(self, index, k, plan, requests):
+        """A fresh run from step point ``k`` evaluates where the whole schedule's tail does, except for solvers that
+        shape their steps by the number of steps (EDM's churn ``S_churn / n_steps``): their new stage timesteps are
+        written into ``self.timesteps[index:]`` in place, so a pipeline's slice of it sees them."""
+        if not requests[0][3]:
+            raise ValueError(
+                f"solver {self._solver.name!r} evaluates the network first at another state than the step's own "
+                f"(EDM's churn) when it starts at step {k}: a pipeline evaluates its first timestep on its initial "
+                "latents; use S_churn=0 or S_tmax below this noise level"
+            )
+        tail = self.timesteps[index:]
+        values = _announced(plan.sde, self._taus[k:], plan.grid, requests)
+        if len(values) != len(tail):
+            raise ValueError(
+                f"solver {self._solver.name!r} started at step {k} makes {len(values)} evaluations where the whole "
+                f"schedule lists {len(tail)}; start at step 0, or use a solver whose evaluations do not depend on the "
+                "number of steps"
+            )
+        new = torch.tensor(values, dtype=torch.float64)
+        if not torch.equal(new, tail.to(torch.float64).cpu()):
+            if not tail.is_floating_point() and not all(float(v).is_integer() for v in values):
+                raise ValueError(
+                    f"solver {self._solver.name!r} started at step {k} evaluates at timesteps {summary(values)}, "
+                    f"not at the listed {summary(tail)}"
+                )
+            tail.copy_(new.to(tail.dtype))
 
     def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True):
         """Take the network's output at ``timestep`` (evaluated at ``sample``); returns the state of the next
-        evaluation, or the result after the last one."""
+        evaluation, or the result after the last one.
+
+        The first call starts the run at ``begin_index`` (:meth:`set_begin_index`) or, without one, at the step
+        point ``timestep``: a later start (image-to-image) is a fresh run of the solver from there."""
         if self._plan is None:
             raise ValueError("call set_timesteps(num_inference_steps) before step()")
-        self._generator = generator
+        self._draws.generator = generator
         if self._stepper is None:
             self._start(timestep, sample)
         st = self._stepper
-        if st.done or self._step_index >= len(self._requests):
+        plan, requests, offset = self._run
+        if self._step_index >= offset + len(requests):
             raise ValueError("the schedule is complete; call set_timesteps again to sample anew")
+        if tuple(sample.shape) != tuple(st.x.shape) or tuple(model_output.shape[:1]) != tuple(sample.shape[:1]):
+            raise ValueError(
+                f"step() got sample of shape {tuple(sample.shape)} and model_output of shape "
+                f"{tuple(model_output.shape)}, but this run's state has shape {tuple(st.x.shape)}: the batch cannot "
+                "change during a run (call set_timesteps to start anew with another batch)"
+            )
         expected = float(self.timesteps[self._step_index])
         if abs(float(timestep) - expected) > 1e-3 * max(1.0, abs(expected)):
             raise ValueError(
                 f"step() got timestep {float(timestep)}, but evaluation {self._step_index} of the schedule is at "
                 f"timestep {expected}: call the network at scheduler.timesteps in order"
             )
+        _, _, t, at_state = requests[self._step_index - offset]
         work_dtype = st.x.dtype
-        if self._requests[self._step_index][3]:  # the evaluation is at the step's own state: the pipeline's latents
+        if at_state:  # the evaluation is at the step's own state: the pipeline's latents
             st.adopt(sample if sample.dtype == work_dtype else sample.to(work_dtype))
-        out = _split_learned_variance(model_output, sample.shape[1], self.config.variance_type).to(work_dtype)
-        t = self._requests[self._step_index][2]
+        out = split_learned_variance(model_output, sample.shape[1], self.config.variance_type, "model_output")
+        out = out.to(work_dtype)
         alpha, sigma = (float(c) for c in self.sde.marginal(t))
-        st.supply(score_of_output(self.config.prediction_type, out, st.pending.x, alpha, sigma))
+        if not st.done:  # else: the zero-length final step, which leaves the state as it is
+            st.supply(score_of_output(self.config.prediction_type, out, st.pending.x, alpha, sigma))
         self._step_index += 1
         prev = st.x if st.done else st.pending.x
         prev = prev.to(model_output.dtype)
@@ -563,28 +501,35 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         return self.config.num_train_timesteps
 
 
-def _is_scheduler_class(name) -> bool:
-    cls = getattr(diffusers, name, None) if isinstance(name, str) else None
-    return isinstance(cls, type) and issubclass(cls, SchedulerMixin) and cls is not SdekitScheduler
+class _Draws:
+    """The pipeline's generator of the current ``step`` call (kept on the scheduler, so that it pickles)."""
+
+    def __init__(self):
+        self.generator = None
 
 
-def _class_of_config(config: dict):
-    """The diffusers scheduler class a config without ``_class_name`` comes from (a directly constructed scheduler's
-    config has none): the one whose constructor takes exactly the config's keys (of several, such as DDPMScheduler
-    and its twin DDPMParallelScheduler, the shortest name); ``None`` when none does."""
-    keys = {k for k in config if not k.startswith("_")}
-    if "solver" in keys:  # one of ours
-        return None
-    found = []
-    for name in dir(diffusers):
-        if name.endswith("Scheduler") and _is_scheduler_class(name):
-            params = set(inspect.signature(getattr(diffusers, name).__init__).parameters) - {"self", "kwargs"}
-            if params == keys:
-                found.append(name)
-    return min(found, key=lambda name: (len(name), name)) if found else None
+class _GeneratorNoise:
+    """``noise(step)``: ``n_noise`` standard normal fields drawn from the pipeline's generator, as diffusers'
+    schedulers draw them (``randn_tensor`` of the state's shape), once per step."""
+
+    def __init__(self, draws: _Draws, x, n_noise: int):
+        self.draws, self.n_noise = draws, n_noise
+        self.shape, self.device, self.dtype = tuple(x.shape), x.device, x.dtype
+
+    def __call__(self, step: int) -> list:
+        gen = self.draws.generator
+        return [randn_tensor(self.shape, generator=gen, device=self.device, dtype=self.dtype)
+                for _ in range(self.n_noise)]  # fmt: skip
 
 
-def _keys_of(cls, config: dict) -> dict:
-    """The entries of ``config`` that ``cls``'s constructor takes (no warnings about the others)."""
-    params = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-    return {k: v for k, v in config.items() if k in params}
+def _announced(sde, taus, grid, requests) -> list:
+    """The timestep of every evaluation of ``requests``: the step points' own ``taus``, the others' real-valued
+    timesteps (rounded when within 1e-6 of an integer)."""
+    values = []
+    for k, j, t, _ in requests:
+        if j == 0 and k < len(taus) and abs(t - grid[k]) <= 1e-12 * abs(t):
+            values.append(float(taus[k]))
+        else:
+            tau = float(sde.timestep(t))
+            values.append(float(round(tau)) if abs(tau - round(tau)) < 1e-6 else tau)
+    return values
