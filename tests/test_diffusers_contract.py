@@ -191,3 +191,53 @@ def test_learned_variance_needs_twice_the_channels():
     sch.set_timesteps(4)
     with pytest.raises(ValueError, match="twice the state's channels"):
         sch.step(torch.zeros(2, 3, 8, 8), sch.timesteps[0], torch.zeros(2, 3, 8, 8))
+
+
+def run_loop(scheduler, n=None, x=None, generator=None, **set_kwargs):
+    """The loop every diffusers pipeline runs (text-to-image): init_noise_sigma, scale_model_input, one network call
+    per listed timestep, then step."""
+    model = ExactEps(scheduler)
+    scheduler.set_timesteps(n, **set_kwargs) if n is not None else scheduler.set_timesteps(**set_kwargs)
+    x = (x_start(torch.float32) if x is None else x) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        out = model(scheduler.scale_model_input(x, t), t)
+        x = scheduler.step(out, t, x, generator=generator).prev_sample
+    return x, model.calls
+
+
+def test_repeated_timesteps_are_removed():
+    # 1000 steps on 1000 trained timesteps: linspace rounding repeats some; every step point is listed once
+    sch = SdekitScheduler("dpmpp_2m")
+    sch.set_timesteps(1000)
+    taus = sch.timesteps.numpy()
+    assert len(taus) == sch.num_inference_steps == len(np.unique(taus)) and np.all(np.diff(taus) < 0)
+    sch = SdekitScheduler("heun")
+    sch.set_timesteps(timesteps=[999, 800, 800, 500, 500, 0])
+    assert sch.num_inference_steps == 4 and len(sch.timesteps) == 2 * 3 + 1
+
+
+def test_custom_timesteps_and_sigmas_give_the_default_schedule():
+    for source in (DPMSolverMultistepScheduler(), diffusers.EulerDiscreteScheduler()):
+        sch = SdekitScheduler.from_config(source.config, solver="dpmpp_2m")
+        ref, _ = run_loop(sch, 9)
+        listed_taus, listed_sigmas = sch.timesteps.clone(), sch.sigmas.clone()
+        by_taus, _ = run_loop(sch, timesteps=listed_taus)
+        by_sigmas, _ = run_loop(sch, sigmas=listed_sigmas)
+        # the listed sigmas are float32: round-off
+        assert float((by_sigmas - ref).abs().max()) < 1e-5 and float((by_taus - ref).abs().max()) < 1e-5
+    with pytest.raises(ValueError, match="exactly one of"):
+        sch.set_timesteps(5, sigmas=[1.0, 0.0])
+    with pytest.raises(ValueError, match="sigmas must be non-increasing"):
+        sch.set_timesteps(sigmas=[1.0, 2.0, 0.0])
+
+
+@pytest.mark.parametrize("final", ["sigma_min", "zero"])
+def test_karras_sigmas_final_sigmas_type_as_diffusers(final):
+    # Karras sigmas end at the smallest trained level; with final_sigmas_type="sigma_min" the last step has zero
+    # length: diffusers evaluates the network there and leaves the state as it is
+    source = DPMSolverMultistepScheduler(use_karras_sigmas=True, final_sigmas_type=final)
+    ref, ref_calls = run_loop(source, 12)
+    sch = SdekitScheduler.from_config(source.config)
+    out, calls = run_loop(sch, 12)
+    assert calls == ref_calls == 12 and len(sch.sigmas) == len(source.sigmas)
+    assert float((out - ref).abs().max() / ref.abs().max()) < 2e-6

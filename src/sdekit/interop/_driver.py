@@ -56,6 +56,9 @@ class GridPlan:
     kind: str  # "sde" or "ode"
     grid: np.ndarray  # float64, strictly decreasing; may be a single time (then only the denoising step)
     final_denoise: bool
+    #: the schedule ends with a step of zero length (diffusers' Karras sigmas with final_sigmas_type="sigma_min"): an
+    #: evaluation that leaves the state as it is, counted as a step as the denoising step is
+    idle_final: bool = False
 
     @property
     def n_solver_steps(self) -> int:
@@ -63,8 +66,8 @@ class GridPlan:
 
     @property
     def n_steps(self) -> int:
-        """Steps of the schedule, the final denoising step included."""
-        return self.n_solver_steps + int(self.final_denoise)
+        """Steps of the schedule, the final denoising (or zero-length) step included."""
+        return self.n_solver_steps + int(self.final_denoise) + int(self.idle_final)
 
     @property
     def stochastic(self) -> bool:
@@ -74,7 +77,7 @@ class GridPlan:
         return self.sde.reverse(score) if self.kind == "sde" else self.sde.probability_flow(score)
 
     def context(self, k: int, memory: dict) -> OuterStepContext:
-        return OuterStepContext(k, self.grid, memory, extra=int(self.final_denoise))
+        return OuterStepContext(k, self.grid, memory, extra=int(self.final_denoise) + int(self.idle_final))
 
     def denoise(self, x, score_value):
         """Tweedie's ``(x + sigma^2 score) / alpha`` at the grid's last time."""

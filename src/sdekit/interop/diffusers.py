@@ -341,7 +341,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                 grid = np.append(grid, sde.eps)
         if np.any(np.diff(grid) >= 0):
             raise ValueError(f"the schedule's times must decrease strictly, got timesteps {summary(taus)}")
-        plan = GridPlan(sde, self._solver, self._kind, grid, bool(final_denoise))
+        plan = GridPlan(sde, self._solver, self._kind, grid, bool(final_denoise), bool(idle))
         self._solver.check_process(plan.process(lambda x, t: x))
         requests = plan_requests(plan)
         if idle:  # the zero-length final step: one more evaluation, its output unused
@@ -409,7 +409,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             )
         plan, requests = self._plan, self._requests
         if k > 0:
-            plan = GridPlan(plan.sde, plan.solver, plan.kind, plan.grid[k:], plan.final_denoise)
+            plan = GridPlan(plan.sde, plan.solver, plan.kind, plan.grid[k:], plan.final_denoise, plan.idle_final)
             requests = plan_requests(plan)
             if self._idle:
                 requests.append((plan.n_solver_steps, 0, float(plan.grid[-1]), True))
