@@ -5,6 +5,8 @@ Networks are exact scores of a Gaussian or small random UNet2DModels built here:
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -201,7 +203,8 @@ def run_loop(scheduler, n=None, x=None, generator=None, **set_kwargs):
     x = (x_start(torch.float32) if x is None else x) * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
         out = model(scheduler.scale_model_input(x, t), t)
-        x = scheduler.step(out, t, x, generator=generator).prev_sample
+        kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+        x = scheduler.step(out, t, x, **kwargs).prev_sample
     return x, model.calls
 
 

@@ -28,27 +28,34 @@ from __future__ import annotations
 
 import inspect
 import math
+import warnings
 
 import diffusers
 import numpy as np
 import torch
-from diffusers.configuration_utils import ConfigMixin
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin, SchedulerOutput
-from diffusers.utils.torch_utils import randn_tensor
 
 from .. import _xp
 from ..discrete_vp import DiscreteVPSDE
-from ..grids import GRIDS, make_grid
+from ..grids import GRIDS
 from ..noise import check_seed
-from ..solvers import get_solver
+from ..solvers import SOLVERS, get_solver, parse_solver_spec
+from ..solvers.base import solver_options as options_of
 from ..validation import integer_at_least
 from ._diffusers_config import (
+    SPACINGS,
+    Draws,
+    GeneratorNoise,
     check_training_schedule,
     class_of_config,
     config_dict,
     is_scheduler_class,
     keys_of,
+    schedule_points,
+    source_method,
     summary,
+    threshold,
 )
 from ._diffusers_score import (
     PREDICTION_TYPES,
@@ -64,9 +71,10 @@ from ._driver import GridPlan, Stepper, counter_noise, plan_requests
 
 __all__ = ["SdekitScheduler", "score_from_diffusers", "sde_from_diffusers", "DiffusersScore", "PREDICTION_TYPES"]
 
-#: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
-SPACINGS = ("linspace", "leading", "trailing")
 FINAL_SIGMAS = ("zero", "sigma_min")
+#: the pipeline's latents: the VP state ``x`` (DDPM, DDIM, DPM-Solver, UniPC, DEIS) or ``x / alpha`` (Euler, Heun)
+STATE_VARIABLES = ("vp", "sigma")
+DEFAULT_SOLVER = "dpmpp_2m"
 
 
 # -- sdekit solvers as a scheduler -------------------------------------------------------------------------
@@ -106,11 +114,13 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
+    ignore_for_config = ["options"]
     order = 1
 
+    @register_to_config
     def __init__(
         self,
-        solver: str = "dpmpp_2m",
+        solver: str = DEFAULT_SOLVER,
         num_train_timesteps: int = 1000,
         beta_start: float = 0.0001,
         beta_end: float = 0.02,
@@ -126,6 +136,13 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         process: str = "auto",
         seed: int | None = None,
         solver_options: dict | None = None,
+        state_variable: str = "vp",
+        lower_order_final: bool | None = None,
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
         **options,
     ):
         if not isinstance(solver, str):
@@ -134,7 +151,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             )
         if solver_options is not None and not isinstance(solver_options, dict):
             raise TypeError(f"solver_options must be a dict of solver constructor options, got {solver_options!r}")
-        merged = {**(solver_options or {}), **options}
+        given = merged = {**(solver_options or {}), **options}
+        if lower_order_final is not None and "lower_order_final" not in merged:  # the convention, for any solver
+            name, fixed = parse_solver_spec(solver)
+            if name in SOLVERS and "lower_order_final" in options_of(name) and "lower_order_final" not in fixed:
+                merged = {**merged, "lower_order_final": bool(lower_order_final)}
         self._solver = get_solver(solver, **merged)
         if self._solver.adaptive:
             raise ValueError(
@@ -158,6 +179,14 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             )
         if timestep_source is not None and not is_scheduler_class(timestep_source):
             raise ValueError(f"timestep_source must name a diffusers scheduler class, got {timestep_source!r}")
+        if state_variable not in STATE_VARIABLES:
+            raise ValueError(f"state_variable must be one of {list(STATE_VARIABLES)}, got {state_variable!r}")
+        ratio, max_value = float(dynamic_thresholding_ratio), float(sample_max_value)
+        if not 0.0 < ratio <= 1.0 or not max_value >= 1.0 or not float(clip_sample_range) > 0.0:
+            raise ValueError(
+                "dynamic_thresholding_ratio must be in (0, 1], sample_max_value >= 1 and clip_sample_range > 0, got "
+                f"{dynamic_thresholding_ratio!r}, {sample_max_value!r}, {clip_sample_range!r}"
+            )
         steps_offset = integer_at_least("steps_offset", steps_offset, 0)
         seed = None if seed is None else check_seed(seed)
         schedule = {
@@ -172,11 +201,14 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         self.register_to_config(
             solver=solver, **schedule, prediction_type=prediction_type, variance_type=variance_type,
             timestep_spacing=timestep_spacing, steps_offset=steps_offset, final_sigmas_type=final_sigmas_type,
-            timestep_source=timestep_source, process=process, seed=seed, solver_options=merged or None,
+            timestep_source=timestep_source, process=process, seed=seed, solver_options=given or None,
         )  # fmt: skip
+        # diffusers' decorator counts positional arguments and keyword solver options as defaults
+        set_here = {"solver"} | ({"solver_options"} if given else set())
+        used = [k for k in self.config.get("_use_default_values", []) if k not in set_here]
+        self.register_to_config(_use_default_values=used)
         #: the training schedule as an sdekit process
         self.sde = DiscreteVPSDE(alphas_cumprod=self.alphas_cumprod)
-        self.init_noise_sigma = 1.0  # the VP prior N(0, I)
         self.order = self._solver.nfe_per_step
         self.num_inference_steps = None
         self.timesteps = torch.arange(self.sde.num_timesteps - 1, -1, -1, dtype=torch.int64)
@@ -184,7 +216,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         self._plan = self._requests = self._taus = self._run = self._stepper = None
         self._idle = False
         self._step_index = self._begin_index = None
-        self._draws = _Draws()
+        self._draws = Draws()
 
     # -- config ----------------------------------------------------------------------------------------------
     @classmethod
@@ -213,6 +245,22 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             resolved = dict(src.config)
             init["timestep_source"] = source
         check_training_schedule(resolved, "config")
+        named = "solver" in kwargs
+        if "timestep_source" in init:  # the source's own method, unless a solver is named, and its conventions
+            method = source_method(source, resolved)
+            if method is None:
+                if not named:
+                    warnings.warn(
+                        f"sdekit has no equivalent of {source}; SdekitScheduler.from_config runs "
+                        f"{DEFAULT_SOLVER!r} (name a solver: from_config(config, solver=...))",
+                        stacklevel=2,
+                    )
+            else:
+                init.update(method[2])
+                if not named:
+                    init["solver"], init["solver_options"] = method[0], method[1] or None
+                    if method[3] is not None:
+                        warnings.warn(f"{source} -> sdekit {method[0]!r}: {method[3]}", stacklevel=2)
         for key in init_keys:
             if key in resolved and key not in init:
                 init[key] = resolved[key]
@@ -220,7 +268,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         options = {k: kwargs.pop(k) for k in list(kwargs) if k not in init_keys}
         init.update(kwargs)
         if solver is not None:
-            if solver != init.get("solver"):
+            if solver != init.get("solver") or "timestep_source" in init:
                 init["solver_options"] = None  # options of another solver do not carry over
             init["solver"] = solver
         if options:
@@ -248,64 +296,6 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         self._begin_index = integer_at_least("begin_index", begin_index, 0)
 
     # -- the schedule ----------------------------------------------------------------------------------------
-    def _points(self, n, timesteps, sigmas):
-        """``(taus (M,), levels (M+1,) or None)``: the model timesteps of the step points and, when the schedule is
-        given in noise levels, the EDM levels ``sqrt((1 - abar) / abar)`` of the points and the final level (0: the
-        denoising step). Repeats are still in."""
-        cfg, sde = self.config, self.sde
-        N = sde.num_timesteps
-        zero = cfg.final_sigmas_type == "zero"
-        if sigmas is not None:
-            levels = np.asarray(sigmas.detach().cpu() if _xp.is_torch(sigmas) else sigmas, dtype=np.float64)
-            levels = levels.reshape(-1)
-            if levels.size < 2 or not np.all(np.isfinite(levels)) or np.any(levels[:-1] <= 0) or levels[-1] < 0 \
-                    or np.any(np.diff(levels) > 0):  # fmt: skip
-                raise ValueError(
-                    "sigmas must be non-increasing positive noise levels, the final one (0: the denoising step) "
-                    f"included, as diffusers' set_timesteps(sigmas=...) takes them; got {summary(levels)}"
-                )
-            taus = np.asarray(sde.timestep(sde.t_from_log_snr(-np.log(levels[:-1]))), dtype=np.float64)
-            return taus, levels
-        if timesteps is not None:
-            taus = np.asarray(timesteps.detach().cpu() if _xp.is_torch(timesteps) else timesteps, dtype=np.float64)
-            taus = taus.reshape(-1)
-            if taus.size < 1 or not np.all(np.isfinite(taus)) or np.any(np.diff(taus) > 0):
-                raise ValueError(f"timesteps must decrease (repeats are removed), got {summary(taus)}")
-            if taus[0] > N - 1 or taus[-1] < 0:
-                raise ValueError(f"timesteps must lie in [0, {N - 1}], got {summary(taus)}")
-            return taus, None
-        n = integer_at_least("num_inference_steps", n, 1)
-        source = cfg.timestep_source
-        if source is not None:
-            src_cls = getattr(diffusers, source)
-            src = src_cls.from_config(keys_of(src_cls, dict(cfg)))
-            src.set_timesteps(n)
-            taus = src.timesteps.detach().cpu().double().numpy()
-            sig = getattr(src, "sigmas", None)
-            if _xp.is_torch(sig) and sig.ndim == 1:
-                sig = sig.detach().cpu().double().numpy()
-                # Heun-type sources list each inner point twice: timesteps [t0, t1, t1, ..], sigmas [s0, s1, s1, ..]
-                if sig.size == 2 * taus.size and np.array_equal(taus[1:-1:2], taus[2::2]):
-                    taus, sig = taus[::2], np.append(sig[:-1:2], sig[-1])
-                if sig.size == taus.size + 1:
-                    return taus, sig
-            return taus, None
-        spacing = cfg.timestep_spacing
-        if spacing in GRIDS:
-            if zero and n < 2:
-                raise ValueError(f"num_inference_steps must be >= 2 with timestep_spacing={spacing!r}, got {n}")
-            grid = make_grid(sde, n - 1 if zero else n, spacing)
-            taus = np.asarray(sde.timestep(grid), dtype=np.float64)
-            return taus[:n], None
-        if spacing == "linspace":
-            taus = np.linspace(0, N - 1, n + 1).round()[::-1][:-1].copy()
-        elif spacing == "leading":
-            ratio = N // (n + 1)
-            taus = (np.arange(0, n + 1) * ratio).round()[::-1][:-1].copy() + cfg.steps_offset
-        else:  # trailing
-            taus = np.arange(N, 0, -N / n).round().copy() - 1
-        return taus.astype(np.float64), None
-
     def set_timesteps(self, num_inference_steps: int = None, device=None, timesteps=None, sigmas=None):
         """The schedule of ``num_inference_steps`` step points, or of the given decreasing ``timesteps``, or of the
         given EDM noise levels ``sigmas`` (``sqrt((1 - abar) / abar)``, the final level included: 0 for the denoising
@@ -321,7 +311,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if sum(v is not None for v in (num_inference_steps, timesteps, sigmas)) != 1:
             raise ValueError("give exactly one of num_inference_steps, timesteps and sigmas")
         sde = self.sde
-        taus, levels = self._points(num_inference_steps, timesteps, sigmas)
+        taus, levels = schedule_points(self.config, self.sde, num_inference_steps, timesteps, sigmas)
         if levels is not None:
             keep = np.append(True, levels[1:-1] < levels[:-2])  # repeated levels: zero-length steps
             taus, points = taus[keep], levels[:-1][keep]
@@ -369,9 +359,40 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         self._run = self._stepper = None
         self._step_index = self._begin_index = None
 
+    @property
+    def init_noise_sigma(self):
+        """The scale of the initial latents: 1 for the VP state; for ``state_variable="sigma"`` the largest noise
+        level ``sigma_max`` with "linspace" / "trailing" spacing, else ``sqrt(sigma_max^2 + 1)`` (diffusers' Euler and
+        Heun rule)."""
+        if self.config.state_variable == "vp":
+            return 1.0
+        if self.sigmas is not None:
+            top = self.sigmas.max()
+        else:
+            ac = self.alphas_cumprod[-1]
+            top = ((1 - ac) / ac) ** 0.5
+        return top if self.config.timestep_spacing in ("linspace", "trailing") else (top**2 + 1) ** 0.5
+
+    def _request_time(self, index: int) -> float:
+        """The sdekit time of evaluation ``index`` (of the running start's plan once it has started)."""
+        if self._run is not None and index >= self._run[2]:
+            plan, requests, offset = self._run
+            if index - offset < len(requests):
+                return float(requests[index - offset][2])
+        return float(self._requests[min(index, len(self._requests) - 1)][2])
+
+    def _alpha(self, t) -> float:
+        return float(self.sde.marginal(t)[0])
+
     def scale_model_input(self, sample, timestep=None, *args, **kwargs):
-        """The identity: the state is the network's input (VP variables)."""
-        return sample
+        """The network's input: the VP state. The identity for ``state_variable="vp"``; for ``"sigma"`` the latents
+        ``x / alpha`` times ``alpha = 1 / sqrt(sigma^2 + 1)`` of the evaluation (diffusers' Euler and Heun)."""
+        if self.config.state_variable == "vp":
+            return sample
+        if self._plan is None:
+            raise ValueError("call set_timesteps(num_inference_steps) before scale_model_input()")
+        index = self._step_index if self._step_index is not None else self._start_index(timestep)
+        return sample * self._alpha(self._request_time(index))
 
     # -- stepping --------------------------------------------------------------------------------------------
     def _noise(self, plan, x):
@@ -379,7 +400,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             return None
         if self.config.seed is not None:
             return counter_noise(plan, x, self.config.seed)
-        return _GeneratorNoise(self._draws, x, plan.solver.n_noise)
+        return GeneratorNoise(self._draws, x, plan.solver.n_noise)
 
     def _start_index(self, timestep) -> int:
         if self._begin_index is not None:
@@ -475,51 +496,56 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             )
         _, _, t, at_state = requests[self._step_index - offset]
         work_dtype = st.x.dtype
+        alpha, sigma = (float(c) for c in self.sde.marginal(t))
+        sigma_state = self.config.state_variable == "sigma"
         if at_state:  # the evaluation is at the step's own state: the pipeline's latents
-            st.adopt(sample if sample.dtype == work_dtype else sample.to(work_dtype))
+            x = sample if sample.dtype == work_dtype else sample.to(work_dtype)
+            st.adopt(x * alpha if sigma_state else x)
         out = split_learned_variance(model_output, sample.shape[1], self.config.variance_type, "model_output")
         out = out.to(work_dtype)
-        alpha, sigma = (float(c) for c in self.sde.marginal(t))
         if not st.done:  # else: the zero-length final step, which leaves the state as it is
-            st.supply(score_of_output(self.config.prediction_type, out, st.pending.x, alpha, sigma))
+            st.supply(self._score(out, st.pending.x, alpha, sigma))
         self._step_index += 1
         prev = st.x if st.done else st.pending.x
+        if sigma_state and not (st.done and plan.final_denoise):
+            prev = prev / self._alpha(float(plan.grid[-1]) if st.done else self._request_time(self._step_index))
         prev = prev.to(model_output.dtype)
         if not return_dict:
             return (prev,)
         return SchedulerOutput(prev_sample=prev)
 
+    def _score(self, out, x, alpha: float, sigma: float):
+        """The score from a network output, its data prediction thresholded or clipped first if asked."""
+        cfg = self.config
+        if not (cfg.thresholding or cfg.clip_sample):
+            return score_of_output(cfg.prediction_type, out, x, alpha, sigma)
+        x0 = (x + (sigma * sigma) * score_of_output(cfg.prediction_type, out, x, alpha, sigma)) / alpha
+        x0 = threshold(x0, thresholding=cfg.thresholding, ratio=cfg.dynamic_thresholding_ratio,
+                       max_value=cfg.sample_max_value, clip=cfg.clip_sample,
+                       clip_range=cfg.clip_sample_range)  # fmt: skip
+        return score_of_output("sample", x0, x, alpha, sigma)
+
     def add_noise(self, original_samples, noise, timesteps):
-        """``alpha x_0 + sigma noise`` at the (per-sample) ``timesteps``."""
-        tau = torch.as_tensor(timesteps, device=original_samples.device).to(torch.float64).reshape(-1)
-        alpha, sigma = self.sde.marginal(self.sde.t_from_timestep(tau))
-        a = _xp.per_sample(alpha.to(original_samples.dtype), original_samples)
-        s = _xp.per_sample(sigma.to(original_samples.dtype), original_samples)
+        """``alpha x_0 + sigma noise`` at the (per-sample) ``timesteps`` (``x_0 + (sigma / alpha) noise`` for
+        ``state_variable="sigma"``); a timestep of the schedule is at its step point's noise level."""
+        tau = torch.as_tensor(timesteps).to(torch.float64).reshape(-1).cpu().numpy()
+        t = np.asarray(self.sde.t_from_timestep(tau), dtype=np.float64).reshape(-1)
+        if self._plan is not None:  # the schedule's own levels (a source's real-valued sigmas)
+            listed = self.timesteps.to(torch.float64).cpu().numpy()
+            for i, value in enumerate(tau):
+                hits = [j for j, (_, stage, _, _) in enumerate(self._requests) if stage == 0 and listed[j] == value]
+                if hits:
+                    t[i] = self._requests[hits[0]][2]
+        alpha, sigma = (np.asarray(v, dtype=np.float64).reshape(-1) for v in self.sde.marginal(t))
+        if self.config.state_variable == "sigma":
+            alpha, sigma = np.ones_like(alpha), sigma / alpha
+        like = original_samples
+        a = _xp.per_sample(torch.as_tensor(alpha, dtype=like.dtype, device=like.device), like)
+        s = _xp.per_sample(torch.as_tensor(sigma, dtype=like.dtype, device=like.device), like)
         return a * original_samples + s * noise
 
     def __len__(self):
         return self.config.num_train_timesteps
-
-
-class _Draws:
-    """The pipeline's generator of the current ``step`` call (kept on the scheduler, so that it pickles)."""
-
-    def __init__(self):
-        self.generator = None
-
-
-class _GeneratorNoise:
-    """``noise(step)``: ``n_noise`` standard normal fields drawn from the pipeline's generator, as diffusers'
-    schedulers draw them (``randn_tensor`` of the state's shape), once per step."""
-
-    def __init__(self, draws: _Draws, x, n_noise: int):
-        self.draws, self.n_noise = draws, n_noise
-        self.shape, self.device, self.dtype = tuple(x.shape), x.device, x.dtype
-
-    def __call__(self, step: int) -> list:
-        gen = self.draws.generator
-        return [randn_tensor(self.shape, generator=gen, device=self.device, dtype=self.dtype)
-                for _ in range(self.n_noise)]  # fmt: skip
 
 
 def _announced(sde, taus, grid, requests) -> list:
