@@ -5,7 +5,9 @@ Networks are exact scores of a Gaussian or small random UNet2DModels built here:
 
 from __future__ import annotations
 
+import copy
 import inspect
+import pickle
 
 import numpy as np
 import pytest
@@ -46,8 +48,8 @@ class ExactEps:
     def __call__(self, x, timestep):
         self.calls += 1
         t = self.sde.t_from_timestep(float(timestep))
-        s = self.score(x.double().numpy(), np.full(x.shape[0], t))
-        return torch.as_tensor(-float(self.sde.marginal(t)[1]) * s, dtype=x.dtype)
+        s = self.score(x.double().numpy().reshape(x.shape[0], 3), np.full(x.shape[0], t))
+        return torch.as_tensor(-float(self.sde.marginal(t)[1]) * s, dtype=x.dtype).reshape(x.shape)
 
 
 def x_start(dtype=torch.float64, n=16):
@@ -244,3 +246,165 @@ def test_karras_sigmas_final_sigmas_type_as_diffusers(final):
     out, calls = run_loop(sch, 12)
     assert calls == ref_calls == 12 and len(sch.sigmas) == len(source.sigmas)
     assert float((out - ref).abs().max() / ref.abs().max()) < 2e-6
+
+
+D = diffusers
+#: diffusers schedulers with an sdekit method, with settings that change the method or its conventions
+SOURCES = {
+    "euler": lambda: D.EulerDiscreteScheduler(),
+    "euler-leading-v": lambda: D.EulerDiscreteScheduler(timestep_spacing="leading", steps_offset=1,
+                                                        prediction_type="v_prediction"),
+    "euler-karras": lambda: D.EulerDiscreteScheduler(use_karras_sigmas=True),
+    "euler-ancestral": lambda: D.EulerAncestralDiscreteScheduler(),
+    "heun": lambda: D.HeunDiscreteScheduler(),
+    "heun-sample": lambda: D.HeunDiscreteScheduler(prediction_type="sample"),
+    "ddim": lambda: D.DDIMScheduler(clip_sample=False),
+    "ddim-sd": lambda: D.DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                       clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+    "ddpm": lambda: D.DDPMScheduler(),
+    "dpm-1": lambda: D.DPMSolverMultistepScheduler(solver_order=1),
+    "dpm-2": lambda: D.DPMSolverMultistepScheduler(),
+    "dpm-2-v-trailing": lambda: D.DPMSolverMultistepScheduler(prediction_type="v_prediction",
+                                                              timestep_spacing="trailing"),
+    "dpm-sde-2": lambda: D.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++"),
+    "unipc-2": lambda: D.UniPCMultistepScheduler(),
+    "unipc-3": lambda: D.UniPCMultistepScheduler(solver_order=3),
+    "deis-2": lambda: D.DEISMultistepScheduler(solver_order=2),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("n", [10, 25])
+@pytest.mark.parametrize("key", list(SOURCES))
+def test_from_config_runs_the_source_schedulers_own_method(key, n):
+    source = SOURCES[key]()
+    ref, ref_calls = run_loop(source, n, generator=torch.Generator().manual_seed(1))
+    sch = SdekitScheduler.from_config(source.config)  # no solver named: the source's method and conventions
+    out, calls = run_loop(sch, n, generator=torch.Generator().manual_seed(1))
+    assert calls == ref_calls and len(sch.timesteps) == len(source.timesteps)
+    assert float(sch.init_noise_sigma) == pytest.approx(float(source.init_noise_sigma), rel=1e-6)
+    # float32 round-off (diffusers computes its update in float32; Heun's 2 evaluations per step double it)
+    assert float((out - ref).abs().max() / ref.abs().max()) < (1e-5 if key.startswith("heun") else 2e-6)
+
+
+def test_naming_a_solver_changes_the_method_only():
+    source = D.EulerDiscreteScheduler(timestep_spacing="leading", steps_offset=1)
+    sch = SdekitScheduler.from_config(source.config, solver="dpmpp_2m")
+    assert sch.config.state_variable == "sigma" and sch.config.timestep_source == "EulerDiscreteScheduler"
+    source.set_timesteps(12)
+    sch.set_timesteps(12)
+    assert float(sch.init_noise_sigma) == pytest.approx(float(source.init_noise_sigma), rel=1e-6)
+    assert torch.equal(sch.timesteps.to(torch.float32), source.timesteps)
+    # the same solver on the VP state and the same schedule: the latents are x / alpha, nothing else differs
+    vp = SdekitScheduler.from_config(dict(sch.config, state_variable="vp"))
+    out, _ = run_loop(sch, 12)
+    ref, _ = run_loop(vp, 12)
+    assert float((out - ref).abs().max() / ref.abs().max()) < 2e-6
+    # the source's lower_order_final convention reaches a named solver that has the option
+    dpm = SdekitScheduler.from_config(D.DPMSolverMultistepScheduler(lower_order_final=False).config, solver="unipc")
+    assert dpm.solver.lower_order_final is False and dpm.config.solver_options is None
+
+
+def test_a_scheduler_without_an_sdekit_method_warns():
+    with pytest.warns(UserWarning, match="no equivalent of LMSDiscreteScheduler"):
+        sch = SdekitScheduler.from_config(D.LMSDiscreteScheduler().config)
+    assert sch.config.solver == "dpmpp_2m"
+    with pytest.warns(UserWarning, match="third-order multistep formula differs"):
+        SdekitScheduler.from_config(D.DPMSolverMultistepScheduler(solver_order=3).config)
+
+
+def test_config_goes_through_diffusers_registration():
+    sch = SdekitScheduler("heun")
+    assert "timestep_spacing" in sch.config["_use_default_values"] and "solver" not in sch.config["_use_default_values"]
+    # a diffusers class built from this config takes its own defaults for what was never set here
+    assert D.DDIMScheduler.from_config(sch.config).config.timestep_spacing == "leading"
+    assert D.DDIMScheduler.from_config(SdekitScheduler(timestep_spacing="trailing").config).config.timestep_spacing == (
+        "trailing"
+    )
+
+
+def wide_start(n=8):
+    """Latents of shape (n, 3, 1, 1) (diffusers' thresholding needs image-shaped samples)."""
+    return x_start(torch.float32, n).reshape(n, 3, 1, 1)
+
+
+class WideEps(ExactEps):
+    """DATA scaled by 3: data predictions well outside [-1, 1], so clipping and thresholding act."""
+
+    def __call__(self, x, timestep):
+        t = self.sde.t_from_timestep(float(timestep))
+        alpha, sigma = (float(c) for c in self.sde.marginal(t))
+        eps = super().__call__(x, timestep)
+        return eps + 0.8 * alpha / sigma * torch.sign(x)  # pushes the implied data prediction out
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: D.DPMSolverMultistepScheduler(thresholding=True, sample_max_value=1.5),
+     lambda: D.DPMSolverMultistepScheduler(thresholding=True, dynamic_thresholding_ratio=0.9),
+     lambda: D.UniPCMultistepScheduler(thresholding=True, sample_max_value=1.3),
+     lambda: D.DDPMScheduler(clip_sample=True, clip_sample_range=0.8)],
+)  # fmt: skip
+def test_thresholding_and_clipping_of_the_data_prediction(make):
+    outs = []
+    for sch in (make(), SdekitScheduler.from_config(make().config)):
+        model, x = WideEps(sch), wide_start()
+        sch.set_timesteps(12)
+        generator = torch.Generator().manual_seed(2)
+        for t in sch.timesteps:
+            out = model(sch.scale_model_input(x, t), t)
+            kw = {"generator": generator} if "generator" in inspect.signature(sch.step).parameters else {}
+            x = sch.step(out, t, x, **kw).prev_sample
+        outs.append(x)
+    ref, out = outs
+    assert float((out - ref).abs().max() / ref.abs().max()) < 2e-6
+    # the thresholds act on this data: without them the result is another
+    plain = SdekitScheduler.from_config(dict(make().config, thresholding=False, clip_sample=False))
+    model, x = WideEps(plain), wide_start()
+    plain.set_timesteps(12)
+    generator = torch.Generator().manual_seed(2)
+    for t in plain.timesteps:
+        x = plain.step(model(x, t), t, x, generator=generator).prev_sample
+    assert float((x - ref).abs().max()) > 1e-2
+
+
+def test_zero_terminal_snr_schedules():
+    # diffusers' clamp of the zero-SNR end (alphas_cumprod[-1] = 2**-24): a finite first noise level
+    zero_snr = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, rescale_betas_zero_snr=True,
+                    prediction_type="v_prediction", timestep_spacing="trailing")  # fmt: skip
+    for source in (D.EulerDiscreteScheduler(**zero_snr), D.DPMSolverMultistepScheduler(**zero_snr)):
+        sch = SdekitScheduler.from_config(source.config)
+        assert torch.equal(sch.alphas_cumprod, source.alphas_cumprod)
+        ref, _ = run_loop(source, 10)
+        out, _ = run_loop(sch, 10)
+        # float32 round-off of the first steps: Euler's latents start at sigma_max = 4096 times the noise
+        assert float((out - ref).abs().max() / ref.abs().max()) < 5e-5
+    # the linear schedule's second-to-last value is below the clamp: continued geometrically (strictly decreasing)
+    lin = SdekitScheduler(rescale_betas_zero_snr=True)
+    ac = lin.alphas_cumprod
+    assert bool((ac[1:] < ac[:-1]).all()) and float(ac[-1]) < float(ac[-2])
+
+
+def test_betas_and_alphas():
+    for cfg in (dict(), dict(beta_schedule="squaredcos_cap_v2"), dict(trained_betas=np.linspace(1e-4, 0.03, 50))):
+        ddpm, sch = D.DDPMScheduler(**cfg), SdekitScheduler(**cfg)
+        assert torch.equal(sch.betas, ddpm.betas) and torch.equal(sch.alphas, ddpm.alphas)
+        assert torch.equal(sch.alphas_cumprod, ddpm.alphas_cumprod)
+
+
+@pytest.mark.parametrize("solver", ["dpmpp_2m_sde", "heun", "unipc", "ancestral"])
+def test_pickle_and_deepcopy_mid_run_with_a_generator(solver):
+    sch = SdekitScheduler.from_config(D.EulerDiscreteScheduler().config, solver=solver)
+    sch.set_timesteps(8)
+    model, x = ExactEps(sch), x_start(torch.float32) * sch.init_noise_sigma
+    generator = torch.Generator().manual_seed(3)
+    ts = sch.timesteps
+    for t in ts[:3]:
+        x = sch.step(model(sch.scale_model_input(x, t), t), t, x, generator=generator).prev_sample
+    copies = [pickle.loads(pickle.dumps(sch)), copy.deepcopy(sch), sch]
+    results = []
+    for c in copies:
+        g, y = copy.deepcopy(generator), x.clone()
+        for t in ts[3:]:
+            y = c.step(model(c.scale_model_input(y, t), t), t, y, generator=g).prev_sample
+        results.append(y)
+    assert torch.equal(results[0], results[2]) and torch.equal(results[1], results[2])

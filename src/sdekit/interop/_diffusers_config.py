@@ -86,7 +86,7 @@ def alphas_cumprod_of(betas: torch.Tensor, zero_snr: bool) -> torch.Tensor:
         # diffusers' clamp; where the schedule's second-to-last value is already below it (the linear schedule),
         # diffusers' noise levels stop increasing at the end, which no SDE has: the last value continues the last
         # ratio of the schedule instead (a noise level about that much above the previous one)
-        ac[-1] = min(2.0**-24, float(ac[-2]) ** 2 / float(ac[-3]))
+        ac[-1] = 2.0**-24 if float(ac[-2]) > 2.0**-24 else float(ac[-2]) ** 2 / float(ac[-3])
     return ac
 
 

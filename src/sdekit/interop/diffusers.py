@@ -47,6 +47,7 @@ from ._diffusers_config import (
     SPACINGS,
     Draws,
     GeneratorNoise,
+    alphas_cumprod_of,
     check_training_schedule,
     class_of_config,
     config_dict,
@@ -56,11 +57,11 @@ from ._diffusers_config import (
     source_method,
     summary,
     threshold,
+    training_betas,
 )
 from ._diffusers_score import (
     PREDICTION_TYPES,
     DiffusersScore,
-    alphas_cumprod,
     check_prediction_type,
     score_from_diffusers,
     score_of_output,
@@ -197,7 +198,10 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             "trained_betas": None if trained_betas is None else [float(b) for b in np.asarray(trained_betas)],
             "rescale_betas_zero_snr": bool(rescale_betas_zero_snr),
         }
-        self.alphas_cumprod = alphas_cumprod(schedule, "config")
+        #: the training schedule as diffusers computes it (float32; ``alphas_cumprod[-1]`` clamped for zero SNR)
+        self.betas = training_betas(schedule, "config")
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = alphas_cumprod_of(self.betas, bool(rescale_betas_zero_snr))
         self.register_to_config(
             solver=solver, **schedule, prediction_type=prediction_type, variance_type=variance_type,
             timestep_spacing=timestep_spacing, steps_offset=steps_offset, final_sigmas_type=final_sigmas_type,
