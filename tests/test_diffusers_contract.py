@@ -358,7 +358,8 @@ def test_thresholding_and_clipping_of_the_data_prediction(make):
     ref, out = outs
     assert float((out - ref).abs().max() / ref.abs().max()) < 2e-6
     # the thresholds act on this data: without them the result is another
-    plain = SdekitScheduler.from_config(dict(make().config, thresholding=False, clip_sample=False))
+    plain = SdekitScheduler.from_config({k: False if k in ("thresholding", "clip_sample") else v
+                                         for k, v in make().config.items()})  # fmt: skip
     model, x = WideEps(plain), wide_start()
     plain.set_timesteps(12)
     generator = torch.Generator().manual_seed(2)

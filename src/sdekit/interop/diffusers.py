@@ -209,7 +209,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         )  # fmt: skip
         # diffusers' decorator counts positional arguments and keyword solver options as defaults
         set_here = {"solver"} | ({"solver_options"} if given else set())
-        used = [k for k in self.config.get("_use_default_values", []) if k not in set_here]
+        used = sorted(k for k in self.config.get("_use_default_values", []) if k not in set_here)
         self.register_to_config(_use_default_values=used)
         #: the training schedule as an sdekit process
         self.sde = DiscreteVPSDE(alphas_cumprod=self.alphas_cumprod)
@@ -237,18 +237,26 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         source = type(config).__name__ if isinstance(config, SchedulerMixin) else None
         config = config_dict(config, "config")
         init_keys = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "options")]
-        source = source or config.get("_class_name") or class_of_config(config)
+        if "solver" in config:  # an SdekitScheduler config (possibly passed through another class): ours
+            source = None
+        else:
+            source = source or config.get("_class_name") or class_of_config(config)
+        # entries the config's own class left at its defaults are not carried over (as diffusers' from_config does)
+        defaults = set(config.get("_use_default_values", ()))
+        config = {k: v for k, v in config.items() if k not in defaults}
         resolved = config
         init = {}
         if isinstance(source, str) and source != cls.__name__ and is_scheduler_class(source):
             src_cls = getattr(diffusers, source)
-            check_training_schedule(config, f"config (of {source})")
+            if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
+                check_training_schedule(config, f"config (of {source})")  # refuses flow matching
             src = src_cls.from_config(keys_of(src_cls, config))
             if getattr(src, "alphas_cumprod", None) is None:
                 raise ValueError(f"config (of {source}) has no training schedule (alphas_cumprod)")
             resolved = dict(src.config)
             init["timestep_source"] = source
-        check_training_schedule(resolved, "config")
+        if "solver" not in config:  # (an SdekitScheduler config has its own defaults for what it leaves out)
+            check_training_schedule(resolved, "config")
         named = "solver" in kwargs
         if "timestep_source" in init:  # the source's own method, unless a solver is named, and its conventions
             method = source_method(source, resolved)
