@@ -26,7 +26,7 @@ DATA = sdekit.Gaussian([0.5, -0.3, 0.2], [0.3, 0.2, 0.5])
 #: every registered solver SdekitScheduler accepts (the adaptive ones choose their own steps)
 ACCEPTED = [name for name in SOLVERS if not get_solver(name).adaptive]
 #: EDM churning at the first step of a run is refused (its first evaluation would not be at the latents)
-OPTIONS = {"edm": {"S_tmax": 0.5}}
+OPTIONS = {"edm": {"S_tmax": 0.5}, "annealed_langevin": {"n_steps": 3}}  # (its 100 Langevin steps: slow)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -409,3 +409,63 @@ def test_pickle_and_deepcopy_mid_run_with_a_generator(solver):
             y = c.step(model(c.scale_model_input(y, t), t), t, y, generator=g).prev_sample
         results.append(y)
     assert torch.equal(results[0], results[2]) and torch.equal(results[1], results[2])
+
+
+# -- the scheduler contract of diffusers' own scheduler tests, for every accepted solver -------------------------
+
+
+def contract_config(solver):
+    return dict(solver=solver, num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                **OPTIONS.get(solver, {}))  # fmt: skip
+
+
+def first_steps(sch, sample, k=2, seed=0):
+    """``k`` steps of a dummy 'network' (0.1 x) from ``sample``, with a generator: the outputs."""
+    generator = torch.manual_seed(seed)
+    out = []
+    for t in sch.timesteps[:k]:
+        sample = sch.step(0.1 * sch.scale_model_input(sample, t), t, sample, generator=generator).prev_sample
+        out.append(sample)
+    return out
+
+
+@pytest.mark.parametrize("solver", ACCEPTED)
+def test_contract_save_load_step_shape_and_outputs(solver, tmp_path):
+    sch = SdekitScheduler(**contract_config(solver), thresholding=True, sample_max_value=1.5)
+    sch.save_pretrained(tmp_path)
+    loaded = SdekitScheduler.from_pretrained(tmp_path)
+    config = dict(sch.config)
+    del config["_use_default_values"]  # a saved and loaded config passed every entry
+    assert config == loaded.config
+    sample = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for s in (sch, loaded):
+        s.set_timesteps(10)
+    a, b = first_steps(sch, sample), first_steps(loaded, sample)
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and all(x.shape == sample.shape for x in a)
+    # return_dict=False gives the same tensor in a tuple
+    sch.set_timesteps(10)
+    loaded.set_timesteps(10)
+    t = sch.timesteps[0]
+    (tup,) = sch.step(0.1 * sample, t, sample, generator=torch.manual_seed(0), return_dict=False)
+    dic = loaded.step(0.1 * sample, t, sample, generator=torch.manual_seed(0))
+    assert torch.equal(tup, dic.prev_sample)
+    # add_noise keeps the samples' dtype and device
+    noisy = sch.add_noise(sample.double(), torch.ones_like(sample.double()), sch.timesteps[3:4].repeat(4))
+    assert noisy.dtype == torch.float64 and noisy.shape == sample.shape
+
+
+def test_contract_compatibles_round_trip():
+    sch = SdekitScheduler(**contract_config("unipc"))
+    assert sch.compatibles and all(c is not None for c in sch.compatibles)
+    for comp_cls in sch.compatibles:
+        comp = comp_cls.from_config(sch.config)
+        back = SdekitScheduler.from_config(comp.config)
+        assert {k: v for k, v in back.config.items() if k in sch.config} == dict(sch.config), comp_cls.__name__
+        init_keys = set(inspect.signature(SdekitScheduler.__init__).parameters)
+        assert not ({k for k in back.config if k not in sch.config} & init_keys)
+
+
+def test_contract_trained_betas_save_load(tmp_path):
+    sch = SdekitScheduler(**dict(contract_config("dpmpp_2m"), trained_betas=np.array([0.1, 0.3])))
+    sch.save_pretrained(tmp_path)
+    assert SdekitScheduler.from_pretrained(tmp_path).betas.tolist() == sch.betas.tolist()

@@ -209,8 +209,9 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         )  # fmt: skip
         # diffusers' decorator counts positional arguments and keyword solver options as defaults
         set_here = {"solver"} | ({"solver_options"} if given else set())
-        used = sorted(k for k in self.config.get("_use_default_values", []) if k not in set_here)
-        self.register_to_config(_use_default_values=used)
+        if "_use_default_values" in self.config:
+            used = sorted(k for k in self.config["_use_default_values"] if k not in set_here)
+            self.register_to_config(_use_default_values=used)
         #: the training schedule as an sdekit process
         self.sde = DiscreteVPSDE(alphas_cumprod=self.alphas_cumprod)
         self.order = self._solver.nfe_per_step
@@ -287,6 +288,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             init["solver_options"] = {**(init.get("solver_options") or {}), **options}
         model = cls(**init)
         hidden = {k: v for k, v in config.items() if k not in init_keys and not k.startswith("_")}
+        if config.get("_class_name") == cls.__name__:  # as diffusers' from_config keeps them
+            hidden.update({k: config[k] for k in ("_class_name", "_diffusers_version") if k in config})
         if hidden:
             model.register_to_config(**hidden)
         return (model, {}) if return_unused_kwargs else model
