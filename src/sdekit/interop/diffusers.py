@@ -9,9 +9,12 @@ announces every stage's timestep in ``timesteps`` (``order`` evaluations per ste
 ``HeunDiscreteScheduler`` does), and ``step`` returns the state the next evaluation is at. With
 ``final_sigmas_type="zero"`` (the default) the last timestep's output is the final denoising step ``x <- E[x_0|x]``.
 
-``SdekitScheduler.from_config(pipe.scheduler.config, solver=...)`` keeps the pipeline's scheduler: its training
-schedule (as that class computes it, in float32) and its timestep spacing (that class's own ``set_timesteps`` gives
-the timesteps and, where it has them, the noise levels), so swapping it in changes the solver only.
+``SdekitScheduler.from_config(pipe.scheduler.config)`` keeps the pipeline's scheduler: its training schedule (as that
+class computes it, in float32), its timestep spacing (that class's own ``set_timesteps`` gives the timesteps and,
+where it has them, the noise levels), its conventions (the latents' variable, ``init_noise_sigma``,
+``scale_model_input``, ``final_sigmas_type``, ``lower_order_final``, thresholding) and, with no ``solver=`` named, its
+method (Euler, Euler ancestral, Heun, DDIM, DDPM, DPM-Solver multistep, UniPC, DEIS: the same numbers to float32
+round-off); ``solver=...`` then changes the method and nothing else.
 
 ``SdekitScheduler("dpmpp_2m")`` reproduces ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
 solver_order=2)`` on the same timesteps to float32 round-off: diffusers keeps ``alphas_cumprod`` and its ``sigmas`` in
@@ -109,6 +112,21 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     seed : int, optional
         SDE solvers: ``None`` draws their normals from the pipeline's ``generator`` (as diffusers' schedulers do);
         an integer uses sdekit's counter-based noise, the numbers ``sdekit.sample`` would give sample ``i``.
+    state_variable : {"vp", "sigma"}
+        The pipeline's latents: the VP state ``x`` (``init_noise_sigma = 1``, ``scale_model_input`` the identity: DDPM,
+        DDIM, DPM-Solver, UniPC, DEIS) or ``x / alpha`` (diffusers' Euler and Heun: ``init_noise_sigma`` about
+        ``sigma_max``, ``scale_model_input`` divides by ``sqrt(sigma^2 + 1)``); the solver runs on ``x`` either way.
+    lower_order_final : bool, optional
+        Given to any solver that has this option (and is not given it otherwise): the source scheduler's convention.
+    thresholding, dynamic_thresholding_ratio, sample_max_value, clip_sample, clip_sample_range
+        diffusers' dynamic thresholding (Imagen; per sample ``s = quantile(|x0|, ratio)`` in ``[1, sample_max_value]``,
+        ``x0 <- clamp(x0, -s, s) / s``) or clipping of the data prediction ``x0`` of every network output, before it
+        becomes the score ``(alpha x0 - x) / sigma^2``.
+
+    Starting later (image-to-image: :meth:`set_begin_index`, or the first :meth:`step` at a later step point) runs the
+    solver afresh from that point, its multistep history built as ``sdekit.sample`` on the remaining grid builds it.
+    :meth:`from_config` of a diffusers scheduler's config without ``solver=`` runs that scheduler's own method (see
+    ``docs/models.md``, "Swap the scheduler of your pipeline").
 
     The state is kept in float32 for half-precision latents (as diffusers upcasts) and ``prev_sample`` is returned in
     the dtype of ``model_output``.
