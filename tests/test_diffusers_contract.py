@@ -134,13 +134,15 @@ def img2img(scheduler, unet, image, strength, steps, seed=0):
     init = min(int(steps * strength), steps)
     t_start = max(steps - init, 0)
     timesteps = scheduler.timesteps[t_start * scheduler.order :]
-    scheduler.set_begin_index(t_start * scheduler.order)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(t_start * scheduler.order)
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(image.shape, generator=generator)
     x = scheduler.add_noise(image, noise, timesteps[:1].repeat(image.shape[0]))
     for t in timesteps:
         out = unet(scheduler.scale_model_input(x, t), t).sample
-        x = scheduler.step(out, t, x, generator=generator, return_dict=False)[0]
+        kw = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+        x = scheduler.step(out, t, x, return_dict=False, **kw)[0]
     return x, len(timesteps)
 
 
@@ -469,3 +471,41 @@ def test_contract_trained_betas_save_load(tmp_path):
     sch = SdekitScheduler(**dict(contract_config("dpmpp_2m"), trained_betas=np.array([0.1, 0.3])))
     sch.save_pretrained(tmp_path)
     assert SdekitScheduler.from_pretrained(tmp_path).betas.tolist() == sch.betas.tolist()
+
+
+def dummy_model(sample, t):
+    """The model of diffusers' scheduler tests' full loops: ``sample * t / (t + 1)``."""
+    t = torch.as_tensor(t, dtype=sample.dtype)
+    return sample * t / (t + 1)
+
+
+def dummy_sample_deter():
+    """A deterministic (4, 3, 8, 8) sample of values in [0, 1), laid out channel-first then permuted."""
+    return (torch.arange(4 * 3 * 8 * 8) / (4 * 3 * 8 * 8)).reshape(3, 8, 8, 4).permute(3, 0, 1, 2)
+
+
+@pytest.mark.parametrize("key", ["euler", "euler-ancestral", "heun", "ddim", "ddpm", "dpm-2", "dpm-sde-2", "unipc-3",
+                                 "deis-2"])  # fmt: skip
+def test_full_loop_of_diffusers_scheduler_tests_through_from_config(key):
+    # the loop of diffusers' per-scheduler full-loop tests (dummy model, deterministic sample, 10 steps, generator)
+    results = []
+    for sch in (SOURCES[key](), SdekitScheduler.from_config(SOURCES[key]().config)):
+        sch.set_timesteps(10)
+        generator = torch.manual_seed(0)
+        sample = dummy_sample_deter() * sch.init_noise_sigma
+        for t in sch.timesteps:
+            out = dummy_model(sch.scale_model_input(sample, t), t)
+            kw = {"generator": generator} if "generator" in inspect.signature(sch.step).parameters else {}
+            sample = sch.step(out, t, sample, **kw).prev_sample
+        results.append(sample)
+    ref, out = results
+    assert float((out - ref).abs().sum() / ref.abs().sum()) < 1e-5
+
+
+@pytest.mark.parametrize("key", ["euler", "euler-ancestral", "heun", "ddim", "dpm-2", "unipc-2", "deis-2"])
+def test_img2img_loop_equals_the_source_scheduler(key):
+    unet = tiny_unet()
+    ref, n_ref = img2img(SOURCES[key](), unet, IMAGE, 0.6, 10)
+    out, n_out = img2img(SdekitScheduler.from_config(SOURCES[key]().config), unet, IMAGE, 0.6, 10)
+    assert n_ref == n_out
+    assert float((out - ref).abs().max() / ref.abs().max()) < 1e-5
