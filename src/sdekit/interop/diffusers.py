@@ -565,10 +565,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         t = np.asarray(self.sde.t_from_timestep(tau), dtype=np.float64).reshape(-1)
         if self._plan is not None:  # the schedule's own levels (a source's real-valued sigmas)
             listed = self.timesteps.to(torch.float64).cpu().numpy()
-            for i, value in enumerate(tau):
-                hits = [j for j, (_, stage, _, _) in enumerate(self._requests) if stage == 0 and listed[j] == value]
-                if hits:
-                    t[i] = self._requests[hits[0]][2]
+            points = {}
+            for j, (_, stage, t_j, _) in enumerate(self._requests):
+                if stage == 0:
+                    points.setdefault(float(listed[j]), t_j)
+            t = np.array([points.get(float(value), t_i) for value, t_i in zip(tau, t)], dtype=np.float64)
         alpha, sigma = (np.asarray(v, dtype=np.float64).reshape(-1) for v in self.sde.marginal(t))
         if self.config.state_variable == "sigma":
             alpha, sigma = np.ones_like(alpha), sigma / alpha
