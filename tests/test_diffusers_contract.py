@@ -272,6 +272,11 @@ SOURCES = {
     "unipc-2": lambda: D.UniPCMultistepScheduler(),
     "unipc-3": lambda: D.UniPCMultistepScheduler(solver_order=3),
     "deis-2": lambda: D.DEISMultistepScheduler(solver_order=2),
+    # zero-length last steps (the last point already at the final level): diffusers takes them with its solver
+    "euler-sigma-min": lambda: D.EulerDiscreteScheduler(final_sigmas_type="sigma_min"),
+    "unipc-karras-sigma-min": lambda: D.UniPCMultistepScheduler(use_karras_sigmas=True, final_sigmas_type="sigma_min"),
+    "dpm-lu-sigma-min": lambda: D.DPMSolverMultistepScheduler(use_lu_lambdas=True, final_sigmas_type="sigma_min"),
+    "heun-karras": lambda: D.HeunDiscreteScheduler(use_karras_sigmas=True),
 }  # fmt: skip
 
 

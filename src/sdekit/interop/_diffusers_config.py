@@ -15,10 +15,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from .. import _xp
 from ..grids import GRIDS, make_grid
 from ..validation import integer_at_least
+from ._driver import Stepper
 
 __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_cumprod_of", "is_scheduler_class",
            "class_of_config", "keys_of", "summary", "BETA_SCHEDULES", "source_method", "threshold",
-           "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS"]  # fmt: skip
+           "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
+           "announced_timesteps", "takes_zero_step"]  # fmt: skip
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 #: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
@@ -282,3 +284,33 @@ class GeneratorNoise:
         gen = self.draws.generator
         return [randn_tensor(self.shape, generator=gen, device=self.device, dtype=self.dtype)
                 for _ in range(self.n_noise)]  # fmt: skip
+
+
+def announced_timesteps(sde, taus, grid, requests) -> list:
+    """The timestep of every evaluation of ``requests``: the step points' own ``taus``, the others' real-valued
+    timesteps (rounded when within 1e-6 of an integer)."""
+    values = []
+    for k, j, t, _ in requests:
+        if j == 0 and k < len(taus) and abs(t - grid[k]) <= 1e-12 * abs(t):
+            values.append(float(taus[k]))
+        else:
+            tau = float(sde.timestep(t))
+            values.append(float(round(tau)) if abs(tau - round(tau)) < 1e-6 else tau)
+    return values
+
+
+def takes_zero_step(plan) -> bool:
+    """Whether ``plan``'s solver takes its zero-length last step (a dry run on a 1-sample state stays finite): a
+    predictor leaves the state as it is, a corrector (UniPC's) still corrects it, as diffusers' schedulers do there;
+    a multistep formula of order > 1 divides by the step's length."""
+    noise = None
+    if plan.stochastic and plan.solver.n_noise:
+        noise = lambda k: [np.zeros((1, 1)) for _ in range(plan.solver.n_noise)]  # noqa: E731
+    try:
+        with np.errstate(all="ignore"):
+            st = Stepper(plan, np.full((1, 1), 0.7), noise)
+            while not st.done:
+                st.supply(-st.pending.x)
+    except (ZeroDivisionError, FloatingPointError):
+        return False
+    return bool(np.all(np.isfinite(st.x)))

@@ -54,11 +54,8 @@ class GridPlan:
     sde: object  # LinearSDE
     solver: object  # FixedStepSolver
     kind: str  # "sde" or "ode"
-    grid: np.ndarray  # float64, strictly decreasing; may be a single time (then only the denoising step)
+    grid: np.ndarray  # float64, decreasing (strictly, but for a zero-length last step); may be a single time
     final_denoise: bool
-    #: the schedule ends with a step of zero length (diffusers' Karras sigmas with final_sigmas_type="sigma_min"): an
-    #: evaluation that leaves the state as it is, counted as a step as the denoising step is
-    idle_final: bool = False
 
     @property
     def n_solver_steps(self) -> int:
@@ -66,8 +63,8 @@ class GridPlan:
 
     @property
     def n_steps(self) -> int:
-        """Steps of the schedule, the final denoising (or zero-length) step included."""
-        return self.n_solver_steps + int(self.final_denoise) + int(self.idle_final)
+        """Steps of the schedule, the final denoising step included."""
+        return self.n_solver_steps + int(self.final_denoise)
 
     @property
     def stochastic(self) -> bool:
@@ -77,7 +74,7 @@ class GridPlan:
         return self.sde.reverse(score) if self.kind == "sde" else self.sde.probability_flow(score)
 
     def context(self, k: int, memory: dict) -> OuterStepContext:
-        return OuterStepContext(k, self.grid, memory, extra=int(self.final_denoise) + int(self.idle_final))
+        return OuterStepContext(k, self.grid, memory, extra=int(self.final_denoise))
 
     def denoise(self, x, score_value):
         """Tweedie's ``(x + sigma^2 score) / alpha`` at the grid's last time."""

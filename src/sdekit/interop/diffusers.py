@@ -51,6 +51,7 @@ from ._diffusers_config import (
     Draws,
     GeneratorNoise,
     alphas_cumprod_of,
+    announced_timesteps,
     check_training_schedule,
     class_of_config,
     config_dict,
@@ -59,6 +60,7 @@ from ._diffusers_config import (
     schedule_points,
     source_method,
     summary,
+    takes_zero_step,
     threshold,
     training_betas,
 )
@@ -351,23 +353,25 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             grid = np.asarray(sde.t_from_log_snr(-np.log(points)), dtype=np.float64)
             final = float(levels[-1])
             final_denoise = final == 0.0
-            idle = not final_denoise and final >= points[-1]
-            if not final_denoise and not idle:
-                grid = np.append(grid, float(sde.t_from_log_snr(-math.log(final))))
+            if not final_denoise:  # a final level at the last point: a zero-length last step, taken by the solver
+                end = grid[-1] if final >= points[-1] else float(sde.t_from_log_snr(-math.log(final)))
+                grid = np.append(grid, end)
         else:
             keep = np.append(True, taus[1:] < np.minimum.accumulate(taus)[:-1])  # repeated timesteps
             taus = taus[keep]
             grid = np.asarray(sde.t_from_timestep(taus), dtype=np.float64)
             final_denoise = self.config.final_sigmas_type == "zero"
-            idle = not final_denoise and taus[-1] <= 0
-            if not final_denoise and not idle:
-                grid = np.append(grid, sde.eps)
-        if np.any(np.diff(grid) >= 0):
+            if not final_denoise:  # timestep 0 already the last point: a zero-length last step
+                grid = np.append(grid, grid[-1] if taus[-1] <= 0 else sde.eps)
+        if np.any(np.diff(grid)[:-1] >= 0) or np.diff(grid)[-1:] > 0:
             raise ValueError(f"the schedule's times must decrease strictly, got timesteps {summary(taus)}")
-        plan = GridPlan(sde, self._solver, self._kind, grid, bool(final_denoise), bool(idle))
+        plan = GridPlan(sde, self._solver, self._kind, grid, bool(final_denoise))
         self._solver.check_process(plan.process(lambda x, t: x))
+        idle = len(grid) > 1 and grid[-1] == grid[-2] and not takes_zero_step(plan)
+        if idle:  # the solver divides by the step's length: the limit, the state as it is, without the step
+            plan = GridPlan(sde, self._solver, self._kind, grid[:-1], False)
         requests = plan_requests(plan)
-        if idle:  # the zero-length final step: one more evaluation, its output unused
+        if idle:  # the zero-length step's evaluation, its output unused
             requests.append((plan.n_solver_steps, 0, float(grid[-1]), True))
         if not requests or not requests[0][3]:
             raise ValueError(
@@ -375,7 +379,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                 "churn on the first step): a pipeline evaluates its first timestep on its initial latents; use "
                 "S_churn=0 or S_tmax below the first noise level"
             )
-        values = _announced(sde, taus, grid, requests)
+        values = announced_timesteps(sde, taus, grid, requests)
         integral = all(float(v).is_integer() for v in values)
         dtype = torch.int64 if integral else torch.float32
         self.timesteps = torch.tensor(values, dtype=dtype, device=device)
@@ -386,7 +390,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         counts = counts[counts > 0]
         self.order = int(np.bincount(counts).argmax()) if counts.size else 1
         edm = np.exp(-np.asarray(sde.log_snr(grid), dtype=np.float64))
-        edm = np.append(edm, 0.0) if final_denoise else (np.append(edm, edm[-1]) if idle else edm)
+        edm = np.append(edm, 0.0) if final_denoise else edm
         self.sigmas = torch.tensor(edm, dtype=torch.float32)
         self._plan, self._requests, self._taus, self._idle = plan, requests, taus, idle
         self._run = self._stepper = None
@@ -463,7 +467,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             )
         plan, requests = self._plan, self._requests
         if k > 0:
-            plan = GridPlan(plan.sde, plan.solver, plan.kind, plan.grid[k:], plan.final_denoise, plan.idle_final)
+            plan = GridPlan(plan.sde, plan.solver, plan.kind, plan.grid[k:], plan.final_denoise)
             requests = plan_requests(plan)
             if self._idle:
                 requests.append((plan.n_solver_steps, 0, float(plan.grid[-1]), True))
@@ -484,7 +488,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                 "latents; use S_churn=0 or S_tmax below this noise level"
             )
         tail = self.timesteps[index:]
-        values = _announced(plan.sde, self._taus[k:], plan.grid, requests)
+        values = announced_timesteps(plan.sde, self._taus[k:], plan.grid, requests)
         if len(values) != len(tail):
             raise ValueError(
                 f"solver {self._solver.name!r} started at step {k} makes {len(values)} evaluations where the whole "
@@ -536,7 +540,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             st.adopt(x * alpha if sigma_state else x)
         out = split_learned_variance(model_output, sample.shape[1], self.config.variance_type, "model_output")
         out = out.to(work_dtype)
-        if not st.done:  # else: the zero-length final step, which leaves the state as it is
+        if not st.done:  # else: the zero-length last step of a solver that cannot take it (the state stays)
             st.supply(self._score(out, st.pending.x, alpha, sigma))
         self._step_index += 1
         prev = st.x if st.done else st.pending.x
@@ -580,16 +584,3 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
 
     def __len__(self):
         return self.config.num_train_timesteps
-
-
-def _announced(sde, taus, grid, requests) -> list:
-    """The timestep of every evaluation of ``requests``: the step points' own ``taus``, the others' real-valued
-    timesteps (rounded when within 1e-6 of an integer)."""
-    values = []
-    for k, j, t, _ in requests:
-        if j == 0 and k < len(taus) and abs(t - grid[k]) <= 1e-12 * abs(t):
-            values.append(float(taus[k]))
-        else:
-            tau = float(sde.timestep(t))
-            values.append(float(round(tau)) if abs(tau - round(tau)) < 1e-6 else tau)
-    return values
