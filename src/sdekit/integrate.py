@@ -260,7 +260,8 @@ def solve(
         sample's step sequence (another tolerance sees another path). ``None``: ``"bridge"`` for adaptive SDE
         solvers (exact law at about the cost of fresh noise; redrawing fresh noise after a rejection, as
         ``"counter"`` does, selects the noise and biases the law; ``"tree"`` when the same path at every
-        tolerance matters), ``"counter"`` otherwise.
+        tolerance matters), ``"counter"`` otherwise. A probability-flow ODE draws no noise and refuses
+        ``"tree"`` and ``"bridge"`` (``ValueError``).
     cond : dict, optional
         Per-sample conditioning: keyword name -> array or tensor with leading dimension ``n`` (labels, embeddings).
         The score is called ``score(x, t, **cond)`` with the rows it is given (adaptive loops pass subsets, and
@@ -300,6 +301,9 @@ def solve(
         noise = "bridge" if solver.adaptive and is_sde_process else "counter"
     if noise not in NOISE_NAMES:
         raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
+    if noise != "counter" and not is_sde_process:
+        raise ValueError(f"noise={noise!r} applies to SDEs; the process is a probability-flow ODE, which draws no "
+                         f"noise (solver {solver.name!r}): leave noise=None")  # fmt: skip
     if noise == "bridge" and not solver.adaptive:
         raise ValueError(f"noise='bridge' is defined for adaptive solvers (it refines the increments of rejected "
                          f"steps); solver {solver.name!r} uses a fixed grid: use 'counter' or 'tree'")  # fmt: skip
