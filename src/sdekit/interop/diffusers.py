@@ -187,6 +187,8 @@ def score_from_diffusers(unet, scheduler_config):
         training schedule gives the :class:`sdekit.DiscreteVPSDE`, its ``prediction_type`` (``"epsilon"``,
         ``"v_prediction"`` or ``"sample"``) the conversion.
 
+    Notes
+    -----
     The network is evaluated at ``timestep = sde.timestep(t)`` (real-valued, clamped to ``[0, N - 1]``; ``t = (tau +
     1) / N``), in its parameters' dtype, and its output is converted to ``grad log p_t``. Example::
 
@@ -232,6 +234,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         SDE solvers: ``None`` draws their normals from the pipeline's ``generator`` (as diffusers' schedulers do);
         an integer uses sdekit's counter-based noise, the numbers ``sdekit.sample`` would give sample ``i``.
 
+    Notes
+    -----
     The state is kept in float32 for half-precision latents (as diffusers upcasts) and ``prev_sample`` is returned in
     the dtype of ``model_output``.
     """
