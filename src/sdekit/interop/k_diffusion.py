@@ -17,7 +17,10 @@
   through unchanged;
 * ``callback`` receives k-diffusion's dict ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` once per step:
   ``x`` the state at ``sigmas[i]`` the step started from, ``denoised`` the data prediction the step made there;
-* ``disable`` is the progress bar's switch (shown only for ``disable=False``).
+* ``disable`` is the progress bar's switch (shown only for ``disable=False``);
+* ``x`` is a torch tensor, as in k-diffusion (the result is on its device, in its dtype); a numpy ``x`` is accepted
+  for a model written for numpy arrays (``sigma`` is then a numpy array too), and refused with a ``TypeError`` naming
+  ``x`` when the sigmas are a tensor or the model is a ``torch.nn.Module`` (or the model raises ``TypeError`` on it).
 
 So any sdekit solver drops into code written for ``sample_euler`` and friends (ComfyUI-style custom samplers).
 With the same float64 sigmas, ``euler``, ``heun`` and ``dpmpp_2m`` give k-diffusion's ``sample_euler``,
@@ -188,6 +191,10 @@ class KDiffusionSampler:
             raise TypeError(f"x must be a floating-point tensor or array (n, *event), got {type(x).__name__}")
         if x.ndim < 1 or x.shape[0] < 1:
             raise ValueError(f"x must have shape (n, *event) with n >= 1, got {tuple(x.shape)}")
+        if not _xp.is_torch(x) and (_xp.is_torch(sigmas) or _is_torch_module(model)):
+            what = "sigmas are a torch tensor" if _xp.is_torch(sigmas) else "model is a torch module"
+            raise TypeError(f"x must be a torch tensor when the {what} (k-diffusion's samplers work on tensors), got a "
+                            f"numpy array: pass torch.as_tensor(x)")  # fmt: skip
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable callback(info) or None, got {callback!r}")
         sig = _sigmas(sigmas)
@@ -198,6 +205,8 @@ class KDiffusionSampler:
         # the EDM process on the noise levels: time = sigma, alpha = 1 (only its coefficients are read)
         sde = EDMSDE(sigma_min=float(grid[-1]) if len(grid) > 1 else float(grid[0]) / 2, sigma_max=float(grid[0]))
         denoiser = functools.partial(model, **constants) if constants else model
+        if not _xp.is_torch(x):
+            denoiser = _NumpyCall(denoiser)
         score = score_from_denoiser(denoiser, sde)
         if per_sample:
             score = ConditionedScore(score, per_sample, n)
@@ -227,6 +236,25 @@ class KDiffusionSampler:
             callback({"x": x, "i": k, "sigma": sigma, "sigma_hat": sigma_hat, "denoised": denoised})
 
         return report
+
+
+def _is_torch_module(model) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+class _NumpyCall:
+    """A model called on numpy states: a ``TypeError`` it raises (a torch network given an array) names ``x``."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x, sigma, **kwargs):
+        try:
+            return self.model(x, sigma, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"model(x, sigma) raised TypeError on a numpy x ({exc}); a torch model needs x as a torch "
+                            "tensor: pass torch.as_tensor(x)") from exc  # fmt: skip
 
 
 def _grad_context(x):
