@@ -162,11 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the SDE rows run the NFE budgets up to this one (default {SDE_NFE_MAX}; 0: every budget); resolving "
         "the second-order SDE solvers beyond 64 NFE takes millions of samples per cell",
     )
-    p.add_argument("--csv", default="sdekit_compare.csv", help="CSV output path ('' to skip; default sdekit_compare.csv)")
-    p.add_argument("--png", default="sdekit_compare.png", help="work-precision plot path ('' to skip; default sdekit_compare.png)")
+    p.add_argument(
+        "--csv", default="sdekit_compare.csv", help="CSV output path ('' to skip; default sdekit_compare.csv)"
+    )
+    p.add_argument(
+        "--png", default="sdekit_compare.png", help="work-precision plot path ('' to skip; default sdekit_compare.png)"
+    )
     p.add_argument("--json", default="", help="JSON output path (default '': not written)")
     p.add_argument(
-        "--samples-png", default="sdekit_samples.png", help="with --model: the sample grid's path ('' to skip; default sdekit_samples.png)"
+        "--samples-png",
+        default="sdekit_samples.png",
+        help="with --model: the sample grid's path ('' to skip; default sdekit_samples.png)",
     )
     p.add_argument("--progress", action="store_true", help="show a progress bar")
     p.add_argument(
