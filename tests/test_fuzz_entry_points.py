@@ -260,27 +260,29 @@ def in_process_client():
         yield client
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=HEALTH)
+@settings(max_examples=20, deadline=None, suppress_health_check=HEALTH)
 @given(
     n=st.integers(1, 6),
     shard_size=st.integers(1, 4),
     seed=st.integers(0, 2**32),
-    solver=st.sampled_from(["euler_maruyama", "dpmpp_2m", "heun", "euler_maruyama", "nope"]),
+    solver=st.sampled_from(["euler_maruyama", "dpmpp_2m", "heun", "ancestral"]),
     steps=st.integers(1, 3),
-    with_shape=st.booleans(),
+    score_kind=st.sampled_from(["analytic", "analytic", "plain with shape=", "plain"]),
     with_store=st.sampled_from([False, False, True]),
-    refused=st.sampled_from([None] * 6 + ["x_T", "sample_ids", "callback", "save_at"]),
-    junk=_one_junk(["n", "shard_size", "seed", "steps", "retries", "t_end", "denoise"]),
+    refused=st.sampled_from([None] * 8 + ["x_T", "sample_ids", "callback", "save_at"]),
+    junk=_one_junk(["n", "shard_size", "seed", "steps", "retries", "t_end", "denoise", "solver"]),
 )
 def test_distributed_sample_runs_or_names_the_argument(in_process_client, n, shard_size, seed, solver, steps,
-                                                       with_shape, with_store, refused, junk):  # fmt: skip
+                                                       score_kind, with_store, refused, junk):  # fmt: skip
     from sdekit import distributed as sd
 
     sde = VPSDE()
     exact = Gaussian([0.3, -0.4], [0.5, 0.2]).score(sde)
-    score = exact if with_shape else (lambda x, t: exact(x, t))  # a plain function has no event_shape
+    score = exact if score_kind == "analytic" else (lambda x, t: exact(x, t))  # a plain function: no event_shape
     kwargs = _apply(dict(n=n, shard_size=shard_size, seed=seed, solver=solver, steps=steps, retries=0,
                          backend="numpy", client=in_process_client), junk)  # fmt: skip
+    if score_kind == "plain with shape=":
+        kwargs["shape"] = (2,)
     if refused is not None:
         kwargs[refused] = {"x_T": np.zeros((2, 2)), "sample_ids": np.arange(2), "callback": print,
                            "save_at": True}[refused]  # fmt: skip
