@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         DENSITIES,
         MODEL_N,
         MODEL_NFE,
+        MODEL_SOLVERS,
         SDE_NFE_MAX,
         SDES,
     )
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="solver names (space or comma separated), each optionally with options, e.g. "
-        "'dpmpp_pc(order=2, sigma_data=1.4)'; default: every registered fixed-step solver",
+        "'dpmpp_pc(order=2, sigma_data=1.4)', or 'all'; default: every registered fixed-step solver (with --model: "
+        f"{' '.join(MODEL_SOLVERS)}, a few minutes on the digits model; 'all' takes 4-5 times as long)",
     )
     p.add_argument(
         "--model",
@@ -114,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--peers",
         action="store_true",
         help="add k-diffusion's samplers and diffusers' schedulers as rows (same start points, grid, NFE "
-        "accounting); needs pip install 'sdekit[bench]'",
+        "accounting); needs torch, diffusers and k-diffusion: pip install 'sdekit[torch,bench]', then pip install "
+        "--no-deps k-diffusion==0.1.1.post1",
     )
     p.add_argument(
         "--nfe",
@@ -174,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="sdekit_samples.png",
         help="with --model: the sample grid's path ('' to skip; default sdekit_samples.png)",
     )
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (default: on when stderr is a terminal)",
+    )
     p.add_argument(
         "--dask",
         default=None,
@@ -194,7 +202,11 @@ def _cmd_compare(args, parser) -> int:
     from .solvers import SOLVERS, parse_solver_spec
 
     solvers = None
-    if args.solvers is not None:
+    if args.progress is None:  # on by default where someone watches: a terminal
+        args.progress = sys.stderr.isatty()
+    if args.solvers is not None and _split_names(args.solvers) == ["all"]:
+        solvers = "all" if args.model is not None else None
+    elif args.solvers is not None:
         solvers = _split_names(args.solvers)
         bad = []
         for spec in solvers:
@@ -265,7 +277,15 @@ def _cmd_compare(args, parser) -> int:
     for label, path in (("csv", args.csv), ("plot", args.png), ("json", args.json)):
         if path:
             print(f"wrote {label}: {path}")
-    return 0
+    return _exit_status(parser, result)
+
+
+def _exit_status(parser, result) -> int:
+    """0 when some row was computed; else 1, with the reasons on stderr (a run that computes nothing must not pass)."""
+    if result.computed():
+        return 0
+    print(f"{parser.prog}: error: nothing was computed:\n{result.why_empty()}", file=sys.stderr)
+    return 1
 
 
 def _compare_model(args, parser, solvers) -> int:
@@ -306,7 +326,7 @@ def _compare_model(args, parser, solvers) -> int:
     for label, path in (("csv", args.csv), ("plot", args.png), ("json", args.json), ("samples", args.samples_png)):
         if path:
             print(f"wrote {label}: {path}")
-    return 0
+    return _exit_status(parser, result)
 
 
 def _cmd_solvers(args, parser) -> int:

@@ -40,7 +40,7 @@ from . import _xp, grids
 from .analytic import Gaussian
 from .errors import NonFiniteError
 from .grids import make_grid
-from .integrate import solve, tweedie_denoise
+from .integrate import initial_state, solve, torch_module, tweedie_denoise
 from .sdes import LinearSDE
 from .solvers import get_solver
 from .validation import boolean, in_interval, integer_at_least, positive_int, positive_number
@@ -59,6 +59,13 @@ def steps_for_budget(solver, process, nfe: int, t_end: float, denoise: bool, gri
         if solver.nfe(trial, process) + int(denoise) > nfe:
             return n
         n += 1
+
+
+def _numpy(x) -> np.ndarray:
+    """A float64 numpy copy of an array or a (detached, host) tensor: errors and costs are host numbers."""
+    if _xp.is_torch(x):
+        x = x.detach().cpu()
+    return np.asarray(x, dtype=np.float64)
 
 
 def _levels(sde, ts):
@@ -87,7 +94,7 @@ def grid_error(process, solver, x_T, grid, ref, denoise: bool = False, trim: flo
     x = sol.x
     if denoise:
         x = tweedie_denoise(sde, process.score, x, float(grid[-1]))
-    diff = np.asarray(x - ref).reshape(x.shape[0], -1)
+    diff = _numpy(x - ref).reshape(x.shape[0], -1)
     sq = np.sum(diff * diff, axis=1)
     if trim > 0.0:
         sq = np.sort(sq)[: max(1, int(math.ceil((1.0 - trim) * len(sq))))]
@@ -113,13 +120,13 @@ def gits_grid(process, x_T, n_steps: int, t_end: float, *, schedule="karras", te
     sde = process.sde
     fine = make_grid(sde, teacher_steps, schedule, t_end)
     teach = solve(process, x_T, sde.T, t_end, "dopri5", rtol=teacher_tol, atol=teacher_tol, save_at=fine)
-    xs = np.asarray(teach.xs)  # (M + 1, n, ...)
+    states = teach.xs  # (M + 1, n, ...) in x_T's array library: the score is called on them
     m = len(fine) - 1
     alpha, sigma = (np.asarray(v, dtype=np.float64) for v in sde.marginal(fine))
     levels = sigma / alpha
-    n = xs.shape[1]
-    xhat = xs.reshape(m + 1, n, -1) / alpha[:, None, None]
-    eps = np.stack([-sigma[i] * np.asarray(process.score(xs[i], _xp.full_time(fine[i], xs[i]))).reshape(n, -1)
+    n = x_T.shape[0]
+    xhat = _numpy(states).reshape(m + 1, n, -1) / alpha[:, None, None]
+    eps = np.stack([-sigma[i] * _numpy(process.score(states[i], _xp.full_time(fine[i], states[i]))).reshape(n, -1)
                     for i in range(m)])  # fmt: skip
     cost = np.full((m + 1, m + 1), np.inf)
     for i in range(m):
@@ -258,7 +265,13 @@ def optimize(
         if event is None:
             raise ValueError("give x_T, or shape=(d,), or a score with event_shape")
         event = (int(event),) if np.ndim(event) == 0 else tuple(int(s) for s in event)
-        x_T = sde.prior_sample((positive_int("n", n),) + event, seed=seed)
+        # the prior in the score's library: a torch tensor for a torch-module score, as sample draws it
+        x_T = initial_state(sde, (positive_int("n", n),) + event, seed, score=score)
+    elif torch_module(score) is not None and not _xp.is_torch(x_T):
+        raise TypeError(
+            f"the score is a torch module; pass x_T as a torch tensor (on the module's device), or leave x_T out to "
+            f"draw it there; got {type(x_T).__name__}"
+        )
     if method == "dp":
         if teacher_steps < n_steps:  # the programme picks n_steps distinct points of the teacher's grid
             raise ValueError(f"teacher_steps must be at least the grid's {n_steps} steps (nfe={nfe} buys {n_steps} "

@@ -314,7 +314,7 @@ def _grad_context(x):
         return contextlib.nullcontext()
     from ..backends.torch_ import grad_mode
 
-    return grad_mode()
+    return grad_mode(x)
 
 
 def k_diffusion_sampler(solver="euler", *, process="auto", seed=None, check_finite=True, **options):
@@ -328,7 +328,12 @@ def k_diffusion_sampler(solver="euler", *, process="auto", seed=None, check_fini
         (``S_tmin=0``, ``S_tmax=inf``) unless ``S_tmin`` / ``S_tmax`` are given, so ``k_diffusion_sampler("edm",
         S_churn=c)`` is ``sample_heun(..., s_churn=c)``; ``S_churn`` and ``S_noise`` keep sdekit's defaults (40, 1).
     process : {"auto", "sde", "ode"}
-        The reverse SDE or the probability-flow ODE (``"auto"``: the solver's own; ``heun`` runs the ODE).
+        The reverse SDE or the probability-flow ODE (``"auto"``: the solver's own, the ODE for a solver that does
+        both: ``heun``, and ``sa_solver`` unless its stochasticity ``tau > 0`` or ``tau_interval`` is given).
+        k-diffusion itself has no SA-Solver; ComfyUI's ``sample_sa_solver`` (its fork of k-diffusion's sampling
+        module) is stochastic by default (``eta = 1`` between the noise levels at 20 % and 80 % of the model's
+        schedule). Its counterpart here is ``k_diffusion_sampler("sa_solver", tau=1.0, tau_interval=(lo, hi))``
+        with ``lo``, ``hi`` those two noise levels; plain ``"sa_solver"`` is deterministic (the ODE, ``tau = 0``).
     seed : int, optional
         Seed of the counter-based noise of SDE solvers (sample ``i`` sees the normals ``sdekit.sample`` would give it).
         ``None``: drawn from torch's global generator at each call, so ``torch.manual_seed`` controls it as it controls
