@@ -126,6 +126,8 @@ def score_from_diffusers(unet, scheduler_config):
         training schedule gives the :class:`sdekit.DiscreteVPSDE`, its ``prediction_type`` (``"epsilon"``,
         ``"v_prediction"`` or ``"sample"``) the conversion.
 
+    Notes
+    -----
     The network is evaluated at ``timestep = sde.timestep(t)`` (real-valued, clamped to ``[0, N - 1]``; ``t = (tau +
     1) / N``), in its parameters' dtype, and its output is converted to ``grad log p_t``. Example::
 

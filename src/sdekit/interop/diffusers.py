@@ -125,6 +125,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         ``x0 <- clamp(x0, -s, s) / s``) or clipping of the data prediction ``x0`` of every network output, before it
         becomes the score ``(alpha x0 - x) / sigma^2``.
 
+    Notes
+    -----
     Starting later (image-to-image: :meth:`set_begin_index`, or the first :meth:`step` at a later step point) runs the
     solver afresh from that point, its multistep history built as ``sdekit.sample`` on the remaining grid builds it.
     :meth:`from_config` of a diffusers scheduler's config without ``solver=`` runs that scheduler's own method (see
