@@ -365,7 +365,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             final_denoise = self.config.final_sigmas_type == "zero"
             if not final_denoise:  # timestep 0 already the last point: a zero-length last step
                 grid = np.append(grid, grid[-1] if taus[-1] <= 0 else sde.eps)
-        if np.any(np.diff(grid)[:-1] >= 0) or np.diff(grid)[-1:] > 0:
+        if np.any(np.diff(grid)[:-1] >= 0) or np.any(np.diff(grid)[-1:] > 0):
             raise ValueError(f"the schedule's times must decrease strictly, got timesteps {summary(taus)}")
         plan = GridPlan(sde, self._solver, self._kind, grid, bool(final_denoise))
         self._solver.check_process(plan.process(lambda x, t: x))
