@@ -514,3 +514,17 @@ def test_img2img_loop_equals_the_source_scheduler(key):
     out, n_out = img2img(SdekitScheduler.from_config(SOURCES[key]().config), unet, IMAGE, 0.6, 10)
     assert n_ref == n_out
     assert float((out - ref).abs().max() / ref.abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("make", [lambda: D.DDPMScheduler(), lambda: D.DDIMScheduler(clip_sample=False)],
+                         ids=["ddpm", "ddim"])  # fmt: skip
+def test_real_pipeline_gives_the_same_images_after_the_swap(make):
+    # DDPMPipeline (a real diffusers pipeline: its own noise, generator, clipping of the data prediction for DDPM)
+    unet = tiny_unet()
+    pipe = D.DDPMPipeline(unet=unet, scheduler=make())
+    pipe.set_progress_bar_config(disable=True)
+    kw = dict(batch_size=2, num_inference_steps=10, output_type="np")
+    ref = pipe(generator=torch.Generator().manual_seed(0), **kw).images
+    pipe.scheduler = SdekitScheduler.from_config(pipe.scheduler.config)
+    out = pipe(generator=torch.Generator().manual_seed(0), **kw).images
+    assert np.abs(out - ref).max() < 1e-5
