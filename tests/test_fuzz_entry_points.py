@@ -102,7 +102,7 @@ SCHEDULER_NAMES = [
     seed=st.sampled_from([None, None, 0, 7]),
     offset=st.sampled_from([0, 0, 1]),
     dtype=st.sampled_from(["float32", "float32", "float64", "float16"]),
-    skew=st.sampled_from([None] * 6 + ["timestep", "extra_step"]),  # "shape": the xfail test below
+    skew=st.sampled_from([None] * 6 + ["timestep", "extra_step"]),  # "shape": the test below
     junk=_one_junk(["num_inference_steps", "seed", "solver", "prediction_type", "steps_offset"]),
 )
 def test_sdekit_scheduler_runs_or_names_the_argument(solver, steps, spacing, final, prediction, seed, offset, dtype,
@@ -142,8 +142,6 @@ def test_sdekit_scheduler_runs_or_names_the_argument(solver, steps, spacing, fin
         assert torch.isfinite(result.float()).all()
 
 
-@pytest.mark.xfail(reason="diffusers helper's scope (issue 24, item 4): a batch-size change between step() calls "
-                          "raises torch's raw RuntimeError", strict=False)  # fmt: skip
 def test_sdekit_scheduler_batch_change_mid_run_names_the_sample():
     torch = pytest.importorskip("torch")
     pytest.importorskip("diffusers")
@@ -157,8 +155,6 @@ def test_sdekit_scheduler_batch_change_mid_run_names_the_sample():
         sched.step(0.5 * x[:2], sched.timesteps[1], x[:2])
 
 
-@pytest.mark.xfail(reason="diffusers helper's scope (issue 24, item 4; found by the fuzz above): a model_output whose "
-                          "shape is not the sample's raises torch's raw RuntimeError", strict=False)  # fmt: skip
 def test_sdekit_scheduler_model_output_of_another_shape_names_model_output():
     torch = pytest.importorskip("torch")
     pytest.importorskip("diffusers")

@@ -541,6 +541,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             x = sample if sample.dtype == work_dtype else sample.to(work_dtype)
             st.adopt(x * alpha if sigma_state else x)
         out = split_learned_variance(model_output, sample.shape[1], self.config.variance_type, "model_output")
+        if tuple(out.shape) != tuple(sample.shape):
+            raise ValueError(
+                f"step() got model_output of shape {tuple(model_output.shape)} for sample of shape "
+                f"{tuple(sample.shape)}: the network's prediction must have the sample's shape"
+            )
         out = out.to(work_dtype)
         if not st.done:  # else: the zero-length last step of a solver that cannot take it (the state stays)
             st.supply(self._score(out, st.pending.x, alpha, sigma))
