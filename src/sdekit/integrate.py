@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _xp
 from .backends import has_fused_score
-from .backends.job import CheckedScore, Job
+from .backends.job import CheckedScore, Job, StepCallback
 from .backends.registry import BACKENDS, backend_names, get_backend
 from .errors import NonFiniteError
 from .grids import make_grid
@@ -261,15 +261,19 @@ def solve(
         sample's step sequence (another tolerance sees another path). ``None``: ``"bridge"`` for adaptive SDE
         solvers (exact law at about the cost of fresh noise; redrawing fresh noise after a rejection, as
         ``"counter"`` does, selects the noise and biases the law; ``"tree"`` when the same path at every
-        tolerance matters), ``"counter"`` otherwise.
+        tolerance matters), ``"counter"`` otherwise. A probability-flow ODE draws no noise and refuses
+        ``"tree"`` and ``"bridge"`` (``ValueError``).
     cond : dict, optional
         Per-sample conditioning: keyword name -> array or tensor with leading dimension ``n`` (labels, embeddings).
         The score is called ``score(x, t, **cond)`` with the rows it is given (adaptive loops pass subsets, and
         the conditioning follows them), so sample ``i`` always sees its own ``cond[...][i]``.
     callback : callable, optional
-        ``callback(info)`` after each step with ``info = {"step", "t", "x", "denoised"}`` (``denoised``: the data
-        prediction when the solver computes one, else None; for adaptive solvers ``t`` is every sample's time and
-        ``step`` the attempt). Costs nothing when None. On the numba backend a callback runs the per-step loop (a
+        ``callback(info)`` after each step with ``info = {"step", "t", "x", "denoised"}``: ``t`` every sample's time
+        after the step, always a float64 ``(n,)`` numpy array; ``x`` the state after the step; ``denoised`` the data
+        prediction when the solver computes one, else None; for adaptive solvers ``step`` counts attempts. ``x`` and
+        ``denoised`` cannot change the run: read-only views of numpy arrays, copies of torch tensors
+        (:class:`sdekit.backends.job.StepCallback`). Costs nothing when None. On the numba backend a callback runs the
+        per-step loop (a
         fused kernel runs no python between steps); inside a captured CUDA graph it is refused.
     """
     start = time.perf_counter()
@@ -301,6 +305,9 @@ def solve(
         noise = "bridge" if solver.adaptive and is_sde_process else "counter"
     if noise not in NOISE_NAMES:
         raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
+    if noise != "counter" and not is_sde_process:
+        raise ValueError(f"noise={noise!r} applies to SDEs; the process is a probability-flow ODE, which draws no "
+                         f"noise (solver {solver.name!r}): leave noise=None")  # fmt: skip
     if noise == "bridge" and not solver.adaptive:
         raise ValueError(f"noise='bridge' is defined for adaptive solvers (it refines the increments of rejected "
                          f"steps); solver {solver.name!r} uses a fixed grid: use 'counter' or 'tree'")  # fmt: skip
@@ -323,6 +330,7 @@ def solve(
     sample_ids = np.arange(n, dtype=np.int64) if sample_ids is None else check_sample_ids(sample_ids, n)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable callback(info) or None, got {callback!r}")
+    callback = None if callback is None else StepCallback(callback, n)  # one contract for every loop's info
     score = getattr(process, "score", None)
     if cond is not None:
         if score is None:
