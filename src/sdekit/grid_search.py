@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-from . import _xp, grids
+from . import _xp
 from .analytic import Gaussian
 from .errors import NonFiniteError
 from .grids import make_grid
@@ -305,8 +305,3 @@ def optimize(
         return min(candidates, key=fit_error).copy()
     # with held-out points: the candidate (a starting grid or a run's best) with the least error on all of them
     return min(candidates, key=lambda g: grid_error(process, solver, x_T, g, ref, denoise, trim)).copy()
-
-
-# ``sdekit.grids.optimize`` (the public name) is this function; grids cannot import this module, which imports the
-# solvers and ``solve`` that import grids, so this module sets it there (``import sdekit`` imports this module).
-grids.optimize = optimize
