@@ -6,6 +6,7 @@ Nothing below the entry re-validates: backends receive a :class:`Job` whose fiel
 from __future__ import annotations
 
 import contextlib
+import inspect
 import numbers
 import sys
 import time
@@ -384,15 +385,8 @@ def tweedie_denoise(sde: LinearSDE, score, x, t):
     """
     if not isinstance(sde, LinearSDE):
         raise ValueError(f"denoise needs a LinearSDE (with alpha and sigma), got {sde!r}; pass denoise=False")
-    alpha, sigma = (float(c) for c in sde.marginal(float(t)))  # python floats keep x's dtype
-    return (x + (sigma * sigma) * score(x, _xp.full_time(t, x))) / alpha
+    return sde.denoise(score, x, t)
 
-
-#: ``sample``'s own keyword arguments (anything else is a solver option, checked against the solver's constructor).
-SAMPLE_OPTIONS = (
-    "n", "x_T", "shape", "solver", "steps", "grid", "t_end", "denoise", "process", "seed", "backend", "progress",
-    "save_at", "check_finite", "device", "dtype", "noise", "sample_ids", "cond", "callback",
-)  # fmt: skip
 
 #: Steps of a fixed-grid ``sample`` when ``steps`` is not given.
 DEFAULT_STEPS = 1000
@@ -502,12 +496,7 @@ def sample(
         raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
     if not callable(score):
         raise TypeError(f"score must be callable score(x, t), got {score!r}")
-    try:
-        solver = get_solver(solver, **solver_options)
-    except ValueError as exc:
-        if solver_options and "unknown option" in str(exc):
-            raise ValueError(f"{exc}; sample() itself takes: {list(SAMPLE_OPTIONS)}") from None
-        raise
+    solver = solver_with_options(solver, solver_options, "sample()")
     if process not in ("auto", "sde", "ode"):
         raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
     kind = solver.default_process if process == "auto" else process
@@ -557,3 +546,27 @@ def sample(
         n_steps = len(ts) - 1 if ts is not None else -1
         raise NonFiniteError(n_steps, t_end, f"non-finite values after the final denoising step at t = {t_end}")
     return sol
+
+
+#: ``sample``'s own keyword arguments, read off its signature (anything else is a solver option, checked against the
+#: solver's constructor); ``sdekit.distributed.sample`` takes them too.
+SAMPLE_OPTIONS = tuple(
+    name for name, p in inspect.signature(sample).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def split_options(options: dict) -> tuple[dict, dict]:
+    """``options`` as ``(sample's own, the solver's)`` (see :data:`SAMPLE_OPTIONS`)."""
+    own = {k: v for k, v in options.items() if k in SAMPLE_OPTIONS}
+    return own, {k: v for k, v in options.items() if k not in SAMPLE_OPTIONS}
+
+
+def solver_with_options(solver, solver_options: dict, caller: str):
+    """``get_solver(solver, **solver_options)``; an unknown option's error lists what ``caller`` itself takes (the
+    run options of :func:`sample`), so a misspelt run option reads as such."""
+    try:
+        return get_solver(solver, **solver_options)
+    except ValueError as exc:
+        if solver_options and "unknown option" in str(exc):
+            raise ValueError(f"{exc}; {caller} itself takes: {list(SAMPLE_OPTIONS)}") from None
+        raise

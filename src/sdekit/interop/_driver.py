@@ -78,8 +78,7 @@ class GridPlan:
 
     def denoise(self, x, score_value):
         """Tweedie's ``(x + sigma^2 score) / alpha`` at the grid's last time."""
-        alpha, sigma = (float(c) for c in self.sde.marginal(float(self.grid[-1])))
-        return (x + (sigma * sigma) * score_value) / alpha
+        return self.sde.tweedie(x, float(self.grid[-1]), score_value)
 
 
 def counter_noise(plan: GridPlan, x, seed: int, sample_ids=None):
@@ -138,7 +137,7 @@ def run(plan: GridPlan, x, score, noise=None, *, callback=None, check_finite=Tru
             if callback is not None:
                 denoised = ctx.denoised
                 if denoised is None and watch.first is not None and watch.first[0] is x:
-                    denoised = _tweedie(plan.sde, *watch.first)  # the step's first evaluation was at its state
+                    denoised = plan.sde.tweedie(*watch.first)  # the step's first evaluation was at its state
                 callback(k, x, denoised, ctx)
             x = x_next
             bar.update(1)
@@ -158,13 +157,6 @@ def run(plan: GridPlan, x, score, noise=None, *, callback=None, check_finite=Tru
     if check_finite and plan.final_denoise and not _xp.isfinite_all(x):
         raise NonFiniteError(plan.n_steps - 1, float(grid[-1]), "non-finite values after the final denoising step")
     return x
-
-
-def _tweedie(sde, x, t, score_value):
-    """``(x + sigma(t)^2 score) / alpha(t)`` with ``t`` of shape ``(n,)`` as the score received it (no host read)."""
-    alpha, sigma = sde.marginal(t)
-    a, s = _xp.per_sample(alpha, x), _xp.per_sample(sigma, x)
-    return (x + (s * s) * score_value) / a
 
 
 # -- step by step ------------------------------------------------------------------------------------------
