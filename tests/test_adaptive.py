@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sdekit import EDMSDE, VPSDE, Gaussian, GeneralSDE, sample, solve
-from sdekit.backends import adaptive as adaptive_loop
+from sdekit.loop import adaptive as adaptive_loop
 from sdekit.controllers import PIController
 from sdekit.integrate import Job
 from sdekit.solvers import get_solver

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sdekit import VPSDE, Gaussian, GaussianMixture, sample, solve
-from sdekit.backends import adaptive as adaptive_loop
+from sdekit.loop import adaptive as adaptive_loop
 from sdekit.bridge_noise import BRIDGE_DEPTH, BRIDGE_STEP, BridgeNoise
 from sdekit.integrate import Job
 from sdekit.noise import PRIOR_STEP, normals_numpy

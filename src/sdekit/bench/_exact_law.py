@@ -9,9 +9,9 @@ import numpy as np
 from ..analytic import AnalyticDensity
 from ..grids import make_grid
 from ..integrate import tweedie_denoise
+from ..loop import GridLoop, solve_grid
 from ..sdes import LinearSDE
 from ..solvers import get_solver
-from ..solvers.base import StepContext
 
 __all__ = ["exact_law"]
 
@@ -79,7 +79,6 @@ def _whole_solve_parts(solver, proc, ts, m, n_noise, name):
     Covers multistep solvers, whose history lives in the per-solve ``StepContext.memory``. Returns ``(c, A, B)`` with
     ``B`` of shape ``(d, N n_noise d)``.
     """
-    from ..backends import numpy_ as numpy_loop
     from ..backends.job import Job
 
     d = m.shape[0]
@@ -106,7 +105,7 @@ def _whole_solve_parts(solver, proc, ts, m, n_noise, name):
 
     job = Job(process=proc, solver=solver, x0=x0, grid=ts, seed=0, sample_ids=np.arange(rows), save_index=None,
               progress=False, check_finite=True, stochastic=n_noise > 0)  # fmt: skip
-    y, _, _, _ = numpy_loop.fixed_grid_loop(job, noise=noise)
+    y, _, _, _ = solve_grid(job, noise)
     c = y[0]
     a = (y[1 : 1 + d] - c).T  # column j: response to e_j in x_T
     bmat = (y[1 + d : 1 + d + n_unit] - c).T  # one column per (step, field, component)
@@ -199,18 +198,15 @@ def exact_law(
     n_noise = solver.n_noise if kind == "sde" else 0
     name = f"solver {solver.name!r}"
     m, c = m0, c0
-    memory = {}
+    loop = GridLoop(solver, ts)
     multistep = method == "solve"
     for k in range(len(ts) - 1 if method != "solve" else 0):
-        t, t_next = float(ts[k]), float(ts[k + 1])
 
-        ctx = StepContext(k, ts, memory)
-
-        def one_step(x, z, t=t, t_next=t_next, ctx=ctx):
-            return solver.step(proc, x, t, t_next, z, ctx)
+        def one_step(x, z, k=k):
+            return loop.step(proc, x, k, z=z)[0]
 
         y, m_new, a, bs = _affine_parts(one_step, m, n_noise, name)
-        if _history_in_memory(memory, y.shape[0]):
+        if _history_in_memory(loop.memory, y.shape[0]):
             if method == "step":
                 raise ValueError(
                     f"{name} keeps a per-sample history between steps (multistep); method='step' covers one-step "

@@ -9,7 +9,7 @@ no lane idles while others work. Nothing in a sample's arithmetic depends on its
 samples, so the results do not depend on the batch, the chunking or the threads.
 
 Per attempt (the order of operations of :class:`sdekit.solvers.AdaptiveSDE` and :class:`~sdekit.solvers.Dopri5`
-in the numpy loop of :mod:`sdekit.backends.adaptive`, which these kernels reproduce to round-off):
+in the numpy loop of :mod:`sdekit.loop.adaptive`, which these kernels reproduce to round-off):
 
 1. the drift at ``(x, t)`` for the lanes that need it (new samples; after an accepted ``adaptive`` step the
    evaluation at the accepted point, counted in that step's NFE as the numpy solver counts it), gathered into
@@ -42,11 +42,11 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from ....bridge_noise import BRIDGE_DEPTH
+from ....loop.adaptive import MIN_STEP_FRACTION, attempt_stats, max_steps_error, underflow_error
 from ....progress import progress_bar
 from ....sdes import ProbabilityFlowODE, ReverseSDE
 from ....solvers.adaptive import AdaptiveSDE, Dopri5
 from ....tree_law import DEFAULT_DEPTH, TOL
-from ...adaptive import MIN_STEP_FRACTION, attempt_stats, max_steps_error, underflow_error
 from ..fused import CALL_SECONDS
 from ..host_scores import analytic_params, analytic_work_rows, is_analytic_score
 from ..noise import seed_key
