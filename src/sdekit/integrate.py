@@ -150,6 +150,16 @@ def _first_backend(**capabilities) -> str | None:
     return None
 
 
+def _draw_x_T(sde, score, n, shape, seed, backend, device, dtype, sample_ids):
+    """The prior draws ``x_T`` of ``sample`` (``n`` samples of the event shape from ``shape`` or the score)."""
+    n = positive_int("n", n)
+    event = _event_shape(shape, score)
+    if not hasattr(sde, "prior_sample"):
+        raise ValueError(f"sde {sde!r} has no prior to sample from; pass x_T")
+    ids = None if sample_ids is None else check_sample_ids(sample_ids, n)
+    return _initial_state(sde, (n,) + event, check_seed(seed), backend, score, device, dtype, ids)
+
+
 def _initial_state(sde, shape, seed, backend, score, device, dtype, sample_ids=None):
     """Prior draws for ``sample``: a tensor for a torch backend (or a torch module score), else a numpy array."""
     module = _torch_module(score)
@@ -202,6 +212,86 @@ def _pick_backend(backend, x0, score, solver, needs):
             able = [name for name, b in BACKENDS.items() if getattr(b, capability)]
             raise ValueError(f"{what} runs on the {' and '.join(able)} backends, got backend={backend!r}")
     return backend
+
+
+def _check_solver_fits(solver, process, is_sde_process: bool) -> None:
+    """The solver integrates this kind of process (SDE or ODE, additive noise when it needs it)."""
+    if is_sde_process and not solver.is_sde:
+        raise ValueError(f"solver {solver.name!r} integrates ODEs only; the process {process!r} is an SDE")
+    if not is_sde_process and not solver.is_ode:
+        raise ValueError(f"solver {solver.name!r} integrates SDEs only; the process is a probability-flow ODE")
+    if is_sde_process and solver.needs_additive_noise and process.noise != "additive":
+        raise ValueError(f"solver {solver.name!r} needs additive noise; the process has noise={process.noise!r}")
+
+
+def _check_interval(process, t0, t1) -> tuple[float, float]:
+    """``(t0, t1)`` as floats inside the process's time range, in its direction (forward SDE up, reverse down)."""
+    t0, t1 = _check_time("t0", t0), _check_time("t1", t1)
+    T = process.T
+    if t0 == t1:
+        raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
+    lo = 0.0 if isinstance(process, SDE) else None
+    for name, t in (("t0", t0), ("t1", t1)):
+        if t > T or t < 0 or (lo is None and t <= 0):
+            rng = f"[0, {T}]" if lo is not None else f"(0, {T}]"
+            raise ValueError(f"{name} must lie in {rng}, got {t!r}")
+    if isinstance(process, SDE) and t1 < t0:
+        raise ValueError(f"a forward SDE integrates forwards in time (t1 > t0); got t0={t0}, t1={t1}")
+    if isinstance(process, ReverseSDE) and t1 > t0:
+        raise ValueError(f"a reverse-time SDE integrates backwards in time (t1 < t0); got t0={t0}, t1={t1}")
+    return t0, t1
+
+
+def _check_noise(noise, solver, is_sde_process: bool) -> str:
+    """The noise source: the default (``"bridge"`` for adaptive SDE solvers, else ``"counter"``) or the one given,
+    checked against the solver."""
+    if noise is None:
+        noise = "bridge" if solver.adaptive and is_sde_process else "counter"
+    if noise not in NOISE_NAMES:
+        raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
+    if noise == "bridge" and not solver.adaptive:
+        raise ValueError(f"noise='bridge' is defined for adaptive solvers (it refines the increments of rejected "
+                         f"steps); solver {solver.name!r} uses a fixed grid: use 'counter' or 'tree'")  # fmt: skip
+    if noise == "bridge" and is_sde_process and solver.n_noise != 1:
+        raise ValueError(f"noise='bridge' gives one Brownian increment per step; solver {solver.name!r} needs "
+                         f"{solver.n_noise} normals per step")  # fmt: skip
+    return noise
+
+
+def _solve_times(process, solver, t0, t1, steps, grid, save_at, rtol, atol):
+    """``(ts, rtol, atol)``: the fixed grid, or for adaptive solvers the stops (and their checked tolerances)."""
+    if solver.adaptive:
+        if steps is not None or grid is not None:
+            raise ValueError(f"solver {solver.name!r} chooses its own steps; do not pass steps or grid")
+        ts = _adaptive_stops(solver, save_at, t0, t1)
+        rtol = None if rtol is None else positive_number("rtol", rtol)
+        atol = None if atol is None else positive_number("atol", atol)
+    else:
+        ts = _resolve_grid(process, t0, t1, steps, grid)
+    if (rtol is not None or atol is not None) and not solver.adaptive:
+        raise ValueError(f"rtol/atol apply to adaptive solvers; solver {solver.name!r} uses a fixed grid")
+    return ts, rtol, atol
+
+
+def _backend_for(process, solver, x0, backend, noise, cond):
+    """``(process, backend name, log_snr)``: the process with its score conditioned on ``cond`` (and wrapped in the
+    output check unless a fused backend compiles it), the backend that runs it, and whether the solver steps in
+    log-SNR time."""
+    score = getattr(process, "score", None)
+    if cond is not None:
+        if score is None:
+            raise ValueError(f"cond conditions a score; the process {process!r} has none")
+        score = ConditionedScore(score, cond, x0.shape[0])
+        process = type(process)(process.sde, score)
+    is_sde_process = not isinstance(process, ProbabilityFlowODE)
+    needs = {"adaptive": True} if solver.adaptive else {}
+    if noise in ("tree", "bridge") and is_sde_process:
+        needs[f"{noise}_noise"] = True
+    name = _pick_backend(backend, x0, score, solver, needs)
+    log_snr = solver.adaptive and getattr(solver, "time", "t") == "log_snr"
+    if (not get_backend(name).fused_scores or log_snr) and score is not None:  # a fused backend checks the
+        process = type(process)(process.sde, CheckedScore(score))  # scores it compiles (not the time change)
+    return process, name, log_snr
 
 
 def solve(
@@ -277,96 +367,31 @@ def solve(
         raise TypeError(f"process must be an SDE, ReverseSDE or ProbabilityFlowODE, got {type(process).__name__}")
     solver = get_solver(solver, **solver_options)
     is_sde_process = not isinstance(process, ProbabilityFlowODE)
-    if is_sde_process and not solver.is_sde:
-        raise ValueError(f"solver {solver.name!r} integrates ODEs only; the process {process!r} is an SDE")
-    if not is_sde_process and not solver.is_ode:
-        raise ValueError(f"solver {solver.name!r} integrates SDEs only; the process is a probability-flow ODE")
-    if is_sde_process and solver.needs_additive_noise and process.noise != "additive":
-        raise ValueError(f"solver {solver.name!r} needs additive noise; the process has noise={process.noise!r}")
+    _check_solver_fits(solver, process, is_sde_process)
     _check_array("x0", x0)
-    t0, t1 = _check_time("t0", t0), _check_time("t1", t1)
-    T = process.T
-    if t0 == t1:
-        raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
-    lo = 0.0 if isinstance(process, SDE) else None
-    for name, t in (("t0", t0), ("t1", t1)):
-        if t > T or t < 0 or (lo is None and t <= 0):
-            rng = f"[0, {T}]" if lo is not None else f"(0, {T}]"
-            raise ValueError(f"{name} must lie in {rng}, got {t!r}")
-    if isinstance(process, SDE) and t1 < t0:
-        raise ValueError(f"a forward SDE integrates forwards in time (t1 > t0); got t0={t0}, t1={t1}")
-    if isinstance(process, ReverseSDE) and t1 > t0:
-        raise ValueError(f"a reverse-time SDE integrates backwards in time (t1 < t0); got t0={t0}, t1={t1}")
-    if noise is None:
-        noise = "bridge" if solver.adaptive and is_sde_process else "counter"
-    if noise not in NOISE_NAMES:
-        raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
-    if noise == "bridge" and not solver.adaptive:
-        raise ValueError(f"noise='bridge' is defined for adaptive solvers (it refines the increments of rejected "
-                         f"steps); solver {solver.name!r} uses a fixed grid: use 'counter' or 'tree'")  # fmt: skip
-    if noise == "bridge" and is_sde_process and solver.n_noise != 1:
-        raise ValueError(f"noise='bridge' gives one Brownian increment per step; solver {solver.name!r} needs "
-                         f"{solver.n_noise} normals per step")  # fmt: skip
+    t0, t1 = _check_interval(process, t0, t1)
+    noise = _check_noise(noise, solver, is_sde_process)
     solver.check_process(process)
-    if solver.adaptive:
-        if steps is not None or grid is not None:
-            raise ValueError(f"solver {solver.name!r} chooses its own steps; do not pass steps or grid")
-        ts = _adaptive_stops(solver, save_at, t0, t1)
-        rtol = None if rtol is None else positive_number("rtol", rtol)
-        atol = None if atol is None else positive_number("atol", atol)
-    else:
-        ts = _resolve_grid(process, t0, t1, steps, grid)
-    if (rtol is not None or atol is not None) and not solver.adaptive:
-        raise ValueError(f"rtol/atol apply to adaptive solvers; solver {solver.name!r} uses a fixed grid")
+    ts, rtol, atol = _solve_times(process, solver, t0, t1, steps, grid, save_at, rtol, atol)
     seed = check_seed(seed)
     n = x0.shape[0]
     sample_ids = np.arange(n, dtype=np.int64) if sample_ids is None else check_sample_ids(sample_ids, n)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable callback(info) or None, got {callback!r}")
-    score = getattr(process, "score", None)
-    if cond is not None:
-        if score is None:
-            raise ValueError(f"cond conditions a score; the process {process!r} has none")
-        score = ConditionedScore(score, cond, n)
-        process = type(process)(process.sde, score)
-    needs = {"adaptive": True} if solver.adaptive else {}
-    if noise in ("tree", "bridge") and is_sde_process:
-        needs[f"{noise}_noise"] = True
-    name = _pick_backend(backend, x0, score, solver, needs)
+    process, name, log_snr = _backend_for(process, solver, x0, backend, noise, cond)
     entry = get_backend(name)
-    log_snr = solver.adaptive and getattr(solver, "time", "t") == "log_snr"
-    if (not entry.fused_scores or log_snr) and score is not None:  # a fused backend checks the scores it cannot
-        process = type(process)(process.sde, CheckedScore(score))  # compile itself (the time change it cannot)
     job_grid = ts
     if log_snr:  # steps in lambda = log(alpha / sigma): the time-changed process (sdekit.timechange)
         process, job_grid, callback = in_log_snr_time(process, ts, callback)
-    job = Job(
-        process=process,
-        solver=solver,
-        x0=x0,
-        grid=job_grid,
-        seed=seed,
-        sample_ids=sample_ids,
-        save_index=_resolve_save(save_at, ts),
-        progress=bool(progress),
-        check_finite=bool(check_finite),
-        stochastic=is_sde_process,
-        rtol=rtol,
-        atol=atol,
-        noise=noise,
-        callback=callback,
-    )
+    job = Job(process=process, solver=solver, x0=x0, grid=job_grid, seed=seed, sample_ids=sample_ids,
+              save_index=_resolve_save(save_at, ts), progress=bool(progress), check_finite=bool(check_finite),
+              stochastic=is_sde_process, rtol=rtol, atol=atol, noise=noise, callback=callback)  # fmt: skip
     x, saved, nfe, stats = entry.run(job)
     stats.update(backend=name, solver=solver.name, wall_time=time.perf_counter() - start)
-    ts_saved = xs = None
-    if job.save_index is not None:
-        ts_saved = ts[sorted(job.save_index)]
-        # backends return the saved states as one preallocated array (n_saved, *x.shape)
-        xs = _xp.lib(x).stack(saved) if isinstance(saved, list) else saved
-    t_final = stats.pop("t_final", t1)
-    if log_snr:  # the loop's end time is lambda(t1)
-        t_final = t1
-    return Solution(x=x, t=t_final, ts=ts_saved, xs=xs, nfe=int(nfe), stats=stats)
+    t_final = stats.pop("t_final", t1)  # the loop's end time (in log-SNR time lambda(t1): then t1 itself)
+    ts_saved = ts[sorted(job.save_index)] if job.save_index is not None else None
+    # saved: None, or the states at save_index as one preallocated array (n_saved, *x.shape) from every backend
+    return Solution(x=x, t=t1 if log_snr else t_final, ts=ts_saved, xs=saved, nfe=int(nfe), stats=stats)
 
 
 def _grad_mode(x):
@@ -425,6 +450,29 @@ def _sample_grid(sde, solver, steps, grid, t_end):
     if steps is not None:
         raise ValueError(f"give steps or an explicit grid, not both (got steps={steps!r} and a grid array)")
     return grid
+
+
+def _sample_process(sde, score, solver, process):
+    """The reverse SDE or the probability-flow ODE of ``sde`` with ``score``, as ``process`` (``"auto"``: the
+    solver's natural one) asks."""
+    if process not in ("auto", "sde", "ode"):
+        raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
+    kind = solver.default_process if process == "auto" else process
+    if kind == "sde" and not solver.is_sde:
+        raise ValueError(f"solver {solver.name!r} integrates ODEs only; it cannot run process='sde'")
+    if kind == "ode" and not solver.is_ode:
+        raise ValueError(f"solver {solver.name!r} integrates SDEs only; it cannot run process='ode'")
+    return sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
+
+
+def _denoise_final(sol, sde, score, cond, t_end) -> None:
+    """Tweedie's step at ``t_end`` on ``sol.x`` in place (one more NFE), with the samples' own conditioning."""
+    if not isinstance(sde, LinearSDE):
+        raise ValueError(f"denoise=True needs a LinearSDE, got {sde!r}; pass denoise=False")
+    final = score if cond is None else ConditionedScore(score, cond, sol.x.shape[0])
+    with _grad_mode(sol.x):
+        sol.x = tweedie_denoise(sde, CheckedScore(final), sol.x, t_end)
+    sol.nfe += 1
 
 
 def sample(
@@ -497,51 +545,20 @@ def sample(
     if not callable(score):
         raise TypeError(f"score must be callable score(x, t), got {score!r}")
     solver = solver_with_options(solver, solver_options, "sample()")
-    if process not in ("auto", "sde", "ode"):
-        raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
-    kind = solver.default_process if process == "auto" else process
-    if kind == "sde" and not solver.is_sde:
-        raise ValueError(f"solver {solver.name!r} integrates ODEs only; it cannot run process='sde'")
-    if kind == "ode" and not solver.is_ode:
-        raise ValueError(f"solver {solver.name!r} integrates SDEs only; it cannot run process='ode'")
-    proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
+    proc = _sample_process(sde, score, solver, process)
     t_end = in_interval("t_end", sde.eps if t_end is None else t_end, 0.0, sde.T, what=f"(0, T) = (0, {sde.T})")
     if (x_T is None) == (n is None):
         raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
     if x_T is not None and (device is not None or dtype is not None):
         raise ValueError(f"device and dtype apply to a drawn x_T; x_T was given (device={device!r}, dtype={dtype!r})")
     if x_T is None:
-        n = positive_int("n", n)
-        event = _event_shape(shape, score)
-        if not hasattr(sde, "prior_sample"):
-            raise ValueError(f"sde {sde!r} has no prior to sample from; pass x_T")
-        ids = None if sample_ids is None else check_sample_ids(sample_ids, n)
-        x_T = _initial_state(sde, (n,) + event, check_seed(seed), backend, score, device, dtype, ids)
+        x_T = _draw_x_T(sde, score, n, shape, seed, backend, device, dtype, sample_ids)
     ts = _sample_grid(sde, solver, steps, grid, t_end)
-    sol = solve(
-        proc,
-        x_T,
-        sde.T,
-        t_end,
-        solver,
-        grid=ts,
-        seed=seed,
-        backend=backend,
-        progress=progress,
-        save_at=save_at,
-        check_finite=check_finite,
-        noise=noise,
-        sample_ids=sample_ids,
-        cond=cond,
-        callback=callback,
-    )
+    sol = solve(proc, x_T, sde.T, t_end, solver, grid=ts, seed=seed, backend=backend, progress=progress,
+                save_at=save_at, check_finite=check_finite, noise=noise, sample_ids=sample_ids, cond=cond,
+                callback=callback)  # fmt: skip
     if denoise:
-        if not isinstance(sde, LinearSDE):
-            raise ValueError(f"denoise=True needs a LinearSDE, got {sde!r}; pass denoise=False")
-        final = score if cond is None else ConditionedScore(score, cond, sol.x.shape[0])
-        with _grad_mode(sol.x):
-            sol.x = tweedie_denoise(sde, CheckedScore(final), sol.x, t_end)
-        sol.nfe += 1
+        _denoise_final(sol, sde, score, cond, t_end)
     if check_finite and not _xp.isfinite_all(sol.x):
         n_steps = len(ts) - 1 if ts is not None else -1
         raise NonFiniteError(n_steps, t_end, f"non-finite values after the final denoising step at t = {t_end}")
