@@ -27,8 +27,8 @@ def main():
                 a = node.args
                 n = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs)
                 internal = node.name.startswith("_") and not node.name.endswith("__")
-                if not internal:  # a public entry point's keyword options are excepted
-                    n -= len(a.kwonlyargs)
+                if not internal:  # a public entry point's keyword options (parameters with defaults) are excepted
+                    n -= len(a.kwonlyargs) + len(a.defaults)
                 if n > 15:
                     wide.append(f"{path}:{node.lineno} {node.name} {n} parameters")
         if "solvers" not in path.parts:
