@@ -144,6 +144,105 @@ def gits_grid(process, x_T, n_steps: int, t_end: float, *, schedule="karras", te
     return fine[path].copy()
 
 
+def _prior_points(sde, score, shape, n, seed):
+    """``n`` prior draws of the event shape ``shape`` (or the score's ``event_shape``)."""
+    event = shape if shape is not None else getattr(score, "event_shape", None)
+    if event is None:
+        raise ValueError("give x_T, or shape=(d,), or a score with event_shape")
+    event = (int(event),) if np.ndim(event) == 0 else tuple(int(s) for s in event)
+    return sde.prior_sample((positive_int("n", n),) + event, seed=seed)
+
+
+def _fit_points(holdout, n_all: int) -> int:
+    """The number of points fitted on when the fraction ``holdout`` of ``n_all`` is held out."""
+    holdout = float(holdout)
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"holdout must lie in [0, 1), got {holdout!r}")
+    n_fit = n_all - int(round(holdout * n_all))
+    if n_fit < 1:
+        raise ValueError(f"holdout={holdout} leaves no warm-up point to fit on (n = {n_all})")
+    return n_fit
+
+
+def _share_basis(n_steps: int, degree):
+    """The basis of the log step shares: the identity, or Legendre polynomials of ``degree`` at the step centres."""
+    if degree is None:
+        return np.eye(n_steps)
+    degree = min(integer_at_least("degree", degree, 1), n_steps - 1)
+    centres = (np.arange(n_steps) + 0.5) / n_steps * 2.0 - 1.0
+    return np.polynomial.legendre.legvander(centres, degree)  # (n_steps, degree + 1)
+
+
+def _nelder_mead(sde, basis, g0, err0, fit_error, interval, t_end, maxiter):
+    """The best grid seen by one Nelder--Mead run on the shares' coefficients from the grid ``g0`` (error
+    ``err0``); ``interval``: the log noise levels ``(u0, u1)`` of ``T`` and ``t_end``."""
+    from scipy.optimize import minimize
+
+    u0, u1 = interval
+    run = {"err": err0, "grid": g0}
+
+    def objective(c):
+        grid = _grid_from_shares(sde, basis @ c, u0, u1, t_end)
+        err = fit_error(grid)
+        if err < run["err"]:
+            run["err"], run["grid"] = err, grid
+        return err
+
+    theta0 = np.log(np.maximum(np.diff(np.log(_levels(sde, g0))) / (u1 - u0), 1e-12))
+    minimize(
+        objective,
+        np.linalg.lstsq(basis, theta0, rcond=None)[0],
+        method="Nelder-Mead",
+        options={"maxiter": maxiter or 60 * basis.shape[1], "xatol": 1e-3, "fatol": 0.0, "adaptive": True},
+    )
+    return run["grid"]
+
+
+def _budget(solver, process, nfe: int, t_end: float, denoise: bool, init):
+    """``(inits, first, n_steps)``: the starting grids as a list, the schedule of the first, and the steps that
+    ``nfe`` evaluations buy on it."""
+    inits = [init] if isinstance(init, str) or (hasattr(init, "ndim") and np.ndim(init) == 1) else list(init)
+    if not inits:
+        raise ValueError("init must name at least one starting grid")
+    first = inits[0] if isinstance(inits[0], str) else "time_uniform"
+    n_steps = steps_for_budget(solver, process, nfe, t_end, denoise, first)
+    if n_steps < 1:
+        raise ValueError(f"nfe={nfe} does not buy one step of {solver.name!r}")
+    return inits, first, n_steps
+
+
+def _fit_grid(process, solver, x_T, inits, n_steps, nfe, t_end, *, density, teacher_tol, denoise, trim, holdout,
+              degree, restarts, maxiter):  # fmt: skip
+    """The ``"error"`` method of :func:`optimize` (arguments checked there): the starting grids and a Nelder--Mead
+    run from each of the best ``restarts`` of them, fitted on the first points; the best candidate."""
+    sde = process.sde
+    ref = _reference(process, x_T, t_end, density, teacher_tol, denoise)
+    n_all = x_T.shape[0]
+    n_fit = _fit_points(holdout, n_all)
+    x_fit, ref_fit = x_T[:n_fit], ref[:n_fit]
+    u0, u1 = math.log(_levels(sde, [sde.T])[0]), math.log(_levels(sde, [t_end])[0])
+
+    def fit_error(grid):
+        return grid_error(process, solver, x_fit, grid, ref_fit, denoise, trim)
+
+    starts = []
+    for start in inits:
+        g0 = make_grid(sde, n_steps, start, t_end) if isinstance(start, str) else np.asarray(start, dtype=np.float64)
+        if len(g0) != n_steps + 1 or not np.all(np.diff(g0) < 0):
+            raise ValueError(f"an init grid must be decreasing with {n_steps + 1} points for nfe={nfe}, got {start!r}")
+        starts.append((fit_error(g0), g0))
+    candidates = [g for _, g in starts]
+    if n_steps > 1:
+        basis = _share_basis(n_steps, degree)
+        # Nelder--Mead from the best starting grids (``restarts`` of them, best first); keep each run's best grid
+        for err0, g0 in sorted(starts, key=lambda p: p[0])[: positive_int("restarts", restarts)]:
+            candidates.append(_nelder_mead(sde, basis, g0, err0, fit_error, (u0, u1), t_end, maxiter))
+    if n_fit == n_all:
+        return min(candidates, key=fit_error).copy()
+    # with held-out points: the candidate (a starting grid or a run's best) with the least error on all of them
+    return min(candidates, key=lambda g: grid_error(process, solver, x_T, g, ref, denoise, trim)).copy()
+
+
 def optimize(
     sde,
     score,
@@ -234,74 +333,13 @@ def optimize(
     denoise = boolean("denoise", denoise)
     t_end = sde.eps if t_end is None else positive_number("t_end", t_end)
     process = sde.probability_flow(score)
-    inits = [init] if isinstance(init, str) or (hasattr(init, "ndim") and np.ndim(init) == 1) else list(init)
-    if not inits:
-        raise ValueError("init must name at least one starting grid")
-    first = inits[0] if isinstance(inits[0], str) else "time_uniform"
-    n_steps = steps_for_budget(solver, process, nfe, t_end, denoise, first)
-    if n_steps < 1:
-        raise ValueError(f"nfe={nfe} does not buy one step of {solver.name!r}")
+    inits, first, n_steps = _budget(solver, process, nfe, t_end, denoise, init)
     if x_T is None:
-        event = shape if shape is not None else getattr(score, "event_shape", None)
-        if event is None:
-            raise ValueError("give x_T, or shape=(d,), or a score with event_shape")
-        event = (int(event),) if np.ndim(event) == 0 else tuple(int(s) for s in event)
-        x_T = sde.prior_sample((positive_int("n", n),) + event, seed=seed)
+        x_T = _prior_points(sde, score, shape, n, seed)
     if method == "dp":
-        teacher_steps = positive_int("teacher_steps", teacher_steps)
-        coeff = positive_number("coeff", coeff)
+        teacher_steps, coeff = positive_int("teacher_steps", teacher_steps), positive_number("coeff", coeff)
         return gits_grid(process, x_T, n_steps, t_end, schedule=first, teacher_steps=teacher_steps, coeff=coeff,
                          teacher_tol=teacher_tol)  # fmt: skip
-    from scipy.optimize import minimize
-
-    ref = _reference(process, x_T, t_end, density, teacher_tol, denoise)
-    n_all = x_T.shape[0]
-    holdout = float(holdout)
-    if not 0.0 <= holdout < 1.0:
-        raise ValueError(f"holdout must lie in [0, 1), got {holdout!r}")
-    n_fit = n_all - int(round(holdout * n_all))
-    if n_fit < 1:
-        raise ValueError(f"holdout={holdout} leaves no warm-up point to fit on (n = {n_all})")
-    x_fit, ref_fit = x_T[:n_fit], ref[:n_fit]
-    u0, u1 = math.log(_levels(sde, [sde.T])[0]), math.log(_levels(sde, [t_end])[0])
-
-    def fit_error(grid):
-        return grid_error(process, solver, x_fit, grid, ref_fit, denoise, trim)
-
-    starts = []
-    for start in inits:
-        g0 = make_grid(sde, n_steps, start, t_end) if isinstance(start, str) else np.asarray(start, dtype=np.float64)
-        if len(g0) != n_steps + 1 or not np.all(np.diff(g0) < 0):
-            raise ValueError(f"an init grid must be decreasing with {n_steps + 1} points for nfe={nfe}, got {start!r}")
-        starts.append((fit_error(g0), g0))
-    candidates = [g for _, g in starts]
-    if n_steps > 1:
-        if degree is None:
-            basis = np.eye(n_steps)
-        else:
-            degree = min(integer_at_least("degree", degree, 1), n_steps - 1)
-            centres = (np.arange(n_steps) + 0.5) / n_steps * 2.0 - 1.0
-            basis = np.polynomial.legendre.legvander(centres, degree)  # (n_steps, degree + 1)
-        # Nelder--Mead from the best starting grids (``restarts`` of them, best first); keep each run's best grid
-        for err0, g0 in sorted(starts, key=lambda p: p[0])[: positive_int("restarts", restarts)]:
-            run = {"err": err0, "grid": g0}
-
-            def objective(c, run=run):
-                grid = _grid_from_shares(sde, basis @ c, u0, u1, t_end)
-                err = fit_error(grid)
-                if err < run["err"]:
-                    run["err"], run["grid"] = err, grid
-                return err
-
-            theta0 = np.log(np.maximum(np.diff(np.log(_levels(sde, g0))) / (u1 - u0), 1e-12))
-            minimize(
-                objective,
-                np.linalg.lstsq(basis, theta0, rcond=None)[0],
-                method="Nelder-Mead",
-                options={"maxiter": maxiter or 60 * basis.shape[1], "xatol": 1e-3, "fatol": 0.0, "adaptive": True},
-            )
-            candidates.append(run["grid"])
-    if n_fit == n_all:
-        return min(candidates, key=fit_error).copy()
-    # with held-out points: the candidate (a starting grid or a run's best) with the least error on all of them
-    return min(candidates, key=lambda g: grid_error(process, solver, x_T, g, ref, denoise, trim)).copy()
+    fit = {"density": density, "teacher_tol": teacher_tol, "denoise": denoise, "trim": trim, "holdout": holdout,
+           "degree": degree, "restarts": restarts, "maxiter": maxiter}  # fmt: skip
+    return _fit_grid(process, solver, x_T, inits, n_steps, nfe, t_end, **fit)

@@ -113,6 +113,27 @@ def _whole_solve_parts(solver, proc, ts, m, n_noise, name):
     return c, a, bmat
 
 
+def _law_grid(sde, grid) -> np.ndarray:
+    """The grid of :func:`exact_law`: ``grid`` uniform steps down to ``sde.eps``, or the given decreasing times."""
+    if isinstance(grid, numbers.Integral) and not isinstance(grid, bool):
+        return make_grid(sde, int(grid), "uniform")
+    ts = np.asarray(grid, dtype=np.float64)
+    if ts.ndim != 1 or ts.shape[0] < 2 or not np.all(np.diff(ts) < 0):
+        raise ValueError(f"grid must be a strictly decreasing 1-D array of times, got {grid!r}")
+    if abs(ts[0] - sde.T) > 1e-12 * max(1.0, sde.T) or ts[-1] <= 0:
+        raise ValueError(f"grid must run from T={sde.T} down to a positive t_end, got {ts[0]} ... {ts[-1]}")
+    return ts
+
+
+def _start_law(gaussian, sde, T: float, start: str):
+    """``(mean, cov)`` at ``T``: the exact marginal of ``gaussian`` or the prior (``start``)."""
+    if start == "marginal":
+        return gaussian.mean_cov(T, sde)
+    if start == "prior":
+        return np.zeros(gaussian.dim), sde.prior_std**2 * np.eye(gaussian.dim)
+    raise ValueError(f"start must be one of ['marginal', 'prior'], got {start!r}")
+
+
 def exact_law(
     solver, sde, gaussian, grid, *, process="auto", start="marginal", denoise=False, method="auto", **solver_options
 ):
@@ -178,20 +199,8 @@ def exact_law(
     kind = solver.default_process if process == "auto" else process
     if (kind == "sde" and not solver.is_sde) or (kind == "ode" and not solver.is_ode):
         raise ValueError(f"solver {solver.name!r} cannot integrate process={kind!r}")
-    if isinstance(grid, numbers.Integral) and not isinstance(grid, bool):
-        ts = make_grid(sde, int(grid), "uniform")
-    else:
-        ts = np.asarray(grid, dtype=np.float64)
-        if ts.ndim != 1 or ts.shape[0] < 2 or not np.all(np.diff(ts) < 0):
-            raise ValueError(f"grid must be a strictly decreasing 1-D array of times, got {grid!r}")
-        if abs(ts[0] - sde.T) > 1e-12 * max(1.0, sde.T) or ts[-1] <= 0:
-            raise ValueError(f"grid must run from T={sde.T} down to a positive t_end, got {ts[0]} ... {ts[-1]}")
-    if start == "marginal":
-        m0, c0 = gaussian.mean_cov(float(ts[0]), sde)
-    elif start == "prior":
-        m0, c0 = np.zeros(gaussian.dim), sde.prior_std**2 * np.eye(gaussian.dim)
-    else:
-        raise ValueError(f"start must be one of ['marginal', 'prior'], got {start!r}")
+    ts = _law_grid(sde, grid)
+    m0, c0 = _start_law(gaussian, sde, float(ts[0]), start)
     score = gaussian.score(sde)
     proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
     solver.check_process(proc)
