@@ -29,7 +29,8 @@ from .validation import in_interval, positive_int, positive_number, real_number
 
 __all__ = ["solve", "sample", "tweedie_denoise", "Job"]
 
-#: Every valid ``backend=`` value (``"auto"`` and the registered backends, see :mod:`sdekit.backends.registry`).
+#: The valid ``backend=`` values at import (``"auto"`` and the registered backends, see
+#: :mod:`sdekit.backends.registry`); ``solve`` reads the registry itself at each call.
 BACKEND_NAMES = backend_names()
 NOISE_NAMES = ("counter", "tree", "bridge")
 
@@ -184,8 +185,8 @@ def _pick_backend(backend, x0, score, solver, needs):
     """The backend that runs the solve. ``needs``: capabilities the solve requires (``adaptive``,
     ``tree_noise``, ``bridge_noise``); ``"auto"`` takes the first registered backend that fits ``x0``, the score
     and them."""
-    if backend not in BACKEND_NAMES:
-        raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKEND_NAMES)}")
+    if backend not in backend_names():  # read at call time: a backend registered after import is valid
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {list(backend_names())}")
     library = "torch" if _xp.is_torch(x0) else "numpy"
     if backend == "auto":
         if library == "numpy" and _torch_module(score) is not None:

@@ -131,7 +131,7 @@ class _HostState:
         self.lo = min(self.t0, self.t1)
         self.rtol = solver.rtol if job.rtol is None else float(job.rtol)
         self.atol = solver.atol if job.atol is None else float(job.atol)
-        x = self.x = job.x0.clone() if _xp.is_torch(job.x0) else np.array(job.x0, copy=True)
+        x = self.x = job.x0.clone() if _xp.is_torch(job.x0) else job.x0.copy()  # keeps an array subclass
         n = self.n = x.shape[0]
         self.event = tuple(x.shape[1:])
         self.size = int(np.prod(self.event, dtype=np.int64))
