@@ -14,8 +14,8 @@ import dataclasses
 import numpy as np
 
 from sdekit.brownian import tree_noise
-from sdekit.loop import solve_grid
 from sdekit.loop import adaptive as adaptive_loop
+from sdekit.loop import solve_grid
 from sdekit.noise import normals_numpy
 
 NAME = "strict32"

@@ -77,7 +77,7 @@ def test_cond_and_callback(backend):
     for name in (_strict.NAME, "numpy"):
         seen = []
         sol = sdekit.sample(sdekit.VPSDE(), score, x_T=x_T, solver="dpmpp_2m_sde", steps=5, backend=name,
-                            cond={"label": labels}, callback=lambda info, seen=seen: seen.append(info["t"]))  # fmt: skip
+                            cond={"label": labels}, callback=lambda info, s=seen: s.append(info["t"]))  # fmt: skip
         out[name] = (sol, seen)
     (ours, seen_ours), (ref, seen_ref) = out[_strict.NAME], out["numpy"]
     _same(ours, ref)
