@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from types import FunctionType
 
@@ -47,6 +48,7 @@ from ....progress import progress_bar
 from ....sdes import ProbabilityFlowODE, ReverseSDE
 from ....solvers.adaptive import AdaptiveSDE, Dopri5
 from ....tree_law import DEFAULT_DEPTH, TOL
+from ... import has_fused_score
 from ..fused import CALL_SECONDS
 from ..host_scores import analytic_params, analytic_work_rows, is_analytic_score
 from ..noise import seed_key
@@ -343,7 +345,13 @@ def adaptive_plan(job):
     kernel = ADAPTIVE_KERNELS.get((type(solver), kind))
     if kernel is None or job.callback is not None:
         return None
-    if type(proc) is not (ReverseSDE if job.stochastic else ProbabilityFlowODE) or type(proc.sde) not in SDE_KINDS:
+    if type(proc) is not (ReverseSDE if job.stochastic else ProbabilityFlowODE):
+        return None
+    if type(proc.sde) not in SDE_KINDS:
+        if has_fused_score(proc.score):  # a compiled score that will not run compiled: say why, never silently
+            warnings.warn(f"backend 'numba' runs {job.solver.name!r} on {type(proc.sde).__name__} in the numpy "
+                          "host loop (slower): the fused adaptive kernels evaluate the coefficients of "
+                          f"{', '.join(k.__name__ for k in SDE_KINDS)} only", RuntimeWarning, stacklevel=5)  # fmt: skip
         return None
     x0 = job.x0
     if not isinstance(x0, np.ndarray) or x0.dtype != np.float64:
