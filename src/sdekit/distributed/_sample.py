@@ -14,8 +14,8 @@ import numpy as np
 
 from .. import _xp
 from .._version import __version__
+from ..integrate import SAMPLE_OPTIONS, check_sample, solver_with_options, split_options
 from ..integrate import sample as sample_one
-from ..integrate import solver_with_options, split_options
 from ..noise import check_seed
 from ..progress import progress_bar
 from ..scores import check_cond
@@ -166,6 +166,14 @@ def _check_options(options: dict, n: int) -> None:
     solver_with_options(options.get("solver", _SAMPLE_DEFAULTS["solver"]), solver_options, "sdekit.distributed.sample")
 
 
+def _check_sample(sde, score, n: int, options: dict) -> None:
+    """What every shard's ``sdekit.sample`` would refuse (event shape, process, grid, t_end, denoise), refused
+    here, before the store is written or a worker started."""
+    checked = ("shape", "solver", "steps", "grid", "t_end", "denoise", "process", "device", "dtype")
+    kwargs = {k: v for k, v in options.items() if k in checked or k not in SAMPLE_OPTIONS}
+    check_sample(sde, score, n=n, **kwargs)
+
+
 def _configuration(sde, score, seed, n, shard_size, options) -> dict:
     """The job's configuration: ``job`` (compared when a store is reopened) and ``info`` (not compared)."""
     _, solver_options = split_options(options)
@@ -273,6 +281,7 @@ def sample(
     retries = integer_at_least("retries", retries, 0)
     sample_kwargs.pop("progress", None)  # the bar is over shards, not inside them
     _check_options(sample_kwargs, n)
+    _check_sample(sde, score, n, sample_kwargs)
     check_client(client)
     n_shards = math.ceil(n / shard_size)
     config = _configuration(sde, score, seed, n, shard_size, sample_kwargs)
