@@ -53,11 +53,19 @@ class SDE:
         Default end time for sampling (the reverse process stops at ``t_end = eps``).
     noise : {"additive", "diagonal"}
         ``"additive"`` when ``g`` depends on ``t`` only.
+    default_grid : str
+        The schedule (a name in ``sdekit.grids.GRIDS``) of solvers whose family has none of its own (the
+        ``"uniform"`` family: ``Solver.grid_for``): ``"uniform"`` (equal steps in ``t``), ``"karras"`` for EDM.
+    adaptive_time : str
+        The variable an adaptive solver built with ``time="auto"`` (``dopri5``'s default) steps in
+        (``AdaptiveSolver.time_for``): ``"t"``, ``"log_snr"`` for EDM.
     """
 
     T: float = 1.0
     eps: float = 1e-3
     noise: str = "additive"
+    default_grid: str = "uniform"
+    adaptive_time: str = "t"
 
     def drift(self, x, t):
         """``f(x, t)``; ``x`` of shape ``(n, *event)``, ``t`` a scalar or ``(n,)``."""
@@ -120,6 +128,26 @@ class LinearSDE(SDE):
     def marginal(self, t):
         """``(alpha(t), sigma(t))`` of the transition kernel ``x_t | x_0 ~ N(alpha x_0, sigma^2 I)``."""
         return self._alpha_sigma(t)
+
+    def tweedie(self, x, t, score_value):
+        """Tweedie's formula ``E[x_0 | x_t = x] = (x + sigma(t)^2 score) / alpha(t)`` (Efron 2011) from the score's
+        value ``score_value`` at ``(x, t)``: the data prediction every solver, the final denoising step and the
+        interop drivers use (this is the only place it is written).
+
+        ``t``: a scalar (python or numpy float: the coefficients enter as python floats, which keep ``x``'s dtype) or
+        per-sample times of shape ``(n,)`` in ``x``'s library (no host read). ``x``, ``score_value``: ``(n, *event)``.
+        """
+        if getattr(t, "ndim", 0) == 0:
+            alpha, sigma = (float(c) for c in self.marginal(float(t)))
+        else:
+            alpha, sigma = self.marginal(t)
+            alpha, sigma = _xp.per_sample(alpha, x), _xp.per_sample(sigma, x)
+        return (x + (sigma * sigma) * score_value) / alpha
+
+    def denoise(self, score, x, t):
+        """Tweedie's ``E[x_0 | x_t = x]`` (see :meth:`tweedie`) with one evaluation of ``score(x, t)`` (``t`` broadcast
+        to shape ``(n,)``, the score convention)."""
+        return self.tweedie(x, t, score(x, _xp.full_time(t, x)))
 
     def marginal_prob(self, x0, t):
         """``(mean, std)`` of ``x_t | x_0``, as in score_sde: ``mean`` like ``x0``, ``std`` like ``t``."""
@@ -310,8 +338,13 @@ class VESDE(LinearSDE):
 class EDMSDE(LinearSDE):
     """The SDE of Karras et al. 2022 (EDM): ``alpha = 1``, ``sigma(t) = t``, ``dx = sqrt(2 t) dW``.
 
-    Time is the noise level: ``T = sigma_max``, ``eps = sigma_min``. Prior ``N(0, sigma_max^2 I)``.
+    Time is the noise level: ``T = sigma_max``, ``eps = sigma_min``. Prior ``N(0, sigma_max^2 I)``. Equal steps in
+    ``t`` are equal steps in ``sigma``, far too coarse near the data, so the default schedule of the solvers without
+    one of their own is EDM's ``"karras"`` (``default_grid``; see ``Solver.grid_for``).
     """
+
+    default_grid = "karras"  # EDM's schedule (Karras et al. 2022, eq. 5, rho = 7) for every sampler of the paper
+    adaptive_time = "log_snr"  # dx/dlambda = D - x: not stiff near sigma_min, unlike dx/dsigma = (x - D) / sigma
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
         self.sigma_min = positive_number("sigma_min", sigma_min)

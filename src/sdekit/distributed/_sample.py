@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _xp
 from .._version import __version__
-from ..integrate import SAMPLE_OPTIONS
+from ..integrate import SAMPLE_OPTIONS, check_sample, solver_with_options, split_options
 from ..integrate import sample as sample_one
 from ..noise import check_seed
 from ..progress import progress_bar
@@ -162,18 +162,21 @@ def _check_options(options: dict, n: int) -> None:
             raise ValueError(f"sdekit.distributed.sample does not take {name}=: {why}")
     if options.get("cond") is not None:
         check_cond(options["cond"], n)  # one row per sample of the whole job; each shard gets its rows
-    solver_options = {k: v for k, v in options.items() if k not in SAMPLE_OPTIONS}
-    try:
-        get_solver(options.get("solver", _SAMPLE_DEFAULTS["solver"]), **solver_options)
-    except ValueError as exc:
-        if solver_options and "unknown option" in str(exc):
-            raise ValueError(f"{exc}; sdekit.distributed.sample itself takes: {list(SAMPLE_OPTIONS)}") from None
-        raise
+    _, solver_options = split_options(options)
+    solver_with_options(options.get("solver", _SAMPLE_DEFAULTS["solver"]), solver_options, "sdekit.distributed.sample")
+
+
+def _check_sample(sde, score, n: int, options: dict) -> None:
+    """What every shard's ``sdekit.sample`` would refuse (event shape, process, grid, t_end, denoise), refused
+    here, before the store is written or a worker started."""
+    checked = ("shape", "solver", "steps", "grid", "t_end", "denoise", "process", "device", "dtype")
+    kwargs = {k: v for k, v in options.items() if k in checked or k not in SAMPLE_OPTIONS}
+    check_sample(sde, score, n=n, **kwargs)
 
 
 def _configuration(sde, score, seed, n, shard_size, options) -> dict:
     """The job's configuration: ``job`` (compared when a store is reopened) and ``info`` (not compared)."""
-    solver_options = {k: v for k, v in options.items() if k not in SAMPLE_OPTIONS}
+    _, solver_options = split_options(options)
     solver = get_solver(options.get("solver", _SAMPLE_DEFAULTS["solver"]), **solver_options)
     given = {}
     for k, v in sorted(options.items()):
@@ -278,6 +281,7 @@ def sample(
     retries = integer_at_least("retries", retries, 0)
     sample_kwargs.pop("progress", None)  # the bar is over shards, not inside them
     _check_options(sample_kwargs, n)
+    _check_sample(sde, score, n, sample_kwargs)
     check_client(client)
     n_shards = math.ceil(n / shard_size)
     config = _configuration(sde, score, seed, n, shard_size, sample_kwargs)

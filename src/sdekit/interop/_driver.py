@@ -25,6 +25,7 @@ import numpy as np
 from .. import _xp
 from ..backends.job import Job
 from ..errors import NonFiniteError
+from ..loop import GridLoop, guard_for
 from ..progress import progress_bar
 from ..solvers.base import StepContext
 
@@ -54,7 +55,7 @@ class GridPlan:
     sde: object  # LinearSDE
     solver: object  # FixedStepSolver
     kind: str  # "sde" or "ode"
-    grid: np.ndarray  # float64, strictly decreasing; may be a single time (then only the denoising step)
+    grid: np.ndarray  # float64, decreasing (strictly, but for a zero-length last step); may be a single time
     final_denoise: bool
 
     @property
@@ -78,8 +79,7 @@ class GridPlan:
 
     def denoise(self, x, score_value):
         """Tweedie's ``(x + sigma^2 score) / alpha`` at the grid's last time."""
-        alpha, sigma = (float(c) for c in self.sde.marginal(float(self.grid[-1])))
-        return (x + (sigma * sigma) * score_value) / alpha
+        return self.sde.tweedie(x, float(self.grid[-1]), score_value)
 
 
 def counter_noise(plan: GridPlan, x, seed: int, sample_ids=None):
@@ -121,24 +121,17 @@ def run(plan: GridPlan, x, score, noise=None, *, callback=None, check_finite=Tru
     step is ``k = n_steps - 1`` with ``ctx = None``).
     """
     solver, grid = plan.solver, plan.grid
-    memory = {}
-    checks = []
+    # the driver of sdekit.solve's fixed grids, with the plan's context (its step count includes the final
+    # denoising step); tensors are checked on the device and read once, after the loop
+    loop = GridLoop(solver, grid, draw=noise, guard=guard_for(x, grid, check_finite), context=plan.context)
     with progress_bar(plan.n_steps, progress, desc=solver.name) as bar:
         for k in range(plan.n_solver_steps):
-            t, t_next = float(grid[k]), float(grid[k + 1])
             watch = _FirstEvaluation(score) if callback is not None else score
-            ctx = plan.context(k, memory)
-            z = noise(k) if noise is not None else None
-            x_next = solver.step(plan.process(watch), x, t, t_next, z, ctx)
-            if check_finite:
-                if _xp.is_torch(x_next):
-                    checks.append(x_next.detach().sum(dtype=_xp.lib(x_next).float64))  # read once, after the loop
-                elif not _xp.isfinite_all(x_next):
-                    raise NonFiniteError(k, t_next)
+            x_next, ctx = loop.step(plan.process(watch), x, k)
             if callback is not None:
                 denoised = ctx.denoised
                 if denoised is None and watch.first is not None and watch.first[0] is x:
-                    denoised = _tweedie(plan.sde, *watch.first)  # the step's first evaluation was at its state
+                    denoised = plan.sde.tweedie(*watch.first)  # the step's first evaluation was at its state
                 callback(k, x, denoised, ctx)
             x = x_next
             bar.update(1)
@@ -149,22 +142,10 @@ def run(plan: GridPlan, x, score, noise=None, *, callback=None, check_finite=Tru
                 callback(plan.n_steps - 1, x, x0, None)
             x = x0
             bar.update(1)
-    if checks:
-        torch = _xp.lib(checks[0])
-        bad = ~torch.isfinite(torch.stack(checks))
-        first = int(torch.where(bad.any(), torch.argmax(bad.to(torch.uint8)), -1))  # the one synchronisation
-        if first >= 0:
-            raise NonFiniteError(first, float(grid[first + 1]))
+    loop.check()
     if check_finite and plan.final_denoise and not _xp.isfinite_all(x):
         raise NonFiniteError(plan.n_steps - 1, float(grid[-1]), "non-finite values after the final denoising step")
     return x
-
-
-def _tweedie(sde, x, t, score_value):
-    """``(x + sigma(t)^2 score) / alpha(t)`` with ``t`` of shape ``(n,)`` as the score received it (no host read)."""
-    alpha, sigma = sde.marginal(t)
-    a, s = _xp.per_sample(alpha, x), _xp.per_sample(sigma, x)
-    return (x + (s * s) * score_value) / a
 
 
 # -- step by step ------------------------------------------------------------------------------------------
@@ -225,6 +206,7 @@ class Stepper:
 
     def __init__(self, plan: GridPlan, x, noise=None, start_step: int = 0):
         self.plan, self.x, self.noise = plan, x, noise
+        self.loop = GridLoop(plan.solver, plan.grid, context=plan.context)  # the driver, one step at a time
         self.k = start_step
         self.memory = {}
         self.answers = []
@@ -251,10 +233,8 @@ class Stepper:
                 self.z = self.noise(k)
             replay = _ReplayScore(self.answers)
             memory = _snapshot(self.memory)
-            ctx = plan.context(k, memory)
-            t, t_next = float(plan.grid[k]), float(plan.grid[k + 1])
             try:
-                x_next = plan.solver.step(plan.process(replay), self.x, t, t_next, self.z, ctx)
+                x_next, ctx = self.loop.step(plan.process(replay), self.x, k, z=self.z, memory=memory)
             except _Pending:
                 x_req, t_req = replay.asked
                 self.pending = Request(x_req, t_req, k, len(self.answers), x_req is self.x)
@@ -283,7 +263,7 @@ class Stepper:
 def plan_requests(plan: GridPlan) -> list:
     """``[(step, stage, t, at_state), ...]``: every evaluation of ``plan`` in order, from a dry run on a 1-sample
     numpy state (the times of a fixed-step solver's evaluations depend on the grid only). ``at_state``: the
-    evaluation is the step's first, at the step's time and (up to round-off) at its state -- not at a stage or
+    evaluation is the step's first, at the step's time and state (both up to round-off) -- not at a stage or
     churned state. (The dry run draws non-zero noise, so that a churned state differs from the step's.)"""
     noise = None
     if plan.stochastic and plan.solver.n_noise:
@@ -296,7 +276,7 @@ def plan_requests(plan: GridPlan) -> list:
             t = float(np.asarray(req.t).reshape(-1)[0])
             at = req.stage == 0 and (
                 req.at_state
-                or (req.step < plan.n_solver_steps and t == float(plan.grid[req.step])
+                or (req.step < plan.n_solver_steps and abs(t - float(plan.grid[req.step])) <= 1e-12 * abs(t)
                     and np.allclose(req.x, st.x, rtol=1e-12, atol=0.0))
             )  # fmt: skip
             out.append((req.step, req.stage, t, bool(at)))
