@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _xp
 from .backends import has_fused_score
+from .backends.auto import settle as settle_auto
 from .backends.job import CheckedScore, Job
 from .backends.registry import BACKENDS, backend_names, get_backend
 from .errors import NonFiniteError
@@ -355,8 +356,12 @@ def solve(
         noise=noise,
         callback=callback,
     )
+    reason = "requested"
+    if backend == "auto":  # weigh a kernel's compilation against the job (sdekit.backends.auto)
+        name, job, reason = settle_auto(name, job, entry)
+        entry = get_backend(name)
     x, saved, nfe, stats = entry.run(job)
-    stats.update(backend=name, solver=solver.name, wall_time=time.perf_counter() - start)
+    stats.update(backend=name, backend_reason=reason, solver=solver.name, wall_time=time.perf_counter() - start)
     ts_saved = xs = None
     if job.save_index is not None:
         ts_saved = ts[sorted(job.save_index)]
