@@ -87,7 +87,8 @@ def main(argv=None):
         }
         rows.append(row)
         print(
-            f"{name:<20}{row['solver']:<20}{row['cold']:>9.1f}{row['cached']:>10.2f}{row['import']:>10.2f}  {row['path']}",
+            f"{name:<20}{row['solver']:<20}{row['cold']:>9.1f}{row['cached']:>10.2f}{row['import']:>10.2f}"
+            f"  {row['path']}",
             flush=True,
         )
     if args.json:

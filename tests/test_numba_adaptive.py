@@ -63,7 +63,10 @@ def test_fused_adaptive_on_other_sdes_matches_numpy():
 
 
 def test_auto_picks_the_fused_adaptive_kernels():
+    # once compiled in the process (a small job would not pay for the compilation: issue 23)
     sde = VPSDE()
+    for solver in ("adaptive", "dopri5"):
+        sdekit.sample(sde, GAUSS.score(sde), n=8, solver=solver, rtol=5e-2, seed=1, backend="numba")
     sol = sdekit.sample(sde, GAUSS.score(sde), n=8, solver="adaptive", rtol=5e-2, seed=1)
     assert sol.stats["backend"] == "numba" and sol.stats["kernel"] == "fused adaptive_sde"
     sol = sdekit.sample(sde, GAUSS.score(sde), n=8, solver="dopri5", seed=1)

@@ -355,6 +355,12 @@ def _cmd_warmup(args, parser) -> int:
     rows = warmup(names, report=show)
     total = sum(r["seconds"] for r in rows)
     print(f"{len(rows)} kernels in {total:.1f} s")
+    from .backends.numba.kernels import NO_FUSED_KERNEL
+    from .backends.numba.warmup import warmup_jobs
+
+    for spec in warmup_jobs(names)[1]:
+        why = NO_FUSED_KERNEL.get(get_solver(spec).name, "this configuration runs the per-step loop")
+        print(f"{spec}: no fused kernel ({why})")
     return 0
 
 

@@ -203,7 +203,9 @@ class SASolver(FixedStepSolver):
                 tau = self.tau_at(sde, t_prev, stochastic)
                 hist = [probe(PROBE_E + 1 + j) for j in range(len(lams))]
                 z_prev = probe(PROBE_Z_PREV) if stochastic else None
-                v = self._corrected(sde, probe(PROBE_X_PREV), t_prev, t, lam, lams, hist, probe(PROBE_E), c_prev, tau, z_prev)
+                v = self._corrected(
+                    sde, probe(PROBE_X_PREV), t_prev, t, lam, lams, hist, probe(PROBE_E), c_prev, tau, z_prev
+                )
                 nc = c_prev
                 tab.corr[k, 0], tab.corr[k, 1] = v[PROBE_X_PREV], v[PROBE_Z_PREV]
                 tab.corr[k, 2 : 2 + nc] = v[PROBE_E : PROBE_E + nc]

@@ -207,7 +207,9 @@ class UniPC(FixedStepSolver):
         evaluation is ``m`` (data or noise prediction), the corrector (``cx x_prev + sum_j w_j E_{k-j}``) and the
         predictor are :meth:`step`'s own, run on probe vectors. ``ValueError`` when ``order > 4``."""
         if not self.has_affine_coefficients:
-            raise ValueError(f"affine_coefficients covers unipc orders up to {HISTORY - 1}, got order={self.multistep_order}")
+            raise ValueError(
+                f"affine_coefficients covers unipc orders up to {HISTORY - 1}, got order={self.multistep_order}"
+            )
         grid = np.asarray(grid, dtype=np.float64)
         steps = len(grid) - 1
         tab = AffineCoefficients.zeros(steps)
@@ -220,7 +222,9 @@ class UniPC(FixedStepSolver):
             nc = 0
             if self._corrects(k):
                 hist = [probe(PROBE_E + 1 + j) for j in range(len(lams))]
-                v = self._corrected(sde, probe(PROBE_X_PREV), float(grid[k - 1]), t, lam, lams, hist, probe(PROBE_E), p_prev)
+                v = self._corrected(
+                    sde, probe(PROBE_X_PREV), float(grid[k - 1]), t, lam, lams, hist, probe(PROBE_E), p_prev
+                )
                 nc = p_prev + 1
                 tab.corr[k, 0] = v[PROBE_X_PREV]
                 tab.corr[k, 2 : 2 + nc] = v[PROBE_E : PROBE_E + nc]

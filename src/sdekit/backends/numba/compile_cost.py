@@ -114,9 +114,22 @@ def compiled_in_process(dispatcher) -> bool:
     return bool(getattr(dispatcher, "signatures", ()))
 
 
+#: numba's internal names this module reads (numba 0.60-0.68): the dispatcher's cache, its index file, the index
+#: loader and the key builder.
+NUMBA_INTERNALS = ("_cache", "_cache_file", "_load_index", "_index_key")
+
+
+def _internal(obj, i):
+    """numba internal attribute ``NUMBA_INTERNALS[i]`` of ``obj`` (``AttributeError`` when numba changed it)."""
+    return getattr(obj, NUMBA_INTERNALS[i])
+
+
 def _cache_of(dispatcher):
-    """The dispatcher's numba cache object (numba internals: ``Dispatcher._cache``), or None."""
-    return getattr(dispatcher, "_cache", None)
+    """The dispatcher's numba cache object, or None."""
+    try:
+        return _internal(dispatcher, 0)
+    except AttributeError:
+        return None
 
 
 def disk_cached(dispatcher) -> bool:
@@ -125,11 +138,11 @@ def disk_cached(dispatcher) -> bool:
     dispatcher is not cached on disk, or when numba's internals differ from those this reads."""
     cache = _cache_of(dispatcher)
     try:
-        index = getattr(getattr(cache, "_cache_file"), "_load_index")()
+        index = _internal(_internal(cache, 1), 2)()
         if not index:
             return False
         codegen = dispatcher.targetctx.codegen()
-        probe_key = getattr(cache, "_index_key")((), codegen)  # (signature, machine, (bytecode, closure) hashes)
+        probe_key = _internal(cache, 3)((), codegen)  # (signature, machine, (bytecode, closure) hashes)
     except Exception:  # noqa: BLE001 - a NullCache, or other numba internals: say "not cached"
         return False
     return any(isinstance(key, tuple) and key[1:] == probe_key[1:] for key in index)

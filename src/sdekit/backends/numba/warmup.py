@@ -27,20 +27,22 @@ def _kinds(solver):
 
 
 def warmup_jobs(solvers=None):
-    """``[(solver spec, process)]`` that together compile every fused kernel the given ``solvers`` (names or
-    ``"name(k=v)"`` specs; default: every registered solver) run, one job per kernel."""
+    """``([(solver spec, process)], [solver specs without a kernel])``: one tiny job per fused kernel that the given
+    ``solvers`` (names or ``"name(k=v)"`` specs; default: every registered solver) run, and those that run none."""
     from ...solvers import SOLVERS, get_solver
 
     names = list(SOLVERS) if solvers is None else list(solvers)
-    jobs, seen = [], set()
+    jobs, seen, none = [], set(), []
     for spec in names:
         solver = get_solver(spec)
-        for kind in _kinds(solver):
-            kernel = _kernel_name(solver, kind)
+        kernels = [(kind, _kernel_name(solver, kind)) for kind in _kinds(solver)]
+        if all(k is None for _, k in kernels):
+            none.append(spec)
+        for kind, kernel in kernels:
             if kernel is not None and kernel not in seen:
                 seen.add(kernel)
                 jobs.append((spec, kind))
-    return jobs
+    return jobs, none
 
 
 def _tiny(solver, kind):
@@ -88,7 +90,8 @@ def warmup(solvers=None, *, report=None) -> list:
     from ...solvers import get_solver
 
     rows = []
-    for spec, kind in warmup_jobs(solvers):
+    jobs, _ = warmup_jobs(solvers)
+    for spec, kind in jobs:
         job, run = _tiny(get_solver(spec), kind)
         ready = readiness(job)
         found = kernel_dispatcher(job)

@@ -36,8 +36,8 @@ import numpy as np
 from numba import prange
 
 from ....sdes import ReverseSDE
-from ....solvers.affine import HISTORY, affine_table
 from ....solvers._sigma_adams import SigmaAdams
+from ....solvers.affine import HISTORY, affine_table
 from ....solvers.afs import AnalyticFirstStep
 from ....solvers.dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M
 from ....solvers.exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE
