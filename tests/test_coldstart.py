@@ -182,7 +182,7 @@ def test_numpy_estimate_grows_with_the_job():
     small, big = auto_backend.numpy_seconds(_job(2000)), auto_backend.numpy_seconds(_job(200_000))
     assert 0.0 < small < big and big / small > 50
     assert auto_backend.numpy_seconds(_job(2000, steps=200)) > 3.5 * small
-    assert auto_backend.estimated_evaluations(_job(10, steps=20, solver="heun")) == 41  # 2 per step + denoise
+    assert auto_backend.estimated_evaluations(_job(10, steps=20, solver="heun")) == 40  # 2 per step, no denoise
 
 
 def test_explicit_backends_say_so_and_auto_gives_numbers_to_round_off():

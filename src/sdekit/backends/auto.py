@@ -94,7 +94,8 @@ def numpy_seconds(job) -> float:
     n = job.x0.shape[0]
     d = math.prod(job.x0.shape[1:])
     evals = estimated_evaluations(job)
-    per_eval = NUMPY_SECONDS_PER_CALL + NUMPY_SECONDS_PER_ELEMENT * n * d * _score_width(job.process.score)
+    width = _score_width(getattr(job.process, "score", None))
+    per_eval = NUMPY_SECONDS_PER_CALL + NUMPY_SECONDS_PER_ELEMENT * n * d * width
     return evals * per_eval * (ADAPTIVE_OVERHEAD if job.solver.adaptive else 1.0)
 
 

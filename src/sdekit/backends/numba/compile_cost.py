@@ -45,23 +45,24 @@ __all__ = [
 
 #: Cold compile time (seconds) of each fused kernel, as the first solve of a process pays it (the kernel and the
 #: helpers it inlines: score, normals, tree walker), measured with an empty ``NUMBA_CACHE_DIR`` by
-#: ``benchmarks/bench_compile.py`` on the project's shared 2-core machine under load ~4 (benchmarks/README.md).
+#: ``benchmarks/bench_compile.py`` on the project's shared 2-core machine under load 5-7 (benchmarks/README.md,
+#: "Cold start"; a quiet machine compiles 2-3x faster, which only makes ``"auto"`` more careful).
 COMPILE_SECONDS = {
-    "euler_maruyama": 20.0,
-    "stochastic_heun": 20.0,
-    "runge_kutta": 25.0,
-    "affine_multistep": 30.0,
-    "edm": 25.0,
-    "sra": 25.0,
-    "pc": 25.0,
-    "annealed_langevin": 20.0,
-    "adaptive_sde": 120.0,
-    "dopri5": 45.0,
+    "euler_maruyama": 19.0,
+    "stochastic_heun": 31.0,
+    "runge_kutta": 48.0,
+    "affine_multistep": 71.0,
+    "edm": 56.0,
+    "sra": 78.0,
+    "pc": 75.0,
+    "annealed_langevin": 71.0,
+    "adaptive_sde": 314.0,
+    "dopri5": 202.0,
 }
 #: For a kernel missing from :data:`COMPILE_SECONDS` (a user's own kernel).
-DEFAULT_COMPILE_SECONDS = 30.0
-#: Loading one kernel from numba's disk cache (measured: 0.1-0.4 s for every kernel).
-CACHE_LOAD_SECONDS = 0.4
+DEFAULT_COMPILE_SECONDS = 60.0
+#: Loading one kernel from numba's disk cache (measured 0.5-1.9 s per kernel under load 5-7, first solve included).
+CACHE_LOAD_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
