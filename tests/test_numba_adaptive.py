@@ -119,7 +119,7 @@ def test_row_score_runs_the_fused_adaptive_kernels():
     sde = VPSDE()
     row = RowScore(user_row, event_shape=2)
     kw = dict(n=30, solver="adaptive", rtol=3e-2, atol=3e-3, seed=8)
-    a = sdekit.sample(sde, row, **kw)
+    a = sdekit.sample(sde, row, backend="numba", **kw)  # "auto" would not compile it for a small job (issue 23)
     assert a.stats["kernel"] == "fused adaptive_sde", a.stats
     b = sdekit.sample(sde, Gaussian(MU, LAM).score(sde), backend="numpy", **kw)
     _same(b, a, 1e-9)
