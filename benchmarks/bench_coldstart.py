@@ -68,12 +68,13 @@ def job_of(solver, n, steps):
 
 
 def measure(solver, n, steps, warm_dir):
-    """``{"numpy", "cold", "warm"}`` rows of one job (``warm_dir``: a cache folder warmed for this solver)."""
+    """``{"numpy", "cold", "warm"}`` rows of one job (``warm_dir``: a cache folder warmed for this solver, or None:
+    no warm row)."""
     job = job_of(solver, n, steps)
     numpy_row = child({**job, "backend": "numpy"})
     with tempfile.TemporaryDirectory(prefix="numba-cold-") as empty:
         cold = child(job, empty)
-    warm = child(job, warm_dir)
+    warm = child(job, warm_dir) if warm_dir is not None else None
     return {"numpy": numpy_row, "cold": cold, "warm": warm}
 
 
@@ -101,23 +102,30 @@ def main(argv=None):
     ap.add_argument("--n-small", type=int, default=2000)
     ap.add_argument("--n-large", type=int, default=200_000)
     ap.add_argument("--skip-large", action="store_true")
+    ap.add_argument("--large-solvers", default=None, help="solvers of the large job (default: --solvers)")
+    ap.add_argument("--warm-small", action="store_true", help="also a warm row for the small jobs")
     ap.add_argument("--skip-compare", action="store_true")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
     rows = []
     print(f"load: {os.getloadavg()}", flush=True)
     print(f"{'job':<28}{'numpy s':>9}{'cold s':>9}{'warm s':>9}{'cold/np':>9}{'warm/np':>9}  cold path; warm path")
+    large = set((args.large_solvers or args.solvers).split(",")) if not args.skip_large else set()
     with tempfile.TemporaryDirectory(prefix="numba-warm-") as warm_dir:
-        sizes = [("small", args.n_small, 50)] + ([] if args.skip_large else [("large", args.n_large, 200)])
         for solver in args.solvers.split(","):
-            warm_cache(solver, warm_dir)
+            sizes = [("small", args.n_small, 50)] + ([("large", args.n_large, 200)] if solver in large else [])
+            warmed = solver in large or args.warm_small
+            if warmed:
+                warm_cache(solver, warm_dir)
             for size, n, steps in sizes:
-                r = measure(solver, n, steps, warm_dir)
-                np_t, cold_t, warm_t = r["numpy"]["total"], r["cold"]["total"], r["warm"]["total"]
+                r = measure(solver, n, steps, warm_dir if warmed else None)
+                np_t, cold_t = r["numpy"]["total"], r["cold"]["total"]
+                warm_t = r["warm"]["total"] if r["warm"] else float("nan")
                 label = f"{solver} {size} (n={n})"
+                warm_path = f"{r['warm']['backend']} {r['warm']['kernel']}" if r["warm"] else "-"
                 print(
                     f"{label:<28}{np_t:>9.2f}{cold_t:>9.2f}{warm_t:>9.2f}{cold_t / np_t:>9.2f}{warm_t / np_t:>9.2f}"
-                    f"  {r['cold']['backend']}; {r['warm']['backend']} {r['warm']['kernel']}",
+                    f"  {r['cold']['backend']}; {warm_path}",
                     flush=True,
                 )
                 rows.append({"solver": solver, "size": size, "n": n, **r})
