@@ -1,12 +1,15 @@
 """Sample from a noise-prediction network the way diffusers and score_sde models are called.
 
     python examples/eps_network.py                              # a tiny random UNet2DModel (runs anywhere)
-    python examples/eps_network.py --pretrained google/ddpm-cifar10-32 --device cuda --n 16 --steps 1000
+    python examples/eps_network.py --pretrained google/ddpm-cifar10-32 --device cuda --n 16 --steps 100
 
-A DDPM network predicts the noise ``eps(x_t, timestep)`` with a discrete ``timestep`` in ``0 .. 999`` of the
-linear beta schedule ``1e-4 .. 0.02``; its continuous-time limit is ``VPSDE(beta_min=0.1, beta_max=20)`` and
-the network is evaluated at ``timestep = 999 t`` (score_sde, ``models/utils.py::get_score_fn`` for
-``continuous=False``). ``score_from_eps`` turns it into the score ``-eps / sigma(t)``.
+A diffusers network predicts the noise ``eps(x_tau, tau)`` at a discrete ``timestep`` ``tau`` in ``0 .. N - 1`` of
+the schedule it was trained with (DDPM: linear betas ``1e-4 .. 0.02``, ``N = 1000``). ``score_from_diffusers(unet,
+scheduler_config)`` reads that schedule from the scheduler's config and returns the :class:`sdekit.DiscreteVPSDE`
+built on its ``alphas_cumprod`` (``alpha_bar`` at ``t = (tau + 1) / N`` exactly, interpolated in the log-SNR between
+the trained steps) with the score ``-eps / sigma(t)``, evaluated at the real-valued ``timestep = sde.timestep(t)``.
+No continuous-time ``VPSDE(0.1, 20)`` approximation of the schedule, so the network sees the noise levels it was
+trained on; ``prediction_type`` ``"v_prediction"`` and ``"sample"`` models are converted too.
 
 score_sde's own models are called ``model(x, labels)`` with ``labels = 999 t`` for VP models and
 ``labels = sigma(t)`` for VE models, whose output is already the score (``scale_by_sigma``); both wrappers are
@@ -21,15 +24,7 @@ import time
 import torch
 
 import sdekit
-
-
-def diffusers_eps(unet, n_train_steps: int = 1000):
-    """``eps(x, t)`` from a diffusers ``UNet2DModel`` trained on the DDPM schedule with ``n_train_steps`` steps."""
-
-    def eps(x, t):
-        return unet(x, t * (n_train_steps - 1)).sample
-
-    return eps
+from sdekit.interop import score_from_diffusers
 
 
 def score_sde_vp_score(model, sde: sdekit.VPSDE, n_train_steps: int = 1000):
@@ -59,6 +54,16 @@ def tiny_unet(channels: int = 3, size: int = 16):
     )
 
 
+def load(pretrained=None):
+    """``(unet, scheduler_config)``: a diffusers ``UNet2DModel`` and the config of the scheduler it was trained with
+    (a hub id or path), or the tiny random UNet with DDPM's default schedule (linear betas, 1000 steps)."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    if pretrained:
+        return UNet2DModel.from_pretrained(pretrained), DDPMScheduler.from_pretrained(pretrained).config
+    return tiny_unet(), DDPMScheduler().config
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pretrained", default=None, help="a diffusers UNet2DModel id or path (DDPM-trained)")
@@ -68,13 +73,10 @@ def main(argv=None):
     parser.add_argument("--solver", default="euler_maruyama")
     args = parser.parse_args(argv)
 
-    from diffusers import UNet2DModel
-
-    unet = UNet2DModel.from_pretrained(args.pretrained) if args.pretrained else tiny_unet()
+    unet, scheduler_config = load(args.pretrained)
     unet = unet.to(args.device).eval()
     cfg = unet.config
-    sde = sdekit.VPSDE(beta_min=0.1, beta_max=20.0)
-    score = sdekit.score_from_eps(diffusers_eps(unet), sde)
+    sde, score = score_from_diffusers(unet, scheduler_config)  # a DiscreteVPSDE on the trained alphas_cumprod
     shape = (cfg.in_channels, cfg.sample_size, cfg.sample_size)
 
     start = time.perf_counter()

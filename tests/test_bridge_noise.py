@@ -211,11 +211,12 @@ def test_errors():
     with pytest.raises(ValueError, match="noise='bridge' is defined for adaptive solvers.*'euler_maruyama'"):
         solve(sde.reverse(score), x, sde.T, sde.eps, "euler_maruyama", steps=10, noise="bridge")
     with pytest.raises(ValueError, match="noise='bridge' is defined for adaptive solvers"):
-        sample(sde, score, n=4, solver="heun", steps=10, noise="bridge")
+        sample(sde, score, n=4, solver="heun", process="sde", steps=10, noise="bridge")
     with pytest.raises(ValueError, match=r"unknown noise 'brige'.*'bridge'"):
         solve(sde.reverse(score), x, sde.T, sde.eps, "adaptive", noise="brige")
-    # an ODE draws no noise: as with 'tree', the choice is accepted and changes nothing
+    # an ODE draws no noise: 'bridge' (like 'tree') is refused there rather than silently ignored (issue 24)
     ode = sde.probability_flow(score)
-    a = solve(ode, x, sde.T, sde.eps, "dopri5", noise="bridge")
-    b = solve(ode, x, sde.T, sde.eps, "dopri5")
-    np.testing.assert_array_equal(a.x, b.x)
+    with pytest.raises(ValueError, match="noise='bridge' applies to SDEs"):
+        solve(ode, x, sde.T, sde.eps, "dopri5", noise="bridge")
+    with pytest.raises(ValueError, match="noise='bridge' applies to SDEs"):
+        sample(sde, score, n=4, solver="heun", steps=10, noise="bridge")

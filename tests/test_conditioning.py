@@ -86,7 +86,9 @@ def test_callback_sees_every_step(solver, has_denoised):
     sol = sample(SDE, data.score(SDE), n=4, solver=solver, steps=6, seed=0, callback=seen.append, backend="numpy")
     grid = sdekit.grids.make_grid(SDE, 6, sdekit.get_solver(solver).default_grid)
     assert [info["step"] for info in seen] == list(range(6))
-    np.testing.assert_allclose([info["t"] for info in seen], grid[1:])
+    # t: every sample's time after the step, a (n,) float64 array on fixed grids as in the adaptive loops
+    assert all(info["t"].shape == (4,) and info["t"].dtype == np.float64 for info in seen)
+    np.testing.assert_allclose([info["t"] for info in seen], np.repeat(grid[1:, None], 4, axis=1))
     assert all((info["denoised"] is not None) == has_denoised for info in seen)
     if has_denoised:
         assert seen[-1]["denoised"].shape == (4, 2)
@@ -104,3 +106,44 @@ def test_callback_on_adaptive_and_bad_callbacks():
     assert seen and seen[-1]["t"].shape == (3,) and np.allclose(seen[-1]["t"], 1e-3)
     with pytest.raises(TypeError, match="callback"):
         sample(SDE, data.score(SDE), n=2, steps=2, callback=3)
+
+
+@pytest.mark.parametrize("solver", ["dpmpp_2m", "euler_maruyama", "dopri5"])
+def test_callback_info_cannot_change_the_run(solver):
+    # info["x"] and info["denoised"] are read-only views of numpy states: an in-place edit raises instead of
+    # silently steering the solve; a callback that only reads leaves the result bit-identical
+    data = Gaussian([0.5, -0.5], 0.3)
+    steps = None if solver == "dopri5" else 5
+    plain = sample(SDE, data.score(SDE), n=3, solver=solver, steps=steps, seed=0, backend="numpy").x
+    seen = []
+    same = sample(SDE, data.score(SDE), n=3, solver=solver, steps=steps, seed=0, backend="numpy",
+                  callback=seen.append).x  # fmt: skip
+    np.testing.assert_array_equal(same, plain)
+    assert all(not info["x"].flags.writeable for info in seen)
+
+    def edit(info):
+        info["x"] *= 2.0
+
+    with pytest.raises(ValueError, match="read-only"):
+        sample(SDE, data.score(SDE), n=3, solver=solver, steps=steps, seed=0, backend="numpy", callback=edit)
+    if solver == "dpmpp_2m":
+        with pytest.raises(ValueError, match="read-only"):
+            sample(SDE, data.score(SDE), n=3, solver=solver, steps=steps, seed=0, backend="numpy",
+                   callback=lambda info: info["denoised"].fill(0.0))  # fmt: skip
+
+
+def test_callback_torch_info_is_a_copy_and_t_is_per_sample():
+    torch = pytest.importorskip("torch")
+    data = Gaussian([0.5, -0.5], 0.3)
+    x_T = torch.as_tensor(SDE.prior_sample((3, 2), seed=1))
+    plain = sample(SDE, data.score(SDE), x_T=x_T, solver="dpmpp_2m", steps=5).x
+    seen = []
+
+    def edit(info):
+        seen.append(info["t"])
+        info["x"].mul_(2.0)
+        info["denoised"].zero_()
+
+    edited = sample(SDE, data.score(SDE), x_T=x_T, solver="dpmpp_2m", steps=5, callback=edit).x
+    assert torch.equal(edited, plain)
+    assert all(isinstance(t, np.ndarray) and t.shape == (3,) and t.dtype == np.float64 for t in seen)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,9 +38,8 @@ def test_solver_table_is_the_registry():
 
 
 def test_mkdocs_strict_build(tmp_path):
+    # mkdocstrings and pymdown-extensions come with mkdocs in the dev and docs extras: only a missing mkdocs skips
     pytest.importorskip("mkdocs")
-    pytest.importorskip("mkdocstrings")
-    pytest.importorskip("pymdownx")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     res = subprocess.run(
         [
@@ -66,3 +66,36 @@ def test_mkdocs_strict_build(tmp_path):
     api = (tmp_path / "api" / "index.html").read_text()
     assert "log_likelihood" in api and "exact_law" in api and "gaussian_w2" in api
     assert "<!-- sdekit:" not in (tmp_path / "choosing" / "index.html").read_text()
+
+
+def _readme_solver_rows():
+    """``{name: (order, strong, weak, name cell)}`` from README.md's solver table (as written, ``""`` when blank)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("| name | process | order (ODE) |") :].split("\n\n")[0].splitlines()[2:]
+    rows = {}
+    for line in table:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        names = re.findall(r"`([a-z0-9_]+)[`(]", cells[0].split(" (")[0])
+        orders = [o.strip() for o in cells[2].split(",")] if "," in cells[2] else [cells[2]] * len(names)
+        strong, weak = ([c.strip() for c in cells[3].split("/")] + ["", ""])[:2] if cells[3] else ("", "")
+        for name, order in zip(names, orders):
+            rows[name] = (order, strong, weak, cells[0])
+    return rows
+
+
+def test_readme_solver_table_agrees_with_the_registry():
+    # the registry is the one source of the orders; README.md's table is written by hand, so it is checked here
+    from sdekit.solvers import registry_rows
+
+    readme = _readme_solver_rows()
+    registry = {r["name"]: r for r in registry_rows()}
+    assert set(readme) == set(registry), set(readme) ^ set(registry)
+    for name, (order, strong, weak, described) in readme.items():
+        r = registry[name]
+        if not order.startswith("`"):  # "`order + 1`": an option's formula, checked through the default below
+            assert order == str(r["order"]), (name, order, r["order"])
+        else:
+            k = int(re.search(r"order=(\d)", described).group(1))  # the option's default, as the name cell writes it
+            assert eval(order.strip("`"), {"order": k}) == r["order"], (name, order, r["order"])
+        for cell, declared in ((strong, r["strong"]), (weak, r["weak"])):
+            assert (cell.replace("–", "-") or "-") == declared, (name, cell, declared)  # blank: undeclared

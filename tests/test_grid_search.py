@@ -81,7 +81,8 @@ def test_dp_method_is_gits():
 @pytest.mark.parametrize(
     "kwargs,match",
     [({"solver": "euler_maruyama"}, "ODE solvers"), ({"method": "adam"}, "method"), ({"nfe": 1, "denoise": True},
-     "does not buy"), ({"init": []}, "init"), ({"init": [np.linspace(80.0, 0.002, 4)]}, "init grid")],
+     "does not buy"), ({"init": []}, "init"), ({"init": [np.linspace(80.0, 0.002, 4)]}, "init grid"),
+     ({"method": "dp", "teacher_steps": 3}, "teacher_steps must be at least the grid's 5 steps")],
 )  # fmt: skip
 def test_bad_arguments(kwargs, match):
     sde, score, pf, warm, *_ = _problem()

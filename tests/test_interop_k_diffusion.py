@@ -185,3 +185,53 @@ def test_bad_input_names_the_argument():
         k_diffusion_sampler("dpmpp_2m", process="sde")
     with pytest.raises(TypeError, match="x must be a floating-point"):
         fn(denoiser, torch.zeros(4, 2, dtype=torch.long), sigmas(4))
+
+
+@pytest.mark.parametrize("n", [6, 20])
+def test_edm_with_churn_equals_sample_heun_with_churn(n, monkeypatch):
+    # k_diffusion_sampler("edm", S_churn=c) churns in sample_heun's window (S_tmin=0, S_tmax=inf), the last level
+    # before sigma = 0 included; sample_heun draws torch.randn_like(x) once per step: give it sdekit's normals of step i
+    gen = TorchNormals(5, np.arange(N), "cpu", torch.float64)
+    calls = []
+
+    def randn_like(x, *args, **kwargs):
+        calls.append(1)
+        return gen.normals(len(calls) - 1, 2).reshape(N, 2)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(torch, "randn_like", randn_like)
+        ref = KD.sample_heun(denoiser, x_T(), sigmas(n), disable=True, s_churn=10.0)
+    assert len(calls) == n
+    ours, theirs = [], []
+    out = k_diffusion_sampler("edm", S_churn=10.0, seed=5)(denoiser, x_T(), sigmas(n), callback=ours.append)
+    assert max_rel(out, ref) < 1e-13
+    # the callback reports the churned level and its data prediction at every step, the last one included ("x" is
+    # the state the step started from, before the churn; k-diffusion reports the churned state)
+    calls.clear()
+    with monkeypatch.context() as patched:
+        patched.setattr(torch, "randn_like", randn_like)
+        KD.sample_heun(denoiser, x_T(), sigmas(n), disable=True, s_churn=10.0, callback=theirs.append)
+    assert [a["i"] for a in ours] == [b["i"] for b in theirs] == list(range(n))
+    for a, b in zip(ours, theirs):
+        assert abs(float(a["sigma_hat"]) - float(b["sigma_hat"])) < 1e-12 * float(b["sigma_hat"])
+        assert max_rel(a["denoised"], b["denoised"]) < 1e-13
+    # options given explicitly win; EDM's own window leaves the last level (0.002 < S_tmin = 0.05) unchurned
+    edm_window = k_diffusion_sampler("edm", S_churn=10.0, S_tmin=0.05, S_tmax=50.0, seed=5)
+    assert edm_window.solver.S_tmin == 0.05 and k_diffusion_sampler("edm(S_tmax=3.0)").solver.S_tmax == 3.0
+    assert k_diffusion_sampler("edm").solver.S_tmin == 0.0 and k_diffusion_sampler("edm").solver.S_tmax == float("inf")
+    assert max_rel(edm_window(denoiser, x_T(), sigmas(n)), ref) > 1e-6
+
+
+def test_numpy_x_with_a_torch_model_or_sigmas_names_x():
+    net = torch.nn.Linear(2, 2).double()
+    x = EDM.prior_sample((4, 2), seed=0)
+    fn = k_diffusion_sampler("euler")
+    with pytest.raises(TypeError, match="x must be a torch tensor when the sigmas are a torch tensor"):
+        fn(lambda x, s: net(x), x, sigmas(4))
+    with pytest.raises(TypeError, match="x must be a torch tensor when the model is a torch module"):
+        fn(net, x, sigmas(4).numpy())
+    with pytest.raises(TypeError, match=r"raised TypeError on a numpy x .*pass torch.as_tensor\(x\)"):
+        fn(lambda x, s: net(x), x, sigmas(4).numpy())
+    # a model written for numpy arrays still runs on numpy states
+    out = fn(lambda x, s: x / (1.0 + s[:, None] ** 2), x, sigmas(4).numpy())
+    assert isinstance(out, np.ndarray) and out.shape == (4, 2)

@@ -183,11 +183,11 @@ def test_bad_event_shapes_name_shape(shape):
 
 
 def test_bad_sde_parameters_name_the_parameter():
-    with pytest.raises(ValueError, match="beta_min"):
+    with pytest.raises(TypeError, match="beta_min"):  # a flag where a number is wanted: TypeError (issue 24)
         VPSDE(beta_min=True)
     with pytest.raises(ValueError, match="eps must be smaller"):
         GeneralSDE(lambda x, t: -x, lambda x, t: 1.0 + 0 * x, T=1, eps=2)
-    with pytest.raises(ValueError, match="T"):
+    with pytest.raises(TypeError, match="T"):
         GeneralSDE(lambda x, t: -x, lambda x, t: 1.0 + 0 * x, T="1")
 
 

@@ -171,11 +171,14 @@ def test_lower_order_final_caps_the_last_steps():
 
 @pytest.mark.parametrize("name", ["dpmpp_pc", "dpmpp_sde_pc"])
 def test_options_are_validated(name):
+    # out of range: ValueError; of the wrong kind (2.0, True where an integer is wanted): TypeError (issue 24)
     for bad in (0, 5, 2.0, True):
-        with pytest.raises(ValueError, match="order"):
+        with pytest.raises(ValueError if isinstance(bad, int) and not isinstance(bad, bool) else TypeError,
+                           match="order"):  # fmt: skip
             get_solver(name, order=bad)
     for bad in (1, 6, 3.0, False):
-        with pytest.raises(ValueError, match="corrector_order"):
+        with pytest.raises(ValueError if isinstance(bad, int) and not isinstance(bad, bool) else TypeError,
+                           match="corrector_order"):  # fmt: skip
             get_solver(name, corrector_order=bad)
     with pytest.raises(TypeError, match="corrector"):
         get_solver(name, corrector="yes")

@@ -64,12 +64,12 @@ def test_dopri5_in_log_snr_time_meets_tolerance_on_exact_flow(sde):
         assert np.max(np.abs(sol.x - exact)) < 20 * tol, tol
         assert sol.t == sde.eps
         if isinstance(sde, EDMSDE):
-            own = solve(sde.probability_flow(score), x_T, sde.T, sde.eps, "dopri5", rtol=tol, atol=tol)
+            own = solve(sde.probability_flow(score), x_T, sde.T, sde.eps, "dopri5", rtol=tol, atol=tol, time="t")
             assert sol.stats["nfe_mean"] < 0.9 * own.stats["nfe_mean"], (tol, sol.stats, own.stats)
     if isinstance(sde, EDMSDE):
         loose = dict(rtol=1e-2, atol=1e-2)
         sol = solve(sde.probability_flow(score), x_T, sde.T, sde.eps, "dopri5", time="log_snr", **loose)
-        own = solve(sde.probability_flow(score), x_T, sde.T, sde.eps, "dopri5", **loose)
+        own = solve(sde.probability_flow(score), x_T, sde.T, sde.eps, "dopri5", time="t", **loose)
         assert np.max(np.abs(sol.x - exact)) < 1e-2 < np.max(np.abs(own.x - exact))
 
 
@@ -120,7 +120,9 @@ def test_default_time_is_unchanged_and_backends_agree():
         b = solve(proc, x_T, sde.T, sde.eps, name, rtol=1e-3, atol=1e-3, seed=5, time="log_snr", backend="numpy")
         np.testing.assert_array_equal(a.x, b.x)
         assert a.stats["backend"] == "numba" and a.nfe == b.nfe
-    assert get_solver("dopri5").time == "t" and repr(get_solver("dopri5")) == "Dopri5(rtol=1e-05, atol=1e-05)"
+    # dopri5's default is time="auto" since issue 24: "t" on VP (above), "log_snr" on EDM (tests/test_defaults.py)
+    assert get_solver("dopri5").time == "auto" and repr(get_solver("dopri5")) == "Dopri5(rtol=1e-05, atol=1e-05)"
+    assert get_solver("dopri5").time_for(sde) == "t"
 
 
 def test_torch_and_conditioning():
@@ -151,7 +153,7 @@ def test_bad_options_name_the_argument():
     proc = sde.probability_flow(DATA.score(sde))
     x = np.zeros((2, 2))
     for bad in ("sigma", "lambda", None, 1):
-        with pytest.raises(ValueError, match=r"time must be one of \['t', 'log_snr'\]"):
+        with pytest.raises(ValueError, match=r"time must be one of \['t', 'log_snr', 'auto'\]"):
             get_solver("dopri5", time=bad)
     with pytest.raises(ValueError, match="time must be one of"):
         solve(proc, x, 1.0, 0.1, "adaptive", time="sigma")

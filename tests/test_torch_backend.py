@@ -499,11 +499,27 @@ def test_eps_network_example_wraps_a_diffusers_unet():
     sol = example.main(["--n", "2", "--steps", "3"])
     assert sol.x.shape == (2, 3, 16, 16) and sol.x.dtype == torch.float32
     assert sol.nfe == 4 and sol.stats["backend"] == "torch" and torch.isfinite(sol.x).all()
-    # the wrapper evaluates the UNet at timestep 999 t and divides by -sigma(t)
-    unet = example.tiny_unet()
-    sde = VPSDE()
+    # the example samples the DiscreteVPSDE of the scheduler the network was trained with (score_from_diffusers):
+    # the UNet at the real-valued timestep sde.timestep(t), its eps divided by -sigma(t)
+    from diffusers import DDPMScheduler
+
+    from sdekit import DiscreteVPSDE
+    from sdekit.interop import score_from_diffusers
+
+    unet, config = example.load()
+    sde, score = score_from_diffusers(unet, config)
+    assert isinstance(sde, DiscreteVPSDE) and sde.num_timesteps == 1000
+    np.testing.assert_allclose(sde.alphas_cumprod, DDPMScheduler().alphas_cumprod.numpy(), rtol=1e-6)
+    ref = sample(sde, score, n=2, shape=(3, 16, 16), steps=3, seed=0)
+    torch.testing.assert_close(sol.x, ref.x, rtol=0, atol=0)  # the example's run is this one
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([0.5, 0.9])
     with torch.no_grad():
-        got = score_from_eps(example.diffusers_eps(unet), sde)(x, t)
-        want = -unet(x, t * 999).sample / sde.marginal(t)[1][:, None, None, None]
+        got = score(x, t)
+        want = -unet(x, sde.timestep(t)).sample / sde.marginal(t)[1][:, None, None, None]
+    torch.testing.assert_close(got, want)
+    # score_sde's VP wrapper keeps the continuous-time convention (labels = 999 t)
+    vp = VPSDE()
+    with torch.no_grad():
+        got = example.score_sde_vp_score(lambda x, labels: unet(x, labels).sample, vp)(x, t)
+        want = -unet(x, t * 999).sample / vp.marginal(t)[1][:, None, None, None]
     torch.testing.assert_close(got, want)

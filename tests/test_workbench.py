@@ -164,7 +164,8 @@ def test_peers_without_the_packages(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # as if diffusers were not installed
     assert main(["compare", "--peers", "--csv", "", "--png", ""]) == 2
     err = capsys.readouterr().err
-    assert "--peers needs diffusers" in err and "pip install 'sdekit[bench]'" in err
+    # the hint names what installs each peer (issue 24: the bench extra installs neither torch nor k-diffusion)
+    assert "--peers needs diffusers" in err and "pip install 'sdekit[torch,bench]'" in err and "k-diffusion" in err
 
 
 # ----------------------------------------------------------------------------------------------------------

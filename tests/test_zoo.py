@@ -184,3 +184,24 @@ def test_missing_scikit_learn(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ImportError, match=r"pip install 'sdekit\[zoo\]'"):
         zoo.digits()
+
+
+def test_frechet_features_of_far_out_samples_warn_nothing(model):
+    # a diverging few-step solver gives pixels far outside [-1, 1]: pre-activations below -709 overflowed exp(-z)
+    # in the features' silu and printed a RuntimeWarning above the compare report; the value (silu -> 0) was right
+    import warnings
+
+    from sdekit.zoo.frechet import classifier_features
+
+    far = np.random.default_rng(2).normal(0.0, 1e3, (200, 1, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        f = classifier_features(model.feature_params, far)
+        fd = model.frechet(far)
+    assert np.isfinite(f).all() and np.isfinite(fd) and fd > 0
+    # on data-range inputs the features are the textbook z / (1 + exp(-z)) to round-off
+    near = model.train[:50].astype(np.float64)
+    w1, b1, w2, b2 = (np.asarray(model.feature_params[k], dtype=np.float64) for k in zoo.frechet.FEATURE_KEYS)
+    silu = lambda z: z / (1.0 + np.exp(-z))  # noqa: E731
+    ref = silu(silu(near.reshape(50, -1) @ w1.T + b1) @ w2.T + b2)
+    np.testing.assert_allclose(classifier_features(model.feature_params, near), ref, rtol=1e-13, atol=1e-15)

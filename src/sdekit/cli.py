@@ -7,7 +7,7 @@ Commands:
 * ``sdekit solvers``  -- list the registered solvers with their kind, orders and NFE per step.
 * ``sdekit warmup``   -- compile the fused numba kernels ahead of time (:func:`sdekit.backends.numba.warmup.warmup`).
 
-``sdekit --help`` and ``sdekit COMMAND --help`` describe the options.
+``sdekit --help`` and ``sdekit COMMAND --help`` describe the options; ``sdekit --version`` prints the version.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import sys
 
+from ._version import __version__
 from .validation import output_path_problem
 
 __all__ = ["main", "build_parser"]
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         DENSITIES,
         MODEL_N,
         MODEL_NFE,
+        MODEL_SOLVERS,
         SDE_NFE_MAX,
         SDES,
     )
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sdekit",
         description="Numerical SDE solvers for score-based generative models.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     p = sub.add_parser(
@@ -88,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
             "between their samples and the exact p(t_end) (closed form for Gaussian mixtures), with its Monte Carlo "
             "noise floor. Prints a table, writes a PNG and a CSV."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--density", default=None, choices=sorted(DENSITIES), help="built-in analytic density (default ring8)"
@@ -100,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME",
         help="solver names (space or comma separated), each optionally with options, e.g. "
-        "'dpmpp_pc(order=2, sigma_data=1.4)'; default: every registered fixed-step solver",
+        "'dpmpp_pc(order=2, sigma_data=1.4)', or 'all'; default: every registered fixed-step solver (with --model: "
+        f"{' '.join(MODEL_SOLVERS)}, a few minutes on the digits model; 'all' takes 4-5 times as long)",
     )
     p.add_argument(
         "--model",
@@ -114,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--peers",
         action="store_true",
         help="add k-diffusion's samplers and diffusers' schedulers as rows (same start points, grid, NFE "
-        "accounting); needs pip install 'sdekit[bench]'",
+        "accounting); needs torch, diffusers and k-diffusion: pip install 'sdekit[torch,bench]', then pip install "
+        "--no-deps k-diffusion==0.1.1.post1",
     )
     p.add_argument(
         "--nfe",
@@ -138,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="array backend of every solve (available in this installation); default: the ODE rows on numpy, the "
         "SDE rows on auto (the fused numba kernels of the analytic scores, which their large samples need)",
     )
-    p.add_argument("--seed", type=_seed, default=0, help="random seed")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument(
         "--n", type=_positive_int, default=None, help=f"samples per SDE run (default {DEFAULT_N}; --model: {MODEL_N})"
     )
@@ -162,13 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the SDE rows run the NFE budgets up to this one (default {SDE_NFE_MAX}; 0: every budget); resolving "
         "the second-order SDE solvers beyond 64 NFE takes millions of samples per cell",
     )
-    p.add_argument("--csv", default="sdekit_compare.csv", help="CSV output path ('' to skip)")
-    p.add_argument("--png", default="sdekit_compare.png", help="work-precision plot path ('' to skip)")
-    p.add_argument("--json", default="", help="JSON output path ('' to skip)")
     p.add_argument(
-        "--samples-png", default="sdekit_samples.png", help="with --model: the sample grid's path ('' to skip)"
+        "--csv", default="sdekit_compare.csv", help="CSV output path ('' to skip; default sdekit_compare.csv)"
     )
-    p.add_argument("--progress", action="store_true", help="show a progress bar")
+    p.add_argument(
+        "--png", default="sdekit_compare.png", help="work-precision plot path ('' to skip; default sdekit_compare.png)"
+    )
+    p.add_argument("--json", default="", help="JSON output path (default '': not written)")
+    p.add_argument(
+        "--samples-png",
+        default="sdekit_samples.png",
+        help="with --model: the sample grid's path ('' to skip; default sdekit_samples.png)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar on stderr (default: on when stderr is a terminal)",
+    )
     p.add_argument(
         "--dask",
         default=None,
@@ -204,7 +219,11 @@ def _cmd_compare(args, parser) -> int:
     from .solvers import SOLVERS, parse_solver_spec
 
     solvers = None
-    if args.solvers is not None:
+    if args.progress is None:  # on by default where someone watches: a terminal
+        args.progress = sys.stderr.isatty()
+    if args.solvers is not None and _split_names(args.solvers) == ["all"]:
+        solvers = "all" if args.model is not None else None
+    elif args.solvers is not None:
         solvers = _split_names(args.solvers)
         bad = []
         for spec in solvers:
@@ -269,13 +288,21 @@ def _cmd_compare(args, parser) -> int:
                 peers=args.peers,
                 sde_nfe_max=SDE_NFE_MAX if args.sde_nfe_max is None else args.sde_nfe_max,
             )
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     print(result.report())
     for label, path in (("csv", args.csv), ("plot", args.png), ("json", args.json)):
         if path:
             print(f"wrote {label}: {path}")
-    return 0
+    return _exit_status(parser, result)
+
+
+def _exit_status(parser, result) -> int:
+    """0 when some row was computed; else 1, with the reasons on stderr (a run that computes nothing must not pass)."""
+    if result.computed():
+        return 0
+    print(f"{parser.prog}: error: nothing was computed:\n{result.why_empty()}", file=sys.stderr)
+    return 1
 
 
 def _compare_model(args, parser, solvers) -> int:
@@ -310,13 +337,13 @@ def _compare_model(args, parser, solvers) -> int:
             json_path=args.json or None,
             samples_path=args.samples_png or None,
         )
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:
         parser.error(str(exc))
     print(result.report())
     for label, path in (("csv", args.csv), ("plot", args.png), ("json", args.json), ("samples", args.samples_png)):
         if path:
             print(f"wrote {label}: {path}")
-    return 0
+    return _exit_status(parser, result)
 
 
 def _cmd_solvers(args, parser) -> int:

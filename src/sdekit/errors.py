@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NonFiniteError", "ArgumentTypeError"]
+__all__ = ["NonFiniteError"]
 
 
 class NonFiniteError(FloatingPointError):
@@ -18,8 +18,7 @@ class NonFiniteError(FloatingPointError):
         )
 
 
-class ArgumentTypeError(TypeError, ValueError):
-    """An argument of the wrong kind (a string where a number is wanted, a number where a flag is wanted).
-
-    Both a ``TypeError`` and a ``ValueError``, so code that catches either of them for bad input catches it;
-    the message names the argument and the value (:mod:`sdekit.validation`)."""
+#: Older name of the wrong-kind error. sdekit now raises a plain ``TypeError`` for an argument of the wrong kind
+#: (``steps=2.5``, ``n="3"``), and ``ValueError`` for a value out of range; this alias keeps ``except`` clauses
+#: written against the old name working.
+ArgumentTypeError = TypeError

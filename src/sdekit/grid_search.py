@@ -40,10 +40,10 @@ from . import _xp, grids
 from .analytic import Gaussian
 from .errors import NonFiniteError
 from .grids import make_grid
-from .integrate import solve, tweedie_denoise
+from .integrate import initial_state, solve, torch_module, tweedie_denoise
 from .sdes import LinearSDE
 from .solvers import get_solver
-from .validation import boolean, integer_at_least, positive_int, positive_number
+from .validation import boolean, in_interval, integer_at_least, positive_int, positive_number
 
 __all__ = ["optimize", "grid_error", "steps_for_budget", "gits_grid"]
 
@@ -59,6 +59,13 @@ def steps_for_budget(solver, process, nfe: int, t_end: float, denoise: bool, gri
         if solver.nfe(trial, process) + int(denoise) > nfe:
             return n
         n += 1
+
+
+def _numpy(x) -> np.ndarray:
+    """A float64 numpy copy of an array or a (detached, host) tensor: errors and costs are host numbers."""
+    if _xp.is_torch(x):
+        x = x.detach().cpu()
+    return np.asarray(x, dtype=np.float64)
 
 
 def _levels(sde, ts):
@@ -87,7 +94,7 @@ def grid_error(process, solver, x_T, grid, ref, denoise: bool = False, trim: flo
     x = sol.x
     if denoise:
         x = tweedie_denoise(sde, process.score, x, float(grid[-1]))
-    diff = np.asarray(x - ref).reshape(x.shape[0], -1)
+    diff = _numpy(x - ref).reshape(x.shape[0], -1)
     sq = np.sum(diff * diff, axis=1)
     if trim > 0.0:
         sq = np.sort(sq)[: max(1, int(math.ceil((1.0 - trim) * len(sq))))]
@@ -113,13 +120,13 @@ def gits_grid(process, x_T, n_steps: int, t_end: float, *, schedule="karras", te
     sde = process.sde
     fine = make_grid(sde, teacher_steps, schedule, t_end)
     teach = solve(process, x_T, sde.T, t_end, "dopri5", rtol=teacher_tol, atol=teacher_tol, save_at=fine)
-    xs = np.asarray(teach.xs)  # (M + 1, n, ...)
+    states = teach.xs  # (M + 1, n, ...) in x_T's array library: the score is called on them
     m = len(fine) - 1
     alpha, sigma = (np.asarray(v, dtype=np.float64) for v in sde.marginal(fine))
     levels = sigma / alpha
-    n = xs.shape[1]
-    xhat = xs.reshape(m + 1, n, -1) / alpha[:, None, None]
-    eps = np.stack([-sigma[i] * np.asarray(process.score(xs[i], _xp.full_time(fine[i], xs[i]))).reshape(n, -1)
+    n = x_T.shape[0]
+    xhat = _numpy(states).reshape(m + 1, n, -1) / alpha[:, None, None]
+    eps = np.stack([-sigma[i] * _numpy(process.score(states[i], _xp.full_time(fine[i], states[i]))).reshape(n, -1)
                     for i in range(m)])  # fmt: skip
     cost = np.full((m + 1, m + 1), np.inf)
     for i in range(m):
@@ -227,14 +234,26 @@ def optimize(
         raise TypeError(f"score must be callable score(x, t), got {score!r}")
     solver = get_solver(solver, **solver_options)
     if not solver.is_ode or solver.adaptive:
-        raise ValueError(f"optimize chooses grids for fixed-step ODE solvers; {solver.name!r} is not one")
+        raise ValueError(f"optimize chooses grids for fixed-step ODE solvers; solver {solver.name!r} is not one")
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
     nfe = positive_int("nfe", nfe)
     denoise = boolean("denoise", denoise)
     t_end = sde.eps if t_end is None else positive_number("t_end", t_end)
+    # every option checked before any work (a bad one must not cost the teacher solve)
+    maxiter = None if maxiter is None else positive_int("maxiter", maxiter)
+    restarts = positive_int("restarts", restarts)
+    degree = None if degree is None else integer_at_least("degree", degree, 1)
+    trim = in_interval("trim", trim, 0.0, 1.0, closed="left")
+    holdout = in_interval("holdout", holdout, 0.0, 1.0, closed="left")
+    teacher_tol = positive_number("teacher_tol", teacher_tol)
+    teacher_steps = positive_int("teacher_steps", teacher_steps)
+    coeff = positive_number("coeff", coeff)
     process = sde.probability_flow(score)
-    inits = [init] if isinstance(init, str) or (hasattr(init, "ndim") and np.ndim(init) == 1) else list(init)
+    inits = [init] if isinstance(init, str) or (hasattr(init, "ndim") and np.ndim(init) == 1) else init
+    if not isinstance(inits, (list, tuple)) or not all(isinstance(g, str) or np.ndim(g) == 1 for g in inits):
+        raise TypeError(f"init must be a grid name, a 1-D array of times, or a list of them, got {init!r}")
+    inits = list(inits)
     if not inits:
         raise ValueError("init must name at least one starting grid")
     first = inits[0] if isinstance(inits[0], str) else "time_uniform"
@@ -246,19 +265,23 @@ def optimize(
         if event is None:
             raise ValueError("give x_T, or shape=(d,), or a score with event_shape")
         event = (int(event),) if np.ndim(event) == 0 else tuple(int(s) for s in event)
-        x_T = sde.prior_sample((positive_int("n", n),) + event, seed=seed)
+        # the prior in the score's library: a torch tensor for a torch-module score, as sample draws it
+        x_T = initial_state(sde, (positive_int("n", n),) + event, seed, score=score)
+    elif torch_module(score) is not None and not _xp.is_torch(x_T):
+        raise TypeError(
+            f"the score is a torch module; pass x_T as a torch tensor (on the module's device), or leave x_T out to "
+            f"draw it there; got {type(x_T).__name__}"
+        )
     if method == "dp":
-        teacher_steps = positive_int("teacher_steps", teacher_steps)
-        coeff = positive_number("coeff", coeff)
+        if teacher_steps < n_steps:  # the programme picks n_steps distinct points of the teacher's grid
+            raise ValueError(f"teacher_steps must be at least the grid's {n_steps} steps (nfe={nfe} buys {n_steps} "
+                             f"steps of {solver.name!r}), got teacher_steps={teacher_steps}")  # fmt: skip
         return gits_grid(process, x_T, n_steps, t_end, schedule=first, teacher_steps=teacher_steps, coeff=coeff,
                          teacher_tol=teacher_tol)  # fmt: skip
     from scipy.optimize import minimize
 
     ref = _reference(process, x_T, t_end, density, teacher_tol, denoise)
     n_all = x_T.shape[0]
-    holdout = float(holdout)
-    if not 0.0 <= holdout < 1.0:
-        raise ValueError(f"holdout must lie in [0, 1), got {holdout!r}")
     n_fit = n_all - int(round(holdout * n_all))
     if n_fit < 1:
         raise ValueError(f"holdout={holdout} leaves no warm-up point to fit on (n = {n_all})")
@@ -279,11 +302,11 @@ def optimize(
         if degree is None:
             basis = np.eye(n_steps)
         else:
-            degree = min(integer_at_least("degree", degree, 1), n_steps - 1)
+            degree = min(degree, n_steps - 1)
             centres = (np.arange(n_steps) + 0.5) / n_steps * 2.0 - 1.0
             basis = np.polynomial.legendre.legvander(centres, degree)  # (n_steps, degree + 1)
         # Nelder--Mead from the best starting grids (``restarts`` of them, best first); keep each run's best grid
-        for err0, g0 in sorted(starts, key=lambda p: p[0])[: positive_int("restarts", restarts)]:
+        for err0, g0 in sorted(starts, key=lambda p: p[0])[:restarts]:
             run = {"err": err0, "grid": g0}
 
             def objective(c, run=run):

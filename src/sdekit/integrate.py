@@ -15,7 +15,7 @@ import numpy as np
 from . import _xp
 from .backends import has_fused_score
 from .backends.auto import settle as settle_auto
-from .backends.job import CheckedScore, Job
+from .backends.job import CheckedScore, Job, StepCallback
 from .backends.registry import BACKENDS, backend_names, get_backend
 from .errors import NonFiniteError
 from .grids import make_grid
@@ -27,7 +27,7 @@ from .solvers import get_solver
 from .timechange import in_log_snr_time
 from .validation import in_interval, positive_int, positive_number, real_number
 
-__all__ = ["solve", "sample", "tweedie_denoise", "Job"]
+__all__ = ["solve", "sample", "check_sample", "initial_state", "torch_module", "tweedie_denoise", "Job"]
 
 #: Every valid ``backend=`` value (``"auto"`` and the registered backends, see :mod:`sdekit.backends.registry`).
 BACKEND_NAMES = backend_names()
@@ -126,7 +126,7 @@ def _adaptive_stops(solver, save_at, t0: float, t1: float) -> np.ndarray:
     return np.concatenate([[t0], inside, [t1]])
 
 
-def _torch_module(score):
+def torch_module(score):
     """The ``torch.nn.Module`` behind a score: the score itself, or the model that a chain of wrappers (adapters,
     guidance, conditioning: each keeps what it wraps as ``.fn``) ends at; else None."""
     torch = sys.modules.get("torch")
@@ -150,9 +150,10 @@ def _first_backend(**capabilities) -> str | None:
     return None
 
 
-def _initial_state(sde, shape, seed, backend, score, device, dtype, sample_ids=None):
-    """Prior draws for ``sample``: a tensor for a torch backend (or a torch module score), else a numpy array."""
-    module = _torch_module(score)
+def initial_state(sde, shape, seed, backend="auto", score=None, device=None, dtype=None, sample_ids=None):
+    """Prior draws at ``T`` of shape ``shape`` as ``sample`` makes them: a tensor for a torch backend (or a torch
+    module score, on its parameters' device and dtype), else a numpy array (also used by ``grids.optimize``)."""
+    module = torch_module(score)
     wants_torch = module is not None or device is not None or dtype is not None
     if backend == "auto" and wants_torch:
         backend = _first_backend(array_library="torch") or "torch"
@@ -178,7 +179,7 @@ def _pick_backend(backend, x0, score, solver, needs):
         raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKEND_NAMES)}")
     library = "torch" if _xp.is_torch(x0) else "numpy"
     if backend == "auto":
-        if library == "numpy" and _torch_module(score) is not None:
+        if library == "numpy" and torch_module(score) is not None:
             raise TypeError("the score is a torch module; pass x0 as a torch tensor (and backend='torch' or 'auto')")
         fused = library == "numpy" and has_fused_score(score)
         picked = _first_backend(array_library=library, fused_scores=True, **needs) if fused else None
@@ -187,7 +188,7 @@ def _pick_backend(backend, x0, score, solver, needs):
             raise ValueError(f"no installed backend runs {library} arrays; available: {sorted(BACKENDS)}")
         return picked
     entry = get_backend(backend)
-    if entry.array_library != "torch" and _torch_module(score) is not None:
+    if entry.array_library != "torch" and torch_module(score) is not None:
         raise TypeError(f"backend={backend!r} cannot run a torch module score; use backend='torch' (or 'auto')")
     if entry.array_library != library:
         want = "a torch tensor" if entry.array_library == "torch" else "a numpy array"
@@ -261,15 +262,19 @@ def solve(
         sample's step sequence (another tolerance sees another path). ``None``: ``"bridge"`` for adaptive SDE
         solvers (exact law at about the cost of fresh noise; redrawing fresh noise after a rejection, as
         ``"counter"`` does, selects the noise and biases the law; ``"tree"`` when the same path at every
-        tolerance matters), ``"counter"`` otherwise.
+        tolerance matters), ``"counter"`` otherwise. A probability-flow ODE draws no noise and refuses
+        ``"tree"`` and ``"bridge"`` (``ValueError``).
     cond : dict, optional
         Per-sample conditioning: keyword name -> array or tensor with leading dimension ``n`` (labels, embeddings).
         The score is called ``score(x, t, **cond)`` with the rows it is given (adaptive loops pass subsets, and
         the conditioning follows them), so sample ``i`` always sees its own ``cond[...][i]``.
     callback : callable, optional
-        ``callback(info)`` after each step with ``info = {"step", "t", "x", "denoised"}`` (``denoised``: the data
-        prediction when the solver computes one, else None; for adaptive solvers ``t`` is every sample's time and
-        ``step`` the attempt). Costs nothing when None. On the numba backend a callback runs the per-step loop (a
+        ``callback(info)`` after each step with ``info = {"step", "t", "x", "denoised"}``: ``t`` every sample's time
+        after the step, always a float64 ``(n,)`` numpy array; ``x`` the state after the step; ``denoised`` the data
+        prediction when the solver computes one, else None; for adaptive solvers ``step`` counts attempts. ``x`` and
+        ``denoised`` cannot change the run: read-only views of numpy arrays, copies of torch tensors
+        (:class:`sdekit.backends.job.StepCallback`). Costs nothing when None. On the numba backend a callback runs the
+        per-step loop (a
         fused kernel runs no python between steps); inside a captured CUDA graph it is refused.
     """
     start = time.perf_counter()
@@ -301,6 +306,9 @@ def solve(
         noise = "bridge" if solver.adaptive and is_sde_process else "counter"
     if noise not in NOISE_NAMES:
         raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
+    if noise != "counter" and not is_sde_process:
+        raise ValueError(f"noise={noise!r} applies to SDEs; the process is a probability-flow ODE, which draws no "
+                         f"noise (solver {solver.name!r}): leave noise=None")  # fmt: skip
     if noise == "bridge" and not solver.adaptive:
         raise ValueError(f"noise='bridge' is defined for adaptive solvers (it refines the increments of rejected "
                          f"steps); solver {solver.name!r} uses a fixed grid: use 'counter' or 'tree'")  # fmt: skip
@@ -323,6 +331,7 @@ def solve(
     sample_ids = np.arange(n, dtype=np.int64) if sample_ids is None else check_sample_ids(sample_ids, n)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable callback(info) or None, got {callback!r}")
+    callback = None if callback is None else StepCallback(callback, n)  # one contract for every loop's info
     score = getattr(process, "score", None)
     if cond is not None:
         if score is None:
@@ -334,7 +343,7 @@ def solve(
         needs[f"{noise}_noise"] = True
     name = _pick_backend(backend, x0, score, solver, needs)
     entry = get_backend(name)
-    log_snr = solver.adaptive and getattr(solver, "time", "t") == "log_snr"
+    log_snr = solver.adaptive and solver.time_for(getattr(process, "sde", process)) == "log_snr"
     if (not entry.fused_scores or log_snr) and score is not None:  # a fused backend checks the scores it cannot
         process = type(process)(process.sde, CheckedScore(score))  # compile itself (the time change it cannot)
     job_grid = ts
@@ -379,7 +388,7 @@ def _grad_mode(x):
         return contextlib.nullcontext()
     from .backends.torch_ import grad_mode
 
-    return grad_mode()
+    return grad_mode(x)
 
 
 def tweedie_denoise(sde: LinearSDE, score, x, t):
@@ -428,14 +437,55 @@ def _sample_grid(sde, solver, steps, grid, t_end):
             )
         return None
     if grid is None:
-        # the solver family's schedule (log-SNR for the exponential integrators, EDM's for EDM); a schedule of a
-        # linear SDE's log-SNR does not exist for other SDEs, whose default is uniform in t
-        grid = solver.default_grid if isinstance(sde, LinearSDE) else "uniform"
+        grid = solver.grid_for(sde)  # the solver family's schedule, or the SDE's own for the "uniform" family
     if isinstance(grid, str) or callable(grid):
         return make_grid(sde, positive_int("steps", DEFAULT_STEPS if steps is None else steps), grid, t_end)
     if steps is not None:
         raise ValueError(f"give steps or an explicit grid, not both (got steps={steps!r} and a grid array)")
     return grid
+
+
+def check_sample(sde, score, *, n=None, x_T=None, shape=None, solver="euler_maruyama", steps=None, grid=None,
+                 t_end=None, denoise=True, process="auto", device=None, dtype=None, **solver_options):  # fmt: skip
+    """Every check :func:`sample` makes before it draws or solves anything (the same messages); returns
+    ``(solver, process, t_end)``. ``sdekit.distributed.sample`` runs it before it writes its store, so a mistake
+    is reported at once instead of by every worker."""
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
+    if not callable(score):
+        raise TypeError(f"score must be callable score(x, t), got {score!r}")
+    try:
+        solver = get_solver(solver, **solver_options)
+    except ValueError as exc:
+        if solver_options and "unknown option" in str(exc):
+            raise ValueError(f"{exc}; sample() itself takes: {list(SAMPLE_OPTIONS)}") from None
+        raise
+    if process not in ("auto", "sde", "ode"):
+        raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
+    kind = solver.default_process if process == "auto" else process
+    if kind == "sde" and not solver.is_sde:
+        raise ValueError(f"solver {solver.name!r} integrates ODEs only; it cannot run process='sde'")
+    if kind == "ode" and not solver.is_ode:
+        raise ValueError(f"solver {solver.name!r} integrates SDEs only; it cannot run process='ode'")
+    proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
+    t_end = in_interval("t_end", sde.eps if t_end is None else t_end, 0.0, sde.T, what=f"(0, T) = (0, {sde.T})")
+    if (x_T is None) == (n is None):
+        raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
+    if x_T is not None and (device is not None or dtype is not None):
+        raise ValueError(f"device and dtype apply to a drawn x_T; x_T was given (device={device!r}, dtype={dtype!r})")
+    if (x_T is None) == (n is None):
+        raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
+    if x_T is not None and (device is not None or dtype is not None):
+        raise ValueError(f"device and dtype apply to a drawn x_T; x_T was given (device={device!r}, dtype={dtype!r})")
+    if x_T is None:
+        positive_int("n", n)
+        _event_shape(shape, score)
+        if not hasattr(sde, "prior_sample"):
+            raise ValueError(f"sde {sde!r} has no prior to sample from; pass x_T")
+    if denoise and not isinstance(sde, LinearSDE):
+        raise ValueError(f"denoise=True needs a LinearSDE, got {sde!r}; pass denoise=False")
+    _sample_grid(sde, solver, steps, grid, t_end)
+    return solver, proc, t_end
 
 
 def sample(
@@ -480,9 +530,11 @@ def sample(
     steps, grid
         Number of steps (default 1000) and the schedule: a name in ``sdekit.grids.GRIDS``, a callable
         ``grid(sde, steps, t_end)``, or an explicit decreasing array of times from ``T`` to ``t_end``. The default
-        schedule is the solver's ``default_grid``: ``"log_snr"`` for the exponential integrators (DPM-Solver++ and
-        its predictor-corrector family), EDM's ``"karras"`` for ``edm``, ``"uniform"`` otherwise (score_sde's
-        samplers) and for SDEs that are not linear. Adaptive solvers take neither.
+        schedule is ``solver.grid_for(sde)``: the solver family's ``default_grid`` (``"log_snr"`` for the
+        exponential integrators, EDM's ``"karras"`` for ``edm``, ``"time_uniform"`` for the Adams methods); for the
+        ``"uniform"`` family (score_sde's samplers, the Runge-Kutta methods) the SDE's ``default_grid``: uniform in
+        ``t`` on VP, sub-VP, VE and ``DiscreteVPSDE``, ``"karras"`` on ``EDMSDE`` (whose ``t`` is the noise level);
+        ``"uniform"`` on SDEs that are not linear. Adaptive solvers take neither.
     denoise : bool
         Apply Tweedie's step ``(x + sigma^2 score) / alpha`` at ``t_end`` (one more NFE).
     process : {"auto", "sde", "ode"}
@@ -503,36 +555,14 @@ def sample(
     callback : callable, optional
         ``callback(info)`` after each step, ``info = {"step", "t", "x", "denoised"}`` (see :func:`solve`).
     """
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
-    if not callable(score):
-        raise TypeError(f"score must be callable score(x, t), got {score!r}")
-    try:
-        solver = get_solver(solver, **solver_options)
-    except ValueError as exc:
-        if solver_options and "unknown option" in str(exc):
-            raise ValueError(f"{exc}; sample() itself takes: {list(SAMPLE_OPTIONS)}") from None
-        raise
-    if process not in ("auto", "sde", "ode"):
-        raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
-    kind = solver.default_process if process == "auto" else process
-    if kind == "sde" and not solver.is_sde:
-        raise ValueError(f"solver {solver.name!r} integrates ODEs only; it cannot run process='sde'")
-    if kind == "ode" and not solver.is_ode:
-        raise ValueError(f"solver {solver.name!r} integrates SDEs only; it cannot run process='ode'")
-    proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
-    t_end = in_interval("t_end", sde.eps if t_end is None else t_end, 0.0, sde.T, what=f"(0, T) = (0, {sde.T})")
-    if (x_T is None) == (n is None):
-        raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
-    if x_T is not None and (device is not None or dtype is not None):
-        raise ValueError(f"device and dtype apply to a drawn x_T; x_T was given (device={device!r}, dtype={dtype!r})")
+    solver, proc, t_end = check_sample(
+        sde, score, n=n, x_T=x_T, shape=shape, solver=solver, steps=steps, grid=grid, t_end=t_end, denoise=denoise,
+        process=process, device=device, dtype=dtype, **solver_options
+    )  # fmt: skip
     if x_T is None:
-        n = positive_int("n", n)
-        event = _event_shape(shape, score)
-        if not hasattr(sde, "prior_sample"):
-            raise ValueError(f"sde {sde!r} has no prior to sample from; pass x_T")
+        n, event = positive_int("n", n), _event_shape(shape, score)
         ids = None if sample_ids is None else check_sample_ids(sample_ids, n)
-        x_T = _initial_state(sde, (n,) + event, check_seed(seed), backend, score, device, dtype, ids)
+        x_T = initial_state(sde, (n,) + event, check_seed(seed), backend, score, device, dtype, ids)
     ts = _sample_grid(sde, solver, steps, grid, t_end)
     sol = solve(
         proc,
@@ -551,9 +581,7 @@ def sample(
         cond=cond,
         callback=callback,
     )
-    if denoise:
-        if not isinstance(sde, LinearSDE):
-            raise ValueError(f"denoise=True needs a LinearSDE, got {sde!r}; pass denoise=False")
+    if denoise:  # a LinearSDE (check_sample)
         final = score if cond is None else ConditionedScore(score, cond, sol.x.shape[0])
         with _grad_mode(sol.x):
             sol.x = tweedie_denoise(sde, CheckedScore(final), sol.x, t_end)

@@ -52,11 +52,22 @@ def check_seed(seed) -> int:
 
 
 def check_sample_ids(sample_ids, n: int) -> np.ndarray:
-    """Validate per-sample ids: ``n`` non-negative integers (any integer dtype), returned as an ``int64`` array."""
+    """Validate per-sample ids: ``n`` distinct non-negative integers (any integer dtype), as an ``int64`` array.
+
+    Two samples with the same id would draw the same prior and the same noise, i.e. be the same sample twice, so
+    repeated ids are refused (``ValueError`` naming the first repeated id)."""
     ids = np.asarray(sample_ids)
     if ids.shape != (n,) or ids.dtype.kind not in "iu" or (ids.size and ids.min() < 0):
         raise ValueError(f"sample_ids must be {n} non-negative integers (one id per sample), got {sample_ids!r}")
-    return ids.astype(np.int64, copy=False)
+    ids = ids.astype(np.int64, copy=False)
+    unique, counts = np.unique(ids, return_counts=True)
+    if unique.size != n:
+        k = int(np.argmax(counts > 1))
+        raise ValueError(
+            f"sample_ids must be distinct (a repeated id draws the same prior and noise, i.e. the same sample "
+            f"twice): id {int(unique[k])} appears {int(counts[k])} times among the {n} ids"
+        )
+    return ids
 
 
 def mix64_numpy(z: np.ndarray) -> np.ndarray:

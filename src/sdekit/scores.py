@@ -190,6 +190,8 @@ def classifier_free_guidance(score, scale: float, null_cond: dict) -> GuidedScor
         Keyword name -> the unconditional value: one row (shape ``cond[key].shape[1:]``, or a python number for a
         scalar label) repeated for every sample, or a full ``(n, ...)`` array.
 
+    Examples
+    --------
     Use it with ``sample(..., cond={...})`` (the per-sample conditioning follows chunks and adaptive subsets)::
 
         guided = classifier_free_guidance(score_from_eps(eps_model, sde), scale=3.0, null_cond={"label": 10})

@@ -53,11 +53,19 @@ class SDE:
         Default end time for sampling (the reverse process stops at ``t_end = eps``).
     noise : {"additive", "diagonal"}
         ``"additive"`` when ``g`` depends on ``t`` only.
+    default_grid : str
+        The schedule (a name in ``sdekit.grids.GRIDS``) of solvers whose family has none of its own (the
+        ``"uniform"`` family: ``Solver.grid_for``): ``"uniform"`` (equal steps in ``t``), ``"karras"`` for EDM.
+    adaptive_time : str
+        The variable an adaptive solver built with ``time="auto"`` (``dopri5``'s default) steps in
+        (``AdaptiveSolver.time_for``): ``"t"``, ``"log_snr"`` for EDM.
     """
 
     T: float = 1.0
     eps: float = 1e-3
     noise: str = "additive"
+    default_grid: str = "uniform"
+    adaptive_time: str = "t"
 
     def drift(self, x, t):
         """``f(x, t)``; ``x`` of shape ``(n, *event)``, ``t`` a scalar or ``(n,)``."""
@@ -310,8 +318,13 @@ class VESDE(LinearSDE):
 class EDMSDE(LinearSDE):
     """The SDE of Karras et al. 2022 (EDM): ``alpha = 1``, ``sigma(t) = t``, ``dx = sqrt(2 t) dW``.
 
-    Time is the noise level: ``T = sigma_max``, ``eps = sigma_min``. Prior ``N(0, sigma_max^2 I)``.
+    Time is the noise level: ``T = sigma_max``, ``eps = sigma_min``. Prior ``N(0, sigma_max^2 I)``. Equal steps in
+    ``t`` are equal steps in ``sigma``, far too coarse near the data, so the default schedule of the solvers without
+    one of their own is EDM's ``"karras"`` (``default_grid``; see ``Solver.grid_for``).
     """
+
+    default_grid = "karras"  # EDM's schedule (Karras et al. 2022, eq. 5, rho = 7) for every sampler of the paper
+    adaptive_time = "log_snr"  # dx/dlambda = D - x: not stiff near sigma_min, unlike dx/dsigma = (x - D) / sigma
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
         self.sigma_min = positive_number("sigma_min", sigma_min)

@@ -50,10 +50,12 @@ TIME_VARIABLES = ("t", "log_snr")
 _SQRT2 = math.sqrt(2.0)
 
 
-def check_time_variable(name: str, value) -> str:
-    """``value`` if it is one of :data:`TIME_VARIABLES`, else a ``ValueError`` naming the argument ``name``."""
-    if not isinstance(value, str) or value not in TIME_VARIABLES:
-        raise ValueError(f"{name} must be one of {list(TIME_VARIABLES)}, got {value!r}")
+def check_time_variable(name: str, value, also: tuple = ()) -> str:
+    """``value`` if it is one of :data:`TIME_VARIABLES` (or of ``also``), else a ``ValueError`` naming the argument
+    ``name`` and the valid values."""
+    valid = TIME_VARIABLES + tuple(also)
+    if not isinstance(value, str) or value not in valid:
+        raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}")
     return value
 
 

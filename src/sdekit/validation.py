@@ -1,9 +1,9 @@
 """Argument validators shared by every entry point: one check per kind of value, one wording of the error.
 
 Each validator takes the argument's ``name`` (used in the message) and its ``value``, and returns the value as a
-plain python ``int``, ``float`` or ``bool``. A value of the wrong kind (a string where a number is wanted) raises
-:class:`sdekit.errors.ArgumentTypeError`, which is both a ``TypeError`` and a ``ValueError`` (so either ``except``
-catches it); a value out of range raises ``ValueError``. Both name the argument and the value. numpy scalars
+plain python ``int``, ``float`` or ``bool``. A value of the wrong kind (a string where a number is wanted, ``2.5``
+or ``2.0`` where an integer is wanted) raises a plain ``TypeError``, as ``range(2.5)`` does; a value of the right kind
+out of range raises ``ValueError``. Both name the argument and the value. numpy scalars
 (``np.int64``, ``np.float32``, ``np.bool_``) are numbers like python's; ``True``/``False`` are not numbers here
 (``steps=True`` is a mistake, not 1 step).
 """
@@ -15,8 +15,6 @@ import numbers
 import os
 
 import numpy as np
-
-from .errors import ArgumentTypeError
 
 __all__ = [
     "positive_int",
@@ -41,7 +39,7 @@ def integer_at_least(name: str, value, minimum: int) -> int:
     """``value`` as an ``int`` when it is an integer ``>= minimum``; ``ValueError`` naming ``name`` otherwise."""
     want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
     if _is_bool(value) or not isinstance(value, numbers.Integral):
-        raise ArgumentTypeError(f"{name} must be {want}, got {value!r}")
+        raise TypeError(f"{name} must be {want}, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be {want}, got {value!r}")
     return int(value)
@@ -50,7 +48,7 @@ def integer_at_least(name: str, value, minimum: int) -> int:
 def integer_in(name: str, value, low: int, high: int) -> int:
     """``value`` as an ``int`` when it is an integer in ``low..high`` (both included)."""
     if _is_bool(value) or not isinstance(value, numbers.Integral):
-        raise ArgumentTypeError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+        raise TypeError(f"{name} must be an integer in {low}..{high}, got {value!r}")
     if not low <= value <= high:
         raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
     return int(value)
@@ -65,7 +63,7 @@ def real_number(name: str, value, *, finite: bool = True) -> float:
     """``value`` as a ``float`` when it is a real number (finite unless ``finite=False``)."""
     message = f"{name} must be a {'finite ' if finite else ''}real number, got {value!r}"
     if _is_bool(value) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(message)
+        raise TypeError(message)
     if finite and not math.isfinite(float(value)):
         raise ValueError(message)
     return float(value)
@@ -74,7 +72,7 @@ def real_number(name: str, value, *, finite: bool = True) -> float:
 def positive_number(name: str, value) -> float:
     """``value`` as a ``float`` when it is a finite number ``> 0``."""
     if _is_bool(value) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"{name} must be a positive number, got {value!r}")
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
     if not (math.isfinite(float(value)) and value > 0):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
@@ -83,7 +81,7 @@ def positive_number(name: str, value) -> float:
 def non_negative_number(name: str, value, *, allow_inf: bool = False) -> float:
     """``value`` as a ``float`` when it is a number ``>= 0`` (finite unless ``allow_inf``)."""
     if _is_bool(value) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"{name} must be a non-negative number, got {value!r}")
+        raise TypeError(f"{name} must be a non-negative number, got {value!r}")
     if not (value >= 0 and (allow_inf or math.isfinite(float(value)))):
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
     return float(value)
@@ -101,7 +99,7 @@ def in_interval(name: str, value, low: float, high: float, *, closed: str = "nei
     right = "]" if closed in ("right", "both") else ")"
     message = f"{name} must lie in {what or f'{left}{low}, {high}{right}'}, got {value!r}"
     if _is_bool(value) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(message)
+        raise TypeError(message)
     if not (math.isfinite(float(value)) and lo_ok(float(value)) and hi_ok(float(value))):
         raise ValueError(message)
     return float(value)
@@ -115,7 +113,7 @@ def probability(name: str, value) -> float:
 def boolean(name: str, value) -> bool:
     """``value`` as a ``bool`` when it is ``True`` or ``False`` (numpy's ``np.bool_`` too)."""
     if not _is_bool(value):
-        raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
+        raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 
 

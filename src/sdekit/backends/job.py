@@ -13,7 +13,7 @@ import numpy as np
 from .. import _xp
 from ..solvers.base import Solver
 
-__all__ = ["Job", "CheckedScore", "Trajectory"]
+__all__ = ["Job", "CheckedScore", "Trajectory", "StepCallback"]
 
 
 @dataclass
@@ -105,3 +105,37 @@ class Trajectory:
         i = self.slots.get(k)
         if i is not None:
             self.data[i] = x
+
+
+class StepCallback:
+    """The user's ``callback(info)`` seen through one contract, whatever loop calls it.
+
+    ``info["t"]`` is always a float64 numpy array of shape ``(n,)``: every sample's time after the step (all equal on
+    a fixed grid; per sample in the adaptive loops, whose ``step`` counts attempts). ``info["x"]`` (the state after
+    the step) and ``info["denoised"]`` (or ``None``) cannot change the run: numpy arrays are passed as read-only
+    views (an in-place edit raises ``ValueError``), torch tensors as copies (``clone``, on their device, no host
+    read). Keep them as they are; they are not overwritten by later steps.
+    """
+
+    def __init__(self, callback, n: int):
+        self.callback, self.n = callback, n
+
+    def _guarded(self, a):
+        if a is None:
+            return None
+        if _xp.is_torch(a):
+            return a.detach().clone()
+        view = a.view()
+        view.flags.writeable = False
+        return view
+
+    def _times(self, t):
+        if _xp.is_torch(t):
+            t = t.detach().cpu().double().numpy()
+        t = np.asarray(t, dtype=np.float64)
+        return np.full(self.n, float(t)) if t.ndim == 0 else t.copy()
+
+    def __call__(self, info):
+        info = dict(info, t=self._times(info["t"]), x=self._guarded(info["x"]))
+        info["denoised"] = self._guarded(info.get("denoised"))
+        self.callback(info)

@@ -27,11 +27,12 @@ in the array-generic host loop of :mod:`sdekit.backends.adaptive` (same numbers)
 
 Gradients and capture
 ---------------------
-The loop runs under ``torch.no_grad()``. Inside ``with torch_options(differentiable=True):`` it keeps the
-autograd graph instead (differentiable sampling: gradients of the samples with respect to the score's
-parameters or to ``x0``). ``with torch_options(capture="cuda_graph"):`` records the whole fixed-grid loop
-in a CUDA graph the first time a given (process, solver, grid, shape, dtype, device) is solved and
-replays it on later calls (new ``x0`` and seed are copied into the graph's inputs); see
+The loop runs under ``torch.no_grad()`` unless the start ``x0`` (``sample``'s ``x_T``) requires grad: then it keeps
+the autograd graph, and ``backward()`` on the samples reaches ``x0`` and the score's parameters. Inside
+``with torch_options(differentiable=True):`` it keeps the graph whatever ``x0`` (gradients with respect to the
+score's parameters only); ``differentiable=False`` never keeps it. ``with torch_options(capture="cuda_graph"):``
+records the whole fixed-grid loop in a CUDA graph the first time a given (process, solver, grid, shape, dtype,
+device) is solved and replays it on later calls (new ``x0`` and seed are copied into the graph's inputs); see
 :func:`clear_capture_cache`.
 """
 
@@ -66,7 +67,9 @@ __all__ = [
     "torch_noise",
     "prior_sample",
     "initial_state",
+    "as_state",
     "grad_mode",
+    "keeps_graph",
     "clear_capture_cache",
     "CAPTURE_MODES",
 ]
@@ -79,7 +82,7 @@ _CACHE_SIZE = 4
 class TorchOptions:
     """Options of the torch backend (see :func:`torch_options`)."""
 
-    differentiable: bool = False
+    differentiable: bool | None = None
     capture: str | None = None
     sync_every: int | None = None
 
@@ -94,13 +97,15 @@ def current_options() -> TorchOptions:
 
 
 @contextlib.contextmanager
-def torch_options(*, differentiable: bool = False, capture: str | None = None, sync_every: int | None = None):
+def torch_options(*, differentiable: bool | None = None, capture: str | None = None, sync_every: int | None = None):
     """Options for torch solves started inside the ``with`` block.
 
     Parameters
     ----------
-    differentiable : bool
-        Keep the autograd graph through the loop (default: the loop runs under ``torch.no_grad()``).
+    differentiable : bool or None
+        Keep the autograd graph through the loop. ``None`` (default): keep it when ``x0`` requires grad, else run
+        under ``torch.no_grad()`` (an ordinary run builds no graph, even with a network whose parameters require
+        grad); ``True``: always; ``False``: never (``x0.requires_grad`` is then ignored).
     capture : {None, "cuda_graph"}
         Record the fixed-grid loop in a CUDA graph on the first call and replay it afterwards (CUDA tensors,
         fixed-step solvers, ``differentiable=False``; results equal the eager loop).
@@ -109,7 +114,7 @@ def torch_options(*, differentiable: bool = False, capture: str | None = None, s
         :data:`sdekit.backends.torch_adaptive.DEFAULT_SYNC_EVERY`, chosen by measurement). Larger values read
         the host less often and carry finished samples longer; results do not depend on it.
     """
-    differentiable = boolean("differentiable", differentiable)
+    differentiable = None if differentiable is None else boolean("differentiable", differentiable)
     if sync_every is not None:
         sync_every = positive_int("sync_every", sync_every)
     if capture not in CAPTURE_MODES:
@@ -126,9 +131,18 @@ def torch_options(*, differentiable: bool = False, capture: str | None = None, s
         _OPTIONS.reset(token)
 
 
-def grad_mode():
-    """The autograd context of the current options: ``torch.no_grad()`` unless ``differentiable=True``."""
-    return contextlib.nullcontext() if current_options().differentiable else torch.no_grad()
+def keeps_graph(x=None) -> bool:
+    """Whether a torch solve from ``x`` keeps the autograd graph: ``differentiable`` when set, else whether ``x``
+    requires grad."""
+    flag = current_options().differentiable
+    if flag is None:
+        return bool(getattr(x, "requires_grad", False))
+    return flag
+
+
+def grad_mode(x=None):
+    """The autograd context of a torch solve from ``x``: ``torch.no_grad()`` unless :func:`keeps_graph`."""
+    return contextlib.nullcontext() if keeps_graph(x) else torch.no_grad()
 
 
 def torch_noise(job):
@@ -192,6 +206,12 @@ def initial_state(sde, shape, seed, *, module=None, device=None, dtype=None, sam
     return prior_sample(sde, shape, seed, device=device, dtype=dtype, sample_ids=sample_ids)
 
 
+def as_state(x):
+    """A numpy array as this backend's state (``Backend.as_state``): a CPU tensor of the array's dtype; a tensor is
+    returned unchanged. ``bench.compare(backend="torch")`` hands its numpy start points over this way."""
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+
+
 # -- the loop ----------------------------------------------------------------------------------------
 
 
@@ -229,20 +249,23 @@ def run(job):
     """Run ``job`` (validated by :func:`sdekit.solve`) on torch tensors; returns ``(x, saved, nfe, stats)``."""
     opts = current_options()
     solver = job.solver
-    # every torch loop obeys one autograd policy: no graph unless torch_options(differentiable=True)
+    # one autograd policy for every torch loop: no graph unless x0 requires grad or differentiable=True (keeps_graph)
     if solver.adaptive:
-        with grad_mode():
+        with grad_mode(job.x0):
             # accept/reject as device-side masks, a host read every k attempts at most
             if torch_adaptive.supports(job, opts.sync_every):
                 return torch_adaptive.run(job, opts.sync_every)
             return adaptive_loop.run(job)  # the array-generic loop (per-attempt host control)
     if job.noise == "tree" and job.stochastic:  # the array-generic loop with Brownian-tree noise
-        with grad_mode():
+        with grad_mode(job.x0):
             return fixed_grid_loop(job, noise=tree_noise)
     start = time.perf_counter()
     n_steps = len(job.grid) - 1
-    with grad_mode():
+    with grad_mode(job.x0):
         if opts.capture == "cuda_graph":
+            if keeps_graph(job.x0):
+                raise ValueError("x0 requires grad, but capture='cuda_graph' replays a recorded graph and cannot keep "
+                                 "autograd: pass x0.detach() or leave torch_options(capture=...) off")  # fmt: skip
             if job.callback is not None:
                 raise ValueError("callback cannot run inside a captured CUDA graph (a replay runs no python between "
                                  "steps); pass callback=None or leave torch_options(capture=...) off")  # fmt: skip

@@ -50,7 +50,7 @@ from __future__ import annotations
 from ._compare import compare
 from ._exact_law import exact_law
 from ._metrics import COMPARE_METRICS, DEFAULT_METRIC, CompareMetric, MetricTarget, get_metric, register_metric
-from ._model import MODEL_N, MODEL_NFE, compare_model, load_model
+from ._model import MODEL_N, MODEL_NFE, MODEL_SOLVERS, compare_model, load_model
 from ._orders import fit_order
 from ._problems import (
     DEFAULT_GRID,
@@ -80,6 +80,7 @@ __all__ = [
     "load_model",
     "MODEL_NFE",
     "MODEL_N",
+    "MODEL_SOLVERS",
     "study",
     "CompareResult",
     "exact_law",

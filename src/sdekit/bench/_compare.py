@@ -465,6 +465,7 @@ def compare(
         "sde_metric_description": sde_desc,
         "noise_floor": sample_metric.floor,
         "versions": versions,
+        "skipped": {name: note for name, note in notes.items() if not any(r["solver"] == name for r in rows)},
     }
     result = CompareResult(rows=rows, orders=orders, info=info)
     result.info["wall_time"] = time.perf_counter() - start_time

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 import time
 from dataclasses import dataclass
 
@@ -42,10 +43,17 @@ from ._plan import check_nfe, plan_runs
 from ._problems import fixed_step_solvers
 from ._result import CompareResult
 
-__all__ = ["compare_model", "load_model", "LoadedModel", "MODEL_NFE", "MODEL_N", "REF_TOL", "write_sample_grid"]
+__all__ = [
+    "compare_model", "load_model", "LoadedModel", "MODEL_NFE", "MODEL_N", "MODEL_SOLVERS", "REF_TOL",
+    "write_sample_grid",
+]  # fmt: skip
 
+#: Default solvers of :func:`compare_model` (``solvers="all"``: every registered fixed-step solver): one or two of
+#: each family, so that the default run on the digits model answers in a few minutes on a laptop CPU (measured in
+#: docs/workbench.md); every solver takes 4-5 times as long.
+MODEL_SOLVERS = ("euler", "heun", "dpmpp_2m", "dpmpp_3m_pc", "ipndm", "euler_maruyama", "dpmpp_2m_sde")
 #: Default NFE budgets, samples and ODE start points of :func:`compare_model`.
-MODEL_NFE = (8, 16, 32, 64)
+MODEL_NFE = (8, 16, 32)
 MODEL_N = 1000
 MODEL_N_ODE = 200
 #: Tolerance of the reference solve of the ODE rows.
@@ -202,8 +210,9 @@ def compare_model(
     ----------
     model : str
         ``"digits"`` or ``"module:factory"`` (see the module docstring).
-    solvers : list of str, optional
-        Solver specs as in :func:`compare`; default every registered fixed-step solver.
+    solvers : list of str or "all", optional
+        Solver specs as in :func:`compare`; default :data:`MODEL_SOLVERS` (seven, one or two per family: a few
+        minutes on the digits model); ``"all"``: every registered fixed-step solver (4-5 times the cost).
     nfe : sequence of int
         NFE budgets, the final denoising evaluation included.
     grid : str
@@ -234,7 +243,9 @@ def compare_model(
         from ._peers import peer_versions
 
         versions = peer_versions()
-    runs, notes = plan_runs(fixed_step_solvers() if solvers is None else list(solvers))
+    if solvers is None or solvers == "all":
+        solvers = list(MODEL_SOLVERS) if solvers is None else fixed_step_solvers()
+    runs, notes = plan_runs(list(solvers))
     model = load_model(model)
     sde, score = model.sde, model.score
     t_end = float(sde.eps)
@@ -254,6 +265,13 @@ def compare_model(
         task = PeerTask(sde, score, x_T if dtype is not None else _torch_x(x_T), t_end, grid, True, seed,
                         dtype is not None, model.sigma_data)  # fmt: skip
     n_cells = (len(runs) + len(peer_list)) * len(budgets) + 1
+    if progress:  # the cost, stated before the work (measured rates: docs/workbench.md)
+        evals = (len(runs) + len(peer_list)) * sum(budgets) * n
+        print(
+            f"compare --model {model.name}: {len(runs) + len(peer_list)} rows x NFE {list(budgets)} x {n} samples = "
+            f"{evals / 1e6:.2g}M score evaluations, plus a reference solve of {n_ode} start points",
+            file=sys.stderr,
+        )
     rows, grids = [], {}
     with progress_bar(n_cells, progress, desc=f"compare --model {model.name}") as bar:
         t0 = time.perf_counter()
@@ -378,6 +396,8 @@ def write_sample_grid(grids: dict, path, *, title: str = "", per_row: int = 6):
     """A PNG of one tile per row (solver, process): its samples ``(k, *shape)`` as a mosaic, labelled.
 
     Images ``(c, h, w)`` with ``c`` 1 (grey, values in ``[-1, 1]``, ink dark) or 3 (RGB); 2-D events ``(h, w)``.
+    Any other event (a vector ``(d,)``, a sequence ``(c, L)``, ...) is not an image: its tile is a scatter plot of the
+    first two coordinates of the flattened samples (a strip of points for ``d = 1``), on the axes of all tiles.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -389,11 +409,19 @@ def write_sample_grid(grids: dict, path, *, title: str = "", per_row: int = 6):
     nrows = math.ceil(len(keys) / cols)
     fig = Figure(figsize=(1.9 * cols, 2.15 * nrows + 0.4), dpi=80)
     FigureCanvasAgg(fig)
+    points = {k: _points(v) for k, v in grids.items() if not _is_image(v)}
+    lims = _limits(np.concatenate(list(points.values()))) if points else None
     for i, key in enumerate(keys):
         ax = fig.add_subplot(nrows, cols, i + 1)
-        img, cmap = _mosaic(grids[key])
-        ax.imshow(img, cmap=cmap, vmin=-1.0, vmax=1.0, interpolation="nearest")
-        ax.set_axis_off()
+        if key in points:
+            ax.scatter(points[key][:, 0], points[key][:, 1], s=6, c="k")
+            ax.set_xlim(lims[0])
+            ax.set_ylim(lims[1])
+            ax.tick_params(labelsize=5)
+        else:
+            img, cmap = _mosaic(grids[key])
+            ax.imshow(img, cmap=cmap, vmin=-1.0, vmax=1.0, interpolation="nearest")
+            ax.set_axis_off()
         label = key[0] if len(key[0]) <= 22 else key[0][:21] + "."
         ax.set_title(f"{label} ({key[1]})", fontsize=7)
     if title:
@@ -401,6 +429,27 @@ def write_sample_grid(grids: dict, path, *, title: str = "", per_row: int = 6):
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path
+
+
+def _is_image(x) -> bool:
+    """Samples ``(k, h, w)`` or ``(k, c, h, w)`` with ``c`` 1 or 3: drawn as a mosaic of images."""
+    return x.ndim == 3 or (x.ndim == 4 and x.shape[1] in (1, 3))
+
+
+def _points(x) -> np.ndarray:
+    """``(k, 2)`` plot coordinates of non-image samples: the first two flattened coordinates (``(x, 0)`` for one)."""
+    flat = np.asarray(x, dtype=np.float64).reshape(x.shape[0], -1)
+    return flat[:, :2] if flat.shape[1] >= 2 else np.column_stack([flat[:, 0], np.zeros(len(flat))])
+
+
+def _limits(pts) -> tuple:
+    """Shared axis limits of the scatter tiles, padded by 5 % (finite points only)."""
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    if len(pts) == 0:
+        return (-1.0, 1.0), (-1.0, 1.0)
+    lo, hi = pts.min(0), pts.max(0)
+    pad = 0.05 * np.maximum(hi - lo, 1e-3)
+    return (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
 
 
 def _mosaic(x, gap: int = 1):

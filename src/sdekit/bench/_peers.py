@@ -48,8 +48,13 @@ from ..grids import make_grid
 
 __all__ = ["PEER_HINT", "PeerTask", "PeerRun", "peer_versions", "peer_runs", "run_peer"]
 
-#: What to install for ``--peers``.
-PEER_HINT = "pip install 'sdekit[bench]' (k-diffusion, diffusers and torch)"
+#: What to install for ``--peers``: the ``torch`` extra installs torch, ``bench`` diffusers (and torchsde, which
+#: k-diffusion's sampling module imports); k-diffusion is in no extra: its declared dependencies pull a CUDA build of
+#: torch and its training stack, and sdekit loads only its ``sampling`` module, so it is installed without them.
+PEER_HINT = (
+    "pip install 'sdekit[torch,bench]' (torch; diffusers, torchsde), then pip install --no-deps "
+    "k-diffusion==0.1.1.post1 (k-diffusion without its training stack)"
+)
 
 #: Number of training levels of the diffusers VP schedulers' ``trained_betas``.
 TRAIN_LEVELS = 1000

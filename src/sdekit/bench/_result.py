@@ -148,10 +148,21 @@ class CompareResult:
                 "come from exact laws."
             )
         notes = sorted({f"{r['solver']} ({r['process']}): {r['note']}" for r in self.rows if r["note"]})
+        notes += [f"{k}: {v}" for k, v in sorted(i.get("skipped", {}).items())]
         if notes:
             out += ["", "notes:"] + [f"  {s}" for s in notes]
         out.append(f"\ntotal wall time {i['wall_time']:.1f} s")
         return "\n".join(out)
+
+    def computed(self) -> bool:
+        """Whether any row has a finite error (a run whose every row was skipped or failed computed nothing)."""
+        return any(math.isfinite(r["error"]) for r in self.rows)
+
+    def why_empty(self) -> str:
+        """The reasons rows are missing or empty (row notes and skipped solvers), one per line."""
+        notes = sorted({f"{r['solver']} ({r['process']}): {r['note']}" for r in self.rows if r["note"]})
+        notes += [f"{k}: {v}" for k, v in sorted(self.info.get("skipped", {}).items())]
+        return "\n".join(notes) if notes else "no solver produced a row"
 
     def to_csv(self, path):
         """Write the rows as CSV (one line per run)."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _xp
 from .._version import __version__
-from ..integrate import SAMPLE_OPTIONS
+from ..integrate import SAMPLE_OPTIONS, check_sample
 from ..integrate import sample as sample_one
 from ..noise import check_seed
 from ..progress import progress_bar
@@ -171,6 +171,14 @@ def _check_options(options: dict, n: int) -> None:
         raise
 
 
+def _check_sample(sde, score, n: int, options: dict) -> None:
+    """What every shard's ``sdekit.sample`` would refuse (event shape, process, grid, t_end, denoise), refused
+    here, before the store is written or a worker started."""
+    checked = ("shape", "solver", "steps", "grid", "t_end", "denoise", "process", "device", "dtype")
+    kwargs = {k: v for k, v in options.items() if k in checked or k not in SAMPLE_OPTIONS}
+    check_sample(sde, score, n=n, **kwargs)
+
+
 def _configuration(sde, score, seed, n, shard_size, options) -> dict:
     """The job's configuration: ``job`` (compared when a store is reopened) and ``info`` (not compared)."""
     solver_options = {k: v for k, v in options.items() if k not in SAMPLE_OPTIONS}
@@ -278,6 +286,7 @@ def sample(
     retries = integer_at_least("retries", retries, 0)
     sample_kwargs.pop("progress", None)  # the bar is over shards, not inside them
     _check_options(sample_kwargs, n)
+    _check_sample(sde, score, n, sample_kwargs)
     check_client(client)
     n_shards = math.ceil(n / shard_size)
     config = _configuration(sde, score, seed, n, shard_size, sample_kwargs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -104,8 +105,9 @@ class SampleStore:
     @classmethod
     def open_or_create(cls, path, config: dict) -> SampleStore:
         """The store at ``path`` for a job with ``config``: created when the folder is new or empty, reopened
-        when it holds a store of the same configuration; :class:`StoreMismatchError` otherwise (nothing in it is
-        touched)."""
+        when it holds a store of the same configuration, reconfigured when it holds a store of another configuration
+        with no finished shard (a job that failed before any shard finished: nothing computed is lost);
+        :class:`StoreMismatchError` otherwise (nothing in it is touched)."""
         _import_zarr()
         store = cls(path)
         p = store.path
@@ -115,7 +117,12 @@ class SampleStore:
         if cfg_path.exists():
             stored = store.config
             diffs = config_differences(stored["job"], config["job"])
-            if diffs:
+            if diffs and not store.finished():
+                # no shard finished: nothing computed would be lost, so the new configuration replaces the old
+                # one (a partly written chunk of a killed shard goes with it)
+                shutil.rmtree(p / ARRAY_NAME, ignore_errors=True)
+                atomic_write_text(cfg_path, json.dumps(config, indent=1, sort_keys=True))
+            elif diffs:
                 raise StoreMismatchError(
                     f"store {str(p)!r} was written by a job with another configuration, and is never overwritten; "
                     f"use a new directory (or delete this one). Differences: "

@@ -54,7 +54,7 @@ class GridPlan:
     sde: object  # LinearSDE
     solver: object  # FixedStepSolver
     kind: str  # "sde" or "ode"
-    grid: np.ndarray  # float64, strictly decreasing; may be a single time (then only the denoising step)
+    grid: np.ndarray  # float64, decreasing (strictly, but for a zero-length last step); may be a single time
     final_denoise: bool
 
     @property
@@ -283,7 +283,7 @@ class Stepper:
 def plan_requests(plan: GridPlan) -> list:
     """``[(step, stage, t, at_state), ...]``: every evaluation of ``plan`` in order, from a dry run on a 1-sample
     numpy state (the times of a fixed-step solver's evaluations depend on the grid only). ``at_state``: the
-    evaluation is the step's first, at the step's time and (up to round-off) at its state -- not at a stage or
+    evaluation is the step's first, at the step's time and state (both up to round-off) -- not at a stage or
     churned state. (The dry run draws non-zero noise, so that a churned state differs from the step's.)"""
     noise = None
     if plan.stochastic and plan.solver.n_noise:
@@ -296,7 +296,7 @@ def plan_requests(plan: GridPlan) -> list:
             t = float(np.asarray(req.t).reshape(-1)[0])
             at = req.stage == 0 and (
                 req.at_state
-                or (req.step < plan.n_solver_steps and t == float(plan.grid[req.step])
+                or (req.step < plan.n_solver_steps and abs(t - float(plan.grid[req.step])) <= 1e-12 * abs(t)
                     and np.allclose(req.x, st.x, rtol=1e-12, atol=0.0))
             )  # fmt: skip
             out.append((req.step, req.stage, t, bool(at)))

@@ -9,9 +9,12 @@ announces every stage's timestep in ``timesteps`` (``order`` evaluations per ste
 ``HeunDiscreteScheduler`` does), and ``step`` returns the state the next evaluation is at. With
 ``final_sigmas_type="zero"`` (the default) the last timestep's output is the final denoising step ``x <- E[x_0|x]``.
 
-``SdekitScheduler.from_config(pipe.scheduler.config, solver=...)`` keeps the pipeline's scheduler: its training
-schedule (as that class computes it, in float32) and its timestep spacing (that class's own ``set_timesteps`` gives
-the timesteps and, where it has them, the noise levels), so swapping it in changes the solver only.
+``SdekitScheduler.from_config(pipe.scheduler.config)`` keeps the pipeline's scheduler: its training schedule (as that
+class computes it, in float32), its timestep spacing (that class's own ``set_timesteps`` gives the timesteps and,
+where it has them, the noise levels), its conventions (the latents' variable, ``init_noise_sigma``,
+``scale_model_input``, ``final_sigmas_type``, ``lower_order_final``, thresholding) and, with no ``solver=`` named, its
+method (Euler, Euler ancestral, Heun, DDIM, DDPM, DPM-Solver multistep, UniPC, DEIS: the same numbers to float32
+round-off); ``solver=...`` then changes the method and nothing else.
 
 ``SdekitScheduler("dpmpp_2m")`` reproduces ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
 solver_order=2)`` on the same timesteps to float32 round-off: diffusers keeps ``alphas_cumprod`` and its ``sigmas`` in
@@ -33,171 +36,51 @@ import warnings
 import diffusers
 import numpy as np
 import torch
-from diffusers.configuration_utils import ConfigMixin
-from diffusers.schedulers.scheduling_ddpm import betas_for_alpha_bar, rescale_zero_terminal_snr
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin, SchedulerOutput
-from diffusers.utils.torch_utils import randn_tensor
 
 from .. import _xp
 from ..discrete_vp import DiscreteVPSDE
-from ..grids import GRIDS, make_grid
+from ..grids import GRIDS
 from ..noise import check_seed
-from ..solvers import get_solver
+from ..solvers import SOLVERS, get_solver, parse_solver_spec
+from ..solvers.base import solver_options as options_of
 from ..validation import integer_at_least
+from ._diffusers_config import (
+    SPACINGS,
+    Draws,
+    GeneratorNoise,
+    alphas_cumprod_of,
+    announced_timesteps,
+    check_training_schedule,
+    class_of_config,
+    config_dict,
+    is_scheduler_class,
+    keys_of,
+    schedule_points,
+    source_method,
+    summary,
+    takes_zero_step,
+    threshold,
+    training_betas,
+)
+from ._diffusers_score import (
+    PREDICTION_TYPES,
+    DiffusersScore,
+    check_prediction_type,
+    score_from_diffusers,
+    score_of_output,
+    sde_from_diffusers,
+    split_learned_variance,
+)
 from ._driver import GridPlan, Stepper, counter_noise, plan_requests
 
 __all__ = ["SdekitScheduler", "score_from_diffusers", "sde_from_diffusers", "DiffusersScore", "PREDICTION_TYPES"]
 
-#: The network outputs sdekit converts to a score (diffusers' names).
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-#: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
-SPACINGS = ("linspace", "leading", "trailing")
 FINAL_SIGMAS = ("zero", "sigma_min")
-_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
-
-
-# -- the training schedule ---------------------------------------------------------------------------------
-
-
-def _config_dict(config, name: str) -> dict:
-    if hasattr(config, "config") and not isinstance(config, dict):  # a scheduler (or pipeline component)
-        config = config.config
-    if not isinstance(config, dict):  # FrozenDict is a dict
-        raise TypeError(f"{name} must be a diffusers scheduler config (a dict) or a scheduler, got {config!r}")
-    return dict(config)
-
-
-def _check_training_schedule(config: dict, name: str) -> None:
-    if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
-        raise ValueError(f"{name} describes a flow-matching model, not a VP (DDPM) training schedule")
-    if config.get("trained_betas") is None and "beta_schedule" not in config:
-        raise ValueError(
-            f"{name} has no training schedule: it needs beta_schedule (with beta_start, beta_end and "
-            f"num_train_timesteps) or trained_betas, as DDPM-family schedulers have; got keys {sorted(config)}"
-        )
-
-
-def _alphas_cumprod(config: dict, name: str) -> torch.Tensor:
-    """``alphas_cumprod`` of a diffusers config, computed as diffusers' schedulers do (float32)."""
-    _check_training_schedule(config, name)
-    n = integer_at_least(f"{name}['num_train_timesteps']", config.get("num_train_timesteps", 1000), 2)
-    trained = config.get("trained_betas")
-    schedule = config.get("beta_schedule", "linear")
-    start, end = float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02))
-    if trained is not None:
-        betas = torch.tensor(np.asarray(trained), dtype=torch.float32)
-    elif schedule == "linear":
-        betas = torch.linspace(start, end, n, dtype=torch.float32)
-    elif schedule == "scaled_linear":
-        betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float32) ** 2
-    elif schedule == "squaredcos_cap_v2":
-        betas = betas_for_alpha_bar(n)
-    else:
-        raise ValueError(f"{name}['beta_schedule'] must be one of {list(_BETA_SCHEDULES)}, got {schedule!r}")
-    rescale = bool(config.get("rescale_betas_zero_snr", False))
-    if rescale:
-        betas = rescale_zero_terminal_snr(betas)
-    ac = torch.cumprod(1.0 - betas, dim=0)
-    if rescale:
-        ac[-1] = 2**-24  # as DPMSolverMultistep and Euler do: close to zero SNR with a finite first sigma
-    return ac
-
-
-def sde_from_diffusers(scheduler_config) -> DiscreteVPSDE:
-    """The :class:`sdekit.DiscreteVPSDE` of a diffusers scheduler or scheduler config (its training schedule).
-
-    A scheduler object's own ``alphas_cumprod`` is used when it has one; a config is read as diffusers' schedulers
-    read it (``beta_schedule`` ``linear`` / ``scaled_linear`` / ``squaredcos_cap_v2`` or ``trained_betas``,
-    ``rescale_betas_zero_snr``), in float32 like them.
-    """
-    ac = getattr(scheduler_config, "alphas_cumprod", None)
-    if ac is None:
-        ac = _alphas_cumprod(_config_dict(scheduler_config, "scheduler_config"), "scheduler_config")
-    return DiscreteVPSDE(alphas_cumprod=ac)
-
-
-def _check_prediction_type(value, name: str) -> str:
-    if value not in PREDICTION_TYPES:
-        raise ValueError(f"{name} must be one of {list(PREDICTION_TYPES)}, got {value!r}")
-    return value
-
-
-def score_of_output(prediction_type: str, out, x, alpha, sigma):
-    """The score at ``x`` from a network output of ``prediction_type``; ``alpha``, ``sigma`` broadcast with ``x``."""
-    if prediction_type == "epsilon":
-        return -out / sigma
-    if prediction_type == "sample":
-        return (alpha * out - x) / (sigma * sigma)
-    # v = alpha eps - sigma x0 (Salimans & Ho 2022): eps = (sigma x + alpha v) / (alpha^2 + sigma^2)
-    return -(sigma * x + alpha * out) / (sigma * (alpha * alpha + sigma * sigma))
-
-
-def _split_learned_variance(out, channels: int, variance_type):
-    if variance_type in ("learned", "learned_range") and out.shape[1] == 2 * channels:
-        return out[:, :channels]
-    return out
-
-
-# -- network -> score --------------------------------------------------------------------------------------
-
-
-class DiffusersScore:
-    """The score of a diffusers network (see :func:`score_from_diffusers`)."""
-
-    def __init__(self, unet, sde: DiscreteVPSDE, prediction_type: str, variance_type=None):
-        if not callable(unet):
-            raise TypeError(f"unet must be a callable network unet(x, timestep, **cond), got {unet!r}")
-        self.fn, self.sde, self.prediction_type, self.variance_type = unet, sde, prediction_type, variance_type
-        cfg = getattr(unet, "config", None)
-        size, channels = getattr(cfg, "sample_size", None), getattr(cfg, "in_channels", None)
-        if size is not None and channels is not None:
-            size = (size, size) if isinstance(size, int) else tuple(size)
-            self.event_shape = (int(channels), *(int(s) for s in size))
-        param = next(unet.parameters(), None) if isinstance(unet, torch.nn.Module) else None
-        self._dtype = param.dtype if param is not None else None
-
-    def __call__(self, x, t, **cond):
-        if not _xp.is_torch(x):
-            raise TypeError(
-                "a diffusers network takes torch tensors; sample with backend='torch' (or pass x_T as a tensor)"
-            )
-        sde = self.sde
-        timestep = sde.timestep(t).clamp(0.0, sde.num_timesteps - 1.0)  # the trained range (k-diffusion clamps too)
-        dtype = self._dtype or x.dtype
-        out = self.fn(x.to(dtype), timestep.to(dtype), **cond)
-        out = out.sample if hasattr(out, "sample") else (out[0] if isinstance(out, tuple) else out)
-        out = _split_learned_variance(out, x.shape[1], self.variance_type).to(x.dtype)
-        alpha, sigma = sde.marginal(t)
-        return score_of_output(self.prediction_type, out, x, _xp.per_sample(alpha, x), _xp.per_sample(sigma, x))
-
-    def __repr__(self):
-        return f"score_from_diffusers({type(self.fn).__name__}, {self.sde!r}, prediction_type={self.prediction_type!r})"
-
-
-def score_from_diffusers(unet, scheduler_config):
-    """``(sde, score)`` for a diffusers network trained on a DDPM schedule.
-
-    Parameters
-    ----------
-    unet : callable ``unet(x, timestep, **cond)``
-        A ``UNet2DModel`` / ``UNet2DConditionModel``-style network (output ``.sample`` or a tuple); ``cond``
-        (``sample(..., cond={"class_labels": ...})``) is passed through.
-    scheduler_config : dict or scheduler
-        The config of the scheduler it was trained with (``pipe.scheduler.config``) or the scheduler itself: its
-        training schedule gives the :class:`sdekit.DiscreteVPSDE`, its ``prediction_type`` (``"epsilon"``,
-        ``"v_prediction"`` or ``"sample"``) the conversion.
-
-    The network is evaluated at ``timestep = sde.timestep(t)`` (real-valued, clamped to ``[0, N - 1]``; ``t = (tau +
-    1) / N``), in its parameters' dtype, and its output is converted to ``grad log p_t``. Example::
-
-        sde, score = score_from_diffusers(pipe.unet, pipe.scheduler.config)
-        sol = sdekit.sample(sde, score, n=4, solver="dpmpp_3m_pc", steps=20)   # x_T on the unet's device and dtype
-    """
-    config = _config_dict(scheduler_config, "scheduler_config")
-    sde = sde_from_diffusers(scheduler_config)
-    prediction_type = _check_prediction_type(config.get("prediction_type", "epsilon"),
-                                             "scheduler_config['prediction_type']")  # fmt: skip
-    return sde, DiffusersScore(unet, sde, prediction_type, config.get("variance_type"))
+#: the pipeline's latents: the VP state ``x`` (DDPM, DDIM, DPM-Solver, UniPC, DEIS) or ``x / alpha`` (Euler, Heun)
+STATE_VARIABLES = ("vp", "sigma")
+DEFAULT_SOLVER = "dpmpp_2m"
 
 
 # -- sdekit solvers as a scheduler -------------------------------------------------------------------------
@@ -231,17 +114,36 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     seed : int, optional
         SDE solvers: ``None`` draws their normals from the pipeline's ``generator`` (as diffusers' schedulers do);
         an integer uses sdekit's counter-based noise, the numbers ``sdekit.sample`` would give sample ``i``.
+    state_variable : {"vp", "sigma"}
+        The pipeline's latents: the VP state ``x`` (``init_noise_sigma = 1``, ``scale_model_input`` the identity: DDPM,
+        DDIM, DPM-Solver, UniPC, DEIS) or ``x / alpha`` (diffusers' Euler and Heun: ``init_noise_sigma`` about
+        ``sigma_max``, ``scale_model_input`` divides by ``sqrt(sigma^2 + 1)``); the solver runs on ``x`` either way.
+    lower_order_final : bool, optional
+        Given to any solver that has this option (and is not given it otherwise): the source scheduler's convention.
+    thresholding, dynamic_thresholding_ratio, sample_max_value, clip_sample, clip_sample_range
+        diffusers' dynamic thresholding (Imagen; per sample ``s = quantile(|x0|, ratio)`` in ``[1, sample_max_value]``,
+        ``x0 <- clamp(x0, -s, s) / s``) or clipping of the data prediction ``x0`` of every network output, before it
+        becomes the score ``(alpha x0 - x) / sigma^2``.
+
+    Notes
+    -----
+    Starting later (image-to-image: :meth:`set_begin_index`, or the first :meth:`step` at a later step point) runs the
+    solver afresh from that point, its multistep history built as ``sdekit.sample`` on the remaining grid builds it.
+    :meth:`from_config` of a diffusers scheduler's config without ``solver=`` runs that scheduler's own method (see
+    ``docs/models.md``, "Swap the scheduler of your pipeline").
 
     The state is kept in float32 for half-precision latents (as diffusers upcasts) and ``prev_sample`` is returned in
     the dtype of ``model_output``.
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
+    ignore_for_config = ["options"]
     order = 1
 
+    @register_to_config
     def __init__(
         self,
-        solver: str = "dpmpp_2m",
+        solver: str = DEFAULT_SOLVER,
         num_train_timesteps: int = 1000,
         beta_start: float = 0.0001,
         beta_end: float = 0.02,
@@ -257,6 +159,13 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         process: str = "auto",
         seed: int | None = None,
         solver_options: dict | None = None,
+        state_variable: str = "vp",
+        lower_order_final: bool | None = None,
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
         **options,
     ):
         if not isinstance(solver, str):
@@ -265,7 +174,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             )
         if solver_options is not None and not isinstance(solver_options, dict):
             raise TypeError(f"solver_options must be a dict of solver constructor options, got {solver_options!r}")
-        merged = {**(solver_options or {}), **options}
+        given = merged = {**(solver_options or {}), **options}
+        if lower_order_final is not None and "lower_order_final" not in merged:  # the convention, for any solver
+            name, fixed = parse_solver_spec(solver)
+            if name in SOLVERS and "lower_order_final" in options_of(name) and "lower_order_final" not in fixed:
+                merged = {**merged, "lower_order_final": bool(lower_order_final)}
         self._solver = get_solver(solver, **merged)
         if self._solver.adaptive:
             raise ValueError(
@@ -279,7 +192,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             what = "ODEs" if kind == "sde" else "SDEs"
             raise ValueError(f"solver {self._solver.name!r} integrates {what} only; it cannot run process={process!r}")
         self._kind = kind
-        _check_prediction_type(prediction_type, "prediction_type")
+        check_prediction_type(prediction_type, "prediction_type")
         if final_sigmas_type not in FINAL_SIGMAS:
             raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS)}, got {final_sigmas_type!r}")
         if timestep_spacing not in SPACINGS and timestep_spacing not in GRIDS:
@@ -287,8 +200,16 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                 f"timestep_spacing must be one of {list(SPACINGS)} (diffusers) or an sdekit grid {sorted(GRIDS)}, "
                 f"got {timestep_spacing!r}"
             )
-        if timestep_source is not None and not _is_scheduler_class(timestep_source):
+        if timestep_source is not None and not is_scheduler_class(timestep_source):
             raise ValueError(f"timestep_source must name a diffusers scheduler class, got {timestep_source!r}")
+        if state_variable not in STATE_VARIABLES:
+            raise ValueError(f"state_variable must be one of {list(STATE_VARIABLES)}, got {state_variable!r}")
+        ratio, max_value = float(dynamic_thresholding_ratio), float(sample_max_value)
+        if not 0.0 < ratio <= 1.0 or not max_value >= 1.0 or not float(clip_sample_range) > 0.0:
+            raise ValueError(
+                "dynamic_thresholding_ratio must be in (0, 1], sample_max_value >= 1 and clip_sample_range > 0, got "
+                f"{dynamic_thresholding_ratio!r}, {sample_max_value!r}, {clip_sample_range!r}"
+            )
         steps_offset = integer_at_least("steps_offset", steps_offset, 0)
         seed = None if seed is None else check_seed(seed)
         schedule = {
@@ -299,22 +220,30 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             "trained_betas": None if trained_betas is None else [float(b) for b in np.asarray(trained_betas)],
             "rescale_betas_zero_snr": bool(rescale_betas_zero_snr),
         }
-        self.alphas_cumprod = _alphas_cumprod(schedule, "config")
+        #: the training schedule as diffusers computes it (float32; ``alphas_cumprod[-1]`` clamped for zero SNR)
+        self.betas = training_betas(schedule, "config")
+        self.alphas = 1.0 - self.betas
+        self.alphas_cumprod = alphas_cumprod_of(self.betas, bool(rescale_betas_zero_snr))
         self.register_to_config(
             solver=solver, **schedule, prediction_type=prediction_type, variance_type=variance_type,
             timestep_spacing=timestep_spacing, steps_offset=steps_offset, final_sigmas_type=final_sigmas_type,
-            timestep_source=timestep_source, process=process, seed=seed, solver_options=merged or None,
+            timestep_source=timestep_source, process=process, seed=seed, solver_options=given or None,
         )  # fmt: skip
+        # diffusers' decorator counts positional arguments and keyword solver options as defaults
+        set_here = {"solver"} | ({"solver_options"} if given else set())
+        if "_use_default_values" in self.config:
+            used = sorted(k for k in self.config["_use_default_values"] if k not in set_here)
+            self.register_to_config(_use_default_values=used)
         #: the training schedule as an sdekit process
         self.sde = DiscreteVPSDE(alphas_cumprod=self.alphas_cumprod)
-        self.init_noise_sigma = 1.0  # the VP prior N(0, I)
         self.order = self._solver.nfe_per_step
         self.num_inference_steps = None
         self.timesteps = torch.arange(self.sde.num_timesteps - 1, -1, -1, dtype=torch.int64)
         self.sigmas = None
-        self._plan = self._requests = self._stepper = None
+        self._plan = self._requests = self._taus = self._run = self._stepper = None
+        self._idle = False
         self._step_index = self._begin_index = None
-        self._generator = None
+        self._draws = Draws()
 
     # -- config ----------------------------------------------------------------------------------------------
     @classmethod
@@ -329,20 +258,44 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if config is None:
             raise ValueError("from_config needs a config: SdekitScheduler.from_config(pipe.scheduler.config, ...)")
         source = type(config).__name__ if isinstance(config, SchedulerMixin) else None
-        config = _config_dict(config, "config")
+        config = config_dict(config, "config")
         init_keys = [k for k in inspect.signature(cls.__init__).parameters if k not in ("self", "options")]
-        source = source or config.get("_class_name") or _class_of_config(config)
+        if "solver" in config:  # an SdekitScheduler config (possibly passed through another class): ours
+            source = None
+        else:
+            source = source or config.get("_class_name") or class_of_config(config)
+        # entries the config's own class left at its defaults are not carried over (as diffusers' from_config does)
+        defaults = set(config.get("_use_default_values", ()))
+        config = {k: v for k, v in config.items() if k not in defaults}
         resolved = config
         init = {}
-        if isinstance(source, str) and source != cls.__name__ and _is_scheduler_class(source):
+        if isinstance(source, str) and source != cls.__name__ and is_scheduler_class(source):
             src_cls = getattr(diffusers, source)
-            _check_training_schedule(config, f"config (of {source})")
-            src = src_cls.from_config(_keys_of(src_cls, config))
+            if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
+                check_training_schedule(config, f"config (of {source})")  # refuses flow matching
+            src = src_cls.from_config(keys_of(src_cls, config))
             if getattr(src, "alphas_cumprod", None) is None:
                 raise ValueError(f"config (of {source}) has no training schedule (alphas_cumprod)")
             resolved = dict(src.config)
             init["timestep_source"] = source
-        _check_training_schedule(resolved, "config")
+        if "solver" not in config:  # (an SdekitScheduler config has its own defaults for what it leaves out)
+            check_training_schedule(resolved, "config")
+        named = "solver" in kwargs
+        if "timestep_source" in init:  # the source's own method, unless a solver is named, and its conventions
+            method = source_method(source, resolved)
+            if method is None:
+                if not named:
+                    warnings.warn(
+                        f"sdekit has no equivalent of {source}; SdekitScheduler.from_config runs "
+                        f"{DEFAULT_SOLVER!r} (name a solver: from_config(config, solver=...))",
+                        stacklevel=2,
+                    )
+            else:
+                init.update(method[2])
+                if not named:
+                    init["solver"], init["solver_options"] = method[0], method[1] or None
+                    if method[3] is not None:
+                        warnings.warn(f"{source} -> sdekit {method[0]!r}: {method[3]}", stacklevel=2)
         for key in init_keys:
             if key in resolved and key not in init:
                 init[key] = resolved[key]
@@ -350,13 +303,15 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         options = {k: kwargs.pop(k) for k in list(kwargs) if k not in init_keys}
         init.update(kwargs)
         if solver is not None:
-            if solver != init.get("solver"):
+            if solver != init.get("solver") or "timestep_source" in init:
                 init["solver_options"] = None  # options of another solver do not carry over
             init["solver"] = solver
         if options:
             init["solver_options"] = {**(init.get("solver_options") or {}), **options}
         model = cls(**init)
         hidden = {k: v for k, v in config.items() if k not in init_keys and not k.startswith("_")}
+        if config.get("_class_name") == cls.__name__:  # as diffusers' from_config keeps them
+            hidden.update({k: config[k] for k in ("_class_name", "_diffusers_version") if k in config})
         if hidden:
             model.register_to_config(**hidden)
         return (model, {}) if return_unused_kwargs else model
@@ -378,213 +333,261 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         self._begin_index = integer_at_least("begin_index", begin_index, 0)
 
     # -- the schedule ----------------------------------------------------------------------------------------
-    def _points(self, n, timesteps):
-        """``(taus (M,), sigmas (M+1,), from_sigmas)``: the model timesteps of the step points, their EDM noise levels
-        and the final level (0: the denoising step); ``from_sigmas``: the grid is read off ``sigmas``."""
-        cfg, sde = self.config, self.sde
-        N = sde.num_timesteps
-        zero = cfg.final_sigmas_type == "zero"
-        if timesteps is not None:
-            taus = np.asarray(timesteps, dtype=np.float64).reshape(-1)
-            if taus.size < 1 or not np.all(np.isfinite(taus)) or np.any(np.diff(taus) >= 0):
-                raise ValueError(f"timesteps must decrease strictly, got {list(np.asarray(timesteps))}")
-            if taus[0] > N - 1 or taus[-1] < 0:
-                raise ValueError(f"timesteps must lie in [0, {N - 1}], got {list(np.asarray(timesteps))}")
-            return taus, None, False
-        n = integer_at_least("num_inference_steps", n, 1)
-        source = cfg.timestep_source
-        if source is not None:
-            src_cls = getattr(diffusers, source)
-            src = src_cls.from_config(_keys_of(src_cls, dict(cfg)))
-            src.set_timesteps(n)
-            taus = src.timesteps.detach().cpu().double().numpy()
-            if np.all(np.diff(taus) < 0):
-                sig = getattr(src, "sigmas", None)
-                if _xp.is_torch(sig) and sig.ndim == 1 and sig.shape[0] == taus.size + 1:
-                    return taus, sig.detach().cpu().double().numpy(), True
-                return taus, None, False
-            warnings.warn(
-                f"timestep_source {source} repeats timesteps (a scheduler that evaluates several times per step); "
-                f"using timestep_spacing={cfg.timestep_spacing!r} of DPMSolverMultistepScheduler instead",
-                stacklevel=3,
-            )
-        spacing = cfg.timestep_spacing
-        if spacing in GRIDS:
-            if zero and n < 2:
-                raise ValueError(f"num_inference_steps must be >= 2 with timestep_spacing={spacing!r}, got {n}")
-            grid = make_grid(sde, n - 1 if zero else n, spacing)
-            taus = np.asarray(sde.timestep(grid), dtype=np.float64)
-            return taus[:n], None, False
-        if spacing == "linspace":
-            taus = np.linspace(0, N - 1, n + 1).round()[::-1][:-1].copy()
-        elif spacing == "leading":
-            ratio = N // (n + 1)
-            taus = (np.arange(0, n + 1) * ratio).round()[::-1][:-1].copy() + cfg.steps_offset
-        else:  # trailing
-            taus = np.arange(N, 0, -N / n).round().copy() - 1
-        return taus.astype(np.float64), None, False
-
-    def set_timesteps(self, num_inference_steps: int = None, device=None, timesteps=None):
-        """The schedule of ``num_inference_steps`` step points (or the given decreasing ``timesteps``).
+    def set_timesteps(self, num_inference_steps: int = None, device=None, timesteps=None, sigmas=None):
+        """The schedule of ``num_inference_steps`` step points, or of the given decreasing ``timesteps``, or of the
+        given EDM noise levels ``sigmas`` (``sqrt((1 - abar) / abar)``, the final level included: 0 for the denoising
+        step, as diffusers' ``set_timesteps(sigmas=...)`` takes them).
 
         ``self.timesteps`` then lists the timestep of every network evaluation: one per step point for one-evaluation
         solvers, ``order`` per step for the others (their stage times, real-valued), and the last point's evaluation
-        is the final denoising step when ``final_sigmas_type="zero"``.
+        is the final denoising step when the final level is 0 (``final_sigmas_type="zero"``). Repeated step points
+        (rounding: 1000 steps on 1000 trained timesteps) are removed; a final step of zero length (the last point
+        already at the final level: Karras sigmas with ``final_sigmas_type="sigma_min"``) is an evaluation whose
+        output is not used, the step diffusers' schedulers take there (it leaves the state as it is).
         """
-        if (num_inference_steps is None) == (timesteps is None):
-            raise ValueError("give exactly one of num_inference_steps and timesteps")
+        if sum(v is not None for v in (num_inference_steps, timesteps, sigmas)) != 1:
+            raise ValueError("give exactly one of num_inference_steps, timesteps and sigmas")
         sde = self.sde
-        taus, sigmas, from_sigmas = self._points(num_inference_steps, timesteps)
-        zero = self.config.final_sigmas_type == "zero"
-        if from_sigmas:
-            levels = sigmas[:-1]
-            if np.any(levels <= 0):
-                raise ValueError(f"timestep_source {self.config.timestep_source} gives noise levels {sigmas!r}")
-            grid = np.asarray(sde.t_from_log_snr(-np.log(levels)), dtype=np.float64)
-            final_denoise = sigmas[-1] == 0.0
-            if not final_denoise:
-                grid = np.append(grid, float(sde.t_from_log_snr(-math.log(sigmas[-1]))))
+        taus, levels = schedule_points(self.config, self.sde, num_inference_steps, timesteps, sigmas)
+        if levels is not None:
+            keep = np.append(True, levels[1:-1] < levels[:-2])  # repeated levels: zero-length steps
+            taus, points = taus[keep], levels[:-1][keep]
+            grid = np.asarray(sde.t_from_log_snr(-np.log(points)), dtype=np.float64)
+            final = float(levels[-1])
+            final_denoise = final == 0.0
+            if not final_denoise:  # a final level at the last point: a zero-length last step, taken by the solver
+                end = grid[-1] if final >= points[-1] else float(sde.t_from_log_snr(-math.log(final)))
+                grid = np.append(grid, end)
         else:
+            keep = np.append(True, taus[1:] < np.minimum.accumulate(taus)[:-1])  # repeated timesteps
+            taus = taus[keep]
             grid = np.asarray(sde.t_from_timestep(taus), dtype=np.float64)
-            final_denoise = zero
-            if not zero:
-                if taus[-1] <= 0:
-                    raise ValueError(
-                        "final_sigmas_type='sigma_min' ends at timestep 0, but the last timestep is already 0; use "
-                        "final_sigmas_type='zero' (the last evaluation denoises) or fewer steps"
-                    )
-                grid = np.append(grid, sde.eps)
-        if np.any(np.diff(grid) >= 0):
-            raise ValueError(f"the schedule's times must decrease strictly, got timesteps {taus!r}")
+            final_denoise = self.config.final_sigmas_type == "zero"
+            if not final_denoise:  # timestep 0 already the last point: a zero-length last step
+                grid = np.append(grid, grid[-1] if taus[-1] <= 0 else sde.eps)
+        if np.any(np.diff(grid)[:-1] >= 0) or np.any(np.diff(grid)[-1:] > 0):
+            raise ValueError(f"the schedule's times must decrease strictly, got timesteps {summary(taus)}")
         plan = GridPlan(sde, self._solver, self._kind, grid, bool(final_denoise))
         self._solver.check_process(plan.process(lambda x, t: x))
+        idle = len(grid) > 1 and grid[-1] == grid[-2] and not takes_zero_step(plan)
+        if idle:  # the solver divides by the step's length: the limit, the state as it is, without the step
+            plan = GridPlan(sde, self._solver, self._kind, grid[:-1], False)
         requests = plan_requests(plan)
+        if idle:  # the zero-length step's evaluation, its output unused
+            requests.append((plan.n_solver_steps, 0, float(grid[-1]), True))
         if not requests or not requests[0][3]:
             raise ValueError(
                 f"solver {self._solver.name!r} evaluates the network first at another state than the step's own (EDM's "
                 "churn on the first step): a pipeline evaluates its first timestep on its initial latents; use "
                 "S_churn=0 or S_tmax below the first noise level"
             )
-        values = []
-        for k, j, t, _ in requests:
-            if j == 0 and k < len(taus) and t == grid[k]:
-                values.append(float(taus[k]))
-            else:
-                tau = float(sde.timestep(t))
-                values.append(float(round(tau)) if abs(tau - round(tau)) < 1e-6 else tau)
+        values = announced_timesteps(sde, taus, grid, requests)
         integral = all(float(v).is_integer() for v in values)
         dtype = torch.int64 if integral else torch.float32
         self.timesteps = torch.tensor(values, dtype=dtype, device=device)
         self.num_inference_steps = len(taus)
-        per_step = [j + 1 for k, j, _, _ in requests if k < plan.n_solver_steps]
-        self.order = max(per_step) if per_step else 1
+        # evaluations per step, as pipelines use it (t_start * order): the count of most steps (restart's restart
+        # step makes more; a start after it is then at an earlier step point than t_start)
+        counts = np.bincount([k for k, _, _, _ in requests if k < plan.n_solver_steps], minlength=1)
+        counts = counts[counts > 0]
+        self.order = int(np.bincount(counts).argmax()) if counts.size else 1
         edm = np.exp(-np.asarray(sde.log_snr(grid), dtype=np.float64))
-        self.sigmas = torch.tensor(np.append(edm, 0.0) if final_denoise else edm, dtype=torch.float32)
-        self._plan, self._requests = plan, requests
-        self._stepper = None
+        edm = np.append(edm, 0.0) if final_denoise else edm
+        self.sigmas = torch.tensor(edm, dtype=torch.float32)
+        self._plan, self._requests, self._taus, self._idle = plan, requests, taus, idle
+        self._run = self._stepper = None
         self._step_index = self._begin_index = None
 
+    @property
+    def init_noise_sigma(self):
+        """The scale of the initial latents: 1 for the VP state; for ``state_variable="sigma"`` the largest noise
+        level ``sigma_max`` with "linspace" / "trailing" spacing, else ``sqrt(sigma_max^2 + 1)`` (diffusers' Euler and
+        Heun rule)."""
+        if self.config.state_variable == "vp":
+            return 1.0
+        if self.sigmas is not None:
+            top = self.sigmas.max()
+        else:
+            ac = self.alphas_cumprod[-1]
+            top = ((1 - ac) / ac) ** 0.5
+        return top if self.config.timestep_spacing in ("linspace", "trailing") else (top**2 + 1) ** 0.5
+
+    def _request_time(self, index: int) -> float:
+        """The sdekit time of evaluation ``index`` (of the running start's plan once it has started)."""
+        if self._run is not None and index >= self._run[2]:
+            plan, requests, offset = self._run
+            if index - offset < len(requests):
+                return float(requests[index - offset][2])
+        return float(self._requests[min(index, len(self._requests) - 1)][2])
+
+    def _alpha(self, t) -> float:
+        return float(self.sde.marginal(t)[0])
+
     def scale_model_input(self, sample, timestep=None, *args, **kwargs):
-        """The identity: the state is the network's input (VP variables)."""
-        return sample
+        """The network's input: the VP state. The identity for ``state_variable="vp"``; for ``"sigma"`` the latents
+        ``x / alpha`` times ``alpha = 1 / sqrt(sigma^2 + 1)`` of the evaluation (diffusers' Euler and Heun)."""
+        if self.config.state_variable == "vp":
+            return sample
+        if self._plan is None:
+            raise ValueError("call set_timesteps(num_inference_steps) before scale_model_input()")
+        index = self._step_index if self._step_index is not None else self._start_index(timestep)
+        return sample * self._alpha(self._request_time(index))
 
     # -- stepping --------------------------------------------------------------------------------------------
-    def _noise(self, x):
-        plan = self._plan
+    def _noise(self, plan, x):
         if not plan.stochastic or plan.solver.n_noise == 0:
             return None
         if self.config.seed is not None:
             return counter_noise(plan, x, self.config.seed)
-        m = plan.solver.n_noise
+        return GeneratorNoise(self._draws, x, plan.solver.n_noise)
 
-        def draw(step):
-            return [randn_tensor(tuple(x.shape), generator=self._generator, device=x.device, dtype=x.dtype)
-                    for _ in range(m)]  # fmt: skip
-
-        return draw
+    def _start_index(self, timestep) -> int:
+        if self._begin_index is not None:
+            return self._begin_index
+        # the first evaluation at this timestep that begins a step (Heun-type schedules list a point twice: as the
+        # last stage of one step and the first of the next; a later start is the latter, as in diffusers)
+        value = float(timestep)
+        for index, (_, j, _, _) in enumerate(self._requests):
+            if j == 0 and float(self.timesteps[index]) == value:
+                return index
+        raise ValueError(
+            f"timestep {value} is not a step point of scheduler.timesteps {summary(self.timesteps)}: start at one "
+            "of them (or call set_begin_index)"
+        )
 
     def _start(self, timestep, sample):
-        if self._begin_index is not None:
-            index = self._begin_index
-        else:
-            hits = (self.timesteps.to(torch.float64).cpu() == float(timestep)).nonzero()
-            if hits.numel() == 0:
-                raise ValueError(f"timestep {float(timestep)} is not in scheduler.timesteps {self.timesteps.tolist()}")
-            index = int(hits[0])
+        """Begin at the evaluation of ``timestep`` (or ``begin_index``): a fresh run of the solver on the schedule's
+        remaining points (its multistep history built from there, as ``sdekit.sample`` on that grid builds it)."""
+        index = self._start_index(timestep)
         if index >= len(self._requests):
-            raise ValueError(f"begin index {index} is past the schedule's {len(self._requests)} evaluations")
+            raise ValueError(f"begin_index {index} is past the schedule's {len(self._requests)} evaluations")
         k, j, _, _ = self._requests[index]
         if j != 0:
-            raise ValueError(f"the schedule cannot start inside a step (evaluation {index} is stage {j} of step {k})")
+            raise ValueError(
+                f"begin_index {index} is stage {j} of step {k}: a run starts at a step point (the first evaluation of "
+                f"a step, index {index - j}); img2img pipelines pass t_start * scheduler.order"
+            )
+        plan, requests = self._plan, self._requests
+        if k > 0:
+            plan = GridPlan(plan.sde, plan.solver, plan.kind, plan.grid[k:], plan.final_denoise)
+            requests = plan_requests(plan)
+            if self._idle:
+                requests.append((plan.n_solver_steps, 0, float(plan.grid[-1]), True))
+            self._announce_tail(index, k, plan, requests)
         work = sample.to(torch.float32) if sample.dtype in (torch.float16, torch.bfloat16) else sample
-        self._stepper = Stepper(self._plan, work, self._noise(work), start_step=k)
+        self._run = (plan, requests, index)
+        self._stepper = Stepper(plan, work, self._noise(plan, work))
         self._step_index = index
+
+    def _announce_tail(self, index, k, plan, requests):
+        """A fresh run from step point ``k`` evaluates where the whole schedule's tail does, except for solvers that
+        shape their steps by the number of steps (EDM's churn ``S_churn / n_steps``): their new stage timesteps are
+        written into ``self.timesteps[index:]`` in place, so a pipeline's slice of it sees them."""
+        if not requests[0][3]:
+            raise ValueError(
+                f"solver {self._solver.name!r} evaluates the network first at another state than the step's own "
+                f"(EDM's churn) when it starts at step {k}: a pipeline evaluates its first timestep on its initial "
+                "latents; use S_churn=0 or S_tmax below this noise level"
+            )
+        tail = self.timesteps[index:]
+        values = announced_timesteps(plan.sde, self._taus[k:], plan.grid, requests)
+        if len(values) != len(tail):
+            raise ValueError(
+                f"solver {self._solver.name!r} started at step {k} makes {len(values)} evaluations where the whole "
+                f"schedule lists {len(tail)}; start at step 0, or use a solver whose evaluations do not depend on the "
+                "number of steps"
+            )
+        new = torch.tensor(values, dtype=torch.float64)
+        if not torch.equal(new, tail.to(torch.float64).cpu()):
+            if not tail.is_floating_point() and not all(float(v).is_integer() for v in values):
+                raise ValueError(
+                    f"solver {self._solver.name!r} started at step {k} evaluates at timesteps {summary(values)}, "
+                    f"not at the listed {summary(tail)}"
+                )
+            tail.copy_(new.to(tail.dtype))
 
     def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True):
         """Take the network's output at ``timestep`` (evaluated at ``sample``); returns the state of the next
-        evaluation, or the result after the last one."""
+        evaluation, or the result after the last one.
+
+        The first call starts the run at ``begin_index`` (:meth:`set_begin_index`) or, without one, at the step
+        point ``timestep``: a later start (image-to-image) is a fresh run of the solver from there."""
         if self._plan is None:
             raise ValueError("call set_timesteps(num_inference_steps) before step()")
-        self._generator = generator
+        self._draws.generator = generator
         if self._stepper is None:
             self._start(timestep, sample)
         st = self._stepper
-        if st.done or self._step_index >= len(self._requests):
+        plan, requests, offset = self._run
+        if self._step_index >= offset + len(requests):
             raise ValueError("the schedule is complete; call set_timesteps again to sample anew")
+        if tuple(sample.shape) != tuple(st.x.shape) or tuple(model_output.shape[:1]) != tuple(sample.shape[:1]):
+            raise ValueError(
+                f"step() got sample of shape {tuple(sample.shape)} and model_output of shape "
+                f"{tuple(model_output.shape)}, but this run's state has shape {tuple(st.x.shape)}: the batch cannot "
+                "change during a run (call set_timesteps to start anew with another batch)"
+            )
         expected = float(self.timesteps[self._step_index])
         if abs(float(timestep) - expected) > 1e-3 * max(1.0, abs(expected)):
             raise ValueError(
                 f"step() got timestep {float(timestep)}, but evaluation {self._step_index} of the schedule is at "
                 f"timestep {expected}: call the network at scheduler.timesteps in order"
             )
+        _, _, t, at_state = requests[self._step_index - offset]
         work_dtype = st.x.dtype
-        if self._requests[self._step_index][3]:  # the evaluation is at the step's own state: the pipeline's latents
-            st.adopt(sample if sample.dtype == work_dtype else sample.to(work_dtype))
-        out = _split_learned_variance(model_output, sample.shape[1], self.config.variance_type).to(work_dtype)
-        t = self._requests[self._step_index][2]
         alpha, sigma = (float(c) for c in self.sde.marginal(t))
-        st.supply(score_of_output(self.config.prediction_type, out, st.pending.x, alpha, sigma))
+        sigma_state = self.config.state_variable == "sigma"
+        if at_state:  # the evaluation is at the step's own state: the pipeline's latents
+            x = sample if sample.dtype == work_dtype else sample.to(work_dtype)
+            st.adopt(x * alpha if sigma_state else x)
+        out = split_learned_variance(model_output, sample.shape[1], self.config.variance_type, "model_output")
+        if tuple(out.shape) != tuple(sample.shape):
+            raise ValueError(
+                f"step() got model_output of shape {tuple(model_output.shape)} for sample of shape "
+                f"{tuple(sample.shape)}: the network's prediction must have the sample's shape"
+            )
+        out = out.to(work_dtype)
+        if not st.done:  # else: the zero-length last step of a solver that cannot take it (the state stays)
+            st.supply(self._score(out, st.pending.x, alpha, sigma))
         self._step_index += 1
         prev = st.x if st.done else st.pending.x
+        if sigma_state and not (st.done and plan.final_denoise):
+            prev = prev / self._alpha(float(plan.grid[-1]) if st.done else self._request_time(self._step_index))
         prev = prev.to(model_output.dtype)
         if not return_dict:
             return (prev,)
         return SchedulerOutput(prev_sample=prev)
 
+    def _score(self, out, x, alpha: float, sigma: float):
+        """The score from a network output, its data prediction thresholded or clipped first if asked."""
+        cfg = self.config
+        if not (cfg.thresholding or cfg.clip_sample):
+            return score_of_output(cfg.prediction_type, out, x, alpha, sigma)
+        x0 = (x + (sigma * sigma) * score_of_output(cfg.prediction_type, out, x, alpha, sigma)) / alpha
+        x0 = threshold(x0, thresholding=cfg.thresholding, ratio=cfg.dynamic_thresholding_ratio,
+                       max_value=cfg.sample_max_value, clip=cfg.clip_sample,
+                       clip_range=cfg.clip_sample_range)  # fmt: skip
+        return score_of_output("sample", x0, x, alpha, sigma)
+
     def add_noise(self, original_samples, noise, timesteps):
-        """``alpha x_0 + sigma noise`` at the (per-sample) ``timesteps``."""
-        tau = torch.as_tensor(timesteps, device=original_samples.device).to(torch.float64).reshape(-1)
-        alpha, sigma = self.sde.marginal(self.sde.t_from_timestep(tau))
-        a = _xp.per_sample(alpha.to(original_samples.dtype), original_samples)
-        s = _xp.per_sample(sigma.to(original_samples.dtype), original_samples)
+        """``alpha x_0 + sigma noise`` at the (per-sample) ``timesteps`` (``x_0 + (sigma / alpha) noise`` for
+        ``state_variable="sigma"``); a timestep of the schedule is at its step point's noise level."""
+        tau = torch.as_tensor(timesteps).to(torch.float64).reshape(-1).cpu().numpy()
+        t = np.asarray(self.sde.t_from_timestep(tau), dtype=np.float64).reshape(-1)
+        if self._plan is not None:  # the schedule's own levels (a source's real-valued sigmas)
+            listed = self.timesteps.to(torch.float64).cpu().numpy()
+            points = {}
+            for j, (_, stage, t_j, _) in enumerate(self._requests):
+                if stage == 0:
+                    points.setdefault(float(listed[j]), t_j)
+            t = np.array([points.get(float(value), t_i) for value, t_i in zip(tau, t)], dtype=np.float64)
+        alpha, sigma = (np.asarray(v, dtype=np.float64).reshape(-1) for v in self.sde.marginal(t))
+        if self.config.state_variable == "sigma":
+            alpha, sigma = np.ones_like(alpha), sigma / alpha
+        like = original_samples
+        a = _xp.per_sample(torch.as_tensor(alpha, dtype=like.dtype, device=like.device), like)
+        s = _xp.per_sample(torch.as_tensor(sigma, dtype=like.dtype, device=like.device), like)
         return a * original_samples + s * noise
 
     def __len__(self):
         return self.config.num_train_timesteps
-
-
-def _is_scheduler_class(name) -> bool:
-    cls = getattr(diffusers, name, None) if isinstance(name, str) else None
-    return isinstance(cls, type) and issubclass(cls, SchedulerMixin) and cls is not SdekitScheduler
-
-
-def _class_of_config(config: dict):
-    """The diffusers scheduler class a config without ``_class_name`` comes from (a directly constructed scheduler's
-    config has none): the one whose constructor takes exactly the config's keys (of several, such as DDPMScheduler
-    and its twin DDPMParallelScheduler, the shortest name); ``None`` when none does."""
-    keys = {k for k in config if not k.startswith("_")}
-    if "solver" in keys:  # one of ours
-        return None
-    found = []
-    for name in dir(diffusers):
-        if name.endswith("Scheduler") and _is_scheduler_class(name):
-            params = set(inspect.signature(getattr(diffusers, name).__init__).parameters) - {"self", "kwargs"}
-            if params == keys:
-                found.append(name)
-    return min(found, key=lambda name: (len(name), name)) if found else None
-
-
-def _keys_of(cls, config: dict) -> dict:
-    """The entries of ``config`` that ``cls``'s constructor takes (no warnings about the others)."""
-    params = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-    return {k: v for k, v in config.items() if k in params}

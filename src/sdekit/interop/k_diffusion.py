@@ -17,7 +17,10 @@
   through unchanged;
 * ``callback`` receives k-diffusion's dict ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` once per step:
   ``x`` the state at ``sigmas[i]`` the step started from, ``denoised`` the data prediction the step made there;
-* ``disable`` is the progress bar's switch (shown only for ``disable=False``).
+* ``disable`` is the progress bar's switch (shown only for ``disable=False``);
+* ``x`` is a torch tensor, as in k-diffusion (the result is on its device, in its dtype); a numpy ``x`` is accepted
+  for a model written for numpy arrays (``sigma`` is then a numpy array too), and refused with a ``TypeError`` naming
+  ``x`` when the sigmas are a tensor or the model is a ``torch.nn.Module`` (or the model raises ``TypeError`` on it).
 
 So any sdekit solver drops into code written for ``sample_euler`` and friends (ComfyUI-style custom samplers).
 With the same float64 sigmas, ``euler``, ``heun`` and ``dpmpp_2m`` give k-diffusion's ``sample_euler``,
@@ -31,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import math
 import random
 import sys
 import types
@@ -40,12 +44,13 @@ import numpy as np
 
 from .. import _xp
 from ..backends.job import CheckedScore
+from ..errors import NonFiniteError
 from ..noise import check_seed
 from ..scores import ConditionedScore, score_from_denoiser
 from ..sdes import EDMSDE
-from ..solvers import get_solver
+from ..solvers import SOLVERS, get_solver, parse_solver_spec
 from ..solvers.edm import EDMSampler
-from ._driver import GridPlan, counter_noise, run
+from ._driver import GridPlan, OuterStepContext, counter_noise, run
 
 __all__ = ["k_diffusion_sampler", "load_k_diffusion_sampling", "KDiffusionSampler"]
 
@@ -144,11 +149,31 @@ def _split_extra_args(extra_args, n: int):
     return per_sample, constants
 
 
+#: k-diffusion's ``sample_heun`` churns at every noise level (``s_tmin=0``, ``s_tmax=inf``); ``edm`` named in
+#: :func:`k_diffusion_sampler` takes that window unless ``S_tmin`` / ``S_tmax`` are given (sdekit's own default is EDM's
+#: ImageNet window, ``[0.05, 50]``).
+K_DIFFUSION_HEUN_WINDOW = {"S_tmin": 0.0, "S_tmax": math.inf}
+
+
+def _peer_defaults(solver, options: dict) -> dict:
+    """``options`` with k-diffusion's defaults for the options of ``solver`` (a name or spec) that were not given."""
+    if not isinstance(solver, str):
+        return options  # an instance keeps its own settings
+    try:
+        name, spec_options = (solver, {}) if solver in SOLVERS else parse_solver_spec(solver)
+    except ValueError:
+        return options  # get_solver reports the bad spec
+    if SOLVERS.get(name) is not EDMSampler:
+        return options
+    given = set(spec_options) | set(options)
+    return {**{k: v for k, v in K_DIFFUSION_HEUN_WINDOW.items() if k not in given}, **options}
+
+
 class KDiffusionSampler:
     """A k-diffusion-style sampler running an sdekit solver (see :func:`k_diffusion_sampler`)."""
 
     def __init__(self, solver, process="auto", seed=None, check_finite=True, **options):
-        self.solver = get_solver(solver, **options)
+        self.solver = get_solver(solver, **_peer_defaults(solver, options))
         if self.solver.adaptive:
             raise ValueError(
                 f"solver {self.solver.name!r} chooses its own steps (per sample) and cannot run on the given sigmas; "
@@ -188,6 +213,10 @@ class KDiffusionSampler:
             raise TypeError(f"x must be a floating-point tensor or array (n, *event), got {type(x).__name__}")
         if x.ndim < 1 or x.shape[0] < 1:
             raise ValueError(f"x must have shape (n, *event) with n >= 1, got {tuple(x.shape)}")
+        if not _xp.is_torch(x) and (_xp.is_torch(sigmas) or _is_torch_module(model)):
+            what = "sigmas are a torch tensor" if _xp.is_torch(sigmas) else "model is a torch module"
+            raise TypeError(f"x must be a torch tensor when the {what} (k-diffusion's samplers work on tensors), got a "
+                            f"numpy array: pass torch.as_tensor(x)")  # fmt: skip
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable callback(info) or None, got {callback!r}")
         sig = _sigmas(sigmas)
@@ -198,19 +227,43 @@ class KDiffusionSampler:
         # the EDM process on the noise levels: time = sigma, alpha = 1 (only its coefficients are read)
         sde = EDMSDE(sigma_min=float(grid[-1]) if len(grid) > 1 else float(grid[0]) / 2, sigma_max=float(grid[0]))
         denoiser = functools.partial(model, **constants) if constants else model
+        if not _xp.is_torch(x):
+            denoiser = _NumpyCall(denoiser)
         score = score_from_denoiser(denoiser, sde)
         if per_sample:
             score = ConditionedScore(score, per_sample, n)
         score = CheckedScore(score)
-        plan = GridPlan(sde, self.solver, self.kind, np.ascontiguousarray(grid), bool(final_denoise))
+        churn_last = final_denoise and self.kind == "sde" and isinstance(self.solver, EDMSampler)
+        plan_type = _ChurnedFinalPlan if churn_last else GridPlan
+        grid = np.ascontiguousarray(grid)
+        plan = plan_type(sde, self.solver, self.kind, grid, bool(final_denoise) and not churn_last)
         self.solver.check_process(plan.process(score))
         noise = counter_noise(plan, x, self._seed(x)) if plan.stochastic else None
         report = None
         if callback is not None:
             report = self._reporter(callback, sigmas, sig, plan)
         with _grad_context(x):
-            return run(plan, x, score, noise, callback=report, check_finite=self.check_finite,
-                       progress=disable is False)  # fmt: skip
+            x = run(plan, x, score, noise, callback=report, check_finite=self.check_finite,
+                    progress=disable is False)  # fmt: skip
+            if churn_last:
+                x = self._churned_denoise(plan, x, score, noise, callback, sigmas, sig)
+        return x
+
+    def _churned_denoise(self, plan, x, score, noise, callback, sigmas, sig):
+        """EDM's last step to ``sigma = 0`` as k-diffusion's ``sample_heun`` takes it: churn the state to ``s_hat``
+        (when the churn window holds the last level), then the Euler step to 0, i.e. ``D(x_hat, s_hat)``."""
+        k = plan.n_solver_steps
+        t = float(plan.grid[-1])
+        _, s_hat, t_hat, churn, _, _ = self.solver.levels(plan.sde, t, t, k + 1, True)
+        x_hat = x + churn * noise(k)[0] if churn > 0.0 else x
+        x0 = x_hat + (s_hat * s_hat) * score(x_hat, _xp.full_time(t_hat, x_hat))  # alpha = 1: D = x + s^2 score
+        if callback is not None:  # x: the state the step started from, as for every other step
+            level = sigmas[k] if _xp.is_torch(sigmas) else sig[k]
+            hat = _xp.lib(level).as_tensor(s_hat, dtype=level.dtype) if _xp.is_torch(level) else s_hat
+            callback({"x": x, "i": k, "sigma": level, "sigma_hat": hat, "denoised": x0})
+        if self.check_finite and not _xp.isfinite_all(x0):
+            raise NonFiniteError(k, 0.0, "non-finite values after the final denoising step")
+        return x0
 
     def _reporter(self, callback, sigmas, sig, plan):
         """k-diffusion's callback dict from the driver's ``(k, x_k, denoised, ctx)``."""
@@ -229,12 +282,39 @@ class KDiffusionSampler:
         return report
 
 
+class _ChurnedFinalPlan(GridPlan):
+    """A plan whose schedule ends with a step to ``sigma = 0`` that :class:`KDiffusionSampler` takes itself (EDM's
+    churned last step): the solver's steps see the schedule's full length (``n_steps`` counts that step)."""
+
+    def context(self, k: int, memory: dict) -> OuterStepContext:
+        return OuterStepContext(k, self.grid, memory, extra=1)
+
+
+def _is_torch_module(model) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
+class _NumpyCall:
+    """A model called on numpy states: a ``TypeError`` it raises (a torch network given an array) names ``x``."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x, sigma, **kwargs):
+        try:
+            return self.model(x, sigma, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"model(x, sigma) raised TypeError on a numpy x ({exc}); a torch model needs x as a torch "
+                            "tensor: pass torch.as_tensor(x)") from exc  # fmt: skip
+
+
 def _grad_context(x):
     if not _xp.is_torch(x):
         return contextlib.nullcontext()
     from ..backends.torch_ import grad_mode
 
-    return grad_mode()
+    return grad_mode(x)
 
 
 def k_diffusion_sampler(solver="euler", *, process="auto", seed=None, check_finite=True, **options):
@@ -244,9 +324,16 @@ def k_diffusion_sampler(solver="euler", *, process="auto", seed=None, check_fini
 
     solver : str or Solver
         Any fixed-step sdekit solver (``options`` go to its constructor, checked now). Adaptive solvers choose their
-        own steps and are refused.
+        own steps and are refused. ``"edm"`` named here churns in k-diffusion's ``sample_heun`` window
+        (``S_tmin=0``, ``S_tmax=inf``) unless ``S_tmin`` / ``S_tmax`` are given, so ``k_diffusion_sampler("edm",
+        S_churn=c)`` is ``sample_heun(..., s_churn=c)``; ``S_churn`` and ``S_noise`` keep sdekit's defaults (40, 1).
     process : {"auto", "sde", "ode"}
-        The reverse SDE or the probability-flow ODE (``"auto"``: the solver's own; ``heun`` runs the ODE).
+        The reverse SDE or the probability-flow ODE (``"auto"``: the solver's own, the ODE for a solver that does
+        both: ``heun``, and ``sa_solver`` unless its stochasticity ``tau > 0`` or ``tau_interval`` is given).
+        k-diffusion itself has no SA-Solver; ComfyUI's ``sample_sa_solver`` (its fork of k-diffusion's sampling
+        module) is stochastic by default (``eta = 1`` between the noise levels at 20 % and 80 % of the model's
+        schedule). Its counterpart here is ``k_diffusion_sampler("sa_solver", tau=1.0, tau_interval=(lo, hi))``
+        with ``lo``, ``hi`` those two noise levels; plain ``"sa_solver"`` is deterministic (the ODE, ``tau = 0``).
     seed : int, optional
         Seed of the counter-based noise of SDE solvers (sample ``i`` sees the normals ``sdekit.sample`` would give it).
         ``None``: drawn from torch's global generator at each call, so ``torch.manual_seed`` controls it as it controls

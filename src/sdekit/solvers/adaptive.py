@@ -14,6 +14,7 @@ with ``t``, ``t_next`` per-sample arrays in ``x``'s library and ``nfe`` the eval
 
 from __future__ import annotations
 
+import inspect
 import math
 
 from .. import _xp
@@ -38,11 +39,12 @@ def rms_norm(v):
 class AdaptiveSolver(Solver):
     """Base of per-sample adaptive solvers: tolerances, initial step, controller, time variable.
 
-    ``time``: the variable the steps are taken in. ``"t"`` (default): the process's own time. ``"log_snr"``: the
+    ``time``: the variable the steps are taken in. ``"t"``: the process's own time. ``"log_snr"``: the
     log-SNR ``lambda = log(alpha / sigma)`` of a linear SDE (:mod:`sdekit.timechange`; Lu et al. 2022, sec. 3.1),
     where the flow is smooth near the data end (under EDM ``dx/dlambda = D - x`` instead of ``(x - D) / sigma``);
     :func:`sdekit.solve` integrates the time-changed process and returns the states at the original times. Step
-    sizes (``h_init`` too) are then in ``lambda`` units.
+    sizes (``h_init`` too) are then in ``lambda`` units. ``"auto"``: the SDE's ``adaptive_time`` (:meth:`time_for`):
+    ``"log_snr"`` on ``EDMSDE``, ``"t"`` elsewhere.
     """
 
     adaptive = True
@@ -56,11 +58,20 @@ class AdaptiveSolver(Solver):
             h_init = positive_number("h_init", h_init)
         self.h_init = h_init
         self.max_steps = positive_int("max_steps", max_steps)
-        self.time = check_time_variable("time", time)
+        self.time = check_time_variable("time", time, also=("auto",))
 
     def __repr__(self):
-        when = "" if self.time == "t" else f", time={self.time!r}"
+        default = inspect.signature(type(self).__init__).parameters["time"].default
+        when = "" if self.time == default else f", time={self.time!r}"
         return f"{type(self).__name__}(rtol={self.rtol}, atol={self.atol}{when})"
+
+    def time_for(self, sde) -> str:
+        """The time variable a solve of a process of ``sde`` steps in: ``time``, or for ``time="auto"`` the SDE's
+        ``adaptive_time`` (``"log_snr"`` on ``EDMSDE``, whose own time is the noise level and whose flow is stiff in
+        it near ``sigma_min``; ``"t"`` on the other SDEs and on SDEs without a log-SNR)."""
+        if self.time != "auto":
+            return self.time
+        return getattr(sde, "adaptive_time", "t")
 
     def initial_step(self, t0: float, t1: float) -> float:
         """The first attempted step size: ``h_init`` or 1% of the interval (Jolicoeur-Martineau et al.), in the
@@ -151,7 +162,10 @@ class Dopri5(AdaptiveSolver):
 
     ``time="log_snr"`` integrates ``dx/dlambda = F(x, t(lambda)) dt/dlambda`` (see :class:`AdaptiveSolver`): on
     EDM-like schedules the flow near ``sigma_min`` is no longer stiff, so loose tolerances stay stable and the
-    same tolerance costs fewer steps.
+    same tolerance costs fewer steps. The default ``time="auto"`` takes it on ``EDMSDE`` (measured on a 2-D
+    Gaussian, RMS endpoint error at rtol = atol = 1e-2: 0.42 in ``t``, 1.8e-3 in ``lambda`` at 53 and 55 NFE) and
+    ``t`` on the other SDEs, whose time the flow is not stiff in (on VE ``lambda`` is linear in ``t``: the same
+    steps).
     """
 
     name = "dopri5"
@@ -161,7 +175,7 @@ class Dopri5(AdaptiveSolver):
     tableau: EmbeddedTableau = DOPRI5
 
     def __init__(self, rtol: float = 1e-5, atol: float = 1e-5, h_init: float | None = None, max_steps: int = 100_000,
-                 time: str = "t"):  # fmt: skip
+                 time: str = "auto"):  # fmt: skip
         super().__init__(rtol, atol, h_init, max_steps, time)
         beta2 = DOPRI5_BETA
         self.controller = PIController(beta1=1.0 / (self.tableau.error_order + 1) - 0.75 * beta2, beta2=beta2)

@@ -52,10 +52,15 @@ class AnalyticFirstStep(FixedStepSolver):
 
     def __init__(self, solver, sigma_data: float = 1.0, **options):
         inner = get_solver(solver, **options)
-        if not inner.is_ode or inner.adaptive or inner.nfe_per_step != 1:
+        problems = [why for bad, why in (
+            (not inner.is_ode, "it does not integrate ODEs"),
+            (inner.adaptive, "it chooses its own steps (adaptive)"),
+            (inner.nfe_per_step != 1, f"it takes {inner.nfe_per_step} NFE per step"),
+        ) if bad]  # fmt: skip
+        if problems:
             raise ValueError(
-                f"AnalyticFirstStep wraps fixed-step ODE solvers with 1 NFE per step, got {inner.name!r} "
-                f"(nfe_per_step={inner.nfe_per_step})"
+                f"AnalyticFirstStep wraps fixed-step ODE solvers with 1 NFE per step; solver {inner.name!r} cannot be "
+                f"wrapped: {'; '.join(problems)}"
             )
         self.inner = inner
         self.sigma_data = positive_number("sigma_data", sigma_data)

@@ -107,12 +107,32 @@ class Solver:
     multistep_order: int = 1  # data predictions kept between steps (1: a one-step method)
     needs_additive_noise: bool = False
     adaptive: bool = False
-    default_grid: str = "uniform"  # the schedule ``sample`` uses when none is given (a name in sdekit.grids.GRIDS)
+    # the solver family's schedule (a name in sdekit.grids.GRIDS); "uniform" means "the SDE's own" (see grid_for)
+    default_grid: str = "uniform"
 
     @property
     def default_process(self) -> str:
         """The process ``sample(process="auto")`` integrates: ``"ode"`` when the solver does ODEs."""
         return "ode" if self.is_ode else "sde"
+
+    def grid_for(self, sde) -> str:
+        """The schedule ``sample`` uses with this solver on ``sde`` when no grid is given (a name in
+        ``sdekit.grids.GRIDS``).
+
+        * A family defined in noise levels (``"log_snr"``, ``"karras"``, ``"time_uniform"``) keeps its schedule on
+          every linear SDE: such a grid places the same noise levels whatever the SDE's time variable.
+        * The ``"uniform"`` family (score_sde's samplers and the generic Runge-Kutta / stochastic Runge-Kutta
+          methods) takes the SDE's own ``default_grid``: equal steps in ``t`` on score_sde's SDEs (VP, sub-VP, VE,
+          ``DiscreteVPSDE``), where ``t`` is the time those samplers were built for, and EDM's ``"karras"`` on
+          ``EDMSDE``, whose time is the noise level itself (equal steps in ``sigma`` put one step below
+          ``sigma = 4`` in 18 and give variances 100x off).
+        * An SDE without a log-SNR (``GeneralSDE``) has only time grids: ``"uniform"``.
+        """
+        if not (hasattr(sde, "log_snr") and hasattr(sde, "t_from_log_snr")):
+            return "uniform"
+        if self.default_grid == "uniform":
+            return getattr(sde, "default_grid", "uniform")
+        return self.default_grid
 
     def check_process(self, process) -> None:
         """``ValueError`` when the solver cannot integrate ``process`` (called once by ``solve``); default: any."""

@@ -95,6 +95,8 @@ class DPMSolverAdaptive(AdaptiveSolver):
     time : {"log_snr", "t"}
         The variable the steps are taken in (default ``"log_snr"``, see the module docstring).
 
+    Notes
+    -----
     Order 3 (local extrapolation of the 2(3) pair). 3 NFE per accepted step, 2 per rejected one.
     """
 

@@ -63,8 +63,13 @@ def sa_weights(nodes, h: float, tau: float, modified: bool) -> np.ndarray:
 @register
 class SASolver(FixedStepSolver):
     """SA-Solver with ``predictor_order`` (default 3) and ``corrector_order`` (default 3) points and stochasticity
-    ``tau`` (default 1: the reverse SDE); see the module docstring. Integrates the reverse SDE (``tau`` as given) or
-    the probability-flow ODE (``tau = 0``); ``sample(process="auto")`` takes the reverse SDE. 1 NFE per step."""
+    ``tau`` on the reverse SDE (default 1); see the module docstring. Integrates the reverse SDE (``tau`` as given)
+    or the probability-flow ODE (``tau = 0``). 1 NFE per step.
+
+    ``process="auto"`` (in ``sample``, ``k_diffusion_sampler``, ``SdekitScheduler``) runs the probability-flow ODE,
+    as for every solver that does both, unless the stochasticity is asked for: ``tau > 0`` or ``tau_interval``
+    given explicitly selects the reverse SDE. So ``sa_solver`` is deterministic and ``sa_solver(tau=1.0)`` (or
+    ``process="sde"``) is the paper's stochastic sampler."""
 
     name = "sa_solver"
     is_sde = True
@@ -80,14 +85,16 @@ class SASolver(FixedStepSolver):
         self,
         predictor_order: int = 3,
         corrector_order: int = 3,
-        tau: float = 1.0,
+        tau: float | None = None,
         tau_interval=None,
         lower_order_final: bool = True,
         modified: bool = True,
     ):
         self.predictor_order = integer_in("predictor_order", predictor_order, 1, 4)
         self.corrector_order = integer_in("corrector_order", corrector_order, 1, 4)
-        self.tau = non_negative_number("tau", tau)
+        self.tau = 1.0 if tau is None else non_negative_number("tau", tau)
+        # asked-for stochasticity makes the reverse SDE the natural process (default_process)
+        self.stochastic = (tau is not None or tau_interval is not None) and self.tau > 0.0
         if tau_interval is not None:
             try:
                 lo, hi = (non_negative_number("tau_interval", v, allow_inf=True) for v in tau_interval)
@@ -113,7 +120,8 @@ class SASolver(FixedStepSolver):
 
     @property
     def default_process(self) -> str:
-        return "sde"
+        """``"sde"`` when ``tau > 0`` or ``tau_interval`` was given, else the probability-flow ODE."""
+        return "sde" if self.stochastic else "ode"
 
     def check_process(self, process):
         linear_sde_of(process, self.name)

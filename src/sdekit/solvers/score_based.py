@@ -287,6 +287,9 @@ class AnnealedLangevin(FixedStepSolver):
     name = "annealed_langevin"
     is_sde = True
     n_brownian = 0
+    # NCSN's geometric levels on every linear SDE (on VE the uniform grid, to round-off); uniform in t on VP or in
+    # sigma on EDM leaves ratios sigma_i / sigma_L so large that the first levels' Langevin steps diverge
+    default_grid = "log_snr"
 
     def __init__(self, eps: float = 2e-5, n_steps: int = 100):
         self.eps, self.n_steps = positive_number("eps", eps), positive_int("n_steps", n_steps)

@@ -17,6 +17,7 @@ same sample sizes.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 from ..metrics import gaussian_w2
 
@@ -26,7 +27,10 @@ FEATURE_KEYS = ("classifier.fc1.weight", "classifier.fc1.bias", "classifier.fc2.
 
 
 def _silu(z):
-    return z / (1.0 + np.exp(-z))
+    """``z sigmoid(z)`` with the logistic function computed without overflow (``scipy.special.expit``): samples far
+    outside the data range (a diverging few-step solver) give pre-activations below -709, where ``exp(-z)``
+    overflows and ``z / (1 + exp(-z))`` warned although its value (-0) was right."""
+    return z * expit(z)
 
 
 def as_images(name: str, x) -> np.ndarray:

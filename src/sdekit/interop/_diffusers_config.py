@@ -1,0 +1,316 @@
+"""diffusers configs read as diffusers' schedulers read them: the training schedule, the class a config comes from,
+and short summaries of long arrays for error messages (used by :mod:`sdekit.interop.diffusers`)."""
+
+from __future__ import annotations
+
+import inspect
+
+import diffusers
+import numpy as np
+import torch
+from diffusers.schedulers.scheduling_ddpm import betas_for_alpha_bar, rescale_zero_terminal_snr
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+from .. import _xp
+from ..grids import GRIDS, make_grid
+from ..validation import integer_at_least
+from ._driver import Stepper
+
+__all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_cumprod_of", "is_scheduler_class",
+           "class_of_config", "keys_of", "summary", "BETA_SCHEDULES", "source_method", "threshold",
+           "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
+           "announced_timesteps", "takes_zero_step"]  # fmt: skip
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+#: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
+SPACINGS = ("linspace", "leading", "trailing")
+#: the class name of sdekit's own scheduler (never a timestep source)
+OWN_CLASS = "SdekitScheduler"
+
+
+def summary(values, edge: int = 3) -> str:
+    """``[a, b, c, ..., x, y, z] (n values)`` for a long array, the list itself for a short one (error messages)."""
+    arr = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values).reshape(-1)
+    items = [float(v) if not float(v).is_integer() else int(v) for v in arr.tolist()]
+    if len(items) <= 2 * edge + 1:
+        return str(items)
+    return f"[{', '.join(map(str, items[:edge]))}, ..., {', '.join(map(str, items[-edge:]))}] ({len(items)} values)"
+
+
+def config_dict(config, name: str) -> dict:
+    if hasattr(config, "config") and not isinstance(config, dict):  # a scheduler (or pipeline component)
+        config = config.config
+    if not isinstance(config, dict):  # FrozenDict is a dict
+        raise TypeError(f"{name} must be a diffusers scheduler config (a dict) or a scheduler, got {config!r}")
+    return dict(config)
+
+
+def check_training_schedule(config: dict, name: str) -> None:
+    if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
+        raise ValueError(f"{name} describes a flow-matching model, not a VP (DDPM) training schedule")
+    if config.get("trained_betas") is None and "beta_schedule" not in config:
+        raise ValueError(
+            f"{name} has no training schedule: it needs beta_schedule (with beta_start, beta_end and "
+            f"num_train_timesteps) or trained_betas, as DDPM-family schedulers have; got keys {sorted(config)}"
+        )
+
+
+def training_betas(config: dict, name: str) -> torch.Tensor:
+    """``betas`` of a diffusers config, computed as diffusers' schedulers do (float32), zero-SNR rescaled if asked."""
+    check_training_schedule(config, name)
+    n = integer_at_least(f"{name}['num_train_timesteps']", config.get("num_train_timesteps", 1000), 2)
+    trained = config.get("trained_betas")
+    schedule = config.get("beta_schedule", "linear")
+    start, end = float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02))
+    if trained is not None:
+        betas = torch.tensor(np.asarray(trained), dtype=torch.float32)
+    elif schedule == "linear":
+        betas = torch.linspace(start, end, n, dtype=torch.float32)
+    elif schedule == "scaled_linear":
+        betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float32) ** 2
+    elif schedule == "squaredcos_cap_v2":
+        betas = betas_for_alpha_bar(n)
+    else:
+        raise ValueError(f"{name}['beta_schedule'] must be one of {list(BETA_SCHEDULES)}, got {schedule!r}")
+    if config.get("rescale_betas_zero_snr", False):
+        betas = rescale_zero_terminal_snr(betas)
+    return betas
+
+
+def alphas_cumprod_of(betas: torch.Tensor, zero_snr: bool) -> torch.Tensor:
+    """``cumprod(1 - betas)`` (float32); with zero terminal SNR the last value, exactly 0, becomes ``2**-24`` as
+    diffusers' sigma-based schedulers (Euler, DPM-Solver, UniPC) set it: a finite first noise level. (The alternative,
+    an SDE whose noise level is infinite at ``T``, has no finite log-SNR at the first step, which every exponential
+    integrator divides by, and would not give diffusers' numbers.)"""
+    ac = torch.cumprod(1.0 - betas, dim=0)
+    if zero_snr:
+        # diffusers' clamp; where the schedule's second-to-last value is already below it (the linear schedule),
+        # diffusers' noise levels stop increasing at the end, which no SDE has: the last value continues the last
+        # ratio of the schedule instead (a noise level about that much above the previous one)
+        ac[-1] = 2.0**-24 if float(ac[-2]) > 2.0**-24 else float(ac[-2]) ** 2 / float(ac[-3])
+    return ac
+
+
+def is_scheduler_class(name) -> bool:
+    cls = getattr(diffusers, name, None) if isinstance(name, str) else None
+    return isinstance(cls, type) and issubclass(cls, SchedulerMixin) and name != OWN_CLASS
+
+
+def class_of_config(config: dict):
+    """The diffusers scheduler class a config without ``_class_name`` comes from (a directly constructed scheduler's
+    config has none): the one whose constructor takes exactly the config's keys (of several, such as DDPMScheduler
+    and its twin DDPMParallelScheduler, the shortest name); ``None`` when none does."""
+    keys = {k for k in config if not k.startswith("_")}
+    if "solver" in keys:  # one of ours
+        return None
+    found = []
+    for name in dir(diffusers):
+        if name.endswith("Scheduler") and is_scheduler_class(name):
+            params = set(inspect.signature(getattr(diffusers, name).__init__).parameters) - {"self", "kwargs"}
+            if params == keys:
+                found.append(name)
+    return min(found, key=lambda name: (len(name), name)) if found else None
+
+
+def keys_of(cls, config: dict) -> dict:
+    """The entries of ``config`` that ``cls``'s constructor takes (no warnings about the others)."""
+    params = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    return {k: v for k, v in config.items() if k in params}
+
+
+# -- the method of a diffusers scheduler class -------------------------------------------------------------
+
+#: ``state_variable`` of diffusers' sigma-parameterized schedulers: the pipeline's latents are ``x / alpha`` (the
+#: variable of k-diffusion and EDM), ``init_noise_sigma`` is about ``sigma_max``, and ``scale_model_input`` divides by
+#: ``sqrt(sigma^2 + 1)``
+SIGMA_STATE_CLASSES = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler")
+
+
+def source_method(name: str, config: dict):
+    """``(solver, options, conventions, difference)``: the sdekit solver that runs diffusers scheduler class ``name``
+    with ``config`` (its resolved config) and the conventions it keeps (``state_variable``, ``final_sigmas_type``,
+    ``lower_order_final``); ``difference`` is ``None`` when the two agree to float32 round-off and otherwise says how
+    they differ. ``None`` when sdekit has no such method."""
+    first_order = ("dpmpp_pc", {"order": 1, "corrector": False})
+    conv = {"state_variable": "sigma" if name in SIGMA_STATE_CLASSES else "vp"}
+    order = int(config.get("solver_order", 2))
+    lof = bool(config.get("lower_order_final", True))
+    if name == "EulerDiscreteScheduler":  # Euler in sigma on x / alpha is DDIM: DPM-Solver(++) of order 1
+        return (*first_order, conv, None)
+    if name == "EulerAncestralDiscreteScheduler":  # eta = 1: the DDPM posterior step between the two levels
+        return ("ancestral", {}, conv, None)
+    if name == "HeunDiscreteScheduler":
+        return ("edm", {"S_churn": 0.0}, conv, None)
+    if name == "DDIMScheduler":  # eta = 0 (pipelines pass eta only to schedulers whose step takes it)
+        conv["final_sigmas_type"] = "zero" if config.get("set_alpha_to_one", True) else "sigma_min"
+        diff = None
+        if config.get("clip_sample", True) or config.get("thresholding", False):
+            diff = ("DDIM clips the data prediction but keeps the network's noise prediction in its update; sdekit "
+                    "takes both from the clipped data prediction (as DPM-Solver++ and DDPM do)")  # fmt: skip
+        return (*first_order, conv, diff)
+    if name == "DDPMScheduler":
+        variance = config.get("variance_type", "fixed_small")
+        diff = None
+        if variance not in ("fixed_small", None):
+            diff = (f"DDPM with variance_type={variance!r}; sdekit's ancestral step uses the posterior variance "
+                    "(variance_type='fixed_small')")  # fmt: skip
+        return ("ancestral", {}, conv, diff)
+    if name == "DPMSolverMultistepScheduler":
+        algorithm = config.get("algorithm_type", "dpmsolver++")
+        conv["lower_order_final"] = lof
+        sde = algorithm.startswith("sde-")
+        diff = None
+        if algorithm not in ("dpmsolver++", "sde-dpmsolver++") and order > 1:
+            diff = f"algorithm_type={algorithm!r} (noise prediction): sdekit runs the data-prediction solver"
+        if order == 1:
+            return ("dpmpp_sde_pc" if sde else "dpmpp_pc", {"order": 1, "corrector": False}, conv, diff)
+        if order == 2:
+            return ("dpmpp_2m_sde" if sde else "dpmpp_2m", {}, conv, diff)
+        return (
+            "dpmpp_3m_sde" if sde else "dpmpp_3m",
+            {},
+            conv,
+            diff or "solver_order=3: sdekit's third-order multistep formula differs from diffusers' (O(h^3))",
+        )
+    if name == "UniPCMultistepScheduler":
+        conv["lower_order_final"] = lof
+        options = {"order": order, "variant": config.get("solver_type", "bh2"),
+                   "prediction": "data" if config.get("predict_x0", True) else "noise",
+                   "disable_corrector": tuple(config.get("disable_corrector") or ())}  # fmt: skip
+        return ("unipc", options, conv, None)
+    if name == "DEISMultistepScheduler":
+        conv["lower_order_final"] = lof
+        diff = None if order <= 2 else "solver_order=3: sdekit's log-rho DEIS coefficients differ from diffusers'"
+        return ("deis", {"order": order, "variant": "logrho"}, conv, diff)
+    return None
+
+
+def threshold(x0, *, thresholding: bool, ratio: float, max_value: float, clip: bool, clip_range: float):
+    """The data prediction ``x0`` (``(n, ...)``) thresholded as diffusers' schedulers do: dynamic thresholding
+    (Imagen, Saharia et al. 2022; DPM-Solver++): per sample ``s = quantile(|x0|, ratio)`` clamped to ``[1,
+    max_value]``, then ``clamp(x0, -s, s) / s``; or clipping to ``[-clip_range, clip_range]``. Computed in float32 at
+    least."""
+    if thresholding:
+        dtype = x0.dtype
+        work = x0.float() if dtype in (torch.float16, torch.bfloat16) else x0
+        flat = work.reshape(work.shape[0], -1)
+        s = torch.quantile(flat.abs(), ratio, dim=1).clamp(min=1.0, max=max_value).unsqueeze(1)
+        return (torch.clamp(flat, -s, s) / s).reshape(x0.shape).to(dtype)
+    if clip:
+        return x0.clamp(-clip_range, clip_range)
+    return x0
+
+
+# -- the schedule and the noise of a run ----------------------------------------------------------------
+
+
+def schedule_points(cfg, sde, n, timesteps, sigmas):
+    """``(taus (M,), levels (M+1,) or None)`` of an :class:`SdekitScheduler` config ``cfg`` on ``sde`` (its
+    DiscreteVPSDE): the model timesteps of the step points and, when the schedule is given in noise levels, the EDM
+    levels ``sqrt((1 - abar) / abar)`` of the points and the final level (0: the denoising step). Repeats are still
+    in."""
+    N = sde.num_timesteps
+    zero = cfg.final_sigmas_type == "zero"
+    if sigmas is not None:
+        levels = np.asarray(sigmas.detach().cpu() if _xp.is_torch(sigmas) else sigmas, dtype=np.float64)
+        levels = levels.reshape(-1)
+        if levels.size < 2 or not np.all(np.isfinite(levels)) or np.any(levels[:-1] <= 0) or levels[-1] < 0 \
+                or np.any(np.diff(levels) > 0):  # fmt: skip
+            raise ValueError(
+                "sigmas must be non-increasing positive noise levels, the final one (0: the denoising step) "
+                f"included, as diffusers' set_timesteps(sigmas=...) takes them; got {summary(levels)}"
+            )
+        taus = np.asarray(sde.timestep(sde.t_from_log_snr(-np.log(levels[:-1]))), dtype=np.float64)
+        return taus, levels
+    if timesteps is not None:
+        taus = np.asarray(timesteps.detach().cpu() if _xp.is_torch(timesteps) else timesteps, dtype=np.float64)
+        taus = taus.reshape(-1)
+        if taus.size < 1 or not np.all(np.isfinite(taus)) or np.any(np.diff(taus) > 0):
+            raise ValueError(f"timesteps must decrease (repeats are removed), got {summary(taus)}")
+        if taus[0] > N - 1 or taus[-1] < 0:
+            raise ValueError(f"timesteps must lie in [0, {N - 1}], got {summary(taus)}")
+        return taus, None
+    n = integer_at_least("num_inference_steps", n, 1)
+    source = cfg.timestep_source
+    if source is not None:
+        src_cls = getattr(diffusers, source)
+        src = src_cls.from_config(keys_of(src_cls, dict(cfg)))
+        src.set_timesteps(n)
+        taus = src.timesteps.detach().cpu().double().numpy()
+        sig = getattr(src, "sigmas", None)
+        if _xp.is_torch(sig) and sig.ndim == 1:
+            sig = sig.detach().cpu().double().numpy()
+            # two-evaluation sources (Heun) list each inner point twice: timesteps [t0, t1, t1, ..], sigmas
+            # [s0, s1, s1, .., 0]; the step points are every other entry
+            if getattr(src, "order", 1) == 2 and taus.size > 1 and np.array_equal(taus[1:-1:2], taus[2::2]):
+                taus, sig = taus[::2], np.append(sig[:-1:2], sig[-1])
+            if sig.size == taus.size + 1:
+                return taus, sig
+        return taus, None
+    spacing = cfg.timestep_spacing
+    if spacing in GRIDS:
+        if zero and n < 2:
+            raise ValueError(f"num_inference_steps must be >= 2 with timestep_spacing={spacing!r}, got {n}")
+        grid = make_grid(sde, n - 1 if zero else n, spacing)
+        taus = np.asarray(sde.timestep(grid), dtype=np.float64)
+        return taus[:n], None
+    if spacing == "linspace":
+        taus = np.linspace(0, N - 1, n + 1).round()[::-1][:-1].copy()
+    elif spacing == "leading":
+        ratio = N // (n + 1)
+        taus = (np.arange(0, n + 1) * ratio).round()[::-1][:-1].copy() + cfg.steps_offset
+    else:  # trailing
+        taus = np.arange(N, 0, -N / n).round().copy() - 1
+    return taus.astype(np.float64), None
+
+
+class Draws:
+    """The pipeline's generator of the current ``step`` call (kept on the scheduler, so that it pickles)."""
+
+    def __init__(self):
+        self.generator = None
+
+
+class GeneratorNoise:
+    """``noise(step)``: ``n_noise`` standard normal fields drawn from the pipeline's generator, as diffusers'
+    schedulers draw them (``randn_tensor`` of the state's shape), once per step."""
+
+    def __init__(self, draws: Draws, x, n_noise: int):
+        self.draws, self.n_noise = draws, n_noise
+        self.shape, self.device, self.dtype = tuple(x.shape), x.device, x.dtype
+
+    def __call__(self, step: int) -> list:
+        gen = self.draws.generator
+        return [randn_tensor(self.shape, generator=gen, device=self.device, dtype=self.dtype)
+                for _ in range(self.n_noise)]  # fmt: skip
+
+
+def announced_timesteps(sde, taus, grid, requests) -> list:
+    """The timestep of every evaluation of ``requests``: the step points' own ``taus``, the others' real-valued
+    timesteps (rounded when within 1e-6 of an integer)."""
+    values = []
+    for k, j, t, _ in requests:
+        if j == 0 and k < len(taus) and abs(t - grid[k]) <= 1e-12 * abs(t):
+            values.append(float(taus[k]))
+        else:
+            tau = float(sde.timestep(t))
+            values.append(float(round(tau)) if abs(tau - round(tau)) < 1e-6 else tau)
+    return values
+
+
+def takes_zero_step(plan) -> bool:
+    """Whether ``plan``'s solver takes its zero-length last step (a dry run on a 1-sample state stays finite): a
+    predictor leaves the state as it is, a corrector (UniPC's) still corrects it, as diffusers' schedulers do there;
+    a multistep formula of order > 1 divides by the step's length."""
+    noise = None
+    if plan.stochastic and plan.solver.n_noise:
+        noise = lambda k: [np.zeros((1, 1)) for _ in range(plan.solver.n_noise)]  # noqa: E731
+    try:
+        with np.errstate(all="ignore"):
+            st = Stepper(plan, np.full((1, 1), 0.7), noise)
+            while not st.done:
+                st.supply(-st.pending.x)
+    except (ZeroDivisionError, FloatingPointError):
+        return False
+    return bool(np.all(np.isfinite(st.x)))
