@@ -12,7 +12,7 @@ solver starts from the same prior draws (``sample_ids`` 0..n-1, seed 0).
 
 Part 1 -- cost per sample-NFE (wall / (n x NFE per sample)) of Euler--Maruyama (200 steps) and ``adaptive`` (rtol
 0.05, tree, bridge and counter noise) on each backend: numba (fused kernels), numpy, torch (CPU; the adaptive loop of
-:mod:`sdekit.backends.adaptive` on tensors).
+:mod:`sdekit.loop.adaptive` on tensors).
 
 Part 2 -- NFE and wall time to EM-1000's error: EM on 1000 steps (and 4000) against ``adaptive`` over a sweep of
 rtol (atol = rtol / 10, tree and bridge noise: ``--noises``) on the default backend (numba); the first rtol whose

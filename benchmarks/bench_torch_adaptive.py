@@ -5,7 +5,7 @@ Problem: the 8-D anisotropic Gaussian of ``bench_adaptive.py`` under the VP SDE 
 ``adaptive`` (reverse SDE, counter and bridge noise, rtol 0.05, atol 0.005) and ``dopri5`` (probability-flow ODE, rtol =
 atol = 1e-5), from the same prior draws. Rows:
 
-* ``host loop``: :mod:`sdekit.backends.adaptive` on tensors (the control on the host, a read per attempt);
+* ``host loop``: :mod:`sdekit.loop.adaptive` on tensors (the control on the host, a read per attempt);
 * ``device, k = ...``: :mod:`sdekit.backends.torch_adaptive` with ``torch_options(sync_every=k)``.
 
 Columns: wall time (best of ``--repeats``), cost per sample-NFE, host reads, and the largest difference of the

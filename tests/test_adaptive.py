@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from sdekit import EDMSDE, VPSDE, Gaussian, GeneralSDE, sample, solve
-from sdekit.backends import adaptive as adaptive_loop
 from sdekit.controllers import PIController
 from sdekit.integrate import Job
+from sdekit.loop import adaptive as adaptive_loop
 from sdekit.solvers import get_solver
 
 DATA = Gaussian(np.array([1.0, -0.5]), np.array([[0.6, 0.2], [0.2, 1.5]]))

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from sdekit import VPSDE, Gaussian, GaussianMixture, sample, solve
-from sdekit.backends import adaptive as adaptive_loop
 from sdekit.bridge_noise import BRIDGE_DEPTH, BRIDGE_STEP, BridgeNoise
 from sdekit.integrate import Job
+from sdekit.loop import adaptive as adaptive_loop
 from sdekit.noise import PRIOR_STEP, normals_numpy
 from sdekit.solvers import get_solver
 from sdekit.tree_law import TREE_STEP

@@ -187,3 +187,18 @@ def test_long_fused_runs_stop_on_ctrl_c(solver):
     finally:
         timer.cancel()
     assert time.perf_counter() - tic < 20.0
+
+
+def test_an_sde_the_kernels_do_not_know_runs_the_host_loop_and_says_so():
+    # a subclass of VPSDE is not one of the kernels' SDE classes: the compiled score runs in the numpy host loop,
+    # with a warning naming why (never silently slower), and gives the numpy backend's numbers
+    class MyVP(VPSDE):
+        pass
+
+    sde = MyVP()
+    data = Gaussian(np.array([0.3, -0.2]), np.array([[0.5, 0.1], [0.1, 0.4]]))
+    x_T = sde.prior_sample((6, 2), seed=2)
+    with pytest.warns(RuntimeWarning, match="MyVP in the numpy host loop"):
+        ours = sdekit.sample(sde, data.score(sde), x_T=x_T, solver="dopri5", backend="numba", rtol=1e-4, atol=1e-4)
+    ref = sdekit.sample(sde, data.score(sde), x_T=x_T, solver="dopri5", backend="numpy", rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(ours.x, ref.x)

@@ -1,9 +1,16 @@
 """sdekit: numerical SDE solvers for score-based generative models.
 
 Public names only; see the modules for details.
+
+``import sdekit`` loads the core (processes, solvers, backends' registry, ``solve``/``sample``, the analytic
+densities) and neither scipy nor the workbench: ``sdekit.bench``, ``sdekit.zoo``, ``sdekit.distributed``,
+``sdekit.likelihood``, ``sdekit.metrics``, ``sdekit.grid_search`` and ``sdekit.interop`` are imported the first time
+they are used (PEP 562 module ``__getattr__``; ``import sdekit.bench`` works as always).
 """
 
-from . import analytic, bench, distributed, grid_search, grids, likelihood, metrics, noise, scores, solvers, zoo
+import importlib
+
+from . import analytic, grids, noise, scores, solvers
 from ._version import __version__ as __version__
 from .analytic import Gaussian, GaussianMixture
 from .discrete_vp import DiscreteVPSDE
@@ -60,3 +67,27 @@ __all__ = [
     "solvers",
     "zoo",
 ]
+
+#: Subpackages loaded on first use: attribute name -> module (the workbench and the optional integrations).
+_LAZY_MODULES = {
+    "bench": ".bench",
+    "distributed": ".distributed",
+    "grid_search": ".grid_search",
+    "interop": ".interop",
+    "likelihood": ".likelihood",
+    "metrics": ".metrics",
+    "zoo": ".zoo",
+}
+
+
+def __getattr__(name):
+    module = _LAZY_MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sdekit' has no attribute {name!r}")
+    value = importlib.import_module(module, __name__)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES))

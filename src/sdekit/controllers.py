@@ -19,7 +19,7 @@ import numpy as np
 
 from . import _xp
 
-__all__ = ["PIController", "SAFETY", "MIN_FACTOR", "MAX_FACTOR", "DOPRI5_BETA"]
+__all__ = ["PIController", "RK45Controller", "SAFETY", "MIN_FACTOR", "MAX_FACTOR", "DOPRI5_BETA"]
 
 # named constants, as in scipy.integrate._ivp.rk
 SAFETY = 0.9  # multiply the optimal factor by this to keep the next error below the tolerance
@@ -72,4 +72,27 @@ class PIController:
         factor = torch.where(torch.isfinite(factor), factor, self.min_factor)
         factor = torch.clamp(factor, self.min_factor, self.max_factor)
         factor = torch.where(accept, factor, torch.clamp(factor, max=1.0))
+        return accept, h * factor
+
+
+@dataclass(frozen=True)
+class RK45Controller:
+    """scipy ``RK45``'s I controller (Hairer, Norsett & Wanner, "Solving ODEs I", sec. II.4), used by
+    :func:`sdekit.likelihood.log_likelihood`'s Dormand--Prince: ``factor = SAFETY err^(-exponent)`` clipped to
+    ``[MIN_FACTOR, MAX_FACTOR]``, no growth after a rejected attempt. Unlike :class:`PIController` it does not floor
+    the error at ``ERR_FLOOR``, so a step with a tiny error may grow up to ``MAX_FACTOR`` (as ``RK45``'s do).
+    A non-finite error rejects and shrinks by ``MIN_FACTOR``. numpy ``(n,)`` float64 arrays.
+    """
+
+    exponent: float
+
+    def propose(self, h: np.ndarray, err: np.ndarray, last_rejected: np.ndarray):
+        """``(accept, h_new)`` for attempted step sizes ``h`` with errors ``err``; ``last_rejected``: the samples'
+        previous attempt was rejected (their step may not grow)."""
+        err = np.where(np.isfinite(err), err, np.inf)
+        accept = err <= 1.0
+        with np.errstate(divide="ignore"):
+            factor = np.where(np.isfinite(err), SAFETY * np.maximum(err, 1e-300) ** -self.exponent, 0.0)
+        factor = np.clip(factor, MIN_FACTOR, MAX_FACTOR)
+        factor = np.where(accept & ~last_rejected, factor, np.minimum(factor, 1.0))  # no growth after a rejection
         return accept, h * factor

@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-from . import _xp, grids
+from . import _xp
 from .analytic import Gaussian
 from .errors import NonFiniteError
 from .grids import make_grid
@@ -151,6 +151,134 @@ def gits_grid(process, x_T, n_steps: int, t_end: float, *, schedule="karras", te
     return fine[path].copy()
 
 
+def _start_points(sde, score, x_T, shape, n, seed):
+    """The start points: ``x_T``, or ``n`` prior draws of the event shape ``shape`` (or the score's
+    ``event_shape``) in the score's library (a torch tensor for a torch-module score, as ``sample`` draws it)."""
+    if x_T is not None:
+        if torch_module(score) is not None and not _xp.is_torch(x_T):
+            raise TypeError(
+                f"the score is a torch module; pass x_T as a torch tensor (on the module's device), or leave x_T out "
+                f"to draw it there; got {type(x_T).__name__}"
+            )
+        return x_T
+    event = shape if shape is not None else getattr(score, "event_shape", None)
+    if event is None:
+        raise ValueError("give x_T, or shape=(d,), or a score with event_shape")
+    event = (int(event),) if np.ndim(event) == 0 else tuple(int(s) for s in event)
+    return initial_state(sde, (positive_int("n", n),) + event, seed, score=score)
+
+
+def _fit_points(holdout: float, n_all: int) -> int:
+    """The number of points fitted on when the fraction ``holdout`` (checked: in ``[0, 1)``) of ``n_all`` is held
+    out."""
+    n_fit = n_all - int(round(holdout * n_all))
+    if n_fit < 1:
+        raise ValueError(f"holdout={holdout} leaves no warm-up point to fit on (n = {n_all})")
+    return n_fit
+
+
+def _share_basis(n_steps: int, degree):
+    """The basis of the log step shares: the identity, or Legendre polynomials of ``degree`` at the step centres."""
+    if degree is None:
+        return np.eye(n_steps)
+    degree = min(degree, n_steps - 1)
+    centres = (np.arange(n_steps) + 0.5) / n_steps * 2.0 - 1.0
+    return np.polynomial.legendre.legvander(centres, degree)  # (n_steps, degree + 1)
+
+
+def _nelder_mead(sde, basis, g0, err0, fit_error, interval, t_end, maxiter):
+    """The best grid seen by one Nelder--Mead run on the shares' coefficients from the grid ``g0`` (error
+    ``err0``); ``interval``: the log noise levels ``(u0, u1)`` of ``T`` and ``t_end``."""
+    from scipy.optimize import minimize
+
+    u0, u1 = interval
+    run = {"err": err0, "grid": g0}
+
+    def objective(c):
+        grid = _grid_from_shares(sde, basis @ c, u0, u1, t_end)
+        err = fit_error(grid)
+        if err < run["err"]:
+            run["err"], run["grid"] = err, grid
+        return err
+
+    theta0 = np.log(np.maximum(np.diff(np.log(_levels(sde, g0))) / (u1 - u0), 1e-12))
+    minimize(
+        objective,
+        np.linalg.lstsq(basis, theta0, rcond=None)[0],
+        method="Nelder-Mead",
+        options={"maxiter": maxiter or 60 * basis.shape[1], "xatol": 1e-3, "fatol": 0.0, "adaptive": True},
+    )
+    return run["grid"]
+
+
+def _check_teacher_steps(teacher_steps: int, n_steps: int, nfe: int, solver) -> None:
+    if teacher_steps < n_steps:  # the programme picks n_steps distinct points of the teacher's grid
+        raise ValueError(f"teacher_steps must be at least the grid's {n_steps} steps (nfe={nfe} buys {n_steps} "
+                         f"steps of {solver.name!r}), got teacher_steps={teacher_steps}")  # fmt: skip
+
+
+def _fit_options(*, maxiter, restarts, degree, trim, holdout, teacher_tol, density, denoise) -> dict:
+    """The options of the ``"error"`` fit, checked (in this order)."""
+    return {
+        "maxiter": None if maxiter is None else positive_int("maxiter", maxiter),
+        "restarts": positive_int("restarts", restarts),
+        "degree": None if degree is None else integer_at_least("degree", degree, 1),
+        "trim": in_interval("trim", trim, 0.0, 1.0, closed="left"),
+        "holdout": in_interval("holdout", holdout, 0.0, 1.0, closed="left"),
+        "teacher_tol": positive_number("teacher_tol", teacher_tol),
+        "density": density,
+        "denoise": denoise,
+    }
+
+
+def _budget(solver, process, nfe: int, t_end: float, denoise: bool, init):
+    """``(inits, first, n_steps)``: the starting grids as a list, the schedule of the first, and the steps that
+    ``nfe`` evaluations buy on it."""
+    inits = [init] if isinstance(init, str) or (hasattr(init, "ndim") and np.ndim(init) == 1) else init
+    if not isinstance(inits, (list, tuple)) or not all(isinstance(g, str) or np.ndim(g) == 1 for g in inits):
+        raise TypeError(f"init must be a grid name, a 1-D array of times, or a list of them, got {init!r}")
+    inits = list(inits)
+    if not inits:
+        raise ValueError("init must name at least one starting grid")
+    first = inits[0] if isinstance(inits[0], str) else "time_uniform"
+    n_steps = steps_for_budget(solver, process, nfe, t_end, denoise, first)
+    if n_steps < 1:
+        raise ValueError(f"nfe={nfe} does not buy one step of {solver.name!r}")
+    return inits, first, n_steps
+
+
+def _fit_grid(process, solver, x_T, inits, n_steps, nfe, t_end, *, density, teacher_tol, denoise, trim, holdout,
+              degree, restarts, maxiter):  # fmt: skip
+    """The ``"error"`` method of :func:`optimize` (arguments checked there): the starting grids and a Nelder--Mead
+    run from each of the best ``restarts`` of them, fitted on the first points; the best candidate."""
+    sde = process.sde
+    ref = _reference(process, x_T, t_end, density, teacher_tol, denoise)
+    n_all = x_T.shape[0]
+    n_fit = _fit_points(holdout, n_all)
+    x_fit, ref_fit = x_T[:n_fit], ref[:n_fit]
+    u0, u1 = math.log(_levels(sde, [sde.T])[0]), math.log(_levels(sde, [t_end])[0])
+
+    def fit_error(grid):
+        return grid_error(process, solver, x_fit, grid, ref_fit, denoise, trim)
+
+    starts = []
+    for start in inits:
+        g0 = make_grid(sde, n_steps, start, t_end) if isinstance(start, str) else np.asarray(start, dtype=np.float64)
+        if len(g0) != n_steps + 1 or not np.all(np.diff(g0) < 0):
+            raise ValueError(f"an init grid must be decreasing with {n_steps + 1} points for nfe={nfe}, got {start!r}")
+        starts.append((fit_error(g0), g0))
+    candidates = [g for _, g in starts]
+    if n_steps > 1:
+        basis = _share_basis(n_steps, degree)
+        # Nelder--Mead from the best starting grids (``restarts`` of them, best first); keep each run's best grid
+        for err0, g0 in sorted(starts, key=lambda p: p[0])[:restarts]:
+            candidates.append(_nelder_mead(sde, basis, g0, err0, fit_error, (u0, u1), t_end, maxiter))
+    if n_fit == n_all:
+        return min(candidates, key=fit_error).copy()
+    # with held-out points: the candidate (a starting grid or a run's best) with the least error on all of them
+    return min(candidates, key=lambda g: grid_error(process, solver, x_T, g, ref, denoise, trim)).copy()
+
+
 def optimize(
     sde,
     score,
@@ -237,99 +365,17 @@ def optimize(
         raise ValueError(f"optimize chooses grids for fixed-step ODE solvers; solver {solver.name!r} is not one")
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    nfe = positive_int("nfe", nfe)
-    denoise = boolean("denoise", denoise)
+    nfe, denoise = positive_int("nfe", nfe), boolean("denoise", denoise)
     t_end = sde.eps if t_end is None else positive_number("t_end", t_end)
     # every option checked before any work (a bad one must not cost the teacher solve)
-    maxiter = None if maxiter is None else positive_int("maxiter", maxiter)
-    restarts = positive_int("restarts", restarts)
-    degree = None if degree is None else integer_at_least("degree", degree, 1)
-    trim = in_interval("trim", trim, 0.0, 1.0, closed="left")
-    holdout = in_interval("holdout", holdout, 0.0, 1.0, closed="left")
-    teacher_tol = positive_number("teacher_tol", teacher_tol)
-    teacher_steps = positive_int("teacher_steps", teacher_steps)
-    coeff = positive_number("coeff", coeff)
+    fit = _fit_options(maxiter=maxiter, restarts=restarts, degree=degree, trim=trim, holdout=holdout,
+                       teacher_tol=teacher_tol, density=density, denoise=denoise)  # fmt: skip
+    teacher_steps, coeff = positive_int("teacher_steps", teacher_steps), positive_number("coeff", coeff)
     process = sde.probability_flow(score)
-    inits = [init] if isinstance(init, str) or (hasattr(init, "ndim") and np.ndim(init) == 1) else init
-    if not isinstance(inits, (list, tuple)) or not all(isinstance(g, str) or np.ndim(g) == 1 for g in inits):
-        raise TypeError(f"init must be a grid name, a 1-D array of times, or a list of them, got {init!r}")
-    inits = list(inits)
-    if not inits:
-        raise ValueError("init must name at least one starting grid")
-    first = inits[0] if isinstance(inits[0], str) else "time_uniform"
-    n_steps = steps_for_budget(solver, process, nfe, t_end, denoise, first)
-    if n_steps < 1:
-        raise ValueError(f"nfe={nfe} does not buy one step of {solver.name!r}")
-    if x_T is None:
-        event = shape if shape is not None else getattr(score, "event_shape", None)
-        if event is None:
-            raise ValueError("give x_T, or shape=(d,), or a score with event_shape")
-        event = (int(event),) if np.ndim(event) == 0 else tuple(int(s) for s in event)
-        # the prior in the score's library: a torch tensor for a torch-module score, as sample draws it
-        x_T = initial_state(sde, (positive_int("n", n),) + event, seed, score=score)
-    elif torch_module(score) is not None and not _xp.is_torch(x_T):
-        raise TypeError(
-            f"the score is a torch module; pass x_T as a torch tensor (on the module's device), or leave x_T out to "
-            f"draw it there; got {type(x_T).__name__}"
-        )
+    inits, first, n_steps = _budget(solver, process, nfe, t_end, denoise, init)
+    x_T = _start_points(sde, score, x_T, shape, n, seed)
     if method == "dp":
-        if teacher_steps < n_steps:  # the programme picks n_steps distinct points of the teacher's grid
-            raise ValueError(f"teacher_steps must be at least the grid's {n_steps} steps (nfe={nfe} buys {n_steps} "
-                             f"steps of {solver.name!r}), got teacher_steps={teacher_steps}")  # fmt: skip
+        _check_teacher_steps(teacher_steps, n_steps, nfe, solver)
         return gits_grid(process, x_T, n_steps, t_end, schedule=first, teacher_steps=teacher_steps, coeff=coeff,
-                         teacher_tol=teacher_tol)  # fmt: skip
-    from scipy.optimize import minimize
-
-    ref = _reference(process, x_T, t_end, density, teacher_tol, denoise)
-    n_all = x_T.shape[0]
-    n_fit = n_all - int(round(holdout * n_all))
-    if n_fit < 1:
-        raise ValueError(f"holdout={holdout} leaves no warm-up point to fit on (n = {n_all})")
-    x_fit, ref_fit = x_T[:n_fit], ref[:n_fit]
-    u0, u1 = math.log(_levels(sde, [sde.T])[0]), math.log(_levels(sde, [t_end])[0])
-
-    def fit_error(grid):
-        return grid_error(process, solver, x_fit, grid, ref_fit, denoise, trim)
-
-    starts = []
-    for start in inits:
-        g0 = make_grid(sde, n_steps, start, t_end) if isinstance(start, str) else np.asarray(start, dtype=np.float64)
-        if len(g0) != n_steps + 1 or not np.all(np.diff(g0) < 0):
-            raise ValueError(f"an init grid must be decreasing with {n_steps + 1} points for nfe={nfe}, got {start!r}")
-        starts.append((fit_error(g0), g0))
-    candidates = [g for _, g in starts]
-    if n_steps > 1:
-        if degree is None:
-            basis = np.eye(n_steps)
-        else:
-            degree = min(degree, n_steps - 1)
-            centres = (np.arange(n_steps) + 0.5) / n_steps * 2.0 - 1.0
-            basis = np.polynomial.legendre.legvander(centres, degree)  # (n_steps, degree + 1)
-        # Nelder--Mead from the best starting grids (``restarts`` of them, best first); keep each run's best grid
-        for err0, g0 in sorted(starts, key=lambda p: p[0])[:restarts]:
-            run = {"err": err0, "grid": g0}
-
-            def objective(c, run=run):
-                grid = _grid_from_shares(sde, basis @ c, u0, u1, t_end)
-                err = fit_error(grid)
-                if err < run["err"]:
-                    run["err"], run["grid"] = err, grid
-                return err
-
-            theta0 = np.log(np.maximum(np.diff(np.log(_levels(sde, g0))) / (u1 - u0), 1e-12))
-            minimize(
-                objective,
-                np.linalg.lstsq(basis, theta0, rcond=None)[0],
-                method="Nelder-Mead",
-                options={"maxiter": maxiter or 60 * basis.shape[1], "xatol": 1e-3, "fatol": 0.0, "adaptive": True},
-            )
-            candidates.append(run["grid"])
-    if n_fit == n_all:
-        return min(candidates, key=fit_error).copy()
-    # with held-out points: the candidate (a starting grid or a run's best) with the least error on all of them
-    return min(candidates, key=lambda g: grid_error(process, solver, x_T, g, ref, denoise, trim)).copy()
-
-
-# ``sdekit.grids.optimize`` (the public name) is this function; grids cannot import this module, which imports the
-# solvers and ``solve`` that import grids, so this module sets it there (``import sdekit`` imports this module).
-grids.optimize = optimize
+                         teacher_tol=fit["teacher_tol"])  # fmt: skip
+    return _fit_grid(process, solver, x_T, inits, n_steps, nfe, t_end, **fit)

@@ -14,8 +14,8 @@
   grid still decreases.
 
 Grids chosen for one solver and budget by optimisation: ``sdekit.grids.optimize``, which is
-:func:`sdekit.grid_search.optimize` (that module needs the solvers and ``solve``, which import this one, so it sets
-the name here when ``import sdekit`` loads it).
+:func:`sdekit.grid_search.optimize` (that module needs the solvers and ``solve``, which import this one, so the name
+is resolved on first use by this module's ``__getattr__``, PEP 562).
 
 Every grid function has the signature ``grid(sde, steps, t_end=None, t_start=None, **options)`` (``t_start``
 defaults to ``sde.T``) and the registry :data:`GRIDS` maps names to them.
@@ -140,3 +140,12 @@ def make_grid(
     if t_start is None:
         return fn(sde, steps, t_end, **options)
     return fn(sde, steps, t_end, t_start=t_start, **options)
+
+
+def __getattr__(name):
+    # ``optimize`` lives in sdekit.grid_search (it needs the solvers and ``solve``, which import this module)
+    if name == "optimize":
+        from importlib import import_module
+
+        return import_module("sdekit.grid_search").optimize
+    raise AttributeError(f"module 'sdekit.grids' has no attribute {name!r}")

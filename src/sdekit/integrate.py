@@ -6,6 +6,7 @@ Nothing below the entry re-validates: backends receive a :class:`Job` whose fiel
 from __future__ import annotations
 
 import contextlib
+import inspect
 import numbers
 import sys
 import time
@@ -25,11 +26,13 @@ from .sdes import SDE, LinearSDE, ProbabilityFlowODE, ReverseSDE
 from .solution import Solution
 from .solvers import get_solver
 from .timechange import in_log_snr_time
+from .timegrid import adaptive_stops, resolve_grid, resolve_save
 from .validation import in_interval, positive_int, positive_number, real_number
 
 __all__ = ["solve", "sample", "check_sample", "initial_state", "torch_module", "tweedie_denoise", "Job"]
 
-#: Every valid ``backend=`` value (``"auto"`` and the registered backends, see :mod:`sdekit.backends.registry`).
+#: The valid ``backend=`` values at import (``"auto"`` and the registered backends, see
+#: :mod:`sdekit.backends.registry`); ``solve`` reads the registry itself at each call.
 BACKEND_NAMES = backend_names()
 NOISE_NAMES = ("counter", "tree", "bridge")
 
@@ -51,79 +54,6 @@ def _check_array(name, x):
 
 def _check_time(name, t):
     return real_number(name, t)
-
-
-def _resolve_grid(process, t0, t1, steps, grid):
-    if grid is None:
-        if steps is None:
-            raise ValueError("give steps or grid: steps for a uniform grid, grid for an explicit array of times")
-        return np.linspace(t0, t1, positive_int("steps", steps) + 1)
-    if isinstance(grid, str) or callable(grid):
-        # a named schedule between t0 and t1 (they run from high to low noise)
-        if steps is None:
-            raise ValueError(f"grid={grid!r} is a schedule: give steps too")
-        sde = getattr(process, "sde", process)
-        if not t1 < t0:
-            raise ValueError(f"named grids run backwards in time (t1 < t0); got t0={t0}, t1={t1}: pass an array")
-        return make_grid(sde, steps, grid, t_end=t1, t_start=t0)
-    if steps is not None:
-        raise ValueError(f"give steps or an explicit grid, not both (got steps={steps!r} and a grid array)")
-    # the ends are compared at the precision of the grid's own dtype: a float32 grid (k-diffusion's sigmas are)
-    # ends at t1 only to float32 precision
-    given = grid.detach().cpu().numpy() if _xp.is_torch(grid) else np.asarray(grid)
-    resolution = np.finfo(given.dtype).eps if given.dtype.kind == "f" else np.finfo(np.float64).eps
-    ts = given.astype(np.float64)
-    if ts.ndim != 1 or ts.shape[0] < 2:
-        raise ValueError(f"grid must be a 1-D array of at least 2 times, got shape {ts.shape}")
-    if not np.all(np.isfinite(ts)):
-        raise ValueError("grid contains NaN or infinite times")
-    diffs = np.diff(ts)
-    direction = np.sign(t1 - t0)
-    if not np.all(diffs * direction > 0):
-        want = "decreasing" if direction < 0 else "increasing"
-        raise ValueError(f"grid must be strictly {want} from t0={t0} to t1={t1}, got {ts!r}")
-    tol = max(1e-12, 8 * resolution) * max(1.0, abs(t0), abs(t1))
-    if abs(ts[0] - t0) > tol or abs(ts[-1] - t1) > tol:
-        raise ValueError(f"grid must start at t0={t0} and end at t1={t1}, got grid[0]={ts[0]}, grid[-1]={ts[-1]}")
-    ts = ts.copy()
-    ts[0], ts[-1] = t0, t1
-    return ts
-
-
-def _resolve_save(save_at, grid):
-    if save_at is None or save_at is False:
-        return None
-    if save_at is True:
-        return frozenset(range(len(grid)))
-    wanted = np.atleast_1d(np.asarray(save_at, dtype=np.float64))
-    index = []
-    scale = max(1.0, float(np.max(np.abs(grid))))
-    for s in wanted:
-        hits = np.nonzero(np.abs(grid - s) <= 1e-10 * scale)[0]
-        if hits.size == 0:
-            raise ValueError(f"save_at time {s!r} is not a point of the grid; grid times are {grid!r}")
-        index.append(int(hits[0]))
-    return frozenset(index)
-
-
-def _adaptive_stops(solver, save_at, t0: float, t1: float) -> np.ndarray:
-    """``[t0, save times strictly inside, t1]``: the times every sample of an adaptive solve steps onto exactly
-    (its step is shortened to land on the next one), so the states there are saved without interpolation."""
-    if save_at is None or save_at is False:
-        return np.array([t0, t1])
-    if save_at is True:
-        raise ValueError(f"save_at=True (every step) needs a fixed grid; the adaptive solver {solver.name!r} takes "
-                         f"per-sample steps: pass the times to save at")  # fmt: skip
-    wanted = np.atleast_1d(np.asarray(save_at, dtype=np.float64))
-    lo, hi = min(t0, t1), max(t0, t1)
-    tol = 1e-12 * max(1.0, abs(t0), abs(t1))
-    bad = wanted[~np.isfinite(wanted) | (wanted < lo - tol) | (wanted > hi + tol)]
-    if bad.size:
-        raise ValueError(f"save_at times must lie in [{lo}, {hi}], got {bad[0]!r}")
-    inside = np.unique(wanted[(np.abs(wanted - t0) > tol) & (np.abs(wanted - t1) > tol)])
-    if t1 < t0:
-        inside = inside[::-1]
-    return np.concatenate([[t0], inside, [t1]])
 
 
 def torch_module(score):
@@ -175,8 +105,8 @@ def _pick_backend(backend, x0, score, solver, needs):
     """The backend that runs the solve. ``needs``: capabilities the solve requires (``adaptive``,
     ``tree_noise``, ``bridge_noise``); ``"auto"`` takes the first registered backend that fits ``x0``, the score
     and them."""
-    if backend not in BACKEND_NAMES:
-        raise ValueError(f"unknown backend {backend!r}; valid backends: {list(BACKEND_NAMES)}")
+    if backend not in backend_names():  # read at call time: a backend registered after import is valid
+        raise ValueError(f"unknown backend {backend!r}; valid backends: {list(backend_names())}")
     library = "torch" if _xp.is_torch(x0) else "numpy"
     if backend == "auto":
         if library == "numpy" and torch_module(score) is not None:
@@ -203,6 +133,96 @@ def _pick_backend(backend, x0, score, solver, needs):
             able = [name for name, b in BACKENDS.items() if getattr(b, capability)]
             raise ValueError(f"{what} runs on the {' and '.join(able)} backends, got backend={backend!r}")
     return backend
+
+
+def _check_solver_fits(solver, process, is_sde_process: bool) -> None:
+    """The solver integrates this kind of process (SDE or ODE, additive noise when it needs it)."""
+    if is_sde_process and not solver.is_sde:
+        raise ValueError(f"solver {solver.name!r} integrates ODEs only; the process {process!r} is an SDE")
+    if not is_sde_process and not solver.is_ode:
+        raise ValueError(f"solver {solver.name!r} integrates SDEs only; the process is a probability-flow ODE")
+    if is_sde_process and solver.needs_additive_noise and process.noise != "additive":
+        raise ValueError(f"solver {solver.name!r} needs additive noise; the process has noise={process.noise!r}")
+
+
+def _check_interval(process, t0, t1) -> tuple[float, float]:
+    """``(t0, t1)`` as floats inside the process's time range, in its direction (forward SDE up, reverse down)."""
+    t0, t1 = _check_time("t0", t0), _check_time("t1", t1)
+    T = process.T
+    if t0 == t1:
+        raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
+    lo = 0.0 if isinstance(process, SDE) else None
+    for name, t in (("t0", t0), ("t1", t1)):
+        if t > T or t < 0 or (lo is None and t <= 0):
+            rng = f"[0, {T}]" if lo is not None else f"(0, {T}]"
+            raise ValueError(f"{name} must lie in {rng}, got {t!r}")
+    if isinstance(process, SDE) and t1 < t0:
+        raise ValueError(f"a forward SDE integrates forwards in time (t1 > t0); got t0={t0}, t1={t1}")
+    if isinstance(process, ReverseSDE) and t1 > t0:
+        raise ValueError(f"a reverse-time SDE integrates backwards in time (t1 < t0); got t0={t0}, t1={t1}")
+    return t0, t1
+
+
+def _check_noise(noise, solver, is_sde_process: bool) -> str:
+    """The noise source: the default (``"bridge"`` for adaptive SDE solvers, else ``"counter"``) or the one given,
+    checked against the solver."""
+    if noise is None:
+        noise = "bridge" if solver.adaptive and is_sde_process else "counter"
+    if noise not in NOISE_NAMES:
+        raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
+    if noise != "counter" and not is_sde_process:
+        raise ValueError(f"noise={noise!r} applies to SDEs; the process is a probability-flow ODE, which draws no "
+                         f"noise (solver {solver.name!r}): leave noise=None")  # fmt: skip
+    if noise == "bridge" and not solver.adaptive:
+        raise ValueError(f"noise='bridge' is defined for adaptive solvers (it refines the increments of rejected "
+                         f"steps); solver {solver.name!r} uses a fixed grid: use 'counter' or 'tree'")  # fmt: skip
+    if noise == "bridge" and is_sde_process and solver.n_noise != 1:
+        raise ValueError(f"noise='bridge' gives one Brownian increment per step; solver {solver.name!r} needs "
+                         f"{solver.n_noise} normals per step")  # fmt: skip
+    return noise
+
+
+def _solve_times(process, solver, t0, t1, steps, grid, save_at, rtol, atol):
+    """``(ts, rtol, atol)``: the fixed grid, or for adaptive solvers the stops (and their checked tolerances)."""
+    if solver.adaptive:
+        if steps is not None or grid is not None:
+            raise ValueError(f"solver {solver.name!r} chooses its own steps; do not pass steps or grid")
+        ts = adaptive_stops(solver, save_at, t0, t1)
+        rtol = None if rtol is None else positive_number("rtol", rtol)
+        atol = None if atol is None else positive_number("atol", atol)
+    else:
+        ts = resolve_grid(process, t0, t1, steps, grid)
+    if (rtol is not None or atol is not None) and not solver.adaptive:
+        raise ValueError(f"rtol/atol apply to adaptive solvers; solver {solver.name!r} uses a fixed grid")
+    return ts, rtol, atol
+
+
+def _step_callback(callback, n: int):
+    """The user's ``callback`` behind the one contract of every loop's ``info`` (:class:`StepCallback`), or None."""
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable callback(info) or None, got {callback!r}")
+    return None if callback is None else StepCallback(callback, n)
+
+
+def _backend_for(process, solver, x0, backend, noise, cond):
+    """``(process, backend name, log_snr)``: the process with its score conditioned on ``cond`` (and wrapped in the
+    output check unless a fused backend compiles it), the backend that runs it, and whether the solver steps in
+    log-SNR time."""
+    score = getattr(process, "score", None)
+    if cond is not None:
+        if score is None:
+            raise ValueError(f"cond conditions a score; the process {process!r} has none")
+        score = ConditionedScore(score, cond, x0.shape[0])
+        process = type(process)(process.sde, score)
+    is_sde_process = not isinstance(process, ProbabilityFlowODE)
+    needs = {"adaptive": True} if solver.adaptive else {}
+    if noise in ("tree", "bridge") and is_sde_process:
+        needs[f"{noise}_noise"] = True
+    name = _pick_backend(backend, x0, score, solver, needs)
+    log_snr = solver.adaptive and solver.time_for(getattr(process, "sde", process)) == "log_snr"
+    if (not get_backend(name).fused_scores or log_snr) and score is not None:  # a fused backend checks the
+        process = type(process)(process.sde, CheckedScore(score))  # scores it compiles (not the time change)
+    return process, name, log_snr
 
 
 def solve(
@@ -282,104 +302,33 @@ def solve(
         raise TypeError(f"process must be an SDE, ReverseSDE or ProbabilityFlowODE, got {type(process).__name__}")
     solver = get_solver(solver, **solver_options)
     is_sde_process = not isinstance(process, ProbabilityFlowODE)
-    if is_sde_process and not solver.is_sde:
-        raise ValueError(f"solver {solver.name!r} integrates ODEs only; the process {process!r} is an SDE")
-    if not is_sde_process and not solver.is_ode:
-        raise ValueError(f"solver {solver.name!r} integrates SDEs only; the process is a probability-flow ODE")
-    if is_sde_process and solver.needs_additive_noise and process.noise != "additive":
-        raise ValueError(f"solver {solver.name!r} needs additive noise; the process has noise={process.noise!r}")
+    _check_solver_fits(solver, process, is_sde_process)
     _check_array("x0", x0)
-    t0, t1 = _check_time("t0", t0), _check_time("t1", t1)
-    T = process.T
-    if t0 == t1:
-        raise ValueError(f"t0 and t1 must differ, got t0 = t1 = {t0}")
-    lo = 0.0 if isinstance(process, SDE) else None
-    for name, t in (("t0", t0), ("t1", t1)):
-        if t > T or t < 0 or (lo is None and t <= 0):
-            rng = f"[0, {T}]" if lo is not None else f"(0, {T}]"
-            raise ValueError(f"{name} must lie in {rng}, got {t!r}")
-    if isinstance(process, SDE) and t1 < t0:
-        raise ValueError(f"a forward SDE integrates forwards in time (t1 > t0); got t0={t0}, t1={t1}")
-    if isinstance(process, ReverseSDE) and t1 > t0:
-        raise ValueError(f"a reverse-time SDE integrates backwards in time (t1 < t0); got t0={t0}, t1={t1}")
-    if noise is None:
-        noise = "bridge" if solver.adaptive and is_sde_process else "counter"
-    if noise not in NOISE_NAMES:
-        raise ValueError(f"unknown noise {noise!r}; valid choices: {list(NOISE_NAMES)}")
-    if noise != "counter" and not is_sde_process:
-        raise ValueError(f"noise={noise!r} applies to SDEs; the process is a probability-flow ODE, which draws no "
-                         f"noise (solver {solver.name!r}): leave noise=None")  # fmt: skip
-    if noise == "bridge" and not solver.adaptive:
-        raise ValueError(f"noise='bridge' is defined for adaptive solvers (it refines the increments of rejected "
-                         f"steps); solver {solver.name!r} uses a fixed grid: use 'counter' or 'tree'")  # fmt: skip
-    if noise == "bridge" and is_sde_process and solver.n_noise != 1:
-        raise ValueError(f"noise='bridge' gives one Brownian increment per step; solver {solver.name!r} needs "
-                         f"{solver.n_noise} normals per step")  # fmt: skip
+    t0, t1 = _check_interval(process, t0, t1)
+    noise = _check_noise(noise, solver, is_sde_process)
     solver.check_process(process)
-    if solver.adaptive:
-        if steps is not None or grid is not None:
-            raise ValueError(f"solver {solver.name!r} chooses its own steps; do not pass steps or grid")
-        ts = _adaptive_stops(solver, save_at, t0, t1)
-        rtol = None if rtol is None else positive_number("rtol", rtol)
-        atol = None if atol is None else positive_number("atol", atol)
-    else:
-        ts = _resolve_grid(process, t0, t1, steps, grid)
-    if (rtol is not None or atol is not None) and not solver.adaptive:
-        raise ValueError(f"rtol/atol apply to adaptive solvers; solver {solver.name!r} uses a fixed grid")
-    seed = check_seed(seed)
-    n = x0.shape[0]
+    ts, rtol, atol = _solve_times(process, solver, t0, t1, steps, grid, save_at, rtol, atol)
+    seed, n = check_seed(seed), x0.shape[0]
     sample_ids = np.arange(n, dtype=np.int64) if sample_ids is None else check_sample_ids(sample_ids, n)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable callback(info) or None, got {callback!r}")
-    callback = None if callback is None else StepCallback(callback, n)  # one contract for every loop's info
-    score = getattr(process, "score", None)
-    if cond is not None:
-        if score is None:
-            raise ValueError(f"cond conditions a score; the process {process!r} has none")
-        score = ConditionedScore(score, cond, n)
-        process = type(process)(process.sde, score)
-    needs = {"adaptive": True} if solver.adaptive else {}
-    if noise in ("tree", "bridge") and is_sde_process:
-        needs[f"{noise}_noise"] = True
-    name = _pick_backend(backend, x0, score, solver, needs)
+    callback = _step_callback(callback, n)
+    process, name, log_snr = _backend_for(process, solver, x0, backend, noise, cond)
     entry = get_backend(name)
-    log_snr = solver.adaptive and solver.time_for(getattr(process, "sde", process)) == "log_snr"
-    if (not entry.fused_scores or log_snr) and score is not None:  # a fused backend checks the scores it cannot
-        process = type(process)(process.sde, CheckedScore(score))  # compile itself (the time change it cannot)
     job_grid = ts
     if log_snr:  # steps in lambda = log(alpha / sigma): the time-changed process (sdekit.timechange)
         process, job_grid, callback = in_log_snr_time(process, ts, callback)
-    job = Job(
-        process=process,
-        solver=solver,
-        x0=x0,
-        grid=job_grid,
-        seed=seed,
-        sample_ids=sample_ids,
-        save_index=_resolve_save(save_at, ts),
-        progress=bool(progress),
-        check_finite=bool(check_finite),
-        stochastic=is_sde_process,
-        rtol=rtol,
-        atol=atol,
-        noise=noise,
-        callback=callback,
-    )
+    job = Job(process=process, solver=solver, x0=x0, grid=job_grid, seed=seed, sample_ids=sample_ids,
+              save_index=resolve_save(save_at, ts), progress=bool(progress), check_finite=bool(check_finite),
+              stochastic=is_sde_process, rtol=rtol, atol=atol, noise=noise, callback=callback)  # fmt: skip
     reason = "requested"
     if backend == "auto":  # weigh a kernel's compilation against the job (sdekit.backends.auto)
         name, job, reason = settle_auto(name, job, entry)
         entry = get_backend(name)
     x, saved, nfe, stats = entry.run(job)
     stats.update(backend=name, backend_reason=reason, solver=solver.name, wall_time=time.perf_counter() - start)
-    ts_saved = xs = None
-    if job.save_index is not None:
-        ts_saved = ts[sorted(job.save_index)]
-        # backends return the saved states as one preallocated array (n_saved, *x.shape)
-        xs = _xp.lib(x).stack(saved) if isinstance(saved, list) else saved
-    t_final = stats.pop("t_final", t1)
-    if log_snr:  # the loop's end time is lambda(t1)
-        t_final = t1
-    return Solution(x=x, t=t_final, ts=ts_saved, xs=xs, nfe=int(nfe), stats=stats)
+    t_final = stats.pop("t_final", t1)  # the loop's end time (in log-SNR time lambda(t1): then t1 itself)
+    ts_saved = ts[sorted(job.save_index)] if job.save_index is not None else None
+    # saved: None, or the states at save_index as one preallocated array (n_saved, *x.shape) from every backend
+    return Solution(x=x, t=t1 if log_snr else t_final, ts=ts_saved, xs=saved, nfe=int(nfe), stats=stats)
 
 
 def _grad_mode(x):
@@ -398,15 +347,8 @@ def tweedie_denoise(sde: LinearSDE, score, x, t):
     """
     if not isinstance(sde, LinearSDE):
         raise ValueError(f"denoise needs a LinearSDE (with alpha and sigma), got {sde!r}; pass denoise=False")
-    alpha, sigma = (float(c) for c in sde.marginal(float(t)))  # python floats keep x's dtype
-    return (x + (sigma * sigma) * score(x, _xp.full_time(t, x))) / alpha
+    return sde.denoise(score, x, t)
 
-
-#: ``sample``'s own keyword arguments (anything else is a solver option, checked against the solver's constructor).
-SAMPLE_OPTIONS = (
-    "n", "x_T", "shape", "solver", "steps", "grid", "t_end", "denoise", "process", "seed", "backend", "progress",
-    "save_at", "check_finite", "device", "dtype", "noise", "sample_ids", "cond", "callback",
-)  # fmt: skip
 
 #: Steps of a fixed-grid ``sample`` when ``steps`` is not given.
 DEFAULT_STEPS = 1000
@@ -445,6 +387,28 @@ def _sample_grid(sde, solver, steps, grid, t_end):
     return grid
 
 
+def _sample_process(sde, score, solver, process):
+    """The reverse SDE or the probability-flow ODE of ``sde`` with ``score``, as ``process`` (``"auto"``: the
+    solver's natural one) asks."""
+    if process not in ("auto", "sde", "ode"):
+        raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
+    kind = solver.default_process if process == "auto" else process
+    if kind == "sde" and not solver.is_sde:
+        raise ValueError(f"solver {solver.name!r} integrates ODEs only; it cannot run process='sde'")
+    if kind == "ode" and not solver.is_ode:
+        raise ValueError(f"solver {solver.name!r} integrates SDEs only; it cannot run process='ode'")
+    return sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
+
+
+def _denoise_final(sol, sde, score, cond, t_end) -> None:
+    """Tweedie's step at ``t_end`` on ``sol.x`` in place (one more NFE), with the samples' own conditioning
+    (``sde`` is a LinearSDE: :func:`check_sample`)."""
+    final = score if cond is None else ConditionedScore(score, cond, sol.x.shape[0])
+    with _grad_mode(sol.x):
+        sol.x = tweedie_denoise(sde, CheckedScore(final), sol.x, t_end)
+    sol.nfe += 1
+
+
 def check_sample(sde, score, *, n=None, x_T=None, shape=None, solver="euler_maruyama", steps=None, grid=None,
                  t_end=None, denoise=True, process="auto", device=None, dtype=None, **solver_options):  # fmt: skip
     """Every check :func:`sample` makes before it draws or solves anything (the same messages); returns
@@ -454,25 +418,9 @@ def check_sample(sde, score, *, n=None, x_T=None, shape=None, solver="euler_maru
         raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
     if not callable(score):
         raise TypeError(f"score must be callable score(x, t), got {score!r}")
-    try:
-        solver = get_solver(solver, **solver_options)
-    except ValueError as exc:
-        if solver_options and "unknown option" in str(exc):
-            raise ValueError(f"{exc}; sample() itself takes: {list(SAMPLE_OPTIONS)}") from None
-        raise
-    if process not in ("auto", "sde", "ode"):
-        raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
-    kind = solver.default_process if process == "auto" else process
-    if kind == "sde" and not solver.is_sde:
-        raise ValueError(f"solver {solver.name!r} integrates ODEs only; it cannot run process='sde'")
-    if kind == "ode" and not solver.is_ode:
-        raise ValueError(f"solver {solver.name!r} integrates SDEs only; it cannot run process='ode'")
-    proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
+    solver = solver_with_options(solver, solver_options, "sample()")
+    proc = _sample_process(sde, score, solver, process)
     t_end = in_interval("t_end", sde.eps if t_end is None else t_end, 0.0, sde.T, what=f"(0, T) = (0, {sde.T})")
-    if (x_T is None) == (n is None):
-        raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
-    if x_T is not None and (device is not None or dtype is not None):
-        raise ValueError(f"device and dtype apply to a drawn x_T; x_T was given (device={device!r}, dtype={dtype!r})")
     if (x_T is None) == (n is None):
         raise ValueError("give exactly one of n (number of samples) and x_T (initial states)")
     if x_T is not None and (device is not None or dtype is not None):
@@ -564,29 +512,36 @@ def sample(
         ids = None if sample_ids is None else check_sample_ids(sample_ids, n)
         x_T = initial_state(sde, (n,) + event, check_seed(seed), backend, score, device, dtype, ids)
     ts = _sample_grid(sde, solver, steps, grid, t_end)
-    sol = solve(
-        proc,
-        x_T,
-        sde.T,
-        t_end,
-        solver,
-        grid=ts,
-        seed=seed,
-        backend=backend,
-        progress=progress,
-        save_at=save_at,
-        check_finite=check_finite,
-        noise=noise,
-        sample_ids=sample_ids,
-        cond=cond,
-        callback=callback,
-    )
+    sol = solve(proc, x_T, sde.T, t_end, solver, grid=ts, seed=seed, backend=backend, progress=progress,
+                save_at=save_at, check_finite=check_finite, noise=noise, sample_ids=sample_ids, cond=cond,
+                callback=callback)  # fmt: skip
     if denoise:  # a LinearSDE (check_sample)
-        final = score if cond is None else ConditionedScore(score, cond, sol.x.shape[0])
-        with _grad_mode(sol.x):
-            sol.x = tweedie_denoise(sde, CheckedScore(final), sol.x, t_end)
-        sol.nfe += 1
+        _denoise_final(sol, sde, score, cond, t_end)
     if check_finite and not _xp.isfinite_all(sol.x):
         n_steps = len(ts) - 1 if ts is not None else -1
         raise NonFiniteError(n_steps, t_end, f"non-finite values after the final denoising step at t = {t_end}")
     return sol
+
+
+#: ``sample``'s own keyword arguments, read off its signature (anything else is a solver option, checked against the
+#: solver's constructor); ``sdekit.distributed.sample`` takes them too.
+SAMPLE_OPTIONS = tuple(
+    name for name, p in inspect.signature(sample).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+def split_options(options: dict) -> tuple[dict, dict]:
+    """``options`` as ``(sample's own, the solver's)`` (see :data:`SAMPLE_OPTIONS`)."""
+    own = {k: v for k, v in options.items() if k in SAMPLE_OPTIONS}
+    return own, {k: v for k, v in options.items() if k not in SAMPLE_OPTIONS}
+
+
+def solver_with_options(solver, solver_options: dict, caller: str):
+    """``get_solver(solver, **solver_options)``; an unknown option's error lists what ``caller`` itself takes (the
+    run options of :func:`sample`), so a misspelt run option reads as such."""
+    try:
+        return get_solver(solver, **solver_options)
+    except ValueError as exc:
+        if solver_options and "unknown option" in str(exc):
+            raise ValueError(f"{exc}; {caller} itself takes: {list(SAMPLE_OPTIONS)}") from None
+        raise

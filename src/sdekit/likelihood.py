@@ -46,7 +46,7 @@ import numpy as np
 
 from . import _xp
 from .backends.job import CheckedScore
-from .controllers import MAX_FACTOR, MIN_FACTOR, SAFETY
+from .controllers import RK45Controller
 from .errors import NonFiniteError
 from .noise import PRIOR_STEP, check_seed, normals_numpy
 from .sdes import LinearSDE
@@ -249,26 +249,10 @@ def _rms_norm(err, y0, y1, rtol, atol):
     return np.sqrt(np.mean((err / scale) ** 2, axis=1))
 
 
-def _embedded_rk(F, y0, u0, u1, rtol, atol, max_steps, method="dopri5"):
-    """Integrate ``dy/du = F(y, u, idx)`` from ``u0`` to ``u1`` (floats) for each row of ``y0`` separately.
-
-    ``method`` names an FSAL 5(4) pair in ``_EMBEDDED`` (the last row of ``A`` equals ``b``).
-    """
-    n = y0.shape[0]
-    pair = _EMBEDDED[method]
-    tab = pair.tableau
-    e = tab.b - pair.b_err
-    expo = 1.0 / (pair.error_order + 1)
-    direction = 1.0 if u1 > u0 else -1.0
-    span = abs(u1 - u0)
-    idx_all = np.arange(n)
-    u = np.full(n, u0)
-    y = y0
-    nfe = np.zeros(n, dtype=np.int64)
-    accepted = np.zeros(n, dtype=np.int64)
-    rejected = np.zeros(n, dtype=np.int64)
-
-    # Hairer's starting step (Solving ODEs I, sec. II.4): two drift evaluations
+def _initial_step(F, y, u, direction, span, rtol, atol, expo):
+    """Hairer's starting step (Solving ODEs I, sec. II.4), per sample, from two drift evaluations; returns ``(k1,
+    h)``: the drift at the start (reused by the first attempt, FSAL) and the step sizes ``(n,)``."""
+    idx_all = np.arange(y.shape[0])
     k1 = F(y, u, idx_all)
     y_np, f_np = _to_numpy(y), _to_numpy(k1)
     sc = atol + rtol * np.abs(y_np)
@@ -281,8 +265,27 @@ def _embedded_rk(F, y0, u0, u1, rtol, atol, max_steps, method="dopri5"):
     d2 = np.sqrt(np.mean(((_to_numpy(f1) - f_np) / sc) ** 2, axis=1)) / h0
     dm = np.maximum(d1, d2)
     h1 = np.where(dm <= 1e-15, np.maximum(1e-6, h0 * 1e-3), (0.01 / np.maximum(dm, 1e-300)) ** expo)
-    h = np.minimum(np.minimum(100.0 * h0, h1), span)
-    nfe += 2
+    return k1, np.minimum(np.minimum(100.0 * h0, h1), span)
+
+
+def _embedded_rk(F, y0, u0, u1, rtol, atol, max_steps, method="dopri5"):
+    """Integrate ``dy/du = F(y, u, idx)`` from ``u0`` to ``u1`` (floats) for each row of ``y0`` separately.
+
+    ``method`` names an FSAL 5(4) pair in ``_EMBEDDED`` (the last row of ``A`` equals ``b``).
+    """
+    n = y0.shape[0]
+    pair = _EMBEDDED[method]
+    tab = pair.tableau
+    e = tab.b - pair.b_err
+    control = RK45Controller(1.0 / (pair.error_order + 1))
+    direction = 1.0 if u1 > u0 else -1.0
+    span = abs(u1 - u0)
+    u = np.full(n, u0)
+    y = y0
+    nfe = np.full(n, 2, dtype=np.int64)  # the starting step's two evaluations
+    accepted = np.zeros(n, dtype=np.int64)
+    rejected = np.zeros(n, dtype=np.int64)
+    k1, h = _initial_step(F, y, u, direction, span, rtol, atol, control.exponent)
 
     last_rejected = np.zeros(n, dtype=bool)
     active = np.ones(n, dtype=bool)
@@ -320,15 +323,7 @@ def _embedded_rk(F, y0, u0, u1, rtol, atol, max_steps, method="dopri5"):
             if e[j] != 0.0:
                 err = err + (hx * e[j]) * ks[j]
         en = _rms_norm(_to_numpy(err), _to_numpy(ys), _to_numpy(y_new), rtol, atol)
-        en = np.where(np.isfinite(en), en, np.inf)
-        acc = en <= 1.0
-        # scipy RK45's I-controller with the shared constants; unlike controllers.PIController it does not floor
-        # the error at ERR_FLOOR, so a step with a tiny error may grow up to MAX_FACTOR (as RK45's do)
-        with np.errstate(divide="ignore"):
-            factor = np.where(np.isfinite(en), SAFETY * np.maximum(en, 1e-300) ** -expo, 0.0)
-        factor = np.clip(factor, MIN_FACTOR, MAX_FACTOR)
-        factor = np.where(acc & ~last_rejected[idx], factor, np.minimum(factor, 1.0))  # no growth after a rejection
-        h_next = hs * factor
+        acc, h_next = control.propose(hs, en, last_rejected[idx])  # scipy RK45's rule (controllers.RK45Controller)
         if acc.any():
             ia = idx[acc]
             sel = np.flatnonzero(acc)
@@ -390,6 +385,32 @@ def _probes(seed, n, n_probes, D, kind, like):
     return _xp.asarray_like(z, like)
 
 
+def _check_points(x) -> bool:
+    """Check the points ``x`` (a floating numpy array or tensor ``(n, *event)``, finite); True for a tensor."""
+    is_torch = _xp.is_torch(x)
+    if not is_torch:
+        if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
+            raise TypeError(f"x must be a floating-point numpy array or torch tensor, got {type(x).__name__}")
+    elif not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ValueError(f"x must have shape (n, *event_shape) with n >= 1, got shape {tuple(x.shape)}")
+    if not _xp.isfinite_all(x):
+        raise ValueError("x contains NaN or infinite values")
+    return is_torch
+
+
+def _interval(sde, tv: str, t_eps: float, x):
+    """``(u0, u1, x_start)``: the ODE's interval in the time variable ``tv`` and its start state (``x``, or in EDM
+    coordinates ``x / alpha(t_eps)``)."""
+    T = float(sde.T)
+    if tv == "t":
+        return t_eps, T, x
+    if tv == "log_snr":
+        return float(sde.log_snr(t_eps)), float(sde.log_snr(T)), x
+    return float(sde.edm_sigma(t_eps)), float(sde.edm_sigma(T)), x / float(sde.marginal(t_eps)[0])
+
+
 def log_likelihood(
     sde,
     score,
@@ -449,49 +470,29 @@ def log_likelihood(
         raise TypeError(f"sde must be a LinearSDE (VPSDE, SubVPSDE, VESDE, EDMSDE), got {sde!r}")
     if not callable(score):
         raise TypeError(f"score must be callable score(x, t), got {score!r}")
-    is_torch = _xp.is_torch(x)
-    if not is_torch:
-        if not isinstance(x, np.ndarray) or x.dtype.kind != "f":
-            raise TypeError(f"x must be a floating-point numpy array or torch tensor, got {type(x).__name__}")
-    elif not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    if x.ndim < 2 or x.shape[0] < 1:
-        raise ValueError(f"x must have shape (n, *event_shape) with n >= 1, got shape {tuple(x.shape)}")
-    if not _xp.isfinite_all(x):
-        raise ValueError("x contains NaN or infinite values")
+    is_torch = _check_points(x)
     t_eps = positive_number("t_eps", t_eps)
     if not t_eps < sde.T:
         raise ValueError(f"t_eps must lie in (0, T) = (0, {sde.T}), got {t_eps!r}")
-    _choice("solver", solver, LIKELIHOOD_SOLVERS)
+    choices = {"solver": LIKELIHOOD_SOLVERS, "trace": _TRACES, "probe": _PROBES, "time_variable": _TIME_VARIABLES}
+    for name, value in zip(choices, (solver, trace, probe, time_variable)):
+        _choice(name, value, choices[name])
     rtol, atol = positive_number("rtol", rtol), positive_number("atol", atol)
-    _choice("trace", trace, _TRACES)
-    _choice("probe", probe, _PROBES)
-    _choice("time_variable", time_variable, _TIME_VARIABLES)
     n_probes, max_steps = positive_int("n_probes", n_probes), positive_int("max_steps", max_steps)
     seed = check_seed(seed)
     if trace == "exact" and not hasattr(score, "divergence") and not is_torch:
-        raise ValueError(
-            "trace='exact' needs a score with a divergence(x, t) method (analytic scores have one) or a torch "
-            f"score with torch inputs (autograd); got {score!r} with a numpy x. Use trace='hutchinson'."
-        )
+        raise ValueError("trace='exact' needs a score with a divergence(x, t) method (analytic scores have one) or a "
+                         f"torch score with torch inputs (autograd); got {score!r} with a numpy x. Use "
+                         "trace='hutchinson'.")  # fmt: skip
     if prior_logpdf is not None and not callable(prior_logpdf):
         raise TypeError(f"prior_logpdf must be callable or None, got {prior_logpdf!r}")
     tv = "t" if time_variable == "auto" else time_variable
 
-    n = x.shape[0]
-    event = tuple(x.shape[1:])
+    n, event = x.shape[0], tuple(x.shape[1:])
     D = int(np.prod(event, dtype=np.int64))
     probes = _probes(seed, n, int(n_probes), D, probe, x) if trace == "hutchinson" else None
     F = _AugmentedDrift(sde, score, event, x, trace, probes, tv, boolean("check_finite", check_finite))
-    T = float(sde.T)
-    x_start = x
-    if tv == "t":
-        u0, u1 = t_eps, T
-    elif tv == "log_snr":
-        u0, u1 = float(sde.log_snr(t_eps)), float(sde.log_snr(T))
-    else:
-        u0, u1 = float(sde.edm_sigma(t_eps)), float(sde.edm_sigma(T))
-        x_start = x / float(sde.marginal(t_eps)[0])
+    u0, u1, x_start = _interval(sde, tv, t_eps, x)
     y0 = _cat(x_start.reshape(n, D), 0.0 * x.reshape(n, D)[:, :1])
     if solver in _EMBEDDED:
         y, nfe, acc, rej = _embedded_rk(F, y0, u0, u1, rtol, atol, int(max_steps), solver)
@@ -501,28 +502,15 @@ def log_likelihood(
     delta = y[:, D]
     if tv == "sigma":
         # back from EDM coordinates: x_T = alpha(T) xbar_T, log p_t(x) = log pbar(x / alpha) - D log alpha(t)
-        a_T, a_eps = float(sde.marginal(T)[0]), float(sde.marginal(t_eps)[0])
+        a_T, a_eps = float(sde.marginal(float(sde.T))[0]), float(sde.marginal(t_eps)[0])
         z = z * a_T
         delta = delta + D * (math.log(a_T) - math.log(a_eps))
     prior = (prior_logpdf or sde.prior_logpdf)(z)
-    stats = {
-        "solver": solver,
-        "trace": trace,
-        "time_variable": tv,
-        "accepted": float(np.mean(acc)),
-        "rejected": float(np.mean(rej)),
-        "finite_difference_score_evals": float(np.mean(F.extra)),
-    }
+    stats = {"solver": solver, "trace": trace, "time_variable": tv, "accepted": float(np.mean(acc)),
+             "rejected": float(np.mean(rej)), "finite_difference_score_evals": float(np.mean(F.extra))}  # fmt: skip
     nfe_total = nfe + F.extra
-    return LikelihoodResult(
-        logp=prior + delta,
-        nfe=float(np.mean(nfe_total)),
-        prior_logp=prior,
-        delta_logp=delta,
-        z=z,
-        nfe_per_sample=nfe_total,
-        stats=stats,
-    )
+    return LikelihoodResult(logp=prior + delta, nfe=float(np.mean(nfe_total)), prior_logp=prior, delta_logp=delta,
+                            z=z, nfe_per_sample=nfe_total, stats=stats)  # fmt: skip
 
 
 def bits_per_dim(logp, dim, offset=8.0):

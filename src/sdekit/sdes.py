@@ -129,6 +129,26 @@ class LinearSDE(SDE):
         """``(alpha(t), sigma(t))`` of the transition kernel ``x_t | x_0 ~ N(alpha x_0, sigma^2 I)``."""
         return self._alpha_sigma(t)
 
+    def tweedie(self, x, t, score_value):
+        """Tweedie's formula ``E[x_0 | x_t = x] = (x + sigma(t)^2 score) / alpha(t)`` (Efron 2011) from the score's
+        value ``score_value`` at ``(x, t)``: the data prediction every solver, the final denoising step and the
+        interop drivers use (this is the only place it is written).
+
+        ``t``: a scalar (python or numpy float: the coefficients enter as python floats, which keep ``x``'s dtype) or
+        per-sample times of shape ``(n,)`` in ``x``'s library (no host read). ``x``, ``score_value``: ``(n, *event)``.
+        """
+        if getattr(t, "ndim", 0) == 0:
+            alpha, sigma = (float(c) for c in self.marginal(float(t)))
+        else:
+            alpha, sigma = self.marginal(t)
+            alpha, sigma = _xp.per_sample(alpha, x), _xp.per_sample(sigma, x)
+        return (x + (sigma * sigma) * score_value) / alpha
+
+    def denoise(self, score, x, t):
+        """Tweedie's ``E[x_0 | x_t = x]`` (see :meth:`tweedie`) with one evaluation of ``score(x, t)`` (``t`` broadcast
+        to shape ``(n,)``, the score convention)."""
+        return self.tweedie(x, t, score(x, _xp.full_time(t, x)))
+
     def marginal_prob(self, x0, t):
         """``(mean, std)`` of ``x_t | x_0``, as in score_sde: ``mean`` like ``x0``, ``std`` like ``t``."""
         alpha, sigma = self._alpha_sigma(t)

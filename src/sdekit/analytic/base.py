@@ -36,7 +36,6 @@ import abc
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
 
 from .. import _xp
 from ..noise import check_seed, normals_numpy
@@ -296,6 +295,8 @@ class AnalyticDensity(abc.ABC):
             e = z * np.sqrt(v[0])
             x = p.means[0] + (e if U is None else e @ U[0].T)
         else:
+            from scipy.special import ndtr  # on first use: a bare ``import sdekit`` loads no scipy
+
             u = ndtr(zz[:, d])
             comp = np.minimum(np.searchsorted(np.cumsum(p.weights), u, side="right"), K - 1)
             x = np.empty((n, d), dtype=np.float64)

@@ -6,10 +6,12 @@ backend is one module with a ``run(job)`` function (and, for a new array library
 
 Adding a backend
 ----------------
-1. Write ``sdekit/backends/my_backend.py`` with ``run(job) -> (x, saved, nfe, stats)``: ``job`` is the validated
-   :class:`sdekit.backends.job.Job` (nothing needs re-checking); ``saved`` the states at ``job.save_index``;
-   ``stats`` a dict with at least ``steps``, ``accepted``, ``rejected``. Draw noise from the counter-based
-   generator (:mod:`sdekit.noise`) so that sample ``i`` sees the numbers of every other backend.
+1. Write a module with ``run(job) -> (x, saved, nfe, stats)``: ``job`` is the validated
+   :class:`sdekit.backends.job.Job` (nothing needs re-checking); ``saved`` the states at ``job.save_index`` as one
+   array; ``stats`` a dict with at least ``steps``, ``accepted``, ``rejected``. The drivers of :mod:`sdekit.loop`
+   do all of it given the array operations: ``sdekit.loop.solve_grid(job, noise)`` for fixed grids and
+   ``sdekit.loop.adaptive.run(job)`` for adaptive solvers; draw noise from the counter-based generator
+   (:mod:`sdekit.noise`) so that sample ``i`` sees the numbers of every other backend.
 2. For a new array library give the module ``as_state(x)`` (a numpy array -> the backend's array) and
    ``initial_state(sde, shape, seed, *, module, device, dtype)`` (prior draws in that library).
 3. Register it below with its capabilities; the registration order is the order of preference of

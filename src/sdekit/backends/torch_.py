@@ -23,7 +23,7 @@ entries are finite but sum beyond 1.8e308 would be reported as non-finite.)
 This loop is for fixed grids. Adaptive solvers (``solver.adaptive``) run in
 :mod:`sdekit.backends.torch_adaptive`: accept/reject as device-side masks, the host read once every ``k``
 attempts (``torch_options(sync_every=k)``); with a callback or Brownian-path noise (``noise="tree"``) they run
-in the array-generic host loop of :mod:`sdekit.backends.adaptive` (same numbers).
+in the array-generic host loop of :mod:`sdekit.loop.adaptive` (same numbers).
 
 Gradients and capture
 ---------------------
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -48,15 +49,12 @@ import numpy as np
 import torch
 
 from ..brownian import tree_noise
-from ..errors import NonFiniteError
+from ..loop import DeviceGuard, grid_stats, run_grid, solve_grid
+from ..loop import adaptive as adaptive_loop
 from ..noise import PRIOR_STEP
 from ..progress import progress_bar
-from ..solvers.base import StepContext
 from ..validation import boolean, positive_int
-from . import adaptive as adaptive_loop
 from . import torch_adaptive
-from .job import Trajectory
-from .numpy_ import fixed_grid_loop, fixed_grid_stats
 from .torch_noise import TorchNormals
 
 __all__ = [
@@ -216,33 +214,10 @@ def as_state(x):
 
 
 def _loop(job, x, draw, checks, bar):
-    """Every step of ``job.grid`` from ``x``; returns ``(x, saved)`` (``saved``: the preallocated trajectory or None).
-    Writes the finiteness record into ``checks``."""
-    solver, process, grid = job.solver, job.process, job.grid
-    saved = Trajectory(job.save_index, x)
-    saved.put(0, x)
-    memory = {}  # the solver's per-solve history (StepContext.memory)
-    for k in range(len(grid) - 1):
-        t, t_next = float(grid[k]), float(grid[k + 1])
-        z = draw(k) if draw is not None else None
-        ctx = StepContext(k, grid, memory)
-        x = solver.step(process, x, t, t_next, z, ctx)
-        if checks is not None:
-            # device-side record; read once after the loop (see the module docstring)
-            checks[k] = x.detach().sum(dtype=torch.float64)
-        saved.put(k + 1, x)
-        if job.callback is not None:  # nothing of it runs (no host read) without a callback
-            job.callback({"step": k, "t": t_next, "x": x, "denoised": ctx.denoised})
-        bar.update(1)
-    return x, saved.data
-
-
-def _raise_if_nonfinite(checks, grid):
-    """One host read after the loop: raise :class:`NonFiniteError` at the first non-finite step."""
-    bad = ~torch.isfinite(checks)
-    first = int(torch.where(bad.any(), torch.argmax(bad.to(torch.uint8)), -1))  # the single synchronisation
-    if first >= 0:
-        raise NonFiniteError(first, float(grid[first + 1]))
+    """Every step of ``job.grid`` from ``x`` (the driver :func:`sdekit.loop.run_grid`); returns ``(x, saved)``.
+    Writes the finiteness record into ``checks`` (device side; read once after the loop)."""
+    guard = DeviceGuard(job.grid, checks) if checks is not None else None
+    return run_grid(dataclasses.replace(job, x0=x), draw, guard, bar)
 
 
 def run(job):
@@ -258,7 +233,7 @@ def run(job):
             return adaptive_loop.run(job)  # the array-generic loop (per-attempt host control)
     if job.noise == "tree" and job.stochastic:  # the array-generic loop with Brownian-tree noise
         with grad_mode(job.x0):
-            return fixed_grid_loop(job, noise=tree_noise)
+            return solve_grid(job, tree_noise)  # checked on the host per step (the walker reads the host anyway)
     start = time.perf_counter()
     n_steps = len(job.grid) - 1
     with grad_mode(job.x0):
@@ -276,8 +251,8 @@ def run(job):
             with progress_bar(n_steps, job.progress, desc=solver.name) as bar:
                 x, saved = _loop(job, job.x0, draw, checks, bar)
     if checks is not None:
-        _raise_if_nonfinite(checks, job.grid)
-    return x, saved, solver.nfe(job.grid, job.process), fixed_grid_stats(n_steps, start)
+        DeviceGuard(job.grid, checks).check()
+    return x, saved, solver.nfe(job.grid, job.process), grid_stats(n_steps, start)
 
 
 # -- CUDA graph capture ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The adaptive loop on torch tensors with device-side accept/reject: the host reads once every ``k`` attempts.
 
-Same method and the same decisions as the array-generic loop of :mod:`sdekit.backends.adaptive` (which reads
+Same method and the same decisions as the array-generic loop of :mod:`sdekit.loop.adaptive` (which reads
 every attempt's error norm on the host to pick the samples that go on), arranged for a device:
 
 * The control state -- per-sample time, step size, previous error, next stop, counters -- lives in float64 /
@@ -45,8 +45,16 @@ import torch
 
 from ..bridge_noise import BRIDGE_DEPTH
 from ..brownian import snap_step
+from ..loop.adaptive import (
+    MIN_STEP_FRACTION,
+    PROGRESS_UNITS,
+    attempt,
+    attempt_stats,
+    coverage,
+    max_steps_error,
+    underflow_error,
+)
 from ..progress import progress_bar
-from .adaptive import MIN_STEP_FRACTION, PROGRESS_UNITS, attempt_stats, coverage, max_steps_error, underflow_error
 from .torch_bridge import TorchBridge
 from .torch_noise import TorchNormals
 
@@ -72,7 +80,7 @@ def attempts_to_next_read(ahead: np.ndarray, k: int) -> int:
 def supports(job, sync_every: int | None = None) -> bool:
     """Whether ``job`` (adaptive, on torch) runs with device-side control: no callback, and counter noise or
     no noise (an ODE), or bridge noise on an accelerator (or anywhere once ``sync_every`` is set). The others run
-    in the host loop of :mod:`sdekit.backends.adaptive`, with the same numbers.
+    in the host loop of :mod:`sdekit.loop.adaptive`, with the same numbers.
 
     Bridge noise stays on the host loop for CPU tensors by default: there a host read costs nothing, and the
     masked stack operations (every stack position, every attempt) cost more than the host loop's indexed ones
@@ -115,7 +123,7 @@ class _Saves:
 def run(job, sync_every: int | None = None):
     """Run an adaptive ``job`` on torch tensors with device-side control (see the module docstring).
 
-    Returns ``(x, saved, nfe, stats)`` as :func:`sdekit.backends.adaptive.run` does; ``stats["host_reads"]``
+    Returns ``(x, saved, nfe, stats)`` as :func:`sdekit.loop.adaptive.run` does; ``stats["host_reads"]``
     counts the synchronisations.
     """
     solver, process = job.solver, job.process
@@ -253,12 +261,10 @@ class _Control:
             z = [zz[:, r * self.size : (r + 1) * self.size].reshape((-1,) + self.event).to(xs.dtype)
                  for r in range(self.m)]  # fmt: skip
         t_x, t_next_x = ts.to(xs.dtype), t_next.to(xs.dtype)
-        x_new, err, proposal, a_nfe = solver.attempt(proc, xs, t_x, t_next_x, z, w.carry, self.rtol, self.atol)
-        err = err.detach().to(torch.float64)  # the control carries no gradient (as the host loop's numpy control)
-        if self.job.check_finite:
-            # a non-finite trial counts as a failed attempt: the step shrinks and is retried
-            finite = torch.isfinite((x_new * 0.0).reshape(x_new.shape[0], -1).sum(1))
-            err = torch.where(finite & torch.isfinite(err), err, torch.inf)
+        # a non-finite trial counts as a failed attempt (error inf); the control carries no gradient
+        x_new, err, proposal, a_nfe = attempt(solver, proc, xs, t_x, t_next_x, z, w.carry, self.rtol, self.atol,
+                                              self.job.check_finite)  # fmt: skip
+        err = err.to(torch.float64)
         accept, h_new = solver.controller.propose(hh, err, w.err_prev)
         accept = accept & active
         if self.bridge:

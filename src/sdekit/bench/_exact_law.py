@@ -9,9 +9,9 @@ import numpy as np
 from ..analytic import AnalyticDensity
 from ..grids import make_grid
 from ..integrate import tweedie_denoise
+from ..loop import GridLoop, solve_grid
 from ..sdes import LinearSDE
 from ..solvers import get_solver
-from ..solvers.base import StepContext
 
 __all__ = ["exact_law"]
 
@@ -79,7 +79,6 @@ def _whole_solve_parts(solver, proc, ts, m, n_noise, name):
     Covers multistep solvers, whose history lives in the per-solve ``StepContext.memory``. Returns ``(c, A, B)`` with
     ``B`` of shape ``(d, N n_noise d)``.
     """
-    from ..backends import numpy_ as numpy_loop
     from ..backends.job import Job
 
     d = m.shape[0]
@@ -106,12 +105,33 @@ def _whole_solve_parts(solver, proc, ts, m, n_noise, name):
 
     job = Job(process=proc, solver=solver, x0=x0, grid=ts, seed=0, sample_ids=np.arange(rows), save_index=None,
               progress=False, check_finite=True, stochastic=n_noise > 0)  # fmt: skip
-    y, _, _, _ = numpy_loop.fixed_grid_loop(job, noise=noise)
+    y, _, _, _ = solve_grid(job, noise)
     c = y[0]
     a = (y[1 : 1 + d] - c).T  # column j: response to e_j in x_T
     bmat = (y[1 + d : 1 + d + n_unit] - c).T  # one column per (step, field, component)
     _check_affine(c + a @ v + bmat @ w.reshape(-1), y, name, "the start point")
     return c, a, bmat
+
+
+def _law_grid(sde, grid) -> np.ndarray:
+    """The grid of :func:`exact_law`: ``grid`` uniform steps down to ``sde.eps``, or the given decreasing times."""
+    if isinstance(grid, numbers.Integral) and not isinstance(grid, bool):
+        return make_grid(sde, int(grid), "uniform")
+    ts = np.asarray(grid, dtype=np.float64)
+    if ts.ndim != 1 or ts.shape[0] < 2 or not np.all(np.diff(ts) < 0):
+        raise ValueError(f"grid must be a strictly decreasing 1-D array of times, got {grid!r}")
+    if abs(ts[0] - sde.T) > 1e-12 * max(1.0, sde.T) or ts[-1] <= 0:
+        raise ValueError(f"grid must run from T={sde.T} down to a positive t_end, got {ts[0]} ... {ts[-1]}")
+    return ts
+
+
+def _start_law(gaussian, sde, T: float, start: str):
+    """``(mean, cov)`` at ``T``: the exact marginal of ``gaussian`` or the prior (``start``)."""
+    if start == "marginal":
+        return gaussian.mean_cov(T, sde)
+    if start == "prior":
+        return np.zeros(gaussian.dim), sde.prior_std**2 * np.eye(gaussian.dim)
+    raise ValueError(f"start must be one of ['marginal', 'prior'], got {start!r}")
 
 
 def exact_law(
@@ -179,38 +199,23 @@ def exact_law(
     kind = solver.default_process if process == "auto" else process
     if (kind == "sde" and not solver.is_sde) or (kind == "ode" and not solver.is_ode):
         raise ValueError(f"solver {solver.name!r} cannot integrate process={kind!r}")
-    if isinstance(grid, numbers.Integral) and not isinstance(grid, bool):
-        ts = make_grid(sde, int(grid), "uniform")
-    else:
-        ts = np.asarray(grid, dtype=np.float64)
-        if ts.ndim != 1 or ts.shape[0] < 2 or not np.all(np.diff(ts) < 0):
-            raise ValueError(f"grid must be a strictly decreasing 1-D array of times, got {grid!r}")
-        if abs(ts[0] - sde.T) > 1e-12 * max(1.0, sde.T) or ts[-1] <= 0:
-            raise ValueError(f"grid must run from T={sde.T} down to a positive t_end, got {ts[0]} ... {ts[-1]}")
-    if start == "marginal":
-        m0, c0 = gaussian.mean_cov(float(ts[0]), sde)
-    elif start == "prior":
-        m0, c0 = np.zeros(gaussian.dim), sde.prior_std**2 * np.eye(gaussian.dim)
-    else:
-        raise ValueError(f"start must be one of ['marginal', 'prior'], got {start!r}")
+    ts = _law_grid(sde, grid)
+    m0, c0 = _start_law(gaussian, sde, float(ts[0]), start)
     score = gaussian.score(sde)
     proc = sde.reverse(score) if kind == "sde" else sde.probability_flow(score)
     solver.check_process(proc)
     n_noise = solver.n_noise if kind == "sde" else 0
     name = f"solver {solver.name!r}"
     m, c = m0, c0
-    memory = {}
+    loop = GridLoop(solver, ts)
     multistep = method == "solve"
     for k in range(len(ts) - 1 if method != "solve" else 0):
-        t, t_next = float(ts[k]), float(ts[k + 1])
 
-        ctx = StepContext(k, ts, memory)
-
-        def one_step(x, z, t=t, t_next=t_next, ctx=ctx):
-            return solver.step(proc, x, t, t_next, z, ctx)
+        def one_step(x, z, k=k):
+            return loop.step(proc, x, k, z=z)[0]
 
         y, m_new, a, bs = _affine_parts(one_step, m, n_noise, name)
-        if _history_in_memory(memory, y.shape[0]):
+        if _history_in_memory(loop.memory, y.shape[0]):
             if method == "step":
                 raise ValueError(
                     f"{name} keeps a per-sample history between steps (multistep); method='step' covers one-step "

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _xp
 from .._version import __version__
-from ..integrate import SAMPLE_OPTIONS, check_sample
+from ..integrate import SAMPLE_OPTIONS, check_sample, solver_with_options, split_options
 from ..integrate import sample as sample_one
 from ..noise import check_seed
 from ..progress import progress_bar
@@ -162,13 +162,8 @@ def _check_options(options: dict, n: int) -> None:
             raise ValueError(f"sdekit.distributed.sample does not take {name}=: {why}")
     if options.get("cond") is not None:
         check_cond(options["cond"], n)  # one row per sample of the whole job; each shard gets its rows
-    solver_options = {k: v for k, v in options.items() if k not in SAMPLE_OPTIONS}
-    try:
-        get_solver(options.get("solver", _SAMPLE_DEFAULTS["solver"]), **solver_options)
-    except ValueError as exc:
-        if solver_options and "unknown option" in str(exc):
-            raise ValueError(f"{exc}; sdekit.distributed.sample itself takes: {list(SAMPLE_OPTIONS)}") from None
-        raise
+    _, solver_options = split_options(options)
+    solver_with_options(options.get("solver", _SAMPLE_DEFAULTS["solver"]), solver_options, "sdekit.distributed.sample")
 
 
 def _check_sample(sde, score, n: int, options: dict) -> None:
@@ -181,7 +176,7 @@ def _check_sample(sde, score, n: int, options: dict) -> None:
 
 def _configuration(sde, score, seed, n, shard_size, options) -> dict:
     """The job's configuration: ``job`` (compared when a store is reopened) and ``info`` (not compared)."""
-    solver_options = {k: v for k, v in options.items() if k not in SAMPLE_OPTIONS}
+    _, solver_options = split_options(options)
     solver = get_solver(options.get("solver", _SAMPLE_DEFAULTS["solver"]), **solver_options)
     given = {}
     for k, v in sorted(options.items()):

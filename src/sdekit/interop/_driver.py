@@ -25,6 +25,7 @@ import numpy as np
 from .. import _xp
 from ..backends.job import Job
 from ..errors import NonFiniteError
+from ..loop import GridLoop, guard_for
 from ..progress import progress_bar
 from ..solvers.base import StepContext
 
@@ -78,8 +79,7 @@ class GridPlan:
 
     def denoise(self, x, score_value):
         """Tweedie's ``(x + sigma^2 score) / alpha`` at the grid's last time."""
-        alpha, sigma = (float(c) for c in self.sde.marginal(float(self.grid[-1])))
-        return (x + (sigma * sigma) * score_value) / alpha
+        return self.sde.tweedie(x, float(self.grid[-1]), score_value)
 
 
 def counter_noise(plan: GridPlan, x, seed: int, sample_ids=None):
@@ -121,24 +121,17 @@ def run(plan: GridPlan, x, score, noise=None, *, callback=None, check_finite=Tru
     step is ``k = n_steps - 1`` with ``ctx = None``).
     """
     solver, grid = plan.solver, plan.grid
-    memory = {}
-    checks = []
+    # the driver of sdekit.solve's fixed grids, with the plan's context (its step count includes the final
+    # denoising step); tensors are checked on the device and read once, after the loop
+    loop = GridLoop(solver, grid, draw=noise, guard=guard_for(x, grid, check_finite), context=plan.context)
     with progress_bar(plan.n_steps, progress, desc=solver.name) as bar:
         for k in range(plan.n_solver_steps):
-            t, t_next = float(grid[k]), float(grid[k + 1])
             watch = _FirstEvaluation(score) if callback is not None else score
-            ctx = plan.context(k, memory)
-            z = noise(k) if noise is not None else None
-            x_next = solver.step(plan.process(watch), x, t, t_next, z, ctx)
-            if check_finite:
-                if _xp.is_torch(x_next):
-                    checks.append(x_next.detach().sum(dtype=_xp.lib(x_next).float64))  # read once, after the loop
-                elif not _xp.isfinite_all(x_next):
-                    raise NonFiniteError(k, t_next)
+            x_next, ctx = loop.step(plan.process(watch), x, k)
             if callback is not None:
                 denoised = ctx.denoised
                 if denoised is None and watch.first is not None and watch.first[0] is x:
-                    denoised = _tweedie(plan.sde, *watch.first)  # the step's first evaluation was at its state
+                    denoised = plan.sde.tweedie(*watch.first)  # the step's first evaluation was at its state
                 callback(k, x, denoised, ctx)
             x = x_next
             bar.update(1)
@@ -149,22 +142,10 @@ def run(plan: GridPlan, x, score, noise=None, *, callback=None, check_finite=Tru
                 callback(plan.n_steps - 1, x, x0, None)
             x = x0
             bar.update(1)
-    if checks:
-        torch = _xp.lib(checks[0])
-        bad = ~torch.isfinite(torch.stack(checks))
-        first = int(torch.where(bad.any(), torch.argmax(bad.to(torch.uint8)), -1))  # the one synchronisation
-        if first >= 0:
-            raise NonFiniteError(first, float(grid[first + 1]))
+    loop.check()
     if check_finite and plan.final_denoise and not _xp.isfinite_all(x):
         raise NonFiniteError(plan.n_steps - 1, float(grid[-1]), "non-finite values after the final denoising step")
     return x
-
-
-def _tweedie(sde, x, t, score_value):
-    """``(x + sigma(t)^2 score) / alpha(t)`` with ``t`` of shape ``(n,)`` as the score received it (no host read)."""
-    alpha, sigma = sde.marginal(t)
-    a, s = _xp.per_sample(alpha, x), _xp.per_sample(sigma, x)
-    return (x + (s * s) * score_value) / a
 
 
 # -- step by step ------------------------------------------------------------------------------------------
@@ -225,6 +206,7 @@ class Stepper:
 
     def __init__(self, plan: GridPlan, x, noise=None, start_step: int = 0):
         self.plan, self.x, self.noise = plan, x, noise
+        self.loop = GridLoop(plan.solver, plan.grid, context=plan.context)  # the driver, one step at a time
         self.k = start_step
         self.memory = {}
         self.answers = []
@@ -251,10 +233,8 @@ class Stepper:
                 self.z = self.noise(k)
             replay = _ReplayScore(self.answers)
             memory = _snapshot(self.memory)
-            ctx = plan.context(k, memory)
-            t, t_next = float(plan.grid[k]), float(plan.grid[k + 1])
             try:
-                x_next = plan.solver.step(plan.process(replay), self.x, t, t_next, self.z, ctx)
+                x_next, ctx = self.loop.step(plan.process(replay), self.x, k, z=self.z, memory=memory)
             except _Pending:
                 x_req, t_req = replay.asked
                 self.pending = Request(x_req, t_req, k, len(self.answers), x_req is self.x)

@@ -42,8 +42,7 @@ def score_at(process, x, t):
 
 def data_prediction(process, sde: LinearSDE, x, t: float):
     """Tweedie's ``E[x_0 | x_t = x] = (x + sigma^2 score) / alpha`` at a scalar time ``t`` (1 NFE)."""
-    alpha, sigma = coeffs(sde, t)
-    return (x + (sigma * sigma) * score_at(process, x, t)) / alpha
+    return sde.denoise(process.score, x, t)
 
 
 def sqrt_pos(v: float) -> float:

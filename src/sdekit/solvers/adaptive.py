@@ -1,7 +1,7 @@
 """Adaptive solvers with per-sample step sizes: the adaptive reverse-SDE solver of Jolicoeur-Martineau et al.
 (2021) and Dormand--Prince 5(4) for the probability-flow ODE.
 
-They do not follow the fixed-grid ``step`` protocol: the loop of :mod:`sdekit.backends.adaptive` calls
+They do not follow the fixed-grid ``step`` protocol: the loop of :mod:`sdekit.loop.adaptive` calls
 
 * ``init_carry(process, x, t) -> (carry, nfe)``: per-sample quantities kept between attempts (a dict of
   arrays with leading axis ``n``), valid at the current ``(x, t)``;

@@ -10,7 +10,7 @@ nothing of a solver but what its base class declares here:
   ``ctx`` is the :class:`StepContext`: the step's index, the whole grid, and a ``memory`` dict that lives for one
   solve (multistep methods keep their history there).
 * :class:`AdaptiveSolver` (``sdekit.solvers.adaptive``) -- per-sample step sizes: ``init_carry``, ``attempt``
-  and ``accept``, driven by the loop of ``sdekit.backends.adaptive``.
+  and ``accept``, driven by the loop of ``sdekit.loop.adaptive``.
 
 Each solver declares its deterministic ``order``, its ``strong_order`` and ``weak_order`` for SDEs with
 additive noise, whether it integrates SDEs and/or ODEs, its drift evaluations per step, its normal fields per

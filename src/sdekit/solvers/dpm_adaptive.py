@@ -35,7 +35,7 @@ Cost: ``eps(x, s)`` is kept in the carry, so an attempt costs 2 new evaluations 
 acceptance 1 more (``eps`` at the new point, the next attempt's ``e0``): 3 per accepted step, 2 per rejected one.
 
 Unlike k-diffusion's ``sample_dpm_adaptive``, where one step size serves the whole batch and the error is the RMS
-over the batch, every sample here has its own step size and error (:mod:`sdekit.backends.adaptive`).
+over the batch, every sample here has its own step size and error (:mod:`sdekit.loop.adaptive`).
 
 Time variable. ``time="log_snr"`` (default): the loop steps in ``lambda`` (the process is
 :class:`sdekit.timechange.LogSNRTime`), so step sizes, ``h_init`` and the controller live in the variable the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from ..validation import non_negative_number
-from ._common import coeffs, linear_sde_of, score_at
+from ._common import coeffs, linear_sde_of
 from .base import FixedStepSolver, register
 
 __all__ = ["EDMSampler"]
@@ -74,9 +74,8 @@ class EDMSampler(FixedStepSolver):
 
     @staticmethod
     def _denoise(process, sde, x_hat, t):
-        alpha, sigma = coeffs(sde, t)
-        x = alpha * x_hat
-        return (x + (sigma * sigma) * score_at(process, x, t)) / alpha
+        alpha, _ = coeffs(sde, t)
+        return sde.denoise(process.score, alpha * x_hat, t)
 
     def step(self, process, x, t, t_next, z, ctx):
         sde = process.sde

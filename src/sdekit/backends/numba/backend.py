@@ -13,9 +13,9 @@ import dataclasses
 import numpy as np
 
 from ...brownian import tree_noise
+from ...loop import adaptive as adaptive_loop
+from ...loop import solve_grid
 from ...sdes import LinearSDE, ReverseSDE
-from .. import adaptive as adaptive_loop
-from .. import numpy_
 from ..job import CheckedScore
 from .fused import fused_plan, run_fused
 from .kernels import EULER_MARUYAMA
@@ -44,7 +44,7 @@ def run(job):
         return run_fused(job, plan)
     job = _checked(job)
     if tree:
-        x, xs, nfe, stats = numpy_.fixed_grid_loop(job, noise=tree_noise)
+        x, xs, nfe, stats = solve_grid(job, tree_noise)
         stats["kernel"] = "per-step, tree noise"
         return x, xs, nfe, stats
     if getattr(job.process, "score", None) is not None:
@@ -57,7 +57,7 @@ def run(job):
             and job.callback is None
         ):
             return run_em_per_step(job)
-    x, xs, nfe, stats = numpy_.fixed_grid_loop(job, noise=numba_noise)
+    x, xs, nfe, stats = solve_grid(job, numba_noise)
     stats["kernel"] = "per-step"
     return x, xs, nfe, stats
 

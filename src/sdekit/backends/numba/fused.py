@@ -144,5 +144,5 @@ def run_fused(job, plan):
         "wall_time": time.perf_counter() - start,
         "kernel": f"fused {kernel.name}",
     }
-    xs = [saved[s].reshape(shape) for s in range(len(order))]
+    xs = saved.reshape((len(order), *shape)) if order else None  # one array, as every backend's
     return x.reshape(shape), xs, solver.nfe(grid, job.process), stats

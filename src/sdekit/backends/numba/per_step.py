@@ -17,6 +17,7 @@ from numba import prange
 from ... import _xp
 from ...errors import NonFiniteError
 from ...progress import progress_bar
+from ..job import Trajectory
 from ._blocks import block_size
 from .noise import PARALLEL_MIN, fill_normals, normals_into, sample_key, sample_keys, seed_key, serial_and_parallel
 
@@ -84,7 +85,8 @@ def run_em_per_step(job):
     ids = np.require(job.sample_ids, dtype=np.int64, requirements=["C", "W"])  # one numba type
     skey = seed_key(job.seed)
     w = float(proc.score_weight)
-    saved = [xv.copy()] if job.save_index is not None and 0 in job.save_index else []
+    saved = Trajectory(job.save_index, xv)  # preallocated, as every backend's
+    saved.put(0, xv)
     steps = len(grid) - 1
     update = _em_update_parallel if x.size >= PARALLEL_MIN else _em_update_serial
     start = time.perf_counter()
@@ -98,8 +100,7 @@ def run_em_per_step(job):
             ok = update(x, sc, ids, skey, np.uint64(k), h, float(sde.drift_coef(t)), w * g * g, g, abs(h) ** 0.5, block)
             if job.check_finite and not ok:
                 raise NonFiniteError(k, t_next)
-            if job.save_index is not None and (k + 1) in job.save_index:
-                saved.append(xv.copy())
+            saved.put(k + 1, xv)
             bar.update(1)
     stats = {
         "steps": steps,
@@ -108,4 +109,4 @@ def run_em_per_step(job):
         "wall_time": time.perf_counter() - start,
         "kernel": "per-step euler_maruyama",
     }
-    return xv, saved, solver.nfe(grid, proc), stats
+    return xv, saved.data, solver.nfe(grid, proc), stats

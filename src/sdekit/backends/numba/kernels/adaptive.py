@@ -9,7 +9,7 @@ no lane idles while others work. Nothing in a sample's arithmetic depends on its
 samples, so the results do not depend on the batch, the chunking or the threads.
 
 Per attempt (the order of operations of :class:`sdekit.solvers.AdaptiveSDE` and :class:`~sdekit.solvers.Dopri5`
-in the numpy loop of :mod:`sdekit.backends.adaptive`, which these kernels reproduce to round-off):
+in the numpy loop of :mod:`sdekit.loop.adaptive`, which these kernels reproduce to round-off):
 
 1. the drift at ``(x, t)`` for the lanes that need it (new samples; after an accepted ``adaptive`` step the
    evaluation at the accepted point, counted in that step's NFE as the numpy solver counts it), gathered into
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from types import FunctionType
 
@@ -42,11 +43,12 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from ....bridge_noise import BRIDGE_DEPTH
+from ....loop.adaptive import MIN_STEP_FRACTION, attempt_stats, max_steps_error, underflow_error
 from ....progress import progress_bar
 from ....sdes import ProbabilityFlowODE, ReverseSDE
 from ....solvers.adaptive import AdaptiveSDE, Dopri5
 from ....tree_law import DEFAULT_DEPTH, TOL
-from ...adaptive import MIN_STEP_FRACTION, attempt_stats, max_steps_error, underflow_error
+from ... import has_fused_score
 from ..fused import CALL_SECONDS
 from ..host_scores import analytic_params, analytic_work_rows, is_analytic_score
 from ..noise import seed_key
@@ -343,7 +345,13 @@ def adaptive_plan(job):
     kernel = ADAPTIVE_KERNELS.get((type(solver), kind))
     if kernel is None or job.callback is not None:
         return None
-    if type(proc) is not (ReverseSDE if job.stochastic else ProbabilityFlowODE) or type(proc.sde) not in SDE_KINDS:
+    if type(proc) is not (ReverseSDE if job.stochastic else ProbabilityFlowODE):
+        return None
+    if type(proc.sde) not in SDE_KINDS:
+        if has_fused_score(proc.score):  # a compiled score that will not run compiled: say why, never silently
+            warnings.warn(f"backend 'numba' runs {job.solver.name!r} on {type(proc.sde).__name__} in the numpy "
+                          "host loop (slower): the fused adaptive kernels evaluate the coefficients of "
+                          f"{', '.join(k.__name__ for k in SDE_KINDS)} only", RuntimeWarning, stacklevel=5)  # fmt: skip
         return None
     x0 = job.x0
     if not isinstance(x0, np.ndarray) or x0.dtype != np.float64:
