@@ -185,6 +185,7 @@ def test_fused_kernel_matches_numpy(density):
     assert np.max(np.abs(a.x - b.x)) <= 1e-10 * max(1.0, float(np.max(np.abs(a.x))))
     np.testing.assert_allclose(b.xs, a.xs, rtol=1e-10, atol=1e-10)
     auto = sample(sde, density.score(sde), n=8, solver="adaptive", rtol=5e-2, seed=1, noise="bridge")
+    # compiled in this process by the solve above, so auto runs it (issue 23)
     assert auto.stats["backend"] == "numba" and auto.stats["kernel"] == "fused adaptive_sde"
 
 

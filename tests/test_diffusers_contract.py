@@ -269,6 +269,8 @@ SOURCES = {
     "dpm-2-v-trailing": lambda: D.DPMSolverMultistepScheduler(prediction_type="v_prediction",
                                                               timestep_spacing="trailing"),
     "dpm-sde-2": lambda: D.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++"),
+    "dpm-3": lambda: D.DPMSolverMultistepScheduler(solver_order=3),  # dpmpp_3m(reference_d2=True)
+    "dpm-3-no-lof": lambda: D.DPMSolverMultistepScheduler(solver_order=3, lower_order_final=False),
     "unipc-2": lambda: D.UniPCMultistepScheduler(),
     "unipc-3": lambda: D.UniPCMultistepScheduler(solver_order=3),
     "deis-2": lambda: D.DEISMultistepScheduler(solver_order=2),
@@ -315,8 +317,10 @@ def test_a_scheduler_without_an_sdekit_method_warns():
     with pytest.warns(UserWarning, match="no equivalent of LMSDiscreteScheduler"):
         sch = SdekitScheduler.from_config(D.LMSDiscreteScheduler().config)
     assert sch.config.solver == "dpmpp_2m"
-    with pytest.warns(UserWarning, match="third-order multistep formula differs"):
-        SdekitScheduler.from_config(D.DPMSolverMultistepScheduler(solver_order=3).config)
+    with pytest.warns(UserWarning, match="third-order SDE multistep formula differs"):
+        SdekitScheduler.from_config(
+            D.DPMSolverMultistepScheduler(solver_order=3, algorithm_type="sde-dpmsolver++").config
+        )
 
 
 def test_config_goes_through_diffusers_registration():

@@ -65,7 +65,10 @@ def test_fused_adaptive_on_other_sdes_matches_numpy():
 
 
 def test_auto_picks_the_fused_adaptive_kernels():
+    # once compiled in the process (a small job would not pay for the compilation: issue 23)
     sde = VPSDE()
+    for solver in ("adaptive", "dopri5"):
+        sdekit.sample(sde, GAUSS.score(sde), n=8, solver=solver, rtol=5e-2, seed=1, backend="numba")
     sol = sdekit.sample(sde, GAUSS.score(sde), n=8, solver="adaptive", rtol=5e-2, seed=1)
     assert sol.stats["backend"] == "numba" and sol.stats["kernel"] == "fused adaptive_sde"
     sol = sdekit.sample(sde, GAUSS.score(sde), n=8, solver="dopri5", seed=1)
@@ -118,7 +121,7 @@ def test_row_score_runs_the_fused_adaptive_kernels():
     sde = VPSDE()
     row = RowScore(user_row, event_shape=2)
     kw = dict(n=30, solver="adaptive", rtol=3e-2, atol=3e-3, seed=8)
-    a = sdekit.sample(sde, row, **kw)
+    a = sdekit.sample(sde, row, backend="numba", **kw)  # "auto" would not compile it for a small job (issue 23)
     assert a.stats["kernel"] == "fused adaptive_sde", a.stats
     b = sdekit.sample(sde, Gaussian(MU, LAM).score(sde), backend="numpy", **kw)
     _same(b, a, 1e-9)

@@ -5,6 +5,7 @@ Commands:
 * ``sdekit compare``  -- compare integrators on an analytic density: error against NFE, a table on stdout, a
   work-precision plot (PNG) and the rows as CSV (see :func:`sdekit.bench.compare`).
 * ``sdekit solvers``  -- list the registered solvers with their kind, orders and NFE per step.
+* ``sdekit warmup``   -- compile the fused numba kernels ahead of time (:func:`sdekit.backends.numba.warmup.warmup`).
 
 ``sdekit --help`` and ``sdekit COMMAND --help`` describe the options; ``sdekit --version`` prints the version.
 """
@@ -201,6 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("solvers", help="list the registered solvers")
     s.set_defaults(func=_cmd_solvers, subparser=s)
+
+    w = sub.add_parser(
+        "warmup",
+        help="compile the fused numba kernels ahead of time (kept in numba's disk cache)",
+        description="Compile (or load from numba's disk cache) the fused numba kernels that the given solvers run, "
+        "one tiny solve per kernel, and print what was compiled and how long it took. Later processes load the "
+        "kernels from the cache, and backend='auto' then uses them for every job large enough to pay the load.",
+    )
+    w.add_argument(
+        "--solvers",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="solver names or specs (comma or space separated; default: every registered solver)",
+    )
+    w.set_defaults(func=_cmd_warmup, subparser=w)
     return parser
 
 
@@ -382,6 +399,38 @@ def _cmd_solvers(args, parser) -> int:
             f"{r['name']:<18}{kind:<9}{r['order']:>6}{r['strong']:>8}{r['weak']:>6}{r['nfe_per_step']:>10}"
             f"  {r['adaptive']}"
         )
+    return 0
+
+
+def _cmd_warmup(args, parser) -> int:
+    from .backends import available_backends
+
+    if "numba" not in available_backends():
+        parser.error("sdekit warmup needs numba (pip install numba)")
+    from .backends.numba.warmup import warmup
+    from .solvers import get_solver
+
+    names = None if args.solvers is None else _split_names(args.solvers)
+    for name in names or []:
+        try:
+            get_solver(name)
+        except (ValueError, TypeError) as exc:
+            parser.error(f"--solvers: {exc}")
+    print(f"{'kernel':<28}{'solver':<22}{'process':<9}{'before':<10}{'seconds':>9}  cache")
+
+    def show(row):
+        print(f"{row['kernel']:<28}{row['solver']:<22}{row['process']:<9}{row['before']:<10}{row['seconds']:>9.2f}  "
+              f"{row['cache_dir']}", flush=True)  # fmt: skip
+
+    rows = warmup(names, report=show)
+    total = sum(r["seconds"] for r in rows)
+    print(f"{len(rows)} kernels in {total:.1f} s")
+    from .backends.numba.kernels import NO_FUSED_KERNEL
+    from .backends.numba.warmup import warmup_jobs
+
+    for spec in warmup_jobs(names)[1]:
+        why = NO_FUSED_KERNEL.get(get_solver(spec).name, "this configuration runs the per-step loop")
+        print(f"{spec}: no fused kernel ({why})")
     return 0
 
 

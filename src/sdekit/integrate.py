@@ -15,6 +15,7 @@ import numpy as np
 
 from . import _xp
 from .backends import has_fused_score
+from .backends.auto import settle as settle_auto
 from .backends.job import CheckedScore, Job, StepCallback
 from .backends.registry import BACKENDS, backend_names, get_backend
 from .errors import NonFiniteError
@@ -318,8 +319,12 @@ def solve(
     job = Job(process=process, solver=solver, x0=x0, grid=job_grid, seed=seed, sample_ids=sample_ids,
               save_index=resolve_save(save_at, ts), progress=bool(progress), check_finite=bool(check_finite),
               stochastic=is_sde_process, rtol=rtol, atol=atol, noise=noise, callback=callback)  # fmt: skip
+    reason = "requested"
+    if backend == "auto":  # weigh a kernel's compilation against the job (sdekit.backends.auto)
+        name, job, reason = settle_auto(name, job, entry)
+        entry = get_backend(name)
     x, saved, nfe, stats = entry.run(job)
-    stats.update(backend=name, solver=solver.name, wall_time=time.perf_counter() - start)
+    stats.update(backend=name, backend_reason=reason, solver=solver.name, wall_time=time.perf_counter() - start)
     t_final = stats.pop("t_final", t1)  # the loop's end time (in log-SNR time lambda(t1): then t1 itself)
     ts_saved = ts[sorted(job.save_index)] if job.save_index is not None else None
     # saved: None, or the states at save_index as one preallocated array (n_saved, *x.shape) from every backend

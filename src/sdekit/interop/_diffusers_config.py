@@ -167,11 +167,13 @@ def source_method(name: str, config: dict):
             return ("dpmpp_sde_pc" if sde else "dpmpp_pc", {"order": 1, "corrector": False}, conv, diff)
         if order == 2:
             return ("dpmpp_2m_sde" if sde else "dpmpp_2m", {}, conv, diff)
+        if not sde:  # diffusers' weight of D2 (the reference codes'): the same numbers
+            return ("dpmpp_3m", {"reference_d2": True}, conv, diff)
         return (
-            "dpmpp_3m_sde" if sde else "dpmpp_3m",
+            "dpmpp_3m_sde",
             {},
             conv,
-            diff or "solver_order=3: sdekit's third-order multistep formula differs from diffusers' (O(h^3))",
+            diff or "solver_order=3 with an SDE: sdekit's third-order SDE multistep formula differs from diffusers'",
         )
     if name == "UniPCMultistepScheduler":
         conv["lower_order_final"] = lof

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..validation import boolean, integer_in
 from ._common import coeffs, linear_sde_of, score_at
-from .base import FixedStepSolver
+from .affine import PROBE_E, PROBE_X, AffineCoefficients, probe
+from .base import FixedStepSolver, StepContext
 from .dpm_solver import LOWER_ORDER_FINAL_STEPS
 
 __all__ = ["SigmaAdams", "lagrange_weights", "AB_COEFFICIENTS"]
@@ -127,9 +128,47 @@ class SigmaAdams(FixedStepSolver):
         hist["s"].insert(0, s)
         hist["eps"].insert(0, eps)
         del hist["s"][self.multistep_order :], hist["eps"][self.multistep_order :]
-        m = self.step_order(ctx.index, len(hist["s"]), ctx.n_steps)
-        w = self.weights(hist["s"][:m], s_next, ctx, sde)
+        w = self._step_weights(hist["s"], s_next, ctx, sde)
+        return self._combine(x_hat, alpha_n, w, hist["eps"])
+
+    def _step_weights(self, levels, s_next, ctx, sde):
+        """The weights of step ``ctx.index`` given the history's noise levels (most recent first)."""
+        m = self.step_order(ctx.index, len(levels), ctx.n_steps)
+        return self.weights(levels[:m], s_next, ctx, sde)
+
+    @staticmethod
+    def _combine(x_hat, alpha_n, w, eps):
+        """``alpha_n (x_hat + sum_j w_j eps_j)``: the update, linear in ``x_hat`` and the ``eps``."""
         out = x_hat
-        for wj, ej in zip(w, hist["eps"][:m]):
+        for wj, ej in zip(w, eps):
             out = out + float(wj) * ej
         return alpha_n * out
+
+    def affine_coefficients(self, sde, grid) -> AffineCoefficients:
+        """The per-step coefficients of this sampler over ``grid`` on the linear SDE ``sde`` (see
+        :mod:`sdekit.solvers.affine`). The evaluation is the noise prediction ``E = eps = -sigma score`` (``e0 = 0,
+        e1 = -sigma, e2 = 1``; with ``afs`` the first one is ``x / (alpha sqrt(1 + s^2))``, no score), and the
+        update ``x' = alpha_n (x / alpha + sum_j w_j E_{k-j})`` is :meth:`step`'s own, run on probe vectors."""
+        grid = np.asarray(grid, dtype=np.float64)
+        steps = len(grid) - 1
+        tab = AffineCoefficients.zeros(steps)
+        memory: dict = {}  # what the weights may keep per solve (deis's VP-time fit)
+        levels: list = []
+        for k in range(steps):
+            alpha, sigma = coeffs(sde, float(grid[k]))
+            alpha_n, sigma_n = coeffs(sde, float(grid[k + 1]))
+            s, s_next = sigma / alpha, sigma_n / alpha_n
+            if self.afs and k == 0:
+                tab.ev[k] = 1.0, 0.0, alpha * math.sqrt(1.0 + s * s)
+            else:
+                tab.ev[k] = 0.0, -sigma, 1.0
+            levels.insert(0, s)
+            del levels[self.multistep_order :]
+            ctx = StepContext(k, grid, memory)
+            w = self._step_weights(levels, s_next, ctx, sde)
+            m = len(w)
+            v = self._combine(probe(PROBE_X) / alpha, alpha_n, w, [probe(PROBE_E + j) for j in range(m)])
+            tab.pred[k, 0] = v[PROBE_X]
+            tab.pred[k, 2 : 2 + m] = v[PROBE_E : PROBE_E + m]
+            tab.counts[k] = m, 0, 0, 0, 0
+        return tab

@@ -24,6 +24,7 @@ numbers are therefore those of the solver's step, in the step's own order of ope
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "PROBE_Z_PREV",
     "PROBE_SIZE",
     "probe",
+    "affine_table",
 ]
 
 #: Most evaluations one step combines: the largest corrector (``dpmpp_pc``, ``corrector_order=5``) uses
@@ -100,3 +102,14 @@ class AffineCoefficients:
 
     def __iter__(self):
         return iter((self.ev, self.pred, self.corr, self.counts))
+
+
+def affine_table(solver, sde, grid, stochastic: bool) -> AffineCoefficients:
+    """``solver.affine_coefficients(sde, grid)`` for the reverse SDE (``stochastic=True``) or the probability-flow
+    ODE of ``sde``: solvers that run both (``sa_solver``) take ``stochastic`` as a keyword, the others ignore it."""
+    affine = getattr(solver, "affine_coefficients", None)
+    if affine is None:
+        raise TypeError(f"no affine multistep coefficients for solver {solver!r}")
+    if "stochastic" in inspect.signature(affine).parameters:
+        return affine(sde, grid, stochastic=stochastic)
+    return affine(sde, grid)

@@ -19,9 +19,18 @@ import math
 
 from ..validation import positive_number
 from ._common import coeffs, linear_sde_of
+from .affine import affine_table
 from .base import FixedStepSolver, get_solver
 
-__all__ = ["AnalyticFirstStep"]
+__all__ = ["AnalyticFirstStep", "analytic_score_factor"]
+
+
+def analytic_score_factor(sde, t: float, sigma_data: float) -> float:
+    """``q`` with the analytic first step's score ``q x``: ``eps = x_hat / sqrt(sigma_data^2 + s^2)``, score ``=
+    -eps / sigma``."""
+    alpha, sigma = coeffs(sde, t)
+    s = sigma / alpha
+    return -1.0 / (alpha * sigma * math.sqrt(sigma_data**2 + s * s))
 
 
 class _AnalyticScore:
@@ -32,10 +41,7 @@ class _AnalyticScore:
 
     def __call__(self, x, t):
         tt = float(t[0]) if getattr(t, "ndim", 0) else float(t)
-        alpha, sigma = coeffs(self.sde, tt)
-        s = sigma / alpha
-        # eps = x_hat / sqrt(sd^2 + s^2), score = -eps / sigma
-        return x * (-1.0 / (alpha * sigma * math.sqrt(self.sigma_data**2 + s * s)))
+        return x * analytic_score_factor(self.sde, tt, self.sigma_data)
 
 
 class AnalyticFirstStep(FixedStepSolver):
@@ -73,6 +79,24 @@ class AnalyticFirstStep(FixedStepSolver):
 
     def nfe(self, grid, process=None) -> int:
         return self.inner.nfe(grid, process) - 1
+
+    @property
+    def has_affine_coefficients(self) -> bool:
+        """True when the wrapped solver has :meth:`affine_coefficients` that fit the affine kernel."""
+        inner = self.inner
+        return callable(getattr(inner, "affine_coefficients", None)) and getattr(inner, "has_affine_coefficients", True)
+
+    def affine_coefficients(self, sde, grid, stochastic: bool = False):
+        """The wrapped solver's :class:`~sdekit.solvers.affine.AffineCoefficients` with the first evaluation taken on
+        the analytic score ``q x``: ``E_0 = ((e0 + e1 q) x + 0 score) / e2``, no score evaluation (``TypeError``
+        when the wrapped solver has none)."""
+        if not self.has_affine_coefficients:
+            raise TypeError(f"the wrapped solver {self.inner.name!r} has no affine coefficients")
+        tab = affine_table(self.inner, sde, grid, stochastic)
+        e0, e1, e2 = tab.ev[0]
+        q = analytic_score_factor(sde, float(grid[0]), self.sigma_data)
+        tab.ev[0] = e0 + e1 * q, 0.0, e2
+        return tab
 
     def step(self, process, x, t, t_next, z, ctx):
         if ctx.index == 0:

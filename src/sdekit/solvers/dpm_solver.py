@@ -157,11 +157,25 @@ class DPMSolverPP2M(_DPMSolverPPODE):
 
 @register
 class DPMSolverPP3M(_DPMSolverPPODE):
-    """DPM-Solver++(3M) for the probability-flow ODE: order 3, 1 NFE per step (third-order multistep)."""
+    """DPM-Solver++(3M) for the probability-flow ODE: order 3, 1 NFE per step (third-order multistep).
+
+    ``reference_d2=True`` takes the reference codes' weight of ``D2`` (diffusers' ``DPMSolverMultistepScheduler``
+    with ``solver_order=3``, Lu et al.'s code): half the Taylor-exact one (module docstring), so the method is of
+    order 2 then. It exists to reproduce those codes' numbers (``SdekitScheduler.from_config`` of such a
+    scheduler uses it); the default is the third-order weight.
+    """
 
     name = "dpmpp_3m"
     order = 3
     multistep_order = 3
+
+    def __init__(self, lower_order_final: bool = True, reference_d2: bool = False):
+        super().__init__(lower_order_final)
+        self.reference_d2 = boolean("reference_d2", reference_d2)
+        self.d2_weight = 1.0 if self.reference_d2 else 2.0
+
+    def __repr__(self):
+        return f"{type(self).__name__}(lower_order_final={self.lower_order_final}, reference_d2={self.reference_d2})"
 
 
 @register

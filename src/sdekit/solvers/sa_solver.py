@@ -33,6 +33,7 @@ import numpy as np
 
 from ..validation import boolean, integer_in, non_negative_number
 from ._common import coeffs, data_prediction, linear_sde_of, log_snr, sqrt_pos
+from .affine import PROBE_E, PROBE_X, PROBE_X_PREV, PROBE_Z, PROBE_Z_PREV, AffineCoefficients, probe
 from .base import FixedStepSolver, register
 from .dpm_solver import exp_adams_weights
 
@@ -149,6 +150,20 @@ class SASolver(FixedStepSolver):
             out = out + (sigma_t * sqrt_pos(-math.expm1(-2.0 * tau * tau * h))) * noise
         return out
 
+    def _orders(self, k: int, n_steps: int) -> tuple:
+        """``(p, c)``: the predictor's points on step ``k`` and those of the corrector it prepares."""
+        p, c = self.predictor_order, self.corrector_order
+        if self.lower_order_final:
+            p, c = min(p, n_steps - k), min(c, n_steps - k + 1)
+        return min(p, k + 1), min(c, k + 2)
+
+    def _corrected(self, sde, x_prev, t_prev, t, lam, lams_hist, ds_hist, d, c, tau, z_prev):
+        """SA-Corrector: re-integrate ``[t_prev, t]`` from ``x_prev`` through the new data prediction ``d`` (at
+        log-SNR ``lam``) and ``c - 1`` earlier ones (``lams_hist``, ``ds_hist``: most recent first), same noise."""
+        lam_p = lams_hist[0]
+        nodes = [lam - lam_p] + [lj - lam_p for lj in lams_hist[: c - 1]]
+        return self._advance(sde, x_prev, t_prev, t, lam_p, nodes, [d] + ds_hist[: c - 1], tau, z_prev)
+
     def step(self, process, x, t, t_next, z, ctx):
         sde = process.sde
         k, n_steps = ctx.index, ctx.n_steps
@@ -160,22 +175,57 @@ class SASolver(FixedStepSolver):
         d = ctx.denoised = data_prediction(process, sde, x, t)  # (also for the step callback)
         if st["x_prev"] is not None:
             # SA-Corrector: re-integrate [t_prev, t] through the new point and c - 1 earlier ones, same noise
-            c = st["c"]
-            lam_p = st["lam"][-1]
-            nodes = [lam - lam_p] + [lj - lam_p for lj in st["lam"][::-1][: c - 1]]
-            ds = [d] + st["d"][::-1][: c - 1]
             tau = self.tau_at(sde, st["t_prev"], stochastic)
-            x = self._advance(sde, st["x_prev"], st["t_prev"], t, lam_p, nodes, ds, tau, st["z_prev"])
+            x = self._corrected(
+                sde, st["x_prev"], st["t_prev"], t, lam, st["lam"][::-1], st["d"][::-1], d, st["c"], tau, st["z_prev"]
+            )
         st["lam"].append(lam)
         st["d"].append(d)
         del st["lam"][: -self.multistep_order], st["d"][: -self.multistep_order]
-        p, c = self.predictor_order, self.corrector_order
-        if self.lower_order_final:
-            p, c = min(p, n_steps - k), min(c, n_steps - k + 1)
-        p, c = min(p, k + 1), min(c, k + 2)
+        p, c = self._orders(k, n_steps)
         nodes = [lj - lam for lj in st["lam"][::-1][:p]]
         tau = self.tau_at(sde, t, stochastic)
         noise = z[0] if stochastic else None
         x_next = self._advance(sde, x, t, t_next, lam, nodes, st["d"][::-1][:p], tau, noise)
         st["x_prev"], st["t_prev"], st["z_prev"], st["c"] = x, t, noise, c
         return x_next
+
+    def affine_coefficients(self, sde, grid, stochastic: bool = True) -> AffineCoefficients:
+        """The per-step coefficients over ``grid`` on the linear SDE ``sde`` (:mod:`sdekit.solvers.affine`) for the
+        reverse SDE (``stochastic=True``) or the probability-flow ODE (``tau = 0``): the evaluation is the data
+        prediction, the corrector (``cx x_prev + sum_j w_j E_{k-j} + cz z_{k-1}``, the previous step's noise again)
+        and the predictor (``A x + sum_j B_j E_{k-j} + C z_k``) are :meth:`step`'s own, run on probe vectors."""
+        grid = np.asarray(grid, dtype=np.float64)
+        steps = len(grid) - 1
+        tab = AffineCoefficients.zeros(steps)
+        lams: list = []  # most recent first
+        c_prev = 0
+        for k in range(steps):
+            t, t_next = float(grid[k]), float(grid[k + 1])
+            alpha, sigma = coeffs(sde, t)
+            tab.ev[k] = 1.0, sigma * sigma, alpha
+            lam = log_snr(sde, t)
+            nc = 0
+            if k > 0:
+                t_prev = float(grid[k - 1])
+                tau = self.tau_at(sde, t_prev, stochastic)
+                hist = [probe(PROBE_E + 1 + j) for j in range(len(lams))]
+                z_prev = probe(PROBE_Z_PREV) if stochastic else None
+                v = self._corrected(
+                    sde, probe(PROBE_X_PREV), t_prev, t, lam, lams, hist, probe(PROBE_E), c_prev, tau, z_prev
+                )
+                nc = c_prev
+                tab.corr[k, 0], tab.corr[k, 1] = v[PROBE_X_PREV], v[PROBE_Z_PREV]
+                tab.corr[k, 2 : 2 + nc] = v[PROBE_E : PROBE_E + nc]
+            lams.insert(0, lam)
+            del lams[self.multistep_order :]
+            p, c = self._orders(k, steps)
+            tau = self.tau_at(sde, t, stochastic)
+            noise = probe(PROBE_Z) if stochastic else None
+            hist = [probe(PROBE_E + j) for j in range(p)]
+            v = self._advance(sde, probe(PROBE_X), t, t_next, lam, [lj - lam for lj in lams[:p]], hist, tau, noise)
+            tab.pred[k, 0], tab.pred[k, 1] = v[PROBE_X], v[PROBE_Z]
+            tab.pred[k, 2 : 2 + p] = v[PROBE_E : PROBE_E + p]
+            tab.counts[k] = p, nc, int(stochastic), 1, int(stochastic and nc > 0)
+            c_prev = c
+        return tab

@@ -35,6 +35,7 @@ import numpy as np
 
 from ..validation import boolean, integer_in
 from ._common import coeffs, data_prediction, linear_sde_of, log_snr, score_at
+from .affine import HISTORY, PROBE_E, PROBE_X, PROBE_X_PREV, AffineCoefficients, probe
 from .base import FixedStepSolver, register
 
 __all__ = ["UniPC", "unipc_rhos"]
@@ -140,6 +141,35 @@ class UniPC(FixedStepSolver):
             out = out - (scale * b_h * float(rho_j) / rk) * (m_j - m0)
         return out
 
+    def _evaluation(self, sde, t):
+        """``(e0, e1, e2)`` with ``m = (e0 x + e1 score) / e2`` (:mod:`sdekit.solvers.affine`), as :meth:`_model`."""
+        alpha, sigma = coeffs(sde, t)
+        return (1.0, sigma * sigma, alpha) if self.prediction == "data" else (0.0, -sigma, 1.0)
+
+    def _corrected(self, sde, x_prev, t_prev, t, lam, lams_hist, ms_hist, m_t, p):
+        """UniC-``p``: re-integrate ``[t_prev, t]`` from ``x_prev`` with ``m_t`` (at log-SNR ``lam``) as one more
+        node (``r = 1``); ``lams_hist``, ``ms_hist``: the history before ``m_t``, most recent first."""
+        lams, ms = lams_hist[:p], ms_hist[:p]
+        h = lam - lams[0]
+        b_h, rho = unipc_rhos([(lj - lams[0]) / h for lj in lams[1:]], h, self.variant, self.prediction, True)
+        return self._update(sde, x_prev, t_prev, t, lams + [None], ms + [m_t], rho, b_h)
+
+    def _predicted(self, sde, x, t, t_next, lams, ms):
+        """UniP-``len(lams)`` from ``x`` at ``t`` with the history ``lams``, ``ms`` (most recent first, at ``t``)."""
+        h = log_snr(sde, t_next) - lams[0]
+        b_h, rho = unipc_rhos([(lj - lams[0]) / h for lj in lams[1:]], h, self.variant, self.prediction, False)
+        return self._update(sde, x, t, t_next, lams, ms, rho, b_h)
+
+    def _predictor_order(self, k: int, n_hist: int, n_steps: int) -> int:
+        p = min(self.multistep_order, n_hist)
+        if self.lower_order_final:
+            p = max(1, min(p, n_steps - k))
+        return p
+
+    def _corrects(self, k: int) -> bool:
+        """True when step ``k`` starts with the corrector of step ``k - 1``'s result."""
+        return self.corrector and k > 0 and (k - 1) not in self.disable_corrector
+
     def step(self, process, x, t, t_next, z, ctx):
         sde = process.sde
         k = ctx.index
@@ -153,24 +183,57 @@ class UniPC(FixedStepSolver):
         else:
             alpha, sigma = coeffs(sde, t)
             ctx.denoised = (x - sigma * m_t) / alpha
-        if self.corrector and st["x_prev"] is not None and (k - 1) not in self.disable_corrector:
+        if self._corrects(k):
             # UniC-p_{k-1}: re-integrate [t_prev, t] with m_t as one more node (r = 1)
-            p = st["order_prev"]
-            lams = st["lam"][::-1][:p]
-            ms = st["m"][::-1][:p]
-            h = lam - lams[0]
-            b_h, rho = unipc_rhos([(lj - lams[0]) / h for lj in lams[1:]], h, self.variant, self.prediction, True)
-            x = self._update(sde, st["x_prev"], st["t_prev"], t, lams + [None], ms + [m_t], rho, b_h)
+            x = self._corrected(
+                sde, st["x_prev"], st["t_prev"], t, lam, st["lam"][::-1], st["m"][::-1], m_t, st["order_prev"]
+            )
         st["lam"].append(lam)
         st["m"].append(m_t)
         del st["lam"][: -self.multistep_order], st["m"][: -self.multistep_order]
-        p = min(self.multistep_order, len(st["lam"]))
-        if self.lower_order_final:
-            p = max(1, min(p, ctx.n_steps - k))
-        lams = st["lam"][::-1][:p]
-        ms = st["m"][::-1][:p]
-        h = log_snr(sde, t_next) - lam
-        b_h, rho = unipc_rhos([(lj - lam) / h for lj in lams[1:]], h, self.variant, self.prediction, False)
-        x_next = self._update(sde, x, t, t_next, lams, ms, rho, b_h)
+        p = self._predictor_order(k, len(st["lam"]), ctx.n_steps)
+        x_next = self._predicted(sde, x, t, t_next, st["lam"][::-1][:p], st["m"][::-1][:p])
         st["x_prev"], st["t_prev"], st["order_prev"] = x, t, p
         return x_next
+
+    @property
+    def has_affine_coefficients(self) -> bool:
+        """True when :meth:`affine_coefficients` fits the affine kernel's history (``order <= 4``: the corrector
+        combines ``order + 1`` evaluations, at most :data:`~sdekit.solvers.affine.HISTORY`)."""
+        return self.multistep_order + 1 <= HISTORY
+
+    def affine_coefficients(self, sde, grid) -> AffineCoefficients:
+        """The per-step coefficients over ``grid`` on the linear SDE ``sde`` (:mod:`sdekit.solvers.affine`): the
+        evaluation is ``m`` (data or noise prediction), the corrector (``cx x_prev + sum_j w_j E_{k-j}``) and the
+        predictor are :meth:`step`'s own, run on probe vectors. ``ValueError`` when ``order > 4``."""
+        if not self.has_affine_coefficients:
+            raise ValueError(
+                f"affine_coefficients covers unipc orders up to {HISTORY - 1}, got order={self.multistep_order}"
+            )
+        grid = np.asarray(grid, dtype=np.float64)
+        steps = len(grid) - 1
+        tab = AffineCoefficients.zeros(steps)
+        lams: list = []  # most recent first
+        p_prev = 0
+        for k in range(steps):
+            t, t_next = float(grid[k]), float(grid[k + 1])
+            lam = log_snr(sde, t)
+            tab.ev[k] = self._evaluation(sde, t)
+            nc = 0
+            if self._corrects(k):
+                hist = [probe(PROBE_E + 1 + j) for j in range(len(lams))]
+                v = self._corrected(
+                    sde, probe(PROBE_X_PREV), float(grid[k - 1]), t, lam, lams, hist, probe(PROBE_E), p_prev
+                )
+                nc = p_prev + 1
+                tab.corr[k, 0] = v[PROBE_X_PREV]
+                tab.corr[k, 2 : 2 + nc] = v[PROBE_E : PROBE_E + nc]
+            lams.insert(0, lam)
+            del lams[self.multistep_order :]
+            p = self._predictor_order(k, len(lams), steps)
+            v = self._predicted(sde, probe(PROBE_X), t, t_next, lams[:p], [probe(PROBE_E + j) for j in range(p)])
+            tab.pred[k, 0] = v[PROBE_X]
+            tab.pred[k, 2 : 2 + p] = v[PROBE_E : PROBE_E + p]
+            tab.counts[k] = p, nc, 0, int(self.corrector), 0
+            p_prev = p
+        return tab

@@ -57,6 +57,13 @@ Adding a kernel
    per-step path (a subclass that overrides ``step`` has no kernel), as ``tests/test_numba_samplers.py`` does.
    After editing a kernel module delete its ``__pycache__/*.nbi`` and ``*.nbc`` (numba's disk cache does not see
    edits to helpers it inlined from other modules).
+7. Measure its cold compile time (``benchmarks/bench_compile.py``, add a row to its ``KERNEL_JOBS``) and enter it
+   in :data:`sdekit.backends.numba.compile_cost.COMPILE_SECONDS`: ``backend="auto"`` weighs it against a job's
+   estimated numpy time (:mod:`sdekit.backends.auto`), and ``sdekit warmup`` compiles it ahead of time.
+
+Cold start: a kernel compiles on its first call in a process unless numba's disk cache holds it
+(:mod:`~sdekit.backends.numba.compile_cost` says where the cache lives and how ``"auto"`` checks it);
+:mod:`~sdekit.backends.numba.warmup` compiles the kernels ahead of time.
 """
 
 from __future__ import annotations

@@ -35,10 +35,15 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ....solvers.affine import HISTORY
+from ....sdes import ReverseSDE
+from ....solvers._sigma_adams import SigmaAdams
+from ....solvers.affine import HISTORY, affine_table
+from ....solvers.afs import AnalyticFirstStep
 from ....solvers.dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M
 from ....solvers.exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE
+from ....solvers.sa_solver import SASolver
 from ....solvers.score_based import Ancestral, ReverseDiffusion
+from ....solvers.unipc import UniPC
 from .._blocks import end_block, end_step, left_times, open_block
 from ..noise import fill_normals
 from ..registry import NC, Kernel, register_kernel, score_block
@@ -65,13 +70,19 @@ def _affine_multistep_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save
         kb, sk, xb, s, fin, work = open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
             npred, ncorr, noisy, keep, znoisy = counts[k, 0], counts[k, 1], counts[k, 2], counts[k, 3], counts[k, 4]
-            score_block(xb, L, st[k, 0], coef[k, 0][NC:], p0, p1, p2, p3, work, s)
             e0, e1, e2 = ev[k, 0], ev[k, 1], ev[k, 2]
             ek = ring[k % RING]
-            for j in range(d):
-                xj, sj, ej = xb[j], s[j], ek[j]
-                for l in range(L):
-                    ej[l] = (e0 * xj[l] + e1 * sj[l]) / e2
+            if e1 != 0.0:
+                score_block(xb, L, st[k, 0], coef[k, 0][NC:], p0, p1, p2, p3, work, s)
+                for j in range(d):
+                    xj, sj, ej = xb[j], s[j], ek[j]
+                    for l in range(L):
+                        ej[l] = (e0 * xj[l] + e1 * sj[l]) / e2
+            else:  # an evaluation without the score (the analytic first step)
+                for j in range(d):
+                    xj, ej = xb[j], ek[j]
+                    for l in range(L):
+                        ej[l] = (e0 * xj[l]) / e2
             if ncorr > 0:
                 cx, cz = corr[k, 0], corr[k, 1]
                 for j in range(d):
@@ -116,10 +127,8 @@ def affine_multistep_coefficients(solver, process, grid):
     """``(ev, pred, corr, counts)`` of the kernel (see :func:`_affine_multistep_body`) for ``solver`` on
     ``process`` (the reverse SDE or probability-flow ODE of a LinearSDE) over ``grid``: the solver's own
     :class:`~sdekit.solvers.affine.AffineCoefficients` (``solver.affine_coefficients(sde, grid)``)."""
-    affine = getattr(solver, "affine_coefficients", None)
-    if affine is None:
-        raise TypeError(f"no affine multistep coefficients for solver {solver!r}")
-    return tuple(affine(process.sde, np.asarray(grid, dtype=np.float64)))
+    grid = np.asarray(grid, dtype=np.float64)
+    return tuple(affine_table(solver, process.sde, grid, type(process) is ReverseSDE))
 
 
 AFFINE_MULTISTEP = Kernel(
@@ -128,9 +137,11 @@ AFFINE_MULTISTEP = Kernel(
     left_times,
     n_noise=1,
     grid_extra=affine_multistep_coefficients,
+    # unipc above order 4 and AnalyticFirstStep around a solver without coefficients do not fit
+    accepts=lambda solver: getattr(solver, "has_affine_coefficients", True),
     chunkable=False,
 )
-for _cls in (DPMSolverPP2M, DPMSolverPP3M, ExpPredictorCorrector):
+for _cls in (DPMSolverPP2M, DPMSolverPP3M, ExpPredictorCorrector, SigmaAdams, UniPC, SASolver, AnalyticFirstStep):
     register_kernel(_cls, "ode", AFFINE_MULTISTEP)
-for _cls in (DPMSolverPP2MSDE, ExpPredictorCorrectorSDE, Ancestral, ReverseDiffusion):
+for _cls in (DPMSolverPP2MSDE, ExpPredictorCorrectorSDE, Ancestral, ReverseDiffusion, SASolver):
     register_kernel(_cls, "sde", AFFINE_MULTISTEP)

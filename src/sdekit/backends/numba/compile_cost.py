@@ -1,0 +1,155 @@
+"""What the first fused solve of a process costs before it runs, and whether that is paid already.
+
+``backend="auto"`` (:mod:`sdekit.backends.auto`) asks :func:`readiness` about a job: which fused kernel would run
+it and in which state that kernel is --
+
+* ``"compiled"``: compiled in this process already (the dispatcher holds a specialisation): costs nothing;
+* ``"cached"``: in numba's disk cache for this machine, source and numba version: costs a load
+  (:data:`CACHE_LOAD_SECONDS`);
+* ``"cold"``: neither: costs a compilation (:data:`COMPILE_SECONDS`, measured per kernel by
+  ``benchmarks/bench_compile.py``). A kernel for a :class:`~sdekit.backends.numba.RowScore` is always compiled
+  in the process (it is not cached on disk: the cache could not tell two user functions apart).
+
+Where numba keeps the cache: ``NUMBA_CACHE_DIR`` when set; else the ``__pycache__`` folder next to the kernel's
+source when it is writable (a source checkout, an editable or a user-writable install); else numba's user-wide
+folder (``~/.cache/numba/`` on Linux, from ``appdirs``), e.g. for a package installed read-only by root. numba
+picks the first of these that it can write to, per kernel, and :func:`cache_dir` reports it. A cache entry is
+keyed by the source file's content hash, the numba version, the CPU (name and features) and the argument types;
+any change makes it stale and the kernel compiles again.
+
+numba has no public call that says whether a dispatcher's specialisation is on disk; :func:`disk_cached` reads
+the dispatcher's cache index (numba 0.60-0.68 internals, read through ``getattr`` and guarded: when they change,
+it answers False and ``"auto"`` falls back to its compile-cost rule, which is never slower than numpy, only
+sometimes later to use a cache).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...sdes import LinearSDE, ProbabilityFlowODE, ReverseSDE
+from .fused import fused_plan
+from .kernels.adaptive import adaptive_plan
+
+__all__ = [
+    "COMPILE_SECONDS",
+    "DEFAULT_COMPILE_SECONDS",
+    "CACHE_LOAD_SECONDS",
+    "Readiness",
+    "readiness",
+    "compiled_in_process",
+    "disk_cached",
+    "cache_dir",
+    "kernel_dispatcher",
+]
+
+#: Cold compile time (seconds) of each fused kernel, as the first solve of a process pays it (the kernel and the
+#: helpers it inlines: score, normals, tree walker), measured with an empty ``NUMBA_CACHE_DIR`` by
+#: ``benchmarks/bench_compile.py`` on the project's shared 2-core machine under load 5-7 (benchmarks/README.md,
+#: "Cold start"; a quiet machine compiles 2-3x faster, which only makes ``"auto"`` more careful).
+COMPILE_SECONDS = {
+    "euler_maruyama": 19.0,
+    "stochastic_heun": 31.0,
+    "runge_kutta": 48.0,
+    "affine_multistep": 71.0,
+    "edm": 56.0,
+    "sra": 78.0,
+    "pc": 75.0,
+    "annealed_langevin": 71.0,
+    "adaptive_sde": 314.0,
+    "dopri5": 202.0,
+}
+#: For a kernel missing from :data:`COMPILE_SECONDS` (a user's own kernel).
+DEFAULT_COMPILE_SECONDS = 60.0
+#: Loading one kernel from numba's disk cache (measured 0.5-1.9 s per kernel under load 5-7, first solve included).
+CACHE_LOAD_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The fused kernel that would run a job and what its first call costs before it runs.
+
+    ``kernel``: the kernel's name; ``state``: ``"compiled"``, ``"cached"`` or ``"cold"`` (module docstring);
+    ``seconds``: the estimated cost of that state (0, a cache load or a compilation); ``row_score``: the job's score
+    is a :class:`~sdekit.backends.numba.RowScore` (its kernels are compiled per process)."""
+
+    kernel: str
+    state: str
+    seconds: float
+    row_score: bool = False
+
+
+def kernel_dispatcher(job):
+    """``(kernel name, numba dispatcher, row_score)`` of the fused kernel that would run ``job``, or None when the
+    job runs the per-step loop (no kernel, a python score, a callback, tree noise, a non-float64 state)."""
+    proc = job.process
+    if type(proc) not in (ReverseSDE, ProbabilityFlowODE) or not isinstance(proc.sde, LinearSDE):
+        return None
+    row = getattr(proc.score, "numba_row_score", None) is not None
+    if job.solver.adaptive:
+        plan = adaptive_plan(job)
+        return None if plan is None else (plan[0].name, plan[1], row)
+    if job.callback is not None or (job.noise == "tree" and job.stochastic):
+        return None
+    plan = fused_plan(job)
+    return None if plan is None else (plan[0].name, plan[1], row)
+
+
+def readiness(job) -> Readiness | None:
+    """The :class:`Readiness` of the fused kernel that would run ``job`` on the numba backend, or None (the job
+    would run the per-step loop)."""
+    found = kernel_dispatcher(job)
+    if found is None:
+        return None
+    name, dispatcher, row = found
+    if compiled_in_process(dispatcher):
+        return Readiness(name, "compiled", 0.0, row)
+    if not row and disk_cached(dispatcher):
+        return Readiness(name, "cached", CACHE_LOAD_SECONDS, row)
+    return Readiness(name, "cold", COMPILE_SECONDS.get(name, DEFAULT_COMPILE_SECONDS), row)
+
+
+def compiled_in_process(dispatcher) -> bool:
+    """True when the numba ``dispatcher`` holds a compiled specialisation (the fused kernels have one per
+    process: their argument types do not vary)."""
+    return bool(getattr(dispatcher, "signatures", ()))
+
+
+#: numba's internal names this module reads (numba 0.60-0.68): the dispatcher's cache, its index file, the index
+#: loader and the key builder.
+NUMBA_INTERNALS = ("_cache", "_cache_file", "_load_index", "_index_key")
+
+
+def _internal(obj, i):
+    """numba internal attribute ``NUMBA_INTERNALS[i]`` of ``obj`` (``AttributeError`` when numba changed it)."""
+    return getattr(obj, NUMBA_INTERNALS[i])
+
+
+def _cache_of(dispatcher):
+    """The dispatcher's numba cache object, or None."""
+    try:
+        return _internal(dispatcher, 0)
+    except AttributeError:
+        return None
+
+
+def disk_cached(dispatcher) -> bool:
+    """True when numba's disk cache holds a specialisation of ``dispatcher`` for this machine, numba version and
+    source (the cache's index file is read; nothing is compiled or loaded). False when it does not, when the
+    dispatcher is not cached on disk, or when numba's internals differ from those this reads."""
+    cache = _cache_of(dispatcher)
+    try:
+        index = _internal(_internal(cache, 1), 2)()
+        if not index:
+            return False
+        codegen = dispatcher.targetctx.codegen()
+        probe_key = _internal(cache, 3)((), codegen)  # (signature, machine, (bytecode, closure) hashes)
+    except Exception:  # noqa: BLE001 - a NullCache, or other numba internals: say "not cached"
+        return False
+    return any(isinstance(key, tuple) and key[1:] == probe_key[1:] for key in index)
+
+
+def cache_dir(dispatcher) -> str | None:
+    """The folder where numba keeps ``dispatcher``'s disk cache (None when it is not cached on disk)."""
+    cache = _cache_of(dispatcher)
+    return getattr(cache, "cache_path", None)
