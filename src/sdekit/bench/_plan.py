@@ -95,11 +95,13 @@ def check_nfe(nfe) -> list:
 def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end, n_max=None, sde_nfe_max=0):
     """``(Problem, solver specs)`` from :func:`compare`'s arguments; ``ValueError`` naming a bad one.
 
-    ``backend=None``: ODE rows on numpy, SDE rows on ``"auto"``; ``n_max=None``: ``n * N_MAX_FACTOR``.
+    ``backend=None``: ODE rows on numpy, SDE rows on numba; ``n_max=None``: ``n * N_MAX_FACTOR``.
     """
     sde_backend = ""
     if backend is None:
-        backend, sde_backend = "numpy", "auto"
+        # numba, not "auto": auto's choice depends on what this process has compiled, and a table must not (a serial
+        # and a Dask run of it are equal bit for bit; numba and numpy agree only to round-off)
+        backend, sde_backend = "numpy", "numba"
     dens = make_density(density)
     sde_obj = make_sde(sde)
     if isinstance(grid, str):
