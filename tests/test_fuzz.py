@@ -7,14 +7,13 @@ hang (each example runs under an alarm).
 
 from __future__ import annotations
 
-import signal
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sdekit
+from _alarm import Alarm
 from sdekit import EDMSDE, VESDE, VPSDE, Gaussian, NonFiniteError, SubVPSDE, sample, solve
 
 SDES = [VPSDE(), VESDE(), EDMSDE(), SubVPSDE()]
@@ -25,20 +24,6 @@ NAMES = [
     "option", "t_start", "beta", "sigma",
 ]  # fmt: skip
 SECONDS = 20  # per example: a hang is a failure
-
-
-class _Alarm:
-    def __enter__(self):
-        def fail(*_):
-            raise AssertionError(f"an example ran over {SECONDS} s")
-
-        self.old = signal.signal(signal.SIGALRM, fail)
-        signal.alarm(SECONDS)
-
-    def __exit__(self, *exc):
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, self.old)
-        return False
 
 
 def _junk():
@@ -52,7 +37,7 @@ def _mostly(valid):
 
 def _check_outcome(call, expect_shape, expect_dtype):
     try:
-        with _Alarm():
+        with Alarm(SECONDS):
             sol = call()
     except NonFiniteError:
         return

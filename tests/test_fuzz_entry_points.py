@@ -10,7 +10,6 @@ an argument (or ``sdekit.NonFiniteError`` for a solve that diverged). Anything e
 from __future__ import annotations
 
 import re
-import signal
 import tempfile
 
 import numpy as np
@@ -19,25 +18,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import sdekit
+from _alarm import Alarm
 from sdekit import EDMSDE, VPSDE, Gaussian, GaussianMixture, NonFiniteError
 
 SECONDS = 30  # per example: a hang is a failure
 JUNK = [None, True, -1, 0, 2.5, 2.0, float("nan"), "abc", np.int64(3), (1, 2), [3]]
 HEALTH = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture]
-
-
-class _Alarm:
-    def __enter__(self):
-        def fail(*_):
-            raise AssertionError(f"an example ran over {SECONDS} s")
-
-        self.old = signal.signal(signal.SIGALRM, fail)
-        signal.alarm(SECONDS)
-
-    def __exit__(self, *exc):
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, self.old)
-        return False
 
 
 def _one_junk(names):
@@ -54,7 +40,7 @@ def _apply(kwargs: dict, junk) -> dict:
 def _outcome(call, names):
     """``call()``'s result, or ``None`` after a contract exception whose message names one of ``names``."""
     try:
-        with _Alarm():
+        with Alarm(SECONDS):
             result = call()
         event("ran")
         return result
