@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from ._orders import fit_order
 from ._plan import Problem, Run, check_problem, plan_runs
 from ._problems import DEFAULT_GRID, DEFAULT_N, DEFAULT_NFE, SDE_NFE_MAX
 from ._references import reference_flow
-from ._result import CompareResult
+from ._result import CompareResult, write_outputs
 
 __all__ = ["compare", "SampleMetric", "new_row", "run_cell", "fit_orders"]
 
@@ -399,14 +400,56 @@ def compare(
     """
     start_time = time.perf_counter()
     check_output_paths(csv_path=csv_path, png_path=png_path, json_path=json_path)  # before any work
+    versions = _versions(peers)
+    problem, specs = check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end, n_max,
+                                   sde_nfe_max)  # fmt: skip
+    study = _prepare(problem, specs)
+    rows = _cell_rows(study, client, progress)
+    if peers:
+        rows += _peer_rows(problem, study.x_T, study.reference, study.sample_metric, study.notes, progress)
+    orders = fit_orders(study.runs, rows, study.ode_floor)
+    orders.update(_peer_orders(rows, study.ode_floor))
+    _label_rows(rows, problem)
+    result = CompareResult(rows=rows, orders=orders, info=_info(study, rows, versions))
+    result.info["wall_time"] = time.perf_counter() - start_time
+    write_outputs(result, csv_path, json_path, png_path)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the steps of the study (in the order compare takes them)
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class _Study:
+    """What the cells of one comparison share, and the descriptions of its references for the report."""
+
+    problem: Problem
+    score: object  # the density's score under the problem's SDE
+    x_T: object  # the start points: exact samples of p_T, shared by every run
+    runs: list
+    notes: dict
+    reference: object  # the ODE rows' reference flow (None without ODE rows)
+    info_ref: str
+    ref_short: str
+    ode_floor: float
+    sample_metric: SampleMetric
+    target_law: object  # the exact p(t_end) (mean, cov) when the density's flow is one Gaussian, else None
+    sde_desc: str
+
+
+def _versions(peers: bool) -> dict:
+    """The peers' package versions when ``peers`` (empty otherwise)."""
     versions = {}
     if peers:
         from ._peers import peer_versions
 
         versions = peer_versions()
-    problem, specs = check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end, n_max,
-                                   sde_nfe_max)  # fmt: skip
-    dens, sde_obj, T = problem.density, problem.sde, problem.T
+    return versions
+
+
+def _prepare(problem: Problem, specs) -> _Study:
+    """The start points, the plan of runs, the ODE reference and the SDE metric of a checked problem."""
+    dens, sde_obj, T, seed = problem.density, problem.sde, problem.T, problem.seed
     score = dens.score(sde_obj)
 
     # start points: exact samples of p_T, shared by every run
@@ -429,29 +472,43 @@ def compare(
             "exact W2 between the solver's exact output law (bench.exact_law) and p(t_end) (no Monte Carlo noise); "
             f"for solvers exact_law does not cover: {sde_desc}"
         )
+    return _Study(problem, score, x_T, runs, notes, reference, info_ref, ref_short, ode_floor, sample_metric,
+                  target_law, sde_desc)  # fmt: skip
 
+
+def _cell_rows(study: _Study, client, progress) -> list:
+    """The rows of sdekit's cells (one per run and budget), serially or on a Dask cluster (``client``)."""
+    problem, runs, notes = study.problem, study.runs, study.notes
+    reference, sample_metric, target_law = study.reference, study.sample_metric, study.target_law
     rows = []
     n_cells = sum(len(problem.budgets_for(r.process, r.solver)) for r in runs)
     with progress_bar(n_cells, progress, desc="compare") as bar:
         if client is not None:  # the same cells on a Dask cluster, rows in the same order
-            context = (problem, runs, notes, x_T, reference, sample_metric, target_law)
+            context = (problem, runs, notes, study.x_T, reference, sample_metric, target_law)
             rows = _distributed_rows(client, context, bar)
         else:
+            sde_obj, score = problem.sde, study.score
             for run in runs:
                 process = sde_obj.probability_flow(score) if run.process == "ode" else sde_obj.reverse(score)
                 note = notes.get(run.name, "")
                 for b in problem.budgets_for(run.process, run.solver):
                     cell = dict(reference=reference, sample_metric=sample_metric, target_law=target_law, note=note)
-                    rows.append(run_cell(problem, run, process, b, x_T, **cell))
+                    rows.append(run_cell(problem, run, process, b, study.x_T, **cell))
                     bar.update(1)
-    if peers:
-        rows += _peer_rows(problem, x_T, reference, sample_metric, notes, progress)
-    orders = fit_orders(runs, rows, ode_floor)
-    orders.update(_peer_orders(rows, ode_floor))
+    return rows
 
+
+def _label_rows(rows, problem: Problem) -> None:
+    """Stamp every row with the density, the SDE class and the grid."""
     for r in rows:
-        r.update(density=problem.density_name, sde=type(sde_obj).__name__, grid=problem.grid)
-    info = {
+        r.update(density=problem.density_name, sde=type(problem.sde).__name__, grid=problem.grid)
+
+
+def _info(study: _Study, rows, versions: dict) -> dict:
+    """The ``info`` of the result (the problem, the references, the metric, what was skipped), but the wall time."""
+    problem, runs, notes = study.problem, study.runs, study.notes
+    dens, sde_obj = problem.density, problem.sde
+    return {
         "density": problem.density_name,
         "density_description": problem.density_description,
         "sde": repr(sde_obj),
@@ -459,7 +516,7 @@ def compare(
         "t_end": problem.t_end,
         "n": problem.n,
         "n_ode": problem.n_ode,
-        "seed": seed,
+        "seed": problem.seed,
         "backend": problem.backend_label,
         "n_max": problem.n_max,
         "sde_nfe_max": 0 if dens.exact_flow else problem.sde_nfe_max,
@@ -467,20 +524,11 @@ def compare(
             r.name for r in runs if r.process == "sde" and not dens.exact_flow and not problem.compiled_sde(r.solver)
         ),
         "nfe": problem.budgets,
-        "ode_reference": info_ref,
-        "ode_reference_short": ref_short,
-        "sde_metric": record.name,
-        "sde_metric_description": sde_desc,
-        "noise_floor": sample_metric.floor,
+        "ode_reference": study.info_ref,
+        "ode_reference_short": study.ref_short,
+        "sde_metric": problem.metric.name,
+        "sde_metric_description": study.sde_desc,
+        "noise_floor": study.sample_metric.floor,
         "versions": versions,
         "skipped": {name: note for name, note in notes.items() if not any(r["solver"] == name for r in rows)},
     }
-    result = CompareResult(rows=rows, orders=orders, info=info)
-    result.info["wall_time"] = time.perf_counter() - start_time
-    if csv_path is not None:
-        result.to_csv(csv_path)
-    if json_path is not None:
-        result.to_json(json_path)
-    if png_path is not None:
-        result.plot(png_path)
-    return result

@@ -29,7 +29,7 @@ import importlib
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from ..validation import check_output_paths, integer_at_least, positive_int
 from ._orders import fit_order
 from ._plan import check_nfe, plan_runs
 from ._problems import fixed_step_solvers
-from ._result import CompareResult
+from ._result import CompareResult, write_outputs
 
 __all__ = [
     "compare_model", "load_model", "LoadedModel", "MODEL_NFE", "MODEL_N", "MODEL_SOLVERS", "REF_TOL",
@@ -229,14 +229,7 @@ def compare_model(
         Where to write the rows, the plot, the JSON result and the sample grid.
     """
     start = time.perf_counter()
-    budgets = check_nfe(nfe)
-    n = integer_at_least("n", n, 2)
-    n_ode = min(positive_int("n_ode", n_ode), n)
-    if not isinstance(grid, str) or grid not in GRIDS:
-        raise ValueError(f"unknown grid {grid!r}; valid grids: {sorted(GRIDS)}")
-    grid_nfe = budgets[len(budgets) // 2] if grid_nfe is None else int(grid_nfe)
-    if grid_nfe not in budgets:
-        raise ValueError(f"grid_nfe must be one of the NFE budgets {budgets}, got {grid_nfe}")
+    budgets, n, n_ode, grid_nfe = _check_model_args(nfe, n, n_ode, grid, grid_nfe)
     check_output_paths(csv_path=csv_path, png_path=png_path, json_path=json_path, samples_path=samples_path)
     versions = {}
     if peers:
@@ -256,57 +249,11 @@ def compare_model(
 
         x_T = torch.as_tensor(x_T, dtype=dtype)
     floor = model.floor(n) if model.floor is not None else None
-    peer_list = []
+    study = _ModelStudy(model, runs, notes, budgets, grid, grid_nfe, seed, n, n_ode, t_end, x_T, dtype, floor)
     if peers:
-        from ._peers import PeerTask, peer_runs
-
-        peer_list, peer_notes = peer_runs(grid)
-        notes.update(peer_notes)
-        task = PeerTask(sde, score, x_T if dtype is not None else _torch_x(x_T), t_end, grid, True, seed,
-                        dtype is not None, model.sigma_data)  # fmt: skip
-    n_cells = (len(runs) + len(peer_list)) * len(budgets) + 1
-    if progress:  # the cost, stated before the work (measured rates: docs/workbench.md)
-        evals = (len(runs) + len(peer_list)) * sum(budgets) * n
-        print(
-            f"compare --model {model.name}: {len(runs) + len(peer_list)} rows x NFE {list(budgets)} x {n} samples = "
-            f"{evals / 1e6:.2g}M score evaluations, plus a reference solve of {n_ode} start points",
-            file=sys.stderr,
-        )
-    rows, grids = [], {}
-    with progress_bar(n_cells, progress, desc=f"compare --model {model.name}") as bar:
-        t0 = time.perf_counter()
-        x_ref, ref_est, ref_nfe = _reference(model, x_T[:n_ode], t_end)
-        ref_desc = (f"sdekit dopri5 at rtol=atol={REF_TOL:g} (+ final denoising; NFE {ref_nfe}, "
-                    f"{time.perf_counter() - t0:.1f} s); its error, estimated as the RMS distance to the same solve "
-                    f"at rtol=atol={10 * REF_TOL:g}: {ref_est:.1e}")  # fmt: skip
-        bar.update(1)
-        for run in runs:
-            for b in budgets:
-                row = _new_row(run.name, run.process, b)
-                x = _solve_row(model, run, b, x_T, grid, seed, t_end, row, notes)
-                _measure(row, x, model, x_ref, n_ode, floor, ref_est)
-                if x is not None and b == grid_nfe:
-                    grids[(run.name, run.process)] = _numpy(x[:GRID_SAMPLES])
-                rows.append(row)
-                bar.update(1)
-        for prun in peer_list:
-            from ._peers import run_peer
-
-            for b in budgets:
-                row = _new_row(prun.label, prun.process, b, prun.package)
-                t1 = time.perf_counter()
-                x, used, note = run_peer(prun, task, b)
-                row.update(wall_time=time.perf_counter() - t1, nfe=used, steps=used, note=note)
-                _measure(row, x, model, x_ref, n_ode, floor, ref_est)
-                if x is not None and b == grid_nfe:
-                    grids[(prun.label, prun.process)] = _numpy(x[:GRID_SAMPLES])
-                rows.append(row)
-                bar.update(1)
-    orders = {}
-    for key in dict.fromkeys((r["solver"], r["process"]) for r in rows):
-        if key[1] == "ode":
-            pts = [r for r in rows if (r["solver"], r["process"]) == key]
-            orders[key] = fit_order([r["nfe"] for r in pts], [r["error"] for r in pts], ref_est)
+        _plan_peers(study)
+    rows, grids, ref_est, ref_desc = _model_rows(study, progress)
+    orders = _ode_orders(rows, ref_est)
     info = {
         "kind": "model",
         "model": model.name,
@@ -327,24 +274,129 @@ def compare_model(
         "grid_nfe": grid_nfe,
         "backend": "torch" if dtype is not None else "numpy",
     }
-    notes_rows = {k: v for k, v in notes.items()}
-    for r in rows:
-        if not r["note"] and r["solver"] in notes_rows:
-            r["note"] = notes_rows[r["solver"]]
-        r.update(density=model.name, sde=type(sde).__name__, grid=grid)
+    _label_rows(rows, notes, model.name, sde, grid)
     result = CompareResult(rows=rows, orders=orders, info=info)
     result.info["skipped"] = {k: v for k, v in notes.items() if not any(r["solver"] == k for r in rows)}
     result.info["wall_time"] = time.perf_counter() - start
-    if csv_path is not None:
-        result.to_csv(csv_path)
-    if json_path is not None:
-        result.to_json(json_path)
-    if png_path is not None:
-        result.plot(png_path)
+    write_outputs(result, csv_path, json_path, png_path)
     if samples_path is not None:
         write_sample_grid(grids, samples_path, title=f"{model.name}: {GRID_SAMPLES} samples per solver at NFE "
                           f"{grid_nfe} ({grid} grid, seed {seed})")  # fmt: skip
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the steps of compare_model (in the order it takes them)
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class _ModelStudy:
+    """What the rows of one :func:`compare_model` call share: the model, the plan, the start points and the
+    peers' plan (filled by :func:`_plan_peers`)."""
+
+    model: LoadedModel
+    runs: list
+    notes: dict
+    budgets: tuple
+    grid: str
+    grid_nfe: int
+    seed: int
+    n: int
+    n_ode: int
+    t_end: float
+    x_T: object  # the n prior samples (a torch tensor when the score is a torch module)
+    dtype: object  # the score's torch dtype, or None for a numpy score
+    floor: object  # the sample metric's NoiseFloor at n samples, or None
+    peer_list: list = field(default_factory=list)
+    task: object = None  # the peers' PeerTask
+
+
+def _check_model_args(nfe, n, n_ode, grid, grid_nfe):
+    """``(budgets, n, n_ode, grid_nfe)`` checked (ValueError/TypeError naming the argument)."""
+    budgets = check_nfe(nfe)
+    n = integer_at_least("n", n, 2)
+    n_ode = min(positive_int("n_ode", n_ode), n)
+    if not isinstance(grid, str) or grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}; valid grids: {sorted(GRIDS)}")
+    grid_nfe = budgets[len(budgets) // 2] if grid_nfe is None else int(grid_nfe)
+    if grid_nfe not in budgets:
+        raise ValueError(f"grid_nfe must be one of the NFE budgets {budgets}, got {grid_nfe}")
+    return budgets, n, n_ode, grid_nfe
+
+
+def _plan_peers(study: _ModelStudy) -> None:
+    """The peers' rows to run on the study's grid and their shared task; their notes join the study's."""
+    from ._peers import PeerTask, peer_runs
+
+    model, dtype, x_T = study.model, study.dtype, study.x_T
+    study.peer_list, peer_notes = peer_runs(study.grid)
+    study.notes.update(peer_notes)
+    study.task = PeerTask(model.sde, model.score, x_T if dtype is not None else _torch_x(x_T), study.t_end, study.grid,
+                          True, study.seed, dtype is not None, model.sigma_data)  # fmt: skip
+
+
+def _model_rows(study: _ModelStudy, progress):
+    """``(rows, grids, ref_est, ref_desc)``: the reference solve, then one row per run (sdekit's, then the peers')
+    and budget, and the first ``GRID_SAMPLES`` samples of each row at ``grid_nfe``."""
+    model, runs, peer_list, budgets, n = study.model, study.runs, study.peer_list, study.budgets, study.n
+    x_T, n_ode, floor, grid_nfe = study.x_T, study.n_ode, study.floor, study.grid_nfe
+    n_cells = (len(runs) + len(peer_list)) * len(budgets) + 1
+    if progress:  # the cost, stated before the work (measured rates: docs/workbench.md)
+        evals = (len(runs) + len(peer_list)) * sum(budgets) * n
+        print(
+            f"compare --model {model.name}: {len(runs) + len(peer_list)} rows x NFE {list(budgets)} x {n} samples = "
+            f"{evals / 1e6:.2g}M score evaluations, plus a reference solve of {n_ode} start points",
+            file=sys.stderr,
+        )
+    rows, grids = [], {}
+    with progress_bar(n_cells, progress, desc=f"compare --model {model.name}") as bar:
+        t0 = time.perf_counter()
+        x_ref, ref_est, ref_nfe = _reference(model, x_T[:n_ode], study.t_end)
+        ref_desc = (f"sdekit dopri5 at rtol=atol={REF_TOL:g} (+ final denoising; NFE {ref_nfe}, "
+                    f"{time.perf_counter() - t0:.1f} s); its error, estimated as the RMS distance to the same solve "
+                    f"at rtol=atol={10 * REF_TOL:g}: {ref_est:.1e}")  # fmt: skip
+        bar.update(1)
+        for run in runs:
+            for b in budgets:
+                row = _new_row(run.name, run.process, b)
+                x = _solve_row(model, run, b, x_T, study.grid, study.seed, study.t_end, row, study.notes)
+                _measure(row, x, model, x_ref, n_ode, floor, ref_est)
+                if x is not None and b == grid_nfe:
+                    grids[(run.name, run.process)] = _numpy(x[:GRID_SAMPLES])
+                rows.append(row)
+                bar.update(1)
+        for prun in peer_list:
+            from ._peers import run_peer
+
+            for b in budgets:
+                row = _new_row(prun.label, prun.process, b, prun.package)
+                t1 = time.perf_counter()
+                x, used, note = run_peer(prun, study.task, b)
+                row.update(wall_time=time.perf_counter() - t1, nfe=used, steps=used, note=note)
+                _measure(row, x, model, x_ref, n_ode, floor, ref_est)
+                if x is not None and b == grid_nfe:
+                    grids[(prun.label, prun.process)] = _numpy(x[:GRID_SAMPLES])
+                rows.append(row)
+                bar.update(1)
+    return rows, grids, ref_est, ref_desc
+
+
+def _ode_orders(rows, ref_est: float) -> dict:
+    """``(solver, process) -> order`` of the ODE rows, fitted above the reference's error estimate."""
+    orders = {}
+    for key in dict.fromkeys((r["solver"], r["process"]) for r in rows):
+        if key[1] == "ode":
+            pts = [r for r in rows if (r["solver"], r["process"]) == key]
+            orders[key] = fit_order([r["nfe"] for r in pts], [r["error"] for r in pts], ref_est)
+    return orders
+
+
+def _label_rows(rows, notes: dict, name: str, sde, grid: str) -> None:
+    """Give a row without a note its run's planning note, and stamp every row with the model, SDE class and grid."""
+    notes_rows = {k: v for k, v in notes.items()}
+    for r in rows:
+        if not r["note"] and r["solver"] in notes_rows:
+            r["note"] = notes_rows[r["solver"]]
+        r.update(density=name, sde=type(sde).__name__, grid=grid)
 
 
 def _torch_x(x):

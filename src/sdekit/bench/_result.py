@@ -192,6 +192,16 @@ class CompareResult:
         plot_result(self, path)
 
 
+def write_outputs(result: CompareResult, csv_path, json_path, png_path) -> None:
+    """Write a result's rows (CSV), JSON and work-precision plot (PNG) to the paths given (None: not written)."""
+    if csv_path is not None:
+        result.to_csv(csv_path)
+    if json_path is not None:
+        result.to_json(json_path)
+    if png_path is not None:
+        result.plot(png_path)
+
+
 def model_report(result: CompareResult) -> str:
     """The report of :func:`sdekit.bench.compare_model`: header, the ODE-error table, the sample-quality table."""
     i = result.info
