@@ -58,28 +58,21 @@ def _split_names(values):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``sdekit`` command (choices read from the registries at call time)."""
-    from .backends import available_backends
-    from .bench import (
-        COMPARE_METRICS,
-        DEFAULT_GRID,
-        DEFAULT_METRIC,
-        DEFAULT_N,
-        DEFAULT_NFE,
-        DENSITIES,
-        MODEL_N,
-        MODEL_NFE,
-        MODEL_SOLVERS,
-        SDE_NFE_MAX,
-        SDES,
-    )
-    from .grids import GRIDS
-
     parser = argparse.ArgumentParser(
         prog="sdekit",
         description="Numerical SDE solvers for score-based generative models.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    _add_compare_command(sub)
+    s = sub.add_parser("solvers", help="list the registered solvers")
+    s.set_defaults(func=_cmd_solvers, subparser=s)
+    _add_warmup_command(sub)
+    return parser
+
+
+def _add_compare_command(sub):
+    """Add the ``compare`` subcommand to the subparsers ``sub``."""
 
     p = sub.add_parser(
         "compare",
@@ -92,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
             "noise floor. Prints a table, writes a PNG and a CSV."
         ),
     )
+    _add_compare_problem_options(p)
+    _add_compare_run_options(p)
+    _add_compare_output_options(p)
+    p.set_defaults(func=_cmd_compare, subparser=p)
+
+
+def _add_compare_problem_options(p):
+    """``compare``'s options that choose the problem and the rows: density, SDE, solvers, model, peers."""
+    from .bench import DENSITIES, MODEL_SOLVERS, SDES
+
     p.add_argument(
         "--density", default=None, choices=sorted(DENSITIES), help="built-in analytic density (default ring8)"
     )
@@ -127,6 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
         "accounting); needs torch, diffusers and k-diffusion: pip install 'sdekit[torch,bench]', then pip install "
         "--no-deps k-diffusion==0.1.1.post1",
     )
+
+
+def _add_compare_run_options(p):
+    """``compare``'s options of the runs: NFE budgets, grid, backend, seed, sample sizes, metric, end time."""
+    from .backends import available_backends
+    from .bench import (
+        COMPARE_METRICS,
+        DEFAULT_GRID,
+        DEFAULT_METRIC,
+        DEFAULT_N,
+        DEFAULT_NFE,
+        MODEL_N,
+        MODEL_NFE,
+        SDE_NFE_MAX,
+    )
+    from .grids import GRIDS
+
     p.add_argument(
         "--nfe",
         nargs="+",
@@ -173,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the SDE rows run the NFE budgets up to this one (default {SDE_NFE_MAX}; 0: every budget); resolving "
         "the second-order SDE solvers beyond 64 NFE takes millions of samples per cell",
     )
+
+
+def _add_compare_output_options(p):
+    """``compare``'s options of the outputs: CSV, PNG, JSON, sample grid, progress bar, Dask cluster."""
     p.add_argument(
         "--csv", default="sdekit_compare.csv", help="CSV output path ('' to skip; default sdekit_compare.csv)"
     )
@@ -198,11 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the cells on a Dask cluster: a scheduler address (tcp://host:8786) or local:N (a local cluster of N "
         "worker processes); the table equals the serial one. Needs pip install 'sdekit[distributed]'",
     )
-    p.set_defaults(func=_cmd_compare, subparser=p)
 
-    s = sub.add_parser("solvers", help="list the registered solvers")
-    s.set_defaults(func=_cmd_solvers, subparser=s)
 
+def _add_warmup_command(sub):
+    """Add the ``warmup`` subcommand to the subparsers ``sub``."""
     w = sub.add_parser(
         "warmup",
         help="compile the fused numba kernels ahead of time (kept in numba's disk cache)",
@@ -218,7 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="solver names or specs (comma or space separated; default: every registered solver)",
     )
     w.set_defaults(func=_cmd_warmup, subparser=w)
-    return parser
 
 
 def _cmd_compare(args, parser) -> int:

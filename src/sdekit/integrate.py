@@ -298,15 +298,7 @@ def solve(
         fused kernel runs no python between steps); inside a captured CUDA graph it is refused.
     """
     start = time.perf_counter()
-    if not isinstance(process, (SDE, ReverseSDE, ProbabilityFlowODE)):
-        raise TypeError(f"process must be an SDE, ReverseSDE or ProbabilityFlowODE, got {type(process).__name__}")
-    solver = get_solver(solver, **solver_options)
-    is_sde_process = not isinstance(process, ProbabilityFlowODE)
-    _check_solver_fits(solver, process, is_sde_process)
-    _check_array("x0", x0)
-    t0, t1 = _check_interval(process, t0, t1)
-    noise = _check_noise(noise, solver, is_sde_process)
-    solver.check_process(process)
+    solver, is_sde_process, t0, t1, noise = _check_problem(process, solver, solver_options, x0, t0, t1, noise)
     ts, rtol, atol = _solve_times(process, solver, t0, t1, steps, grid, save_at, rtol, atol)
     seed, n = check_seed(seed), x0.shape[0]
     sample_ids = np.arange(n, dtype=np.int64) if sample_ids is None else check_sample_ids(sample_ids, n)
@@ -329,6 +321,21 @@ def solve(
     ts_saved = ts[sorted(job.save_index)] if job.save_index is not None else None
     # saved: None, or the states at save_index as one preallocated array (n_saved, *x.shape) from every backend
     return Solution(x=x, t=t1 if log_snr else t_final, ts=ts_saved, xs=saved, nfe=int(nfe), stats=stats)
+
+
+def _check_problem(process, solver, solver_options: dict, x0, t0, t1, noise) -> tuple:
+    """:func:`solve`'s checks of the problem: builds the solver from ``solver`` and ``solver_options``; returns
+    ``(solver, is_sde_process, t0, t1, noise)`` with the checked interval and the resolved noise mode."""
+    if not isinstance(process, (SDE, ReverseSDE, ProbabilityFlowODE)):
+        raise TypeError(f"process must be an SDE, ReverseSDE or ProbabilityFlowODE, got {type(process).__name__}")
+    solver = get_solver(solver, **solver_options)
+    is_sde_process = not isinstance(process, ProbabilityFlowODE)
+    _check_solver_fits(solver, process, is_sde_process)
+    _check_array("x0", x0)
+    t0, t1 = _check_interval(process, t0, t1)
+    noise = _check_noise(noise, solver, is_sde_process)
+    solver.check_process(process)
+    return solver, is_sde_process, t0, t1, noise
 
 
 def _grad_mode(x):

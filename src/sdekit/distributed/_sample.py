@@ -271,18 +271,7 @@ def sample(
         weighted by shard size, ``nfe_max`` the largest).
     """
     start_time = time.perf_counter()
-    if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
-    if not callable(score):
-        raise TypeError(f"score must be callable score(x, t), got {score!r}")
-    n = positive_int("n", n)
-    shard_size = positive_int("shard_size", shard_size)
-    seed = check_seed(seed)
-    retries = integer_at_least("retries", retries, 0)
-    sample_kwargs.pop("progress", None)  # the bar is over shards, not inside them
-    _check_options(sample_kwargs, n)
-    _check_sample(sde, score, n, sample_kwargs)
-    check_client(client)
+    n, shard_size, seed, retries = _check_arguments(sde, score, n, shard_size, seed, retries, client, sample_kwargs)
     n_shards = math.ceil(n / shard_size)
     config = _configuration(sde, score, seed, n, shard_size, sample_kwargs)
     st = SampleStore.open_or_create(store, config) if store is not None else None
@@ -297,20 +286,7 @@ def sample(
         if todo:
             job = _ShardJob(sde, score, seed, n, shard_size, dict(sample_kwargs), None if st is None else
                             str(st.path.resolve()), __version__)  # fmt: skip
-
-            def on_result(i, result):
-                nonlocal x
-                record, xs = result
-                records[record["index"]] = record
-                if xs is not None:
-                    if x is None:
-                        x = np.empty((n,) + xs.shape[1:], dtype=xs.dtype)
-                    x[record["start"] : record["stop"]] = xs
-                bar.update(1)
-
-            with connect(client) as c:
-                workers = n_workers(c)
-                retried = run_tasks(c, _run_shard, job, todo, on_result, retries=retries, name="sdekit-shard")
+            x, workers, retried = _run_shards(job, todo, records, bar, client, retries)
     if st is not None:
         x = st.to_dask()
     stats = _merge_stats([records[k] for k in range(n_shards)])
@@ -329,6 +305,49 @@ def sample(
                                                          float(sample_kwargs["t_end"]))  # fmt: skip
     nfe = int(round(sum(r["nfe"] * (r["stop"] - r["start"]) for r in records.values()) / n))
     return Solution(x=x, t=t, nfe=nfe, stats=stats)
+
+
+def _check_arguments(sde, score, n, shard_size, seed, retries, client, sample_kwargs) -> tuple:
+    """:func:`sample`'s checks of its arguments; returns the checked ``(n, shard_size, seed, retries)``.
+
+    Drops ``progress`` from ``sample_kwargs`` (in place): the bar is over shards, not inside them.
+    """
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdekit.SDE (e.g. VPSDE()), got {sde!r}")
+    if not callable(score):
+        raise TypeError(f"score must be callable score(x, t), got {score!r}")
+    n = positive_int("n", n)
+    shard_size = positive_int("shard_size", shard_size)
+    seed = check_seed(seed)
+    retries = integer_at_least("retries", retries, 0)
+    sample_kwargs.pop("progress", None)  # the bar is over shards, not inside them
+    _check_options(sample_kwargs, n)
+    _check_sample(sde, score, n, sample_kwargs)
+    check_client(client)
+    return n, shard_size, seed, retries
+
+
+def _run_shards(job: _ShardJob, todo: list, records: dict, bar, client, retries: int) -> tuple:
+    """Run the shards ``todo`` of ``job`` on the cluster ``client``, filling ``records`` (index -> record) and
+    advancing ``bar`` as they finish; returns ``(x, workers, retried)``: ``x`` the ``(job.n, *event_shape)``
+    samples returned by the shards (``None`` when they went to a store), the number of workers and of reruns.
+    """
+    x = None
+
+    def on_result(i, result):
+        nonlocal x
+        record, xs = result
+        records[record["index"]] = record
+        if xs is not None:
+            if x is None:
+                x = np.empty((job.n,) + xs.shape[1:], dtype=xs.dtype)
+            x[record["start"] : record["stop"]] = xs
+        bar.update(1)
+
+    with connect(client) as c:
+        workers = n_workers(c)
+        retried = run_tasks(c, _run_shard, job, todo, on_result, retries=retries, name="sdekit-shard")
+    return x, workers, retried
 
 
 def _merge_stats(recs: list) -> dict:

@@ -20,7 +20,7 @@ from ._driver import Stepper
 __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_cumprod_of", "is_scheduler_class",
            "class_of_config", "keys_of", "summary", "BETA_SCHEDULES", "source_method", "threshold",
            "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
-           "announced_timesteps", "takes_zero_step"]  # fmt: skip
+           "announced_timesteps", "takes_zero_step", "check_thresholding"]  # fmt: skip
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 #: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
@@ -186,6 +186,17 @@ def source_method(name: str, config: dict):
         diff = None if order <= 2 else "solver_order=3: sdekit's log-rho DEIS coefficients differ from diffusers'"
         return ("deis", {"order": order, "variant": "logrho"}, conv, diff)
     return None
+
+
+def check_thresholding(dynamic_thresholding_ratio, sample_max_value, clip_sample_range) -> None:
+    """``ValueError`` unless ``dynamic_thresholding_ratio`` is in ``(0, 1]``, ``sample_max_value >= 1`` and
+    ``clip_sample_range > 0`` (the options of :func:`threshold`, as a scheduler's config gives them)."""
+    ratio, max_value = float(dynamic_thresholding_ratio), float(sample_max_value)
+    if not 0.0 < ratio <= 1.0 or not max_value >= 1.0 or not float(clip_sample_range) > 0.0:
+        raise ValueError(
+            "dynamic_thresholding_ratio must be in (0, 1], sample_max_value >= 1 and clip_sample_range > 0, got "
+            f"{dynamic_thresholding_ratio!r}, {sample_max_value!r}, {clip_sample_range!r}"
+        )
 
 
 def threshold(x0, *, thresholding: bool, ratio: float, max_value: float, clip: bool, clip_range: float):

@@ -52,6 +52,7 @@ from ._diffusers_config import (
     GeneratorNoise,
     alphas_cumprod_of,
     announced_timesteps,
+    check_thresholding,
     check_training_schedule,
     class_of_config,
     config_dict,
@@ -204,12 +205,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"timestep_source must name a diffusers scheduler class, got {timestep_source!r}")
         if state_variable not in STATE_VARIABLES:
             raise ValueError(f"state_variable must be one of {list(STATE_VARIABLES)}, got {state_variable!r}")
-        ratio, max_value = float(dynamic_thresholding_ratio), float(sample_max_value)
-        if not 0.0 < ratio <= 1.0 or not max_value >= 1.0 or not float(clip_sample_range) > 0.0:
-            raise ValueError(
-                "dynamic_thresholding_ratio must be in (0, 1], sample_max_value >= 1 and clip_sample_range > 0, got "
-                f"{dynamic_thresholding_ratio!r}, {sample_max_value!r}, {clip_sample_range!r}"
-            )
+        check_thresholding(dynamic_thresholding_ratio, sample_max_value, clip_sample_range)
         steps_offset = integer_at_least("steps_offset", steps_offset, 0)
         seed = None if seed is None else check_seed(seed)
         schedule = {
