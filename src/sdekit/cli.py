@@ -243,14 +243,13 @@ def _add_warmup_command(sub):
     w.set_defaults(func=_cmd_warmup, subparser=w)
 
 
-def _cmd_compare(args, parser) -> int:
-    from .bench import DEFAULT_GRID, DEFAULT_METRIC, DEFAULT_N, DEFAULT_NFE, SDE_NFE_MAX, compare
+def _parse_compare_solvers(args, parser):
+    """``compare --solvers``: ``(solvers, learned)``, the named solvers (None: the default set; "all") and the
+    learned solvers loaded from ``*.json`` files; an unknown name or unreadable file is a usage error."""
     from .solvers import SOLVERS, parse_solver_spec
 
     solvers = None
     learned = []
-    if args.progress is None:  # on by default where someone watches: a terminal
-        args.progress = sys.stderr.isatty()
     if args.solvers is not None and _split_names(args.solvers) == ["all"]:
         solvers = "all" if args.model is not None else None
     elif args.solvers is not None:
@@ -273,6 +272,15 @@ def _cmd_compare(args, parser) -> int:
                 parser.error(f"argument --solvers: {exc}")
         if bad or not (solvers or learned):
             parser.error(f"argument --solvers: unknown solver(s) {bad}; valid solvers: {sorted(SOLVERS)}")
+    return solvers, learned
+
+
+def _cmd_compare(args, parser) -> int:
+    from .bench import DEFAULT_GRID, DEFAULT_METRIC, DEFAULT_N, DEFAULT_NFE, SDE_NFE_MAX, compare
+
+    if args.progress is None:  # on by default where someone watches: a terminal
+        args.progress = sys.stderr.isatty()
+    solvers, learned = _parse_compare_solvers(args, parser)
     if args.learned or learned:
         if args.model is not None or args.dask is not None:
             parser.error("argument --learned / a learned solver file: not with --model or --dask")
