@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -303,6 +304,58 @@ def fit(
         ``choice``, ``n_train`` / ``n_heldout``, ``seconds``, ``score_calls`` and ``score_rows`` spent fitting.
     """
     started = time.perf_counter()
+    nfe, denoise, progress, bases, base_solver, evals = _check_arguments(sde, score, nfe, base, denoise, progress)
+    t_end = sde.eps if t_end is None else positive_number("t_end", t_end)
+    x_T = _warmup_pool(sde, score, x_T, shape, n, oversample, seed)
+    st = _State(sde, nfe, denoise, progress, started, bases, base_solver, evals, t_end, seed)
+    _warmup_points(st, score, x_T, n, teacher, holdout, history)
+    _prepare_teacher(st, density, teacher_tol, teacher_levels, ridge, scales)
+    _choose_base(st)
+    _least_squares(st)
+    _polish(st, polish, offsets, max_evals, time_limit)
+    return _guard_and_report(st, guard, teacher_tol)
+
+
+@dataclass
+class _State:
+    """What the stages of one :func:`fit` share; the fields after ``seed`` are filled in as the stages run."""
+
+    sde: LinearSDE
+    nfe: int
+    denoise: bool
+    progress: bool
+    started: float  # time.perf_counter() at the call
+    bases: dict  # spec -> solver
+    base_solver: object  # the first base until _choose_base, then the chosen one
+    evals: int  # score-evaluating steps: nfe - denoise
+    t_end: float
+    seed: object  # as given (checked where it is used)
+    x_T: np.ndarray | None = None  # the warm-up points (n_all, *event)
+    teacher: object = None
+    history: int = 0
+    counted: _Counted | None = None
+    process: object = None
+    pool_size: int = 0
+    n_all: int = 0
+    n_hold: int = 0
+    train: slice | None = None
+    held: slice | None = None
+    point_weights: np.ndarray | None = None
+    n_steps: int = 0
+    fitter: _Fitter | None = None
+    base: str = ""  # the chosen base's spec
+    base_err: dict = field(default_factory=dict)
+    grid0: np.ndarray | None = None
+    candidates: dict = field(default_factory=dict)
+    train_err: dict = field(default_factory=dict)
+
+    def say(self, msg):
+        if self.progress:
+            print(f"[learn nfe={self.nfe}] {msg} ({time.perf_counter() - self.started:.1f} s)", flush=True)
+
+
+def _check_arguments(sde, score, nfe, base, denoise, progress):
+    """``(nfe, denoise, progress, bases, first base solver, evals)`` from :func:`fit`'s arguments, checked."""
     if not isinstance(sde, LinearSDE):
         raise TypeError(f"sde must be a LinearSDE (VPSDE, EDMSDE, ...), got {sde!r}")
     if not callable(score):
@@ -325,8 +378,11 @@ def fit(
     if evals < 1:
         raise ValueError(f"nfe={nfe} is smaller than base {base!r} needs with denoise={denoise}: at least "
                          f"{1 + int(denoise)}")  # fmt: skip
-    n_steps = evals + int(base_solver.afs)
-    t_end = sde.eps if t_end is None else positive_number("t_end", t_end)
+    return nfe, denoise, progress, bases, base_solver, evals
+
+
+def _warmup_pool(sde, score, x_T, shape, n, oversample, seed):
+    """The pool of warm-up start points (M, *event), float64: ``x_T`` checked, or ``oversample * n`` prior draws."""
     if x_T is None:
         event = shape if shape is not None else getattr(score, "event_shape", None)
         if event is None:
@@ -334,154 +390,175 @@ def fit(
         event = (int(event),) if np.ndim(event) == 0 else tuple(int(v) for v in event)
         x_T = sde.prior_sample((positive_int("n", n) * positive_int("oversample", oversample),) + event,
                                seed=check_seed(seed))  # fmt: skip
-    x_T = _check_x_T(x_T, score, shape)
+    return _check_x_T(x_T, score, shape)
+
+
+def _warmup_points(st, score, x_T, n, teacher, holdout, history):
+    """Check the remaining options; count the score; draw ``n`` warm-up points of the pool (:func:`_select`) and
+    split them into the training and held-out parts."""
     n = positive_int("n", n)
     if teacher is not None and not callable(teacher):
         raise TypeError(f"teacher must be callable x_T -> x_0, got {teacher!r}")
     holdout = float(holdout)
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"holdout must lie in [0, 1), got {holdout!r}")
-    history = positive_int("history", history)
-    counted = _Counted(score)
-    process = sde.probability_flow(counted)
-    pool_size = x_T.shape[0]
-    if pool_size > n:
-        rows, point_weights = _select(process, base_solver, x_T, n, n_steps, t_end, check_seed(seed))
+    st.teacher, st.history = teacher, positive_int("history", history)
+    st.n_steps = st.evals + int(st.base_solver.afs)
+    st.counted = _Counted(score)
+    st.process = st.sde.probability_flow(st.counted)
+    st.pool_size = x_T.shape[0]
+    if st.pool_size > n:
+        rows, st.point_weights = _select(st.process, st.base_solver, x_T, n, st.n_steps, st.t_end, check_seed(st.seed))
         x_T = x_T[rows]
     else:
-        point_weights = np.ones(pool_size)
-    n_all = x_T.shape[0]
-    n_hold = int(round(holdout * n_all))
-    train, held = slice(0, n_all - n_hold), slice(n_all - n_hold, n_all)
+        st.point_weights = np.ones(st.pool_size)
+    st.x_T = x_T
+    st.n_all = x_T.shape[0]
+    st.n_hold = int(round(holdout * st.n_all))
+    st.train, st.held = slice(0, st.n_all - st.n_hold), slice(st.n_all - st.n_hold, st.n_all)
 
-    def say(msg):
-        if progress:
-            print(f"[learn nfe={nfe}] {msg} ({time.perf_counter() - started:.1f} s)", flush=True)
 
-    # ---- stage 1: the teacher ------------------------------------------------------------------------------
-    if density is None and getattr(getattr(score, "density", None), "exact_flow", False):
-        density = score.density
-    dense = DenseTeacher(process, x_T, t_end, density=density, tol=teacher_tol, levels=teacher_levels)
-    if teacher is not None:
-        ref_out = np.asarray(teacher(x_T))
+def _prepare_teacher(st, density, teacher_tol, teacher_levels, ridge, scales):
+    """Stage 1: the dense teacher of the warm-up points and their reference outputs; then the stage-2 fitter."""
+    sde, x_T = st.sde, st.x_T
+    if density is None and getattr(getattr(st.counted.fn, "density", None), "exact_flow", False):
+        density = st.counted.fn.density
+    dense = DenseTeacher(st.process, x_T, st.t_end, density=density, tol=teacher_tol, levels=teacher_levels)
+    if st.teacher is not None:
+        ref_out = np.asarray(st.teacher(x_T))
         if ref_out.shape != x_T.shape:
             raise ValueError(f"teacher returned shape {ref_out.shape}; it must return the shape of x_T, {x_T.shape}")
         if not np.all(np.isfinite(ref_out)):
             raise ValueError("teacher returned non-finite values")
     else:
         ref_out = dense.endpoint
-        if denoise:
-            ref_out = tweedie_denoise(sde, counted, ref_out, t_end)
-    say(f"teacher: {n_all} trajectories, {counted.calls} score calls")
+        if st.denoise:
+            ref_out = tweedie_denoise(sde, st.counted, ref_out, st.t_end)
+    st.say(f"teacher: {st.n_all} trajectories, {st.counted.calls} score calls")
     ridge = float(ridge)
     if not (math.isfinite(ridge) and ridge >= 0.0):
         raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
-    fitter = _Fitter(sde, counted, base_solver, dense, ref_out, denoise, ridge, boolean("scales", scales), history,
-                     point_weights)  # fmt: skip
+    st.fitter = _Fitter(sde, st.counted, st.base_solver, dense, ref_out, st.denoise, ridge, boolean("scales", scales),
+                        st.history, st.point_weights)  # fmt: skip
 
-    # ---- the base: the least training error among ``base`` --------------------------------------------------
-    base_err = {}
-    for spec, solver in bases.items():
+
+def _choose_base(st):
+    """The base with the least training error among ``st.bases`` (untrained, each on its default grid)."""
+    fitter = st.fitter
+    for spec, solver in st.bases.items():
         fitter.base = solver
-        steps_b = evals + int(solver.afs)
-        grid_b = make_grid(sde, steps_b, solver.default_grid, t_end)
-        base_err[spec] = fitter.error(fitter.solver(grid_b, np.zeros(steps_b), train, fit=False), train)
-    base = min(base_err, key=base_err.get)
-    base_solver = fitter.base = bases[base]
-    n_steps = evals + int(base_solver.afs)
+        steps_b = st.evals + int(solver.afs)
+        grid_b = make_grid(st.sde, steps_b, solver.default_grid, st.t_end)
+        st.base_err[spec] = fitter.error(fitter.solver(grid_b, np.zeros(steps_b), st.train, fit=False), st.train)
+    st.base = min(st.base_err, key=st.base_err.get)
+    st.base_solver = fitter.base = st.bases[st.base]
+    st.n_steps = st.evals + int(st.base_solver.afs)
 
-    # ---- stage 2 on the base grid ----------------------------------------------------------------------------
-    grid0 = make_grid(sde, n_steps, base_solver.default_grid, t_end)
-    untrained = fitter.solver(grid0, np.zeros(n_steps), train, fit=False)
-    first = fitter.solver(grid0, np.zeros(n_steps), train)
-    candidates = {"base": untrained, "least_squares": first}
-    train_err = {k: fitter.error(v, train) for k, v in candidates.items()}
-    say(f"least squares on the base grid: train RMS {train_err['least_squares']:.3e} (base {train_err['base']:.3e})")
 
-    # ---- stage 3: polish the grid and offsets ------------------------------------------------------------------
+def _least_squares(st):
+    """Stage 2 on the base grid: the candidates ``base`` (untrained) and ``least_squares``, their training errors."""
+    fitter, n_steps = st.fitter, st.n_steps
+    st.grid0 = make_grid(st.sde, n_steps, st.base_solver.default_grid, st.t_end)
+    untrained = fitter.solver(st.grid0, np.zeros(n_steps), st.train, fit=False)
+    first = fitter.solver(st.grid0, np.zeros(n_steps), st.train)
+    st.candidates.update({"base": untrained, "least_squares": first})
+    st.train_err.update({k: fitter.error(v, st.train) for k, v in st.candidates.items()})
+    st.say(f"least squares on the base grid: train RMS {st.train_err['least_squares']:.3e} "
+           f"(base {st.train_err['base']:.3e})")  # fmt: skip
+
+
+def _polish(st, polish, offsets, max_evals, time_limit):
+    """Stage 3: Nelder--Mead on the grid's shares of the log noise level and the score-time offsets, each candidate
+    refitted by stage 2; the best on the training points becomes the ``polished`` candidate."""
+    sde, t_end, n_steps, grid0, fitter, train = st.sde, st.t_end, st.n_steps, st.grid0, st.fitter, st.train
     u0, u1 = math.log(_levels(sde, [sde.T])[0]), math.log(_levels(sde, [t_end])[0])
-    evaluated = np.arange(int(base_solver.afs), n_steps)  # steps whose score call can be offset
+    evaluated = np.arange(int(st.base_solver.afs), n_steps)  # steps whose score call can be offset
     n_par = (n_steps if n_steps > 1 else 0) + (len(evaluated) if offsets else 0)
-    if boolean("polish", polish) and n_par > 0:
-        from scipy.optimize import minimize
+    if not (boolean("polish", polish) and n_par > 0):
+        return
+    from scipy.optimize import minimize
 
-        levels0 = np.log(_levels(sde, grid0))
-        shares0 = np.log(np.maximum(np.diff(levels0) / (u1 - u0), 1e-12))
-        limit = 200 * n_par if max_evals is None else positive_int("max_evals", max_evals)
-        deadline = time.perf_counter() + positive_number("time_limit", time_limit)
-        best = {"err": train_err["least_squares"], "solver": first}
-        count = [0]
+    levels0 = np.log(_levels(sde, grid0))
+    shares0 = np.log(np.maximum(np.diff(levels0) / (u1 - u0), 1e-12))
+    limit = 200 * n_par if max_evals is None else positive_int("max_evals", max_evals)
+    deadline = time.perf_counter() + positive_number("time_limit", time_limit)
+    best = {"err": st.train_err["least_squares"], "solver": st.candidates["least_squares"]}
+    count = [0]
 
-        def unpack(p):
-            shares = p[:n_steps] if n_steps > 1 else np.zeros(1)
-            grid = _grid_of(sde, shares, u0, u1, t_end) if n_steps > 1 else grid0
-            offs = np.zeros(n_steps)
-            if offsets:
-                offs[evaluated] = p[n_steps if n_steps > 1 else 0 :]
-            return grid, offs
+    def unpack(p):
+        shares = p[:n_steps] if n_steps > 1 else np.zeros(1)
+        grid = _grid_of(sde, shares, u0, u1, t_end) if n_steps > 1 else grid0
+        offs = np.zeros(n_steps)
+        if offsets:
+            offs[evaluated] = p[n_steps if n_steps > 1 else 0 :]
+        return grid, offs
 
-        def objective(p):
-            if count[0] >= limit or time.perf_counter() > deadline:
-                raise _Budget
-            count[0] += 1
-            grid, offs = unpack(p)
-            if not np.all(np.diff(grid) < 0) or np.any(np.abs(offs) > 2.0):
-                return math.inf
-            try:
-                cand = fitter.solver(grid, offs, train)
-                err = fitter.error(cand, train)
-            except (np.linalg.LinAlgError, FloatingPointError, ValueError, NonFiniteError):
-                return math.inf
-            if err < best["err"]:
-                best["err"], best["solver"] = err, cand
-            return err
+    def objective(p):
+        if count[0] >= limit or time.perf_counter() > deadline:
+            raise _Budget
+        count[0] += 1
+        grid, offs = unpack(p)
+        if not np.all(np.diff(grid) < 0) or np.any(np.abs(offs) > 2.0):
+            return math.inf
+        try:
+            cand = fitter.solver(grid, offs, train)
+            err = fitter.error(cand, train)
+        except (np.linalg.LinAlgError, FloatingPointError, ValueError, NonFiniteError):
+            return math.inf
+        if err < best["err"]:
+            best["err"], best["solver"] = err, cand
+        return err
 
-        p0 = np.concatenate([shares0 if n_steps > 1 else [], np.zeros(len(evaluated) if offsets else 0)])
-        n_shares = n_steps if n_steps > 1 else 0
-        steps = np.concatenate([np.full(n_shares, 0.25), np.full(n_par - n_shares, 0.05)])
-        simplex = np.vstack([p0] + [p0 + steps[i] * np.eye(n_par)[i] for i in range(n_par)])
-        with np.errstate(all="ignore"):
-            try:
-                opts = {"initial_simplex": simplex, "maxfev": limit, "xatol": 1e-4, "fatol": 0.0}
-                minimize(objective, p0, method="Nelder-Mead", options=opts)
-            except _Budget:
-                pass
-        candidates["polished"] = best["solver"]
-        train_err["polished"] = best["err"]
-        say(f"polish: {count[0]} evaluations, train RMS {best['err']:.3e}")
+    p0 = np.concatenate([shares0 if n_steps > 1 else [], np.zeros(len(evaluated) if offsets else 0)])
+    n_shares = n_steps if n_steps > 1 else 0
+    steps = np.concatenate([np.full(n_shares, 0.25), np.full(n_par - n_shares, 0.05)])
+    simplex = np.vstack([p0] + [p0 + steps[i] * np.eye(n_par)[i] for i in range(n_par)])
+    with np.errstate(all="ignore"):
+        try:
+            opts = {"initial_simplex": simplex, "maxfev": limit, "xatol": 1e-4, "fatol": 0.0}
+            minimize(objective, p0, method="Nelder-Mead", options=opts)
+        except _Budget:
+            pass
+    st.candidates["polished"] = best["solver"]
+    st.train_err["polished"] = best["err"]
+    st.say(f"polish: {count[0]} evaluations, train RMS {best['err']:.3e}")
 
-    # ---- the guard: choose on the held-out points ----------------------------------------------------------
-    held_err = {k: fitter.error(v, held) for k, v in candidates.items()} if n_hold else dict(train_err)
+
+def _guard_and_report(st, guard, teacher_tol):
+    """Choose among the candidates on ``guard`` fresh points (or the held-out ones) and return the chosen solver,
+    with its ``report``."""
+    sde, t_end, candidates, counted = st.sde, st.t_end, st.candidates, st.counted
+    held_err = {k: st.fitter.error(v, st.held) for k, v in candidates.items()} if st.n_hold else dict(st.train_err)
     guard_err = None
     if guard:
-        x_g = sde.prior_sample((positive_int("guard", guard),) + tuple(x_T.shape[1:]), seed=check_seed(seed) + 1)
-        if teacher is not None:
-            ref_g = np.asarray(teacher(x_g))
+        x_g = sde.prior_sample((positive_int("guard", guard),) + tuple(st.x_T.shape[1:]), seed=check_seed(st.seed) + 1)
+        if st.teacher is not None:
+            ref_g = np.asarray(st.teacher(x_g))
         else:
-            ref_g = solve(process, x_g, sde.T, t_end, "dopri5", rtol=teacher_tol, atol=teacher_tol).x
-            ref_g = tweedie_denoise(sde, counted, ref_g, t_end) if denoise else ref_g
-        guard_err = {k: _solver_error(process, v, x_g, ref_g, denoise) for k, v in candidates.items()}
-        say(f"guard on {guard} fresh points: " + ", ".join(f"{k} {v:.3e}" for k, v in guard_err.items()))
+            ref_g = solve(st.process, x_g, sde.T, t_end, "dopri5", rtol=teacher_tol, atol=teacher_tol).x
+            ref_g = tweedie_denoise(sde, counted, ref_g, t_end) if st.denoise else ref_g
+        guard_err = {k: _solver_error(st.process, v, x_g, ref_g, st.denoise) for k, v in candidates.items()}
+        st.say(f"guard on {guard} fresh points: " + ", ".join(f"{k} {v:.3e}" for k, v in guard_err.items()))
     decide = guard_err if guard_err is not None else held_err
     choice = min(decide, key=lambda k: (decide[k], k != "base"))
     chosen = candidates[choice]
     report = {
         "choice": choice,
-        "train": {k: train_err[k] for k in candidates},
+        "train": {k: st.train_err[k] for k in candidates},
         "heldout": {k: held_err[k] for k in candidates},
         "guard": guard_err,
-        "n_train": n_all - n_hold,
-        "n_heldout": n_hold,
-        "pool": pool_size,
-        "seconds": time.perf_counter() - started,
+        "n_train": st.n_all - st.n_hold,
+        "n_heldout": st.n_hold,
+        "pool": st.pool_size,
+        "seconds": time.perf_counter() - st.started,
         "score_calls": counted.calls,
         "score_rows": counted.rows,
-        "nfe": nfe,
-        "base": base,
-        "bases": base_err,
+        "nfe": st.nfe,
+        "base": st.base,
+        "bases": st.base_err,
     }
-    say(f"chose {choice}: RMS {decide[choice]:.3e} (base {decide['base']:.3e})")
+    st.say(f"chose {choice}: RMS {decide[choice]:.3e} (base {decide['base']:.3e})")
     if choice == "base":
-        return LearnedSolver.from_base(sde, base, grid0, denoise=denoise, report=report)
-    return LearnedSolver(sde, base, chosen.grid, chosen.weights, chosen.orders, chosen.scales, chosen.offsets,
-                         afs=chosen.afs, denoise=denoise, report=report)  # fmt: skip
+        return LearnedSolver.from_base(sde, st.base, st.grid0, denoise=st.denoise, report=report)
+    return LearnedSolver(sde, st.base, chosen.grid, chosen.weights, chosen.orders, chosen.scales, chosen.offsets,
+                         afs=chosen.afs, denoise=st.denoise, report=report)  # fmt: skip
