@@ -140,14 +140,15 @@ def _end(src, r, j, L, chain):
     return w0 + chain.dwl[r, src, j], chain.ya[r, src, j] + (0.5 * h) * w0 + chain.inl[r, src, j]
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def chain_advance(r, tq, key, lo, L, tol, depth, chain, outw, outy, o, z, scratch):
     """Advance row ``r``'s query of time ``tq`` on the tree ``[lo, lo + L]`` (times within ``tol`` of a node's end
     are that end; nodes at level ``depth`` are not split): 1 when done (``W, Y`` written to ``outw[o], outy[o]``),
     0 when the chain's deepest node needs its split drawn first (call :func:`chain_split`, then this again).
 
     ``chain`` is a :class:`ChainState`; ``z`` (``2 size``) and ``scratch`` (``(4, size)``) are work arrays for the
-    levels below the cache."""
+    levels below the cache. Compiled once and called (not inlined): the walker and both adaptive phases that query
+    (``refill``, ``step_noise``) share one copy, which keeps their compilation short."""
     lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi = chain
     size = whi.shape[1]
     J = lev[r]

@@ -83,6 +83,7 @@ __all__ = [
     "scatter_drift",
     "refill",
     "step_ends",
+    "lane_normals",
     "step_noise",
     "heun_predict",
     "heun_correct",
@@ -251,6 +252,13 @@ def step_ends(L, stops, fp, ip, lf, li):
 
 
 @njit(cache=True, error_model="numpy")
+def lane_normals(sks, L, out):
+    """``out[:, l]`` = the first ``out.shape[0]`` normals of stream ``sks[l]``, ``l < L``
+    (:func:`~sdekit.backends.numba.noise.fill_components`, compiled once for both of :func:`step_noise`'s uses)."""
+    fill_components(sks, L, 0, out)
+
+
+@njit(cache=True, error_model="numpy")
 def step_noise(L, fp, ip, lanes, z, noise):
     """``z[:, l]`` = the Brownian increment of lane ``l``'s step: from its chain of tree nodes (splits of all
     lanes drawn in vectorised batches), from its bridge-noise stack (``noise.bt``, ``noise.bw``:
@@ -281,7 +289,7 @@ def step_noise(L, fp, ip, lanes, z, noise):
                     ns += 1
             if ns == 0:
                 break
-            fill_components(sks, ns, 0, zs)
+            lane_normals(sks, ns, zs)
             for q in range(ns):
                 chain_split(slist[q], zs[:, q], Lsp, chain)
                 pend[q] = slist[q]
@@ -294,7 +302,7 @@ def step_noise(L, fp, ip, lanes, z, noise):
     else:
         for l in range(L):
             sks[l] = stream_key(key[l], np.uint64(li[ATT, l]))
-        fill_components(sks, L, 0, z)
+        lane_normals(sks, L, z)
         for j in range(d):
             zj = z[j]
             for l in range(L):

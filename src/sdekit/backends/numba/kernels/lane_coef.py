@@ -51,10 +51,11 @@ def sde_coef(kind, sp, t):
     return 0.0 * t, 2.0 * t, 1.0 + 0.0 * t, 1.0 * t
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def lane_coef(kind, sp, t, w, klog, ulam, ucnt, cl, l):
     """The drift coefficients ``(a, g, w g^2)`` at ``t`` and the score's constants ``cl[:, l]`` (``alpha,
-    sigma^2`` and, for mixtures, ``sum_j log(alpha^2 lam_kj + sigma^2)`` from the distinct eigenvalues)."""
+    sigma^2`` and, for mixtures, ``sum_j log(alpha^2 lam_kj + sigma^2)`` from the distinct eigenvalues).
+    Compiled once and called by the phases (not inlined into each of them: a shorter compilation)."""
     a, g2, alpha, sigma = sde_coef(kind, sp, t)
     s2 = sigma * sigma
     cl[0, l] = alpha
