@@ -140,78 +140,78 @@ def _end(src, r, j, L, chain):
     return w0 + chain.dwl[r, src, j], chain.ya[r, src, j] + (0.5 * h) * w0 + chain.inl[r, src, j]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
 def chain_advance(r, tq, key, lo, L, tol, depth, chain, outw, outy, o, z, scratch):
     """Advance row ``r``'s query of time ``tq`` on the tree ``[lo, lo + L]`` (times within ``tol`` of a node's end
     are that end; nodes at level ``depth`` are not split): 1 when done (``W, Y`` written to ``outw[o], outy[o]``),
     0 when the chain's deepest node needs its split drawn first (call :func:`chain_split`, then this again).
 
     ``chain`` is a :class:`ChainState`; ``z`` (``2 size``) and ``scratch`` (``(4, size)``) are work arrays for the
-    levels below the cache. Compiled once and called (not inlined): the walker and both adaptive phases that query
-    (``refill``, ``step_noise``) share one copy, which keeps their compilation short."""
-    lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi = chain
-    size = whi.shape[1]
-    J = lev[r]
+    levels below the cache. Inlined into its callers (it runs per lane and per query on a few components). The
+    hot functions read the record's fields where they use them (``chain.wa[...]``) rather than unpacking all twelve
+    on entry: numba counts a reference per unpacked array, which here made the walker 45% slower."""
+    size = chain.whi.shape[1]
+    J = chain.lev[r]
     while J > 0:
         s = math.ldexp(1.0, -J)
-        m = np.float64(pos[r, J])
+        m = np.float64(chain.pos[r, J])
         if lo + (m * s) * L - tol <= tq <= lo + ((m + 1.0) * s) * L + tol:
             break
         J -= 1
     while True:
         s = math.ldexp(1.0, -J)
-        m = pos[r, J]
+        m = chain.pos[r, J]
         fm = np.float64(m)
         a = lo + (fm * s) * L
         if abs(tq - a) <= tol:
             for j in range(size):
-                outw[o, j] = wa[r, J, j]
-                outy[o, j] = ya[r, J, j]
-            lev[r] = J
+                outw[o, j] = chain.wa[r, J, j]
+                outy[o, j] = chain.ya[r, J, j]
+            chain.lev[r] = J
             return 1
         if abs(tq - (lo + ((fm + 1.0) * s) * L)) <= tol:
             for j in range(size):
-                outw[o, j], outy[o, j] = _end(ib[r, J], r, j, L, chain)
-            lev[r] = J
+                outw[o, j], outy[o, j] = _end(chain.ib[r, J], r, j, L, chain)
+            chain.lev[r] = J
             return 1
         h = L * s
         if J >= depth:
             u = (tq - a) / h
             for j in range(size):
-                w0 = wa[r, J, j]
-                d = ndw[r, J, j]
+                w0 = chain.wa[r, J, j]
+                d = chain.ndw[r, J, j]
                 outw[o, j] = w0 + u * d
-                outy[o, j] = ya[r, J, j] + (u * h) * (w0 + 0.5 * u * d)
-            lev[r] = J
+                outy[o, j] = chain.ya[r, J, j] + (u * h) * (w0 + 0.5 * u * d)
+            chain.lev[r] = J
             return 1
-        if mk[r, J] == 0:
-            lev[r] = J
+        if chain.mk[r, J] == 0:
+            chain.lev[r] = J
             return 0
         if J == CACHE_LEVELS:
-            lev[r] = J
-            _descend_uncached(r, tq, key, lo, L, tol, depth, J, pos[r, J], chain, outw, outy, o, z, scratch)
+            chain.lev[r] = J
+            _descend_uncached(r, tq, key, lo, L, tol, depth, J, chain.pos[r, J], chain, outw, outy, o, z, scratch)
             return 1
         c = lo + ((2.0 * fm + 1.0) * (0.5 * s)) * L
         K = J + 1
         if tq < c:
-            pos[r, K] = 2 * m
-            ib[r, K] = J
+            chain.pos[r, K] = 2 * m
+            chain.ib[r, K] = J
             for j in range(size):
-                wa[r, K, j] = wa[r, J, j]
-                ya[r, K, j] = ya[r, J, j]
-                ndw[r, K, j] = dwl[r, J, j]
-                nin[r, K, j] = inl[r, J, j]
+                chain.wa[r, K, j] = chain.wa[r, J, j]
+                chain.ya[r, K, j] = chain.ya[r, J, j]
+                chain.ndw[r, K, j] = chain.dwl[r, J, j]
+                chain.nin[r, K, j] = chain.inl[r, J, j]
         else:
-            pos[r, K] = 2 * m + 1
-            ib[r, K] = ib[r, J]
+            chain.pos[r, K] = 2 * m + 1
+            chain.ib[r, K] = chain.ib[r, J]
             for j in range(size):
-                w0 = wa[r, J, j]
-                d = dwl[r, J, j]
-                wa[r, K, j] = w0 + d
-                ya[r, K, j] = ya[r, J, j] + (0.5 * h) * w0 + inl[r, J, j]
-                ndw[r, K, j] = ndw[r, J, j] - d
-                nin[r, K, j] = nin[r, J, j] - inl[r, J, j] - (0.5 * h) * d
-        mk[r, K] = 0
+                w0 = chain.wa[r, J, j]
+                d = chain.dwl[r, J, j]
+                chain.wa[r, K, j] = w0 + d
+                chain.ya[r, K, j] = chain.ya[r, J, j] + (0.5 * h) * w0 + chain.inl[r, J, j]
+                chain.ndw[r, K, j] = chain.ndw[r, J, j] - d
+                chain.nin[r, K, j] = chain.nin[r, J, j] - chain.inl[r, J, j] - (0.5 * h) * d
+        chain.mk[r, K] = 0
         J = K
 
 
@@ -275,15 +275,14 @@ def _descend_uncached(r, tq, key, lo, L, tol, depth, J, m, chain, outw, outy, o,
 def chain_split(r, z, L, chain):
     """Draw the split of row ``r``'s deepest node from the node's normals ``z`` (``2 size``: ``x1`` then ``x2``),
     the arithmetic of :func:`sdekit.brownian.split_node`."""
-    lev, mk, ndw, nin, dwl, inl = chain.lev, chain.mk, chain.ndw, chain.nin, chain.dwl, chain.inl
-    size = ndw.shape[2]
-    J = lev[r]
+    size = chain.ndw.shape[2]
+    J = chain.lev[r]
     h = L * math.ldexp(1.0, -J)
     for j in range(size):
-        d, a2 = _split_one(h, ndw[r, J, j], nin[r, J, j], z[j], z[size + j])
-        dwl[r, J, j] = d
-        inl[r, J, j] = a2
-    mk[r, J] = 1
+        d, a2 = _split_one(h, chain.ndw[r, J, j], chain.nin[r, J, j], z[j], z[size + j])
+        chain.dwl[r, J, j] = d
+        chain.inl[r, J, j] = a2
+    chain.mk[r, J] = 1
 
 
 @njit(cache=True, inline="always", error_model="numpy")

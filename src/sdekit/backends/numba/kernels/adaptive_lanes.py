@@ -359,22 +359,22 @@ def finish_err(L, d, check, err, fin):
 @njit(cache=True, inline="always", error_model="numpy")
 def finish_lane(l, finished, hn, samples, lanes, fp, ip):
     """Write lane ``l``'s sample out when it finished or failed; returns True when it leaves its lane."""
-    lf, li, xb = lanes.lf, lanes.li, lanes.xb
     st = 0
     if hn < fp[F_MINSTEP]:
         st = 1
-    elif not finished and li[ATT, l] >= ip[I_MAXSTEPS]:
+    elif not finished and lanes.li[ATT, l] >= ip[I_MAXSTEPS]:
         st = 2
     if not (finished or st != 0):
         return False
+    li = lanes.li
     r = li[ROW, l]
-    for j in range(xb.shape[0]):
-        samples.x[r, j] = xb[j, l]
+    for j in range(lanes.xb.shape[0]):
+        samples.x[r, j] = lanes.xb[j, l]
     samples.nfe[r] = li[NFE_, l]
     samples.nacc[r] = li[NA, l]
     samples.nrej[r] = li[NR, l]
     samples.status[r] = st
-    samples.tfail[r] = lf[T, l]
+    samples.tfail[r] = lanes.lf[T, l]
     return True
 
 
