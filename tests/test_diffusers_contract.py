@@ -195,8 +195,16 @@ def test_learned_variance_needs_twice_the_channels():
     sde, score = score_from_diffusers(tiny_unet(out_channels=6), cfg)  # the first 3 channels are the prediction
     sch = SdekitScheduler(variance_type="learned_range")
     sch.set_timesteps(4)
-    with pytest.raises(ValueError, match="twice the state's channels"):
-        sch.step(torch.zeros(2, 3, 8, 8), sch.timesteps[0], torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match="twice the state's channels"):  # neither the mean's nor both
+        sch.step(torch.zeros(2, 4, 8, 8), sch.timesteps[0], torch.zeros(2, 3, 8, 8))
+    # the mean's channels only: used as they are, as diffusers' DDPM and DPM-Solver steps take them (issue 22:
+    # diffusers' own scheduler tests step a learned-variance config with such outputs)
+    x = torch.ones(2, 3, 8, 8)
+    both = SdekitScheduler(variance_type="learned_range")
+    both.set_timesteps(4)
+    mean_only = sch.step(0.1 * x, sch.timesteps[0], x).prev_sample
+    with_variance = both.step(torch.cat([0.1 * x, 5 * x], 1), both.timesteps[0], x).prev_sample
+    assert torch.equal(mean_only, with_variance)
 
 
 def run_loop(scheduler, n=None, x=None, generator=None, **set_kwargs):
@@ -313,10 +321,12 @@ def test_naming_a_solver_changes_the_method_only():
     assert dpm.solver.lower_order_final is False and dpm.config.solver_options is None
 
 
-def test_a_scheduler_without_an_sdekit_method_warns():
-    with pytest.warns(UserWarning, match="no equivalent of LMSDiscreteScheduler"):
-        sch = SdekitScheduler.from_config(D.LMSDiscreteScheduler().config)
-    assert sch.config.solver == "dpmpp_2m"
+def test_a_scheduler_without_an_sdekit_method_is_refused_unless_a_solver_is_named():
+    # (issue 22: refused, no longer a warning and another method) the class is named; naming a solver keeps its schedule
+    with pytest.raises(ValueError, match="no equivalent of LMSDiscreteScheduler's method"):
+        SdekitScheduler.from_config(D.LMSDiscreteScheduler().config)
+    sch = SdekitScheduler.from_config(D.LMSDiscreteScheduler().config, solver="dpmpp_2m")
+    assert sch.config.solver == "dpmpp_2m" and sch.config.timestep_source == "LMSDiscreteScheduler"
     with pytest.warns(UserWarning, match="third-order SDE multistep formula differs"):
         SdekitScheduler.from_config(
             D.DPMSolverMultistepScheduler(solver_order=3, algorithm_type="sde-dpmsolver++").config

@@ -1,0 +1,95 @@
+"""The method of a diffusers scheduler class in sdekit: which solver, options and conventions
+:meth:`SdekitScheduler.from_config <sdekit.interop.diffusers.SdekitScheduler.from_config>` runs for a config of that
+class when no solver is named (the table of ``docs/models.md``, "Swap the scheduler of your pipeline")."""
+
+from __future__ import annotations
+
+import warnings
+
+from ._diffusers_config import SIGMA_STATE_CLASSES
+
+__all__ = ["source_method", "method_init"]
+
+
+def source_method(name: str, config: dict):
+    """``(solver, options, conventions, difference)``: the sdekit solver that runs diffusers scheduler class ``name``
+    with ``config`` (its resolved config) and the conventions it keeps (``state_variable``, ``final_sigmas_type``,
+    ``lower_order_final``); ``difference`` is ``None`` when the two agree to float32 round-off and otherwise says how
+    they differ. ``None`` when sdekit has no such method."""
+    first_order = ("dpmpp_pc", {"order": 1, "corrector": False})
+    conv = {"state_variable": "sigma" if name in SIGMA_STATE_CLASSES else "vp"}
+    order = int(config.get("solver_order", 2))
+    lof = bool(config.get("lower_order_final", True))
+    if name == "EulerDiscreteScheduler":  # Euler in sigma on x / alpha is DDIM: DPM-Solver(++) of order 1
+        return (*first_order, conv, None)
+    if name == "EulerAncestralDiscreteScheduler":  # eta = 1: the DDPM posterior step between the two levels
+        return ("ancestral", {}, conv, None)
+    if name == "HeunDiscreteScheduler":
+        return ("edm", {"S_churn": 0.0}, conv, None)
+    if name == "DDIMScheduler":  # eta = 0 (pipelines pass eta only to schedulers whose step takes it)
+        conv["final_sigmas_type"] = "zero" if config.get("set_alpha_to_one", True) else "sigma_min"
+        diff = None
+        if config.get("clip_sample", True) or config.get("thresholding", False):
+            diff = ("DDIM clips the data prediction but keeps the network's noise prediction in its update; sdekit "
+                    "takes both from the clipped data prediction (as DPM-Solver++ and DDPM do)")  # fmt: skip
+        return (*first_order, conv, diff)
+    if name == "DDPMScheduler":
+        variance = config.get("variance_type", "fixed_small")
+        diff = None
+        if variance not in ("fixed_small", None):
+            diff = (f"DDPM with variance_type={variance!r}; sdekit's ancestral step uses the posterior variance "
+                    "(variance_type='fixed_small')")  # fmt: skip
+        return ("ancestral", {}, conv, diff)
+    if name == "DPMSolverMultistepScheduler":
+        algorithm = config.get("algorithm_type", "dpmsolver++")
+        conv["lower_order_final"] = lof
+        sde = algorithm.startswith("sde-")
+        diff = None
+        if algorithm not in ("dpmsolver++", "sde-dpmsolver++") and order > 1:
+            diff = f"algorithm_type={algorithm!r} (noise prediction): sdekit runs the data-prediction solver"
+        if order == 1:
+            return ("dpmpp_sde_pc" if sde else "dpmpp_pc", {"order": 1, "corrector": False}, conv, diff)
+        if order == 2:
+            return ("dpmpp_2m_sde" if sde else "dpmpp_2m", {}, conv, diff)
+        if not sde:  # diffusers' weight of D2 (the reference codes'): the same numbers
+            return ("dpmpp_3m", {"reference_d2": True}, conv, diff)
+        return (
+            "dpmpp_3m_sde",
+            {},
+            conv,
+            diff or "solver_order=3 with an SDE: sdekit's third-order SDE multistep formula differs from diffusers'",
+        )
+    if name == "UniPCMultistepScheduler":
+        conv["lower_order_final"] = lof
+        options = {"order": order, "variant": config.get("solver_type", "bh2"),
+                   "prediction": "data" if config.get("predict_x0", True) else "noise",
+                   "disable_corrector": list(config.get("disable_corrector") or ())}  # fmt: skip
+        return ("unipc", options, conv, None)
+    if name == "DEISMultistepScheduler":
+        conv["lower_order_final"] = lof
+        diff = None if order <= 2 else "solver_order=3: sdekit's log-rho DEIS coefficients differ from diffusers'"
+        return ("deis", {"order": order, "variant": "logrho"}, conv, diff)
+    return None
+
+
+def method_init(source: str, resolved: dict, named: bool, default_solver: str) -> dict:
+    """The constructor entries :meth:`SdekitScheduler.from_config` takes from ``source``'s method
+    (:func:`source_method` of its ``resolved`` config): its conventions and, unless a solver is ``named``, its solver
+    and options (a ``UserWarning`` where they differ from diffusers'). ``ValueError`` for a class without an sdekit
+    method when no solver is named."""
+    method = source_method(source, resolved)
+    if method is None:
+        if not named:
+            raise ValueError(
+                f"sdekit has no equivalent of {source}'s method: SdekitScheduler.from_config(config, "
+                f"solver=...) keeps its schedule with a solver you name (e.g. solver={default_solver!r}); "
+                "see docs/models.md, 'Swap the scheduler of your pipeline'"
+            )
+        return {}
+    solver, options, conventions, difference = method
+    init = dict(conventions)
+    if not named:
+        init["solver"], init["solver_options"] = solver, options or None
+        if difference is not None:
+            warnings.warn(f"{source} -> sdekit {solver!r}: {difference}", stacklevel=3)
+    return init
