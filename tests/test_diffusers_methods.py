@@ -109,6 +109,13 @@ def test_a_class_without_an_sdekit_method_is_refused_by_name(name):
     assert loop(sch, 10).shape == start().shape
 
 
+def test_a_config_whose_keys_fit_several_classes_is_refused():
+    # a constructed scheduler's config has no '_class_name'; LMS's and KDPM2's keys are the same
+    with pytest.raises(ValueError, match=r"several diffusers schedulers \['KDPM2AncestralDiscreteScheduler'"):
+        SdekitScheduler.from_config(dict(D.KDPM2DiscreteScheduler().config), solver="dpmpp_2m")
+    assert SdekitScheduler.from_config(dict(D.DDPMScheduler().config)).config.timestep_source == "DDPMScheduler"
+
+
 @pytest.mark.parametrize("name", ["EDMEulerScheduler", "EDMDPMSolverMultistepScheduler", "IPNDMScheduler"])
 def test_a_class_without_a_training_schedule_is_refused(name):
     with pytest.raises(ValueError, match="no training schedule"):

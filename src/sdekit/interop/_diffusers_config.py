@@ -103,7 +103,8 @@ def is_scheduler_class(name) -> bool:
 def class_of_config(config: dict):
     """The diffusers scheduler class a config without ``_class_name`` comes from (a directly constructed scheduler's
     config has none): the one whose constructor takes exactly the config's keys (of several, such as DDPMScheduler
-    and its twin DDPMParallelScheduler, the shortest name); ``None`` when none does."""
+    and its twin DDPMParallelScheduler, the shortest name); ``None`` when none does; ``ValueError`` when several
+    classes that are not twins do (LMS and KDPM2 take the same keys)."""
     keys = {k for k in config if not k.startswith("_")}
     if "solver" in keys:  # one of ours
         return None
@@ -113,6 +114,11 @@ def class_of_config(config: dict):
             params = set(inspect.signature(getattr(diffusers, name).__init__).parameters) - {"self", "kwargs"}
             if params == keys:
                 found.append(name)
+    if len({name.replace("Parallel", "") for name in found}) > 1:  # (twins aside) the keys do not tell the class
+        raise ValueError(
+            f"the config's keys are those of several diffusers schedulers {sorted(found)}: pass the scheduler itself "
+            "(SdekitScheduler.from_config(pipe.scheduler)) or a config with its '_class_name'"
+        )
     return min(found, key=lambda name: (len(name), name)) if found else None
 
 
