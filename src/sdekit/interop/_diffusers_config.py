@@ -114,7 +114,9 @@ def class_of_config(config: dict):
             params = set(inspect.signature(getattr(diffusers, name).__init__).parameters) - {"self", "kwargs"}
             if params == keys:
                 found.append(name)
-    if len({name.replace("Parallel", "") for name in found}) > 1:  # (twins aside) the keys do not tell the class
+    scheduled = "beta_schedule" in keys or "trained_betas" in keys
+    if len({name.replace("Parallel", "") for name in found}) > 1 and scheduled:
+        # (twins aside) the keys do not tell the class; (without a training schedule the config is refused anyway)
         raise ValueError(
             f"the config's keys are those of several diffusers schedulers {sorted(found)}: pass the scheduler itself "
             "(SdekitScheduler.from_config(pipe.scheduler)) or a config with its '_class_name'"
