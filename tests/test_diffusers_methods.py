@@ -144,6 +144,10 @@ def test_ddim_step_options():
     posterior = SdekitScheduler.from_config(ddim.config, solver="ancestral")  # DDIM's eta=1 is the posterior step
     posterior.set_timesteps(10)
     posterior.step(model(x, t), t, x, eta=1.0, generator=torch.manual_seed(0))
+    forward = SdekitScheduler.from_config(ddim.config, solver="ancestral(variance=forward)")
+    forward.set_timesteps(10)
+    with pytest.raises(ValueError, match="eta=1"):
+        forward.step(model(x, t), t, x, eta=1.0, generator=torch.manual_seed(0))
 
 
 def test_schedule_before_set_timesteps_is_the_training_one():
@@ -166,6 +170,10 @@ def test_custom_timesteps_go_through_the_source_class(source, final):
     by_count = loop(make(), 10)
     by_timesteps = loop(make(), timesteps=listed.timesteps.tolist())
     assert torch.equal(by_count, by_timesteps)
+    if source == "DPMSolverMultistepScheduler":  # real-valued timesteps: sdekit's levels (the source casts to int)
+        real = make()
+        real.set_timesteps(timesteps=[900.5, 500.25, 100.0])
+        assert real.timesteps.tolist() == [900.5, 500.25, 100.0]
     if source == "EulerDiscreteScheduler":  # custom sigmas of a sigma-state source: its own timesteps
         by_sigmas = loop(make(), sigmas=listed.sigmas.tolist())
         assert rel(by_sigmas, by_count) < 1e-6

@@ -157,7 +157,8 @@ def check_step_options(solver, cfg, eta, use_clipped_model_output, variance_nois
     """``ValueError`` for DDIM's step options that the solver's method does not take (see
     :meth:`SdekitScheduler.step`): ``eta`` other than 0 (or 1 for the posterior ``ancestral`` step), an unclipped
     model output while clipping, a given ``variance_noise``."""
-    if eta is not None and float(eta) != 0.0 and not (float(eta) == 1.0 and solver.name == "ancestral"):
+    posterior = solver.name == "ancestral" and getattr(solver, "variance", None) == "posterior"
+    if eta is not None and float(eta) != 0.0 and not (float(eta) == 1.0 and posterior):
         raise ValueError(
             f"step(eta={eta!r}): the method is the solver's ({solver.name!r}); eta=0 is DDIM's deterministic step "
             "(dpmpp_pc(order=1, corrector=False)), eta=1 its posterior step: from_config(config, solver='ancestral')"
@@ -218,7 +219,8 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
             raise ValueError(f"timesteps must decrease (repeats are removed), got {summary(taus)}")
         if taus[0] > N - 1 or taus[-1] < 0:
             raise ValueError(f"timesteps must lie in [0, {N - 1}], got {summary(taus)}")
-        if accepts(cfg.timestep_source, "timesteps"):  # the source's own noise levels of these timesteps
+        if accepts(cfg.timestep_source, "timesteps") and np.all(taus == np.round(taus)):
+            # the source's own noise levels of these timesteps (integers: some sources cast them to int)
             return source_points(cfg, timesteps=taus)
         return taus, None
     n = integer_at_least("num_inference_steps", n, 1)
