@@ -174,6 +174,13 @@ def test_custom_timesteps_go_through_the_source_class(source, final):
         real = make()
         real.set_timesteps(timesteps=[900.5, 500.25, 100.0])
         assert real.timesteps.tolist() == [900.5, 500.25, 100.0]
+    if source == "EulerDiscreteScheduler":  # real-valued timesteps (Euler keeps them): the source's levels
+        odd = SdekitScheduler.from_config(D.EulerDiscreteScheduler(), final_sigmas_type=final)
+        odd.set_timesteps(37)
+        assert not all(float(t).is_integer() for t in odd.timesteps)
+        ref = D.EulerDiscreteScheduler(final_sigmas_type=final)
+        ref.set_timesteps(timesteps=odd.timesteps.tolist())
+        assert rel(loop(make(), timesteps=odd.timesteps.tolist()), loop(ref, timesteps=odd.timesteps.tolist())) < 2e-6
     if source == "EulerDiscreteScheduler":  # custom sigmas of a sigma-state source: its own timesteps
         by_sigmas = loop(make(), sigmas=listed.sigmas.tolist())
         assert rel(by_sigmas, by_count) < 1e-6

@@ -219,8 +219,10 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
             raise ValueError(f"timesteps must decrease (repeats are removed), got {summary(taus)}")
         if taus[0] > N - 1 or taus[-1] < 0:
             raise ValueError(f"timesteps must lie in [0, {N - 1}], got {summary(taus)}")
-        if accepts(cfg.timestep_source, "timesteps") and np.all(taus == np.round(taus)):
-            # the source's own noise levels of these timesteps (integers: some sources cast them to int)
+        integral = bool(np.all(taus == np.round(taus)))
+        if accepts(cfg.timestep_source, "timesteps") and (integral or cfg.timestep_source in SIGMA_STATE_CLASSES):
+            # the source's own noise levels of these timesteps (real-valued ones only where the source keeps them:
+            # Euler and Heun; DDPM and DPM-Solver cast them to int)
             return source_points(cfg, timesteps=taus)
         return taus, None
     n = integer_at_least("num_inference_steps", n, 1)
