@@ -288,6 +288,7 @@ SOURCES = {
                                                          solver_order=3),
     "dpm-sde-noise-2": lambda: D.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver",
                                                              final_sigmas_type="sigma_min"),
+    "sa-solver": lambda: D.SASolverScheduler(),  # sa_solver, tau = 1 on the levels of timesteps 200..800
     # zero-length last steps (the last point already at the final level): diffusers takes them with its solver
     "euler-sigma-min": lambda: D.EulerDiscreteScheduler(final_sigmas_type="sigma_min"),
     "unipc-karras-sigma-min": lambda: D.UniPCMultistepScheduler(use_karras_sigmas=True, final_sigmas_type="sigma_min"),

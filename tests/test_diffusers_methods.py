@@ -96,7 +96,7 @@ def test_deis_order_3_is_diffusers_formula_and_differs_by_its_float32_coefficien
 
 
 REFUSED = ["LMSDiscreteScheduler", "PNDMScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
-           "DPMSolverSinglestepScheduler", "DPMSolverSDEScheduler", "SASolverScheduler"]  # fmt: skip
+           "DPMSolverSinglestepScheduler", "DPMSolverSDEScheduler"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", REFUSED)
@@ -120,6 +120,20 @@ def test_a_config_whose_keys_fit_several_classes_is_refused():
 def test_a_class_without_a_training_schedule_is_refused(name):
     with pytest.raises(ValueError, match="no training schedule"):
         SdekitScheduler.from_config(getattr(D, name)().config)
+
+
+SA_SOLVER = {"default": {}, "orders-3-4": dict(predictor_order=3, corrector_order=4),
+             "v": dict(prediction_type="v_prediction"), "karras": dict(use_karras_sigmas=True)}  # fmt: skip
+
+
+@pytest.mark.parametrize("n", [10, 25])
+@pytest.mark.parametrize("case", list(SA_SOLVER))
+def test_sa_solver_scheduler_is_sdekit_sa_solver_with_the_same_generator_draws(case, n):
+    # diffusers' default tau_func: tau = 1 on the steps that start at timesteps 200..800 (sdekit: their noise levels)
+    make = lambda: D.SASolverScheduler(**SA_SOLVER[case])  # noqa: E731
+    sch = swapped(make())
+    assert sch.config.solver == "sa_solver" and sch.solver.stochastic
+    assert rel(loop(sch, n, seed=2), loop(make(), n, seed=2)) < 4e-6
 
 
 def test_ddim_step_options():

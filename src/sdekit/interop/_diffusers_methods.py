@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import warnings
 
-from ._diffusers_config import SIGMA_STATE_CLASSES
+import numpy as np
 
-__all__ = ["source_method", "method_init"]
+from ._diffusers_config import SIGMA_STATE_CLASSES, alphas_cumprod_of, training_betas
+
+__all__ = ["source_method", "method_init", "sa_solver_method"]
 
 
 def source_method(name: str, config: dict):
@@ -69,7 +71,33 @@ def source_method(name: str, config: dict):
         # (order 3: the same method; diffusers evaluates its closed-form coefficients in float32, where the difference
         # of two antiderivative values cancels: about 4e-5 relative at 25 steps, see docs/models.md)
         return ("deis", {"order": order, "variant": "logrho"}, conv, None)
+    if name == "SASolverScheduler":
+        return sa_solver_method(config, conv, lof)
     return None
+
+
+def sa_solver_method(config: dict, conv: dict, lof: bool):
+    """``SASolverScheduler``: ``sa_solver`` with its orders and, for its default ``tau_func`` (``tau = 1`` on the steps
+    that start at training timesteps 200..800, 0 elsewhere), ``tau=1`` on the noise levels of those timesteps (of the
+    config's own schedule; the bounds widened by ``1e-6`` relative, below the spacing of neighbouring timesteps' levels,
+    so that the listed timesteps' float32 levels fall on the side diffusers' comparison of timesteps puts them)."""
+    ac = alphas_cumprod_of(training_betas(config, "config"), bool(config.get("rescale_betas_zero_snr", False)))
+    level = lambda tau: float(np.sqrt((1.0 - float(ac[tau])) / float(ac[tau])))  # noqa: E731
+    n = len(ac)
+    options = {
+        "predictor_order": int(config.get("predictor_order", 2)),
+        "corrector_order": int(config.get("corrector_order", 2)),
+        "lower_order_final": lof,
+        "tau": 1.0,
+        "tau_interval": [level(min(200, n - 1)) * (1 - 1e-6), level(min(800, n - 1)) * (1 + 1e-6)],
+    }
+    conv["lower_order_final"] = lof
+    diff = None
+    if config.get("tau_func") is not None:
+        diff = "a tau_func of your own: sdekit runs diffusers' default (tau = 1 for timesteps 200..800)"
+    if config.get("algorithm_type", "data_prediction") != "data_prediction":
+        diff = "algorithm_type='noise_prediction': sdekit's SA-Solver is the data-prediction one"
+    return ("sa_solver", options, conv, diff)
 
 
 def method_init(source: str, resolved: dict, named: bool, default_solver: str) -> dict:
