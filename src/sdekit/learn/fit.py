@@ -89,20 +89,22 @@ class _Fitter:
         self.denoise, self.ridge = denoise, ridge
         self.fit_scales, self.history = fit_scales, history
 
-    def solver(self, grid, offsets, rows, fit=True):
-        """The learned solver on ``grid`` with ``offsets``, its corrections fitted on ``rows`` (``fit=False``:
-        the base's values)."""
+    def fitted(self, grid, offsets, rows, fit=True):
+        """``(solver, error)``: the learned solver on ``grid`` with ``offsets``, its corrections fitted on ``rows``
+        (``fit=False``: the base's values), and its :meth:`error` on ``rows`` -- from the one run that fits it (the
+        fitting run's output is the fitted solver's: step ``k`` is applied with its fitted values)."""
+        solver = self._build(grid, offsets, fit)
+        return solver, self._error_of(self._run(solver, rows, fit=fit), rows)
+
+    def _build(self, grid, offsets, fit):
         weights0, orders0 = base_tables(self.base, self.sde, grid)
         n_steps = len(grid) - 1
         h = max(self.history, weights0.shape[1])
         weights = np.zeros((n_steps, h))
         weights[:, : weights0.shape[1]] = weights0
         orders = orders0.copy() if not fit else np.minimum(np.arange(n_steps) + 1, h)
-        solver = LearnedSolver(self.sde, "", grid, weights, orders, None, offsets, afs=self.base.afs,
-                               denoise=self.denoise)  # fmt: skip
-        if fit:
-            self._run(solver, rows, fit=True)
-        return solver
+        return LearnedSolver(self.sde, "", grid, weights, orders, None, offsets, afs=self.base.afs,
+                             denoise=self.denoise)  # fmt: skip
 
     def _run(self, solver, rows, fit=False):
         """Run ``solver`` on the warm-up points ``rows`` (fitting its steps in place when ``fit``); the output."""
@@ -159,7 +161,9 @@ class _Fitter:
     def error(self, solver, rows) -> float:
         """Weighted RMS over ``rows`` of ``|output - reference output|`` (an estimate of the RMS over the law the
         warm-up pool was drawn from)."""
-        x = self._run(solver, rows)
+        return self._error_of(self._run(solver, rows), rows)
+
+    def _error_of(self, x, rows) -> float:
         d = (x - self.ref_out[rows]).reshape(len(x), -1)
         w = self.weights[rows]
         err = float(np.sqrt(np.sum(w * np.sum(d * d, axis=1)) / np.sum(w)))
@@ -449,7 +453,7 @@ def _choose_base(st):
         fitter.base = solver
         steps_b = st.evals + int(solver.afs)
         grid_b = make_grid(st.sde, steps_b, solver.default_grid, st.t_end)
-        st.base_err[spec] = fitter.error(fitter.solver(grid_b, np.zeros(steps_b), st.train, fit=False), st.train)
+        st.base_err[spec] = fitter.fitted(grid_b, np.zeros(steps_b), st.train, fit=False)[1]
     st.base = min(st.base_err, key=st.base_err.get)
     st.base_solver = fitter.base = st.bases[st.base]
     st.n_steps = st.evals + int(st.base_solver.afs)
@@ -459,10 +463,9 @@ def _least_squares(st):
     """Stage 2 on the base grid: the candidates ``base`` (untrained) and ``least_squares``, their training errors."""
     fitter, n_steps = st.fitter, st.n_steps
     st.grid0 = make_grid(st.sde, n_steps, st.base_solver.default_grid, st.t_end)
-    untrained = fitter.solver(st.grid0, np.zeros(n_steps), st.train, fit=False)
-    first = fitter.solver(st.grid0, np.zeros(n_steps), st.train)
+    untrained, st.train_err["base"] = fitter.fitted(st.grid0, np.zeros(n_steps), st.train, fit=False)
+    first, st.train_err["least_squares"] = fitter.fitted(st.grid0, np.zeros(n_steps), st.train)
     st.candidates.update({"base": untrained, "least_squares": first})
-    st.train_err.update({k: fitter.error(v, st.train) for k, v in st.candidates.items()})
     st.say(f"least squares on the base grid: train RMS {st.train_err['least_squares']:.3e} "
            f"(base {st.train_err['base']:.3e})")  # fmt: skip
 
@@ -501,8 +504,7 @@ def _polish(st, polish, offsets, max_evals, time_limit):
         if not np.all(np.diff(grid) < 0) or np.any(np.abs(offs) > 2.0):
             return math.inf
         try:
-            cand = fitter.solver(grid, offs, train)
-            err = fitter.error(cand, train)
+            cand, err = fitter.fitted(grid, offs, train)
         except (np.linalg.LinAlgError, FloatingPointError, ValueError, NonFiniteError):
             return math.inf
         if err < best["err"]:
