@@ -69,7 +69,9 @@ def test_fit_on_a_mixture_is_never_worse_than_its_base_on_heldout_points():
     fitted = fit(SDE, MIX.score(SDE), 5, n=96, denoise=False, seed=2, guard=256, max_evals=150)
     rep = fitted.report
     assert rep["heldout"][rep["choice"]] <= rep["heldout"]["base"]
-    assert rep["pool"] == 8 * 96 and rep["n_train"] + rep["n_heldout"] <= 96  # distinct points of 96 draws
+    # 96 distinct points of the pool, plus those the mining stage added (at most 96 // 8, none already fitted)
+    assert rep["pool"] == 8 * 96 and rep["n_train"] + rep["n_heldout"] == 96 + rep["n_mined"]
+    assert 0 <= rep["n_mined"] <= 12 and "mined" in rep["heldout"]
     assert rep["base"] in rep["bases"] and rep["score_calls"] > 0 and rep["seconds"] > 0
 
 
