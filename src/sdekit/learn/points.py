@@ -65,7 +65,7 @@ def select(e, n, seed) -> tuple[np.ndarray, np.ndarray]:
     e = np.asarray(e, dtype=np.float64)
     m = len(e)
     ok = e.sum() > 0 and np.all(np.isfinite(e))
-    q = 1.0 / m + (e / e.sum() if ok else 1.0 / m)
+    q = 1.0 / m + (e / e.sum() if ok else np.full(m, 1.0 / m))
     p = inclusion(q, n)
     rng = np.random.default_rng(seed)
     order = rng.permutation(m)
