@@ -13,11 +13,16 @@ The method, in three stages, on a plain numpy score (no autograd):
 3. **Polish.** Nelder--Mead on the few remaining parameters -- the shares of the log noise level taken by the
    steps (softmax, so every candidate is a decreasing grid) and the log offsets of the noise level told to the
    score -- minimising the training endpoint RMS *after* stage 2 for each candidate.
+4. **Mining.** The pool points where the polished solver disagrees most with a cheap teacher (the base on three
+   times the steps) join the training points -- the trajectories it sends to another mixture component, which the
+   warm-up sample rarely holds (:mod:`.points`) -- and a second polish starts from it.
 
-The solver returned is chosen among the base solver on its grid, stage 2 alone on that grid, and stages 2 + 3: the
-one with the least RMS on ``guard`` fresh start points (or, with ``guard=0``, on the held-out part of the warm-up
-points, ``holdout``), so the result is never worse than its base on those points. ``fitted.report`` gives the
-train, held-out and guard errors of each.
+The warm-up points themselves are drawn from a larger pool with probabilities that grow with the base solver's
+disagreement with the cheap teacher, with importance weights (:func:`.points.select`). The solver returned is
+chosen among the base solver on its grid, stage 2 alone, stage 3 and stage 4: the one with the least RMS on
+``guard`` fresh start points (or, with ``guard=0``, on the held-out part of the warm-up points, ``holdout``), so the
+result is never worse than its base on those points. ``fitted.report`` gives the train, held-out and guard errors
+of each.
 """
 
 from __future__ import annotations
@@ -281,8 +286,9 @@ def fit(
     Returns
     -------
     LearnedSolver
-        With ``report``: ``train`` / ``heldout`` RMS of ``fitted``, ``base`` and ``least_squares``, the
-        ``choice``, ``n_train`` / ``n_heldout``, ``seconds``, ``score_calls`` and ``score_rows`` spent fitting.
+        With ``report``: ``train`` / ``heldout`` / ``guard`` RMS of each candidate (``base``, ``least_squares``,
+        ``polished``, ``mined``; train errors on the final training points, mined ones included), the ``choice``,
+        ``n_train`` / ``n_heldout`` / ``n_mined``, ``seconds``, ``score_calls`` and ``score_rows`` spent fitting.
     """
     started = time.perf_counter()
     nfe, denoise, progress, bases, base_solver, evals = _check_arguments(sde, score, nfe, base, denoise, progress)
