@@ -145,6 +145,8 @@ def test_bad_input_names_the_argument():
         fit(SDE, score, 4, n=16, base="dpmpp_2m")
     with pytest.raises(TypeError, match="sde"):
         fit("edm", score, 4, n=16)
+    with pytest.raises(ValueError, match="mine"):
+        fit(SDE, score, 4, n=16, mine=-1)
 
     def nan_score(x, t):
         out = score(x, t)

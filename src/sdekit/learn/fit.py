@@ -40,7 +40,7 @@ from ..noise import check_seed
 from ..sdes import LinearSDE
 from ..solvers import get_solver
 from ..solvers._common import coeffs
-from ..validation import boolean, positive_int, positive_number
+from ..validation import boolean, integer_at_least, positive_int, positive_number
 from .points import cheap_reference, disagreement, select, warmup_pool
 from .solver import LearnedSolver, base_tables
 from .teacher import DenseTeacher
@@ -294,12 +294,12 @@ def fit(
     nfe, denoise, progress, bases, base_solver, evals = _check_arguments(sde, score, nfe, base, denoise, progress)
     t_end = sde.eps if t_end is None else positive_number("t_end", t_end)
     x_T = warmup_pool(sde, score, x_T, shape, n, oversample, seed)
+    mine = positive_int("n", n) // 8 if mine is None else integer_at_least("mine", mine, 0)
     st = _State(sde, nfe, denoise, progress, started, bases, base_solver, evals, t_end, seed)
     _warmup_points(st, score, x_T, n, teacher, holdout, history)
     _prepare_teacher(st, density, teacher_tol, teacher_levels, ridge, scales)
     _choose_base(st)
     _least_squares(st)
-    mine = n // 8 if mine is None else int(mine)
     _polish(st, polish, offsets, max_evals, time_limit, share=0.5 if mine and st.pool is not None else 1.0)
     _mine(st, mine, polish, offsets, max_evals, time_limit)
     return _guard_and_report(st, guard, teacher_tol)
@@ -378,8 +378,9 @@ def _check_arguments(sde, score, nfe, base, denoise, progress):
 
 
 def _warmup_points(st, score, x_T, n, teacher, holdout, history):
-    """Check the remaining options; count the score; draw ``n`` warm-up points of the pool (:func:`_select`) and
-    split them into the training and held-out parts."""
+    """Check the remaining options; count the score; draw ``n`` warm-up points of the pool (:func:`.points.select`,
+    weighted by the base's disagreement with the cheap teacher) and split them into the held-out and training
+    parts."""
     n = positive_int("n", n)
     if teacher is not None and not callable(teacher):
         raise TypeError(f"teacher must be callable x_T -> x_0, got {teacher!r}")
