@@ -27,10 +27,11 @@ from ..integrate import solve
 from ..metrics import gaussian_kl, gaussian_w2
 from ..progress import progress_bar
 from ..validation import check_output_paths
+from ._backend import cell_backend, predicted_samples
 from ._exact_law import exact_law
 from ._metrics import DEFAULT_METRIC, CompareMetric, MetricTarget
 from ._orders import fit_order
-from ._plan import Problem, Run, check_problem, plan_runs
+from ._plan import Problem, Run, check_problem, plan_runs, with_sde_costs
 from ._problems import DEFAULT_GRID, DEFAULT_N, DEFAULT_NFE, SDE_NFE_MAX
 from ._references import reference_flow
 from ._result import CompareResult, write_outputs
@@ -84,6 +85,7 @@ def new_row(run: Run, budget: int, steps: int, note: str) -> dict:
         "n_samples": 0,
         "fd": float("nan"),
         "peer": "",
+        "backend": "",
     }
 
 
@@ -132,9 +134,10 @@ def run_cell(problem: Problem, run: Run, process, budget: int, x_T, *, reference
             row["note"] = f"exact law not available ({exc}); sample metric used"
     # pathwise ODE errors and exact laws need few samples; the run still checks the solver works
     x0 = x_T[: problem.n_ode] if (run.process == "ode" or law is not None) else x_T
-    backend = problem.backend_for(run.process)
     if run.process == "sde" and law is None and sample_metric.sequential:
-        return _sequential_cell(problem, run, process, ts, x0, backend, sample_metric, row)
+        return _sequential_cell(problem, run, process, ts, x0, sample_metric, row)
+    backend = cell_backend(problem, run, x0.shape[0], inst.nfe(ts, process))
+    row["backend"] = backend
     if backend != "auto":
         x0 = get_backend(backend).as_state(x0)
     t0 = time.perf_counter()
@@ -170,19 +173,21 @@ def batch_start_points(problem: Problem, batch: int, size: int):
     return problem.density.sample(size, seed=seed, t=problem.T, sde=problem.sde)
 
 
-def _sequential_cell(problem: Problem, run: Run, process, ts, x0, backend, sample_metric, row) -> dict:
+def _sequential_cell(problem: Problem, run: Run, process, ts, x0, sample_metric, row) -> dict:
     """An SDE cell with a sequential metric: batches of fresh samples (doubling the total) until the estimate
     exceeds ``STOP_FACTOR`` resolutions or ``problem.n_max`` samples are reached.
 
     Batch ``b`` starts at exact samples of ``p_T`` (:func:`batch_start_points`) and draws its noise for the sample
     ids that follow the earlier batches', so the cell's samples are independent and the result depends on nothing
-    but the seed.
+    but the seed (and, to round-off, the backends: :func:`sdekit.bench._backend.cell_backend` picks one for the
+    first batch and one for the rest, from the first batch's predicted growth).
     """
     from ._cfmmd import STOP_FACTOR
 
     fn = sample_metric.build()
     sums, n_done, batch, wall = None, 0, 0, 0.0
-    nfe = 0
+    nfe = run.solver.nfe(ts, process)
+    backend = used = cell_backend(problem, run, x0.shape[0], nfe)
     while True:
         size = x0.shape[0]
         xb = x0 if backend == "auto" else get_backend(backend).as_state(x0)
@@ -202,10 +207,15 @@ def _sequential_cell(problem: Problem, run: Run, process, ts, x0, backend, sampl
         err, res = fn.value(sums, n_done), fn.resolution(n_done)
         if err > STOP_FACTOR * res or n_done >= problem.n_max:
             break
+        if batch == 0:  # the rest of the cell on the backend its predicted size pays for
+            total = predicted_samples(n_done, err, res, problem.n_max, STOP_FACTOR)
+            rest = cell_backend(problem, run, total - n_done, nfe, calls=max(1, round(math.log2(total / n_done))))
+            if rest != backend:
+                backend, used = rest, f"{used}, then {rest}"
         batch += 1
         x0 = batch_start_points(problem, batch, min(n_done, problem.n_max - n_done))
     row.update(error=err, metric=problem.metric.name, floor=0.0, resolution=res, nfe=nfe, n_samples=n_done,
-               wall_time=wall)  # fmt: skip
+               wall_time=wall, backend=used)  # fmt: skip
     return row
 
 
@@ -455,6 +465,7 @@ def _prepare(problem: Problem, specs) -> _Study:
     # start points: exact samples of p_T, shared by every run
     x_T = dens.sample(problem.n, seed=seed, t=T, sde=sde_obj)
     runs, notes = plan_runs(specs)
+    problem = with_sde_costs(problem, runs)  # the SDE kernels' states, read once for the whole table
 
     reference = None
     info_ref, ref_short, ode_floor = "none (no ODE solver run)", "reference", 0.0
@@ -518,6 +529,7 @@ def _info(study: _Study, rows, versions: dict) -> dict:
         "n_ode": problem.n_ode,
         "seed": problem.seed,
         "backend": problem.backend_label,
+        "sde_kernels": dict(problem.sde_states),
         "n_max": problem.n_max,
         "sde_nfe_max": 0 if dens.exact_flow else problem.sde_nfe_max,
         "sde_uncompiled": sorted(
