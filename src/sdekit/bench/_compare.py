@@ -27,7 +27,7 @@ from ..integrate import solve
 from ..metrics import gaussian_kl, gaussian_w2
 from ..progress import progress_bar
 from ..validation import check_output_paths
-from ._backend import cell_backend, predicted_samples
+from ._backend import FAST_BACKEND, cell_backend, predicted_samples
 from ._exact_law import exact_law
 from ._metrics import DEFAULT_METRIC, CompareMetric, MetricTarget
 from ._orders import fit_order
@@ -180,7 +180,7 @@ def _sequential_cell(problem: Problem, run: Run, process, ts, x0, sample_metric,
     Batch ``b`` starts at exact samples of ``p_T`` (:func:`batch_start_points`) and draws its noise for the sample
     ids that follow the earlier batches', so the cell's samples are independent and the result depends on nothing
     but the seed (and, to round-off, the backends: :func:`sdekit.bench._backend.cell_backend` picks one for the
-    first batch and one for the rest, from the first batch's predicted growth).
+    first batch and, while that is numpy, again for the rest after each batch, from its predicted growth).
     """
     from ._cfmmd import STOP_FACTOR
 
@@ -207,9 +207,8 @@ def _sequential_cell(problem: Problem, run: Run, process, ts, x0, sample_metric,
         err, res = fn.value(sums, n_done), fn.resolution(n_done)
         if err > STOP_FACTOR * res or n_done >= problem.n_max:
             break
-        if batch == 0:  # the rest of the cell on the backend its predicted size pays for
-            total = predicted_samples(n_done, err, res, problem.n_max, STOP_FACTOR)
-            rest = cell_backend(problem, run, total - n_done, nfe, calls=max(1, round(math.log2(total / n_done))))
+        if backend != FAST_BACKEND:  # the rest of the cell on the backend its predicted size pays for
+            rest = _rest_backend(problem, run, n_done, err, res, nfe, STOP_FACTOR)
             if rest != backend:
                 backend, used = rest, f"{used}, then {rest}"
         batch += 1
@@ -217,6 +216,16 @@ def _sequential_cell(problem: Problem, run: Run, process, ts, x0, sample_metric,
     row.update(error=err, metric=problem.metric.name, floor=0.0, resolution=res, nfe=nfe, n_samples=n_done,
                wall_time=wall, backend=used)  # fmt: skip
     return row
+
+
+def _rest_backend(problem: Problem, run: Run, n_done: int, err: float, res: float, nfe: int, stop: float) -> str:
+    """The backend of a sequential cell's remaining batches, from its estimate after ``n_done`` samples: the
+    predicted final sample (:func:`~sdekit.bench._backend.predicted_samples`) less ``n_done``. An error within the
+    noise (below half a resolution, about one standard deviation of the estimate) counts as half a resolution:
+    the cell decides again after each batch on numpy, so a noisy early estimate neither compiles a kernel for a
+    cell that stops soon nor keeps a long cell on numpy for more than a few doublings."""
+    total = predicted_samples(n_done, max(err, 0.5 * res), res, problem.n_max, stop)
+    return cell_backend(problem, run, total - n_done, nfe, calls=max(1, round(math.log2(total / n_done))))
 
 
 def _process(problem: Problem, run: Run):
