@@ -107,3 +107,27 @@ def test_numpy_and_numba_cells_agree_to_round_off():
     sde_a, sde_b = ([r for r in rows if r["process"] == "sde"] for rows in (a, b))
     assert sde_a[0]["backend"] == "numba" and sde_b[0]["backend"] == "numpy"
     np.testing.assert_allclose(sde_a[0]["error"], sde_b[0]["error"], rtol=1e-9)
+
+
+def test_a_growing_cell_moves_to_the_kernel_once_it_pays():
+    from sdekit.bench._compare import SampleMetric, run_cell
+
+    problem, _ = _problem()
+    problem = dataclasses.replace(problem, n=1000, n_max=16_000)
+    run = Run("heun", get_solver("heun"), "sde")
+    sde, dens = problem.sde, problem.density
+    x_T = dens.sample(problem.n, seed=0, t=problem.T, sde=sde)
+    process = sde.reverse(dens.score(sde))
+
+    def cell(p):
+        metric = SampleMetric(p.metric, p.metric.target(dens, sde, p.t_end, p.n, p.seed))
+        return run_cell(p, run, process, 64, x_T, reference=None, sample_metric=metric, target_law=None)
+
+    # a cost above what the first 1000 samples save (~0.1 s) but below what the predicted rest saves
+    mixed = cell(dataclasses.replace(problem, sde_costs={"heun": 0.3}))
+    numba = cell(dataclasses.replace(problem, sde_costs={"heun": 0.0}))
+    numpy_ = cell(dataclasses.replace(problem, sde_costs={}))
+    assert mixed["backend"] == "numpy, then numba" and mixed["n_samples"] > 1000
+    assert numba["backend"] == "numba" and numpy_["backend"] == "numpy"
+    assert mixed["n_samples"] == numba["n_samples"] == numpy_["n_samples"]
+    np.testing.assert_allclose([mixed["error"], numba["error"]], numpy_["error"], rtol=1e-9)

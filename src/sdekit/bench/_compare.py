@@ -376,10 +376,12 @@ def compare(
         A schedule name in ``sdekit.grids.GRIDS``; default ``"log_snr"`` (:data:`DEFAULT_GRID`).
     backend : str, optional
         ``"numpy"``, ``"numba"``, ``"torch"`` or ``"auto"`` for every run; default (None): the ODE rows on numpy (the
-        reference backend) and the SDE rows on ``"numba"`` (the fused kernels for the analytic scores: the same
-        numbers as numpy to round-off, tens of times faster, which the SDE rows' large samples need; decided once for
-        the table rather than by ``"auto"``, whose choice depends on what the process has compiled, so a table is the
-        same bit for bit serially and on a Dask cluster). The reference computations stay in numpy.
+        reference backend) and each SDE cell on ``"numba"`` where its fused kernel pays for what it costs before it
+        runs (a compilation or a cache load, weighed against the cell's estimated numpy time: the cells that draw
+        large samples), else on ``"numpy"`` (:mod:`sdekit.bench._backend`). The same numbers to round-off either way;
+        the kernels' states are read once per table (``info["sde_kernels"]``), so a table is the same bit for bit
+        serially and on a Dask cluster; each row's ``backend`` says which ran. The reference computations stay in
+        numpy.
     seed : int
         Seed of the start points (exact samples of ``p_T``), the solver noise and the reference samples.
     n : int
