@@ -15,8 +15,8 @@ rows on numba's fused kernels *where a kernel pays for what it costs before it r
    :func:`sdekit.backends.auto.numpy_seconds_for`), numpy otherwise. A cell of a sequential metric
    (``mmd_cf``, which doubles its sample until the error is resolved) runs its first batch on numpy unless the
    kernel pays for that batch alone; after each batch on numpy it predicts its final sample from its error and
-   resolution so far (:func:`predicted_samples`, the resolution falling like ``n^-1/2``; an error within the
-   noise counts as half a resolution) and runs the remaining batches on numba once they pay for the kernel.
+   resolution so far (:func:`predicted_samples`, the resolution falling like ``n^-1/2``) and runs the remaining
+   batches on numba once they pay for the kernel.
 
 So small rows never wait on the compiler (on the default table: Euler--Maruyama, EDM, Heun, PC and the ancestral
 rows take about as long on numpy as on a compiled kernel, seconds), and the rows that draw millions of samples

@@ -220,11 +220,10 @@ def _sequential_cell(problem: Problem, run: Run, process, ts, x0, sample_metric,
 
 def _rest_backend(problem: Problem, run: Run, n_done: int, err: float, res: float, nfe: int, stop: float) -> str:
     """The backend of a sequential cell's remaining batches, from its estimate after ``n_done`` samples: the
-    predicted final sample (:func:`~sdekit.bench._backend.predicted_samples`) less ``n_done``. An error within the
-    noise (below half a resolution, about one standard deviation of the estimate) counts as half a resolution:
-    the cell decides again after each batch on numpy, so a noisy early estimate neither compiles a kernel for a
-    cell that stops soon nor keeps a long cell on numpy for more than a few doublings."""
-    total = predicted_samples(n_done, max(err, 0.5 * res), res, problem.n_max, stop)
+    predicted final sample (:func:`~sdekit.bench._backend.predicted_samples`) less ``n_done``. The estimate is
+    noisy (about half a resolution), so a cell near its stopping point may compile a kernel that it then uses for a
+    batch or two; the cell decides again after each batch on numpy."""
+    total = predicted_samples(n_done, err, res, problem.n_max, stop)
     return cell_backend(problem, run, total - n_done, nfe, calls=max(1, round(math.log2(total / n_done))))
 
 
