@@ -18,9 +18,10 @@ rows on numba's fused kernels *where a kernel pays for what it costs before it r
    resolution so far (:func:`predicted_samples`, the resolution falling like ``n^-1/2``) and runs the remaining
    batches on numba once they pay for the kernel.
 
-So small rows never wait on the compiler (on the default table: Euler--Maruyama, EDM, Heun, PC and the ancestral
-rows take about as long on numpy as on a compiled kernel, seconds), and the rows that draw millions of samples
-compile their kernel. A cell charges the whole cost to itself (the choice must not depend on the order in which
+So small rows never wait on the compiler (on the default table, Euler--Maruyama, EDM, PC, ancestral sampling and
+reverse diffusion draw 4000 samples per cell and take 0.5-2 s per row on numpy against 8-17 s to compile their
+kernel), and the rows that draw hundreds of thousands of samples compile theirs (benchmarks/README.md, "Cold
+start"). A cell charges the whole cost to itself (the choice must not depend on the order in which
 cells run), so a middling row may run numpy although another row compiled its kernel already. numba and numpy
 give the same samples to round-off (counter-based normals), so the choice moves the table's figures by round-off
 at most; the ``backend`` column of each row says which ran (``"numpy, then numba"``: the first batch on numpy, the
