@@ -82,9 +82,10 @@ def cell_backend(problem, run, n: int, evaluations: int, calls: int = 1) -> str:
 
 
 def predicted_samples(n0: int, error: float, resolution: float, n_max: int, stop: float) -> int:
-    """The sample a sequential cell will have drawn when it stops, predicted from its first batch: the total
-    doubles from ``n0`` until ``error > stop * resolution * sqrt(n0 / n)`` or ``n_max`` is reached (the error is
-    taken as fixed, the resolution as falling like ``n^-1/2``; a non-positive or non-finite error: ``n_max``)."""
+    """The sample a sequential cell will have drawn when it stops, predicted from its estimate ``error`` (and its
+    ``resolution``) after ``n0`` samples: the total doubles from ``n0`` until ``error > stop * resolution *
+    sqrt(n0 / n)`` or ``n_max`` is reached (the error taken as fixed, the resolution as falling like ``n^-1/2``; a
+    non-positive or non-finite error: ``n_max``)."""
     n = n0
     ok = math.isfinite(error) and error > 0.0
     while n < n_max and not (ok and error > stop * resolution * math.sqrt(n0 / n)):
