@@ -243,8 +243,12 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="timestep_spacing must be one of"):
         SdekitScheduler("euler", timestep_spacing="cosine")
     sch = SdekitScheduler("euler")
-    with pytest.raises(ValueError, match="set_timesteps"):
-        sch.step(torch.zeros(2, 3), 999, torch.zeros(2, 3))
+    # (issue 22) before set_timesteps the schedule is every training timestep, as diffusers' DDPM and Euler have it
+    untimed = sch.step(torch.full((2, 3), 0.1), 999, torch.ones(2, 3)).prev_sample
+    assert sch.num_inference_steps == 1000 and sch.timesteps.tolist() == list(range(999, -1, -1))
+    timed = SdekitScheduler("euler")
+    timed.set_timesteps(timesteps=list(range(999, -1, -1)))
+    assert torch.equal(untimed, timed.step(torch.full((2, 3), 0.1), 999, torch.ones(2, 3)).prev_sample)
     sch.set_timesteps(5)
     x = torch.zeros(2, 3)
     sch.step(torch.zeros(2, 3), sch.timesteps[0], x)

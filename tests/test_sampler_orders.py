@@ -28,6 +28,8 @@ ODE_CASES = [
     ("rk4", {}, [16, 32, 64, 128]),
     ("dpmpp_2m", {}, [32, 64, 128, 256]),
     ("dpmpp_3m", {}, [32, 64, 128, 256]),
+    ("dpmpp_2m", {"prediction": "noise"}, [32, 64, 128, 256]),  # DPM-Solver (noise prediction), diffusers' "dpmsolver"
+    ("dpmpp_3m", {"prediction": "noise"}, [32, 64, 128, 256]),
     ("dpmpp_3m_pc", {}, [32, 64, 128, 256]),
     ("sra1", {}, [32, 64, 128, 256]),  # deterministic order 2 when run without noise (probability-flow ODE)
 ]

@@ -18,11 +18,12 @@ from ..validation import integer_at_least
 from ._driver import Stepper
 
 __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_cumprod_of", "is_scheduler_class",
-           "class_of_config", "keys_of", "summary", "BETA_SCHEDULES", "source_method", "threshold",
+           "class_of_config", "keys_of", "summary", "BETA_SCHEDULES", "threshold",
            "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
-           "announced_timesteps", "takes_zero_step", "check_thresholding"]  # fmt: skip
+           "announced_timesteps", "takes_zero_step", "check_thresholding", "check_step_options",
+           "accepts", "source_points"]  # fmt: skip
 
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "exp")
 #: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
 SPACINGS = ("linspace", "leading", "trailing")
 #: the class name of sdekit's own scheduler (never a timestep source)
@@ -71,6 +72,8 @@ def training_betas(config: dict, name: str) -> torch.Tensor:
         betas = torch.linspace(start**0.5, end**0.5, n, dtype=torch.float32) ** 2
     elif schedule == "squaredcos_cap_v2":
         betas = betas_for_alpha_bar(n)
+    elif schedule == "exp":  # (HeunDiscreteScheduler's)
+        betas = betas_for_alpha_bar(n, alpha_transform_type="exp")
     else:
         raise ValueError(f"{name}['beta_schedule'] must be one of {list(BETA_SCHEDULES)}, got {schedule!r}")
     if config.get("rescale_betas_zero_snr", False):
@@ -100,7 +103,8 @@ def is_scheduler_class(name) -> bool:
 def class_of_config(config: dict):
     """The diffusers scheduler class a config without ``_class_name`` comes from (a directly constructed scheduler's
     config has none): the one whose constructor takes exactly the config's keys (of several, such as DDPMScheduler
-    and its twin DDPMParallelScheduler, the shortest name); ``None`` when none does."""
+    and its twin DDPMParallelScheduler, the shortest name); ``None`` when none does; ``ValueError`` when several
+    classes that are not twins do (LMS and KDPM2 take the same keys)."""
     keys = {k for k in config if not k.startswith("_")}
     if "solver" in keys:  # one of ours
         return None
@@ -110,6 +114,13 @@ def class_of_config(config: dict):
             params = set(inspect.signature(getattr(diffusers, name).__init__).parameters) - {"self", "kwargs"}
             if params == keys:
                 found.append(name)
+    scheduled = "beta_schedule" in keys or "trained_betas" in keys
+    if len({name.replace("Parallel", "") for name in found}) > 1 and scheduled:
+        # (twins aside) the keys do not tell the class; (without a training schedule the config is refused anyway)
+        raise ValueError(
+            f"the config's keys are those of several diffusers schedulers {sorted(found)}: pass the scheduler itself "
+            "(SdekitScheduler.from_config(pipe.scheduler)) or a config with its '_class_name'"
+        )
     return min(found, key=lambda name: (len(name), name)) if found else None
 
 
@@ -127,76 +138,38 @@ def keys_of(cls, config: dict) -> dict:
 SIGMA_STATE_CLASSES = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler")
 
 
-def source_method(name: str, config: dict):
-    """``(solver, options, conventions, difference)``: the sdekit solver that runs diffusers scheduler class ``name``
-    with ``config`` (its resolved config) and the conventions it keeps (``state_variable``, ``final_sigmas_type``,
-    ``lower_order_final``); ``difference`` is ``None`` when the two agree to float32 round-off and otherwise says how
-    they differ. ``None`` when sdekit has no such method."""
-    first_order = ("dpmpp_pc", {"order": 1, "corrector": False})
-    conv = {"state_variable": "sigma" if name in SIGMA_STATE_CLASSES else "vp"}
-    order = int(config.get("solver_order", 2))
-    lof = bool(config.get("lower_order_final", True))
-    if name == "EulerDiscreteScheduler":  # Euler in sigma on x / alpha is DDIM: DPM-Solver(++) of order 1
-        return (*first_order, conv, None)
-    if name == "EulerAncestralDiscreteScheduler":  # eta = 1: the DDPM posterior step between the two levels
-        return ("ancestral", {}, conv, None)
-    if name == "HeunDiscreteScheduler":
-        return ("edm", {"S_churn": 0.0}, conv, None)
-    if name == "DDIMScheduler":  # eta = 0 (pipelines pass eta only to schedulers whose step takes it)
-        conv["final_sigmas_type"] = "zero" if config.get("set_alpha_to_one", True) else "sigma_min"
-        diff = None
-        if config.get("clip_sample", True) or config.get("thresholding", False):
-            diff = ("DDIM clips the data prediction but keeps the network's noise prediction in its update; sdekit "
-                    "takes both from the clipped data prediction (as DPM-Solver++ and DDPM do)")  # fmt: skip
-        return (*first_order, conv, diff)
-    if name == "DDPMScheduler":
-        variance = config.get("variance_type", "fixed_small")
-        diff = None
-        if variance not in ("fixed_small", None):
-            diff = (f"DDPM with variance_type={variance!r}; sdekit's ancestral step uses the posterior variance "
-                    "(variance_type='fixed_small')")  # fmt: skip
-        return ("ancestral", {}, conv, diff)
-    if name == "DPMSolverMultistepScheduler":
-        algorithm = config.get("algorithm_type", "dpmsolver++")
-        conv["lower_order_final"] = lof
-        sde = algorithm.startswith("sde-")
-        diff = None
-        if algorithm not in ("dpmsolver++", "sde-dpmsolver++") and order > 1:
-            diff = f"algorithm_type={algorithm!r} (noise prediction): sdekit runs the data-prediction solver"
-        if order == 1:
-            return ("dpmpp_sde_pc" if sde else "dpmpp_pc", {"order": 1, "corrector": False}, conv, diff)
-        if order == 2:
-            return ("dpmpp_2m_sde" if sde else "dpmpp_2m", {}, conv, diff)
-        if not sde:  # diffusers' weight of D2 (the reference codes'): the same numbers
-            return ("dpmpp_3m", {"reference_d2": True}, conv, diff)
-        return (
-            "dpmpp_3m_sde",
-            {},
-            conv,
-            diff or "solver_order=3 with an SDE: sdekit's third-order SDE multistep formula differs from diffusers'",
-        )
-    if name == "UniPCMultistepScheduler":
-        conv["lower_order_final"] = lof
-        options = {"order": order, "variant": config.get("solver_type", "bh2"),
-                   "prediction": "data" if config.get("predict_x0", True) else "noise",
-                   "disable_corrector": tuple(config.get("disable_corrector") or ())}  # fmt: skip
-        return ("unipc", options, conv, None)
-    if name == "DEISMultistepScheduler":
-        conv["lower_order_final"] = lof
-        diff = None if order <= 2 else "solver_order=3: sdekit's log-rho DEIS coefficients differ from diffusers'"
-        return ("deis", {"order": order, "variant": "logrho"}, conv, diff)
-    return None
-
-
-def check_thresholding(dynamic_thresholding_ratio, sample_max_value, clip_sample_range) -> None:
-    """``ValueError`` unless ``dynamic_thresholding_ratio`` is in ``(0, 1]``, ``sample_max_value >= 1`` and
-    ``clip_sample_range > 0`` (the options of :func:`threshold`, as a scheduler's config gives them)."""
-    ratio, max_value = float(dynamic_thresholding_ratio), float(sample_max_value)
-    if not 0.0 < ratio <= 1.0 or not max_value >= 1.0 or not float(clip_sample_range) > 0.0:
+def check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value,
+                       clip_sample_range) -> None:  # fmt: skip
+    """``ValueError`` unless, with ``thresholding`` on, ``dynamic_thresholding_ratio`` is in ``(0, 1]`` and
+    ``sample_max_value > 0``, and with ``clip_sample`` on, ``clip_sample_range > 0`` (the options of :func:`threshold`,
+    as a scheduler's config gives them; options of a mode that is off are kept as they are, as diffusers keeps them).
+    A ``sample_max_value`` below 1 is diffusers' rule ``clamp(s, 1, max)`` taken literally: ``s = sample_max_value``."""
+    if thresholding and not (0.0 <= float(dynamic_thresholding_ratio) <= 1.0 and float(sample_max_value) > 0.0):
         raise ValueError(
-            "dynamic_thresholding_ratio must be in (0, 1], sample_max_value >= 1 and clip_sample_range > 0, got "
-            f"{dynamic_thresholding_ratio!r}, {sample_max_value!r}, {clip_sample_range!r}"
+            "with thresholding=True, dynamic_thresholding_ratio must be in [0, 1] and sample_max_value > 0, got "
+            f"{dynamic_thresholding_ratio!r}, {sample_max_value!r}"
         )
+    if clip_sample and not float(clip_sample_range) > 0.0:
+        raise ValueError(f"with clip_sample=True, clip_sample_range must be > 0, got {clip_sample_range!r}")
+
+
+def check_step_options(solver, cfg, eta, use_clipped_model_output, variance_noise) -> None:
+    """``ValueError`` for DDIM's step options that the solver's method does not take (see
+    :meth:`SdekitScheduler.step`): ``eta`` other than 0 (or 1 for the posterior ``ancestral`` step), an unclipped
+    model output while clipping, a given ``variance_noise``."""
+    posterior = solver.name == "ancestral" and getattr(solver, "variance", None) == "posterior"
+    if eta is not None and float(eta) != 0.0 and not (float(eta) == 1.0 and posterior):
+        raise ValueError(
+            f"step(eta={eta!r}): the method is the solver's ({solver.name!r}); eta=0 is DDIM's deterministic step "
+            "(dpmpp_pc(order=1, corrector=False)), eta=1 its posterior step: from_config(config, solver='ancestral')"
+        )
+    if use_clipped_model_output is False and (cfg.thresholding or cfg.clip_sample):
+        raise ValueError(
+            "step(use_clipped_model_output=False): sdekit takes the noise prediction from the clipped data "
+            "prediction (use_clipped_model_output=True)"
+        )
+    if variance_noise is not None:
+        raise ValueError("step(variance_noise=...) is not supported: the noise comes from generator= or seed=")
 
 
 def threshold(x0, *, thresholding: bool, ratio: float, max_value: float, clip: bool, clip_range: float):
@@ -234,6 +207,9 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
                 "sigmas must be non-increasing positive noise levels, the final one (0: the denoising step) "
                 f"included, as diffusers' set_timesteps(sigmas=...) takes them; got {summary(levels)}"
             )
+        if cfg.timestep_source in SIGMA_STATE_CLASSES and accepts(cfg.timestep_source, "sigmas"):
+            # the source's own timesteps of these levels (the others take sigmas of flow matching only)
+            return source_points(cfg, sigmas=levels)
         taus = np.asarray(sde.timestep(sde.t_from_log_snr(-np.log(levels[:-1]))), dtype=np.float64)
         return taus, levels
     if timesteps is not None:
@@ -243,24 +219,15 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
             raise ValueError(f"timesteps must decrease (repeats are removed), got {summary(taus)}")
         if taus[0] > N - 1 or taus[-1] < 0:
             raise ValueError(f"timesteps must lie in [0, {N - 1}], got {summary(taus)}")
+        integral = bool(np.all(taus == np.round(taus)))
+        if accepts(cfg.timestep_source, "timesteps") and (integral or cfg.timestep_source in SIGMA_STATE_CLASSES):
+            # the source's own noise levels of these timesteps (real-valued ones only where the source keeps them:
+            # Euler and Heun; DDPM and DPM-Solver cast them to int)
+            return source_points(cfg, timesteps=taus)
         return taus, None
     n = integer_at_least("num_inference_steps", n, 1)
-    source = cfg.timestep_source
-    if source is not None:
-        src_cls = getattr(diffusers, source)
-        src = src_cls.from_config(keys_of(src_cls, dict(cfg)))
-        src.set_timesteps(n)
-        taus = src.timesteps.detach().cpu().double().numpy()
-        sig = getattr(src, "sigmas", None)
-        if _xp.is_torch(sig) and sig.ndim == 1:
-            sig = sig.detach().cpu().double().numpy()
-            # two-evaluation sources (Heun) list each inner point twice: timesteps [t0, t1, t1, ..], sigmas
-            # [s0, s1, s1, .., 0]; the step points are every other entry
-            if getattr(src, "order", 1) == 2 and taus.size > 1 and np.array_equal(taus[1:-1:2], taus[2::2]):
-                taus, sig = taus[::2], np.append(sig[:-1:2], sig[-1])
-            if sig.size == taus.size + 1:
-                return taus, sig
-        return taus, None
+    if cfg.timestep_source is not None:
+        return source_points(cfg, n=n)
     spacing = cfg.timestep_spacing
     if spacing in GRIDS:
         if zero and n < 2:
@@ -276,6 +243,35 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
     else:  # trailing
         taus = np.arange(N, 0, -N / n).round().copy() - 1
     return taus.astype(np.float64), None
+
+
+def accepts(source, keyword: str) -> bool:
+    """Whether diffusers scheduler class ``source`` (a name, or ``None``) takes ``set_timesteps(keyword=...)``."""
+    if source is None:
+        return False
+    return keyword in inspect.signature(getattr(diffusers, source).set_timesteps).parameters
+
+
+def source_points(cfg, **schedule):
+    """``(taus, levels or None)`` as :func:`schedule_points`, from the ``set_timesteps(**schedule)`` of the config's
+    ``timestep_source`` class (its timesteps and, where it has them, its noise levels, the final one included)."""
+    src_cls = getattr(diffusers, cfg.timestep_source)
+    src = src_cls.from_config(keys_of(src_cls, dict(cfg)))
+    if "n" in schedule:
+        src.set_timesteps(schedule["n"])
+    else:
+        src.set_timesteps(**schedule)
+    taus = src.timesteps.detach().cpu().double().numpy()
+    sig = getattr(src, "sigmas", None)
+    if _xp.is_torch(sig) and sig.ndim == 1:
+        sig = sig.detach().cpu().double().numpy()
+        # two-evaluation sources (Heun) list each inner point twice: timesteps [t0, t1, t1, ..], sigmas
+        # [s0, s1, s1, .., 0]; the step points are every other entry
+        if getattr(src, "order", 1) == 2 and taus.size > 1 and np.array_equal(taus[1:-1:2], taus[2::2]):
+            taus, sig = taus[::2], np.append(sig[:-1:2], sig[-1])
+        if sig.size == taus.size + 1:
+            return taus, sig
+    return taus, None
 
 
 class Draws:

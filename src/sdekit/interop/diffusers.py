@@ -13,14 +13,11 @@ announces every stage's timestep in ``timesteps`` (``order`` evaluations per ste
 class computes it, in float32), its timestep spacing (that class's own ``set_timesteps`` gives the timesteps and,
 where it has them, the noise levels), its conventions (the latents' variable, ``init_noise_sigma``,
 ``scale_model_input``, ``final_sigmas_type``, ``lower_order_final``, thresholding) and, with no ``solver=`` named, its
-method (Euler, Euler ancestral, Heun, DDIM, DDPM, DPM-Solver multistep, UniPC, DEIS: the same numbers to float32
-round-off); ``solver=...`` then changes the method and nothing else.
+method (:mod:`sdekit.interop._diffusers_methods`: the same numbers to float32 round-off, a class without an sdekit
+method refused); ``solver=...`` then changes the method and nothing else.
 
-``SdekitScheduler("dpmpp_2m")`` reproduces ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
-solver_order=2)`` on the same timesteps to float32 round-off: diffusers keeps ``alphas_cumprod`` and its ``sigmas`` in
-float32 (``np.float32`` after interpolation) and computes the update in float32 (``sample.to(torch.float32)``), while
-sdekit computes the coefficients in float64 from the same float32 schedule; the difference is that of float32
-arithmetic, about ``1e-6`` relative (``tests/test_interop_diffusers.py`` measures it).
+The differences from diffusers are float32 round-off (diffusers computes in float32, sdekit its coefficients in
+float64 from the same float32 schedule; ``tests/test_interop_diffusers.py`` measures them).
 
 :func:`score_from_diffusers` is the other direction: ``(sde, score)`` from a ``UNet2DModel``-style network
 ``unet(x, timestep, **cond)`` and its scheduler config, for ``prediction_type`` ``"epsilon"``, ``"v_prediction"`` or
@@ -31,7 +28,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import warnings
 
 import diffusers
 import numpy as np
@@ -52,6 +48,7 @@ from ._diffusers_config import (
     GeneratorNoise,
     alphas_cumprod_of,
     announced_timesteps,
+    check_step_options,
     check_thresholding,
     check_training_schedule,
     class_of_config,
@@ -59,12 +56,12 @@ from ._diffusers_config import (
     is_scheduler_class,
     keys_of,
     schedule_points,
-    source_method,
     summary,
     takes_zero_step,
     threshold,
     training_betas,
 )
+from ._diffusers_methods import method_init
 from ._diffusers_score import (
     PREDICTION_TYPES,
     DiffusersScore,
@@ -205,7 +202,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"timestep_source must name a diffusers scheduler class, got {timestep_source!r}")
         if state_variable not in STATE_VARIABLES:
             raise ValueError(f"state_variable must be one of {list(STATE_VARIABLES)}, got {state_variable!r}")
-        check_thresholding(dynamic_thresholding_ratio, sample_max_value, clip_sample_range)
+        check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value, clip_sample_range)
         steps_offset = integer_at_least("steps_offset", steps_offset, 0)
         seed = None if seed is None else check_seed(seed)
         schedule = {
@@ -278,20 +275,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             check_training_schedule(resolved, "config")
         named = "solver" in kwargs
         if "timestep_source" in init:  # the source's own method, unless a solver is named, and its conventions
-            method = source_method(source, resolved)
-            if method is None:
-                if not named:
-                    warnings.warn(
-                        f"sdekit has no equivalent of {source}; SdekitScheduler.from_config runs "
-                        f"{DEFAULT_SOLVER!r} (name a solver: from_config(config, solver=...))",
-                        stacklevel=2,
-                    )
-            else:
-                init.update(method[2])
-                if not named:
-                    init["solver"], init["solver_options"] = method[0], method[1] or None
-                    if method[3] is not None:
-                        warnings.warn(f"{source} -> sdekit {method[0]!r}: {method[3]}", stacklevel=2)
+            init.update(method_init(source, resolved, named, DEFAULT_SOLVER))
         for key in init_keys:
             if key in resolved and key not in init:
                 init[key] = resolved[key]
@@ -312,18 +296,21 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             model.register_to_config(**hidden)
         return (model, {}) if return_unused_kwargs else model
 
-    @property
-    def solver(self):
-        """The sdekit solver instance."""
-        return self._solver
+    solver = property(lambda self: self._solver, doc="The sdekit solver instance.")
+    step_index = property(lambda self: self._step_index, doc="The index of the next evaluation in ``timesteps``.")
+    begin_index = property(lambda self: self._begin_index, doc="The evaluation a run starts at (image-to-image).")
 
-    @property
-    def step_index(self):
-        return self._step_index
-
-    @property
-    def begin_index(self):
-        return self._begin_index
+    def previous_timestep(self, timestep):
+        """The step point after step point ``timestep`` (``-1`` after the last; a tensor), as diffusers' DDPM has it."""
+        if self._plan is None:
+            self._training_schedule()
+        points = [
+            float(self.timesteps[i]) for i, (k, j, _, _) in enumerate(self._requests) if j == 0 and k < len(self._taus)
+        ]
+        if float(timestep) not in points:
+            raise ValueError(f"timestep {float(timestep)} is not a step point of {summary(self.timesteps)}")
+        i = points.index(float(timestep)) + 1
+        return torch.tensor(points[i] if i < len(points) else -1, dtype=self.timesteps.dtype)
 
     def set_begin_index(self, begin_index: int = 0):
         self._begin_index = integer_at_least("begin_index", begin_index, 0)
@@ -343,8 +330,16 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         """
         if sum(v is not None for v in (num_inference_steps, timesteps, sigmas)) != 1:
             raise ValueError("give exactly one of num_inference_steps, timesteps and sigmas")
-        sde = self.sde
         taus, levels = schedule_points(self.config, self.sde, num_inference_steps, timesteps, sigmas)
+        self._set_schedule(taus, levels, device)
+
+    def _training_schedule(self):
+        """The schedule before any :meth:`set_timesteps`: every training timestep (as in diffusers' DDPM, Euler)."""
+        self._set_schedule(np.arange(self.sde.num_timesteps - 1, -1, -1, dtype=np.float64), None, None)
+
+    def _set_schedule(self, taus, levels, device):
+        """The plan of step points ``taus`` (and noise levels ``levels``, see :func:`schedule_points`)."""
+        sde = self.sde
         if levels is not None:
             keep = np.append(True, levels[1:-1] < levels[:-2])  # repeated levels: zero-length steps
             taus, points = taus[keep], levels[:-1][keep]
@@ -424,8 +419,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         ``x / alpha`` times ``alpha = 1 / sqrt(sigma^2 + 1)`` of the evaluation (diffusers' Euler and Heun)."""
         if self.config.state_variable == "vp":
             return sample
-        if self._plan is None:
-            raise ValueError("call set_timesteps(num_inference_steps) before scale_model_input()")
+        if self._plan is None:  # the training schedule (diffusers' Euler and Heun before set_timesteps)
+            self._training_schedule()
         index = self._step_index if self._step_index is not None else self._start_index(timestep)
         return sample * self._alpha(self._request_time(index))
 
@@ -502,14 +497,22 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                 )
             tail.copy_(new.to(tail.dtype))
 
-    def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True):
+    def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True, eta: float = 0.0,
+             use_clipped_model_output=None, variance_noise=None):  # fmt: skip
         """Take the network's output at ``timestep`` (evaluated at ``sample``); returns the state of the next
         evaluation, or the result after the last one.
 
         The first call starts the run at ``begin_index`` (:meth:`set_begin_index`) or, without one, at the step
-        point ``timestep``: a later start (image-to-image) is a fresh run of the solver from there."""
+        point ``timestep``: a later start (image-to-image) is a fresh run of the solver from there. Before any
+        :meth:`set_timesteps` the schedule is every training timestep (diffusers' DDPM and Euler rule). ``eta``,
+        ``use_clipped_model_output``, ``variance_noise``: DDIM's options, checked by
+        :func:`~sdekit.interop._diffusers_config.check_step_options` (``eta`` 0, the pipelines' default, or 1 for
+        ``solver="ancestral"``); a number as ``generator`` is DDIM's positional ``eta``."""
+        if isinstance(generator, (int, float)) and not isinstance(generator, bool):  # DDIM's step(out, t, x, eta)
+            generator, eta = None, generator
+        check_step_options(self._solver, self.config, eta, use_clipped_model_output, variance_noise)
         if self._plan is None:
-            raise ValueError("call set_timesteps(num_inference_steps) before step()")
+            self._training_schedule()
         self._draws.generator = generator
         if self._stepper is None:
             self._start(timestep, sample)
@@ -536,7 +539,9 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if at_state:  # the evaluation is at the step's own state: the pipeline's latents
             x = sample if sample.dtype == work_dtype else sample.to(work_dtype)
             st.adopt(x * alpha if sigma_state else x)
-        out = split_learned_variance(model_output, sample.shape[1], self.config.variance_type, "model_output")
+        out = model_output
+        if tuple(model_output.shape) != tuple(sample.shape):  # (DDPM's step: the mean's channels only, or both)
+            out = split_learned_variance(model_output, sample.shape[1], self.config.variance_type, "model_output")
         if tuple(out.shape) != tuple(sample.shape):
             raise ValueError(
                 f"step() got model_output of shape {tuple(model_output.shape)} for sample of shape "

@@ -14,6 +14,13 @@ the third-order step: with ``D2 ~ h^2 D''/2`` (diffusers' divided difference) th
 it, ``alpha_t (1/2 - (e^{-h} - 1 + h) / h^2)``, which leaves an ``O(h^3)`` local error, i.e. a second-order
 method (``tests/test_sampler_orders.py`` measures slope 2 with the halved weight and 3 with this one).
 
+``prediction="noise"`` gives DPM-Solver (Lu et al. 2022a, the multistep form of diffusers' ``algorithm_type=
+"dpmsolver"`` / ``"sde-dpmsolver"``, "midpoint"): the same interpolation of the noise prediction ``eps = -sigma
+score`` in the solution ``x_t = (alpha_t / alpha_s) x_s - alpha_t int e^{-lambda} eps d lambda``, i.e. the formulas
+with ``h -> -h``, ``alpha <-> sigma`` (third order: ``D2`` weight ``sigma_t (2 (e^h - 1 - h) / h^2 - 1)``, halved
+with ``reference_d2``). The SDE variant: ``x_t = (alpha_t / alpha_s) x_s - 2 sigma_t (e^h - 1) (D0 + D1 / 2) +
+sigma_t sqrt(e^{2h} - 1) z``. Both predictions give the same first-order (DDIM) ODE step.
+
 Warm-up and end: the first step is first order, the second at most second order (as in the references;
 the warm-up error is proportional to ``dD/dlambda`` at the noisiest end, which is tiny, so the observed order
 is the nominal one). With ``lower_order_final=True`` and fewer than 15 steps, the last step is first order
@@ -28,7 +35,7 @@ import math
 import numpy as np
 
 from ..validation import boolean
-from ._common import coeffs, data_prediction, linear_sde_of, log_snr
+from ._common import coeffs, data_prediction, linear_sde_of, log_snr, score_at
 from .affine import PROBE_E, PROBE_X, PROBE_Z, AffineCoefficients, probe
 from .base import FixedStepSolver, register, register_preset
 
@@ -39,6 +46,7 @@ __all__ = [
     "exp_adams_weights",
 ]
 
+PREDICTIONS = ("data", "noise")  # DPM-Solver++ (data prediction D) or DPM-Solver (noise prediction eps)
 LOWER_ORDER_FINAL_STEPS = 15  # below this many steps, lower the order of the last steps (diffusers)
 
 
@@ -48,11 +56,15 @@ class _DPMSolverPP(FixedStepSolver):
     multistep_order = 2
     default_grid = "log_snr"  # the schedule DPM-Solver is built for (equal steps in lambda)
 
-    def __init__(self, lower_order_final: bool = True):
+    def __init__(self, lower_order_final: bool = True, prediction: str = "data"):
         self.lower_order_final = boolean("lower_order_final", lower_order_final)
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {list(PREDICTIONS)}, got {prediction!r}")
+        self.prediction = prediction
+        self.noise_prediction = self.prediction == "noise"
 
     def __repr__(self):
-        return f"{type(self).__name__}(lower_order_final={self.lower_order_final})"
+        return f"{type(self).__name__}(lower_order_final={self.lower_order_final}, prediction={self.prediction!r})"
 
     def check_process(self, process):
         linear_sde_of(process, self.name)
@@ -78,7 +90,7 @@ class _DPMSolverPP(FixedStepSolver):
         for k in range(steps):
             t, t_next = float(grid[k]), float(grid[k + 1])
             alpha, sigma = coeffs(sde, t)
-            tab.ev[k] = 1.0, sigma * sigma, alpha
+            tab.ev[k] = (0.0, -sigma, 1.0) if self.noise_prediction else (1.0, sigma * sigma, alpha)
             m = min(self.multistep_order, k + 1)
             hist = [(lams[k - j], probe(PROBE_E + j)) for j in range(m - 1, -1, -1)]  # most recent last
             order = self._order(k, m, steps)
@@ -91,8 +103,14 @@ class _DPMSolverPP(FixedStepSolver):
     def _history(self, process, sde, x, t, ctx):
         """Append ``(lambda(t), D(x, t))``; return the history (most recent last) and the effective order."""
         hist = ctx.memory.setdefault("dpmpp", [])
-        hist.append((log_snr(sde, t), data_prediction(process, sde, x, t)))
-        ctx.denoised = hist[-1][1]  # for the step callback
+        if self.noise_prediction:  # eps = -sigma score; the step callback still gets D = (x - sigma eps) / alpha
+            alpha, sigma = coeffs(sde, t)
+            eps = -sigma * score_at(process, x, t)
+            hist.append((log_snr(sde, t), eps))
+            ctx.denoised = (x - sigma * eps) / alpha
+        else:
+            hist.append((log_snr(sde, t), data_prediction(process, sde, x, t)))
+            ctx.denoised = hist[-1][1]  # for the step callback
         del hist[: -self.multistep_order]
         return hist, self._order(ctx.index, len(hist), ctx.n_steps)
 
@@ -134,6 +152,15 @@ class _DPMSolverPPODE(_DPMSolverPP):
         alpha_t, sigma_t = coeffs(sde, t_next)
         h = log_snr(sde, t_next) - hist[-1][0]
         d0, d1, d2 = self._derivatives(hist, order, h)
+        if self.noise_prediction:  # DPM-Solver: h -> -h, alpha <-> sigma (module docstring)
+            phi1 = math.expm1(h)  # e^h - 1
+            x_next = (alpha_t / alpha_s) * x - (sigma_t * phi1) * d0
+            if order == 2:
+                x_next = x_next - (0.5 * sigma_t * phi1) * d1
+            elif order >= 3:
+                phi3 = self.d2_weight * ((phi1 - h) / (h * h) - 0.5)
+                x_next = x_next - (sigma_t * (phi1 / h - 1.0)) * d1 - (sigma_t * phi3) * d2
+            return x_next
         phi1 = math.expm1(-h)  # e^{-h} - 1
         x_next = (sigma_t / sigma_s) * x - (alpha_t * phi1) * d0
         if order >= 2:
@@ -169,13 +196,16 @@ class DPMSolverPP3M(_DPMSolverPPODE):
     order = 3
     multistep_order = 3
 
-    def __init__(self, lower_order_final: bool = True, reference_d2: bool = False):
-        super().__init__(lower_order_final)
+    def __init__(self, lower_order_final: bool = True, reference_d2: bool = False, prediction: str = "data"):
+        super().__init__(lower_order_final, prediction)
         self.reference_d2 = boolean("reference_d2", reference_d2)
         self.d2_weight = 1.0 if self.reference_d2 else 2.0
 
     def __repr__(self):
-        return f"{type(self).__name__}(lower_order_final={self.lower_order_final}, reference_d2={self.reference_d2})"
+        return (
+            f"{type(self).__name__}(lower_order_final={self.lower_order_final}, reference_d2={self.reference_d2}, "
+            f"prediction={self.prediction!r})"
+        )
 
 
 @register
@@ -205,6 +235,12 @@ class DPMSolverPP2MSDE(_DPMSolverPP):
         alpha_t, sigma_t = coeffs(sde, t_next)
         h = log_snr(sde, t_next) - hist[-1][0]
         d0, d1, _ = self._derivatives(hist, order, h)
+        if self.noise_prediction:  # SDE-DPM-Solver (module docstring)
+            phi1 = math.expm1(h)  # e^h - 1
+            x_next = (alpha_t / alpha_s) * x - (2.0 * sigma_t * phi1) * d0
+            if order >= 2:
+                x_next = x_next - (sigma_t * phi1) * d1
+            return x_next + (sigma_t * math.sqrt(max(math.expm1(2.0 * h), 0.0))) * z[0]
         one_m = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
         x_next = (sigma_t / sigma_s * math.exp(-h)) * x + (alpha_t * one_m) * d0
         if order >= 2:
