@@ -238,3 +238,28 @@ def test_noise_prediction_option_fused_kernel_equals_numpy(solver):
     assert np.max(np.abs(a.x - b.x)) <= 1e-12 * np.max(np.abs(b.x))
     c = sdekit.sample(sde, score, backend="numpy", **kw)  # the data prediction: another method
     assert np.max(np.abs(c.x - b.x)) > 1e-6
+
+
+def test_the_source_classes_defaults_are_in_the_config_and_stay_out_of_other_classes(tmp_path):
+    """``config.predictor_order`` of an SA-Solver config that leaves it out reads the source's default, as the source's
+    own config does; those entries are listed as defaults, so another class's ``from_config`` leaves them out (DEIS
+    would otherwise read SA-Solver's ``algorithm_type``), and the round trip through it gives the same config."""
+    cfg = {"num_train_timesteps": 1100, "beta_schedule": "linear", "_class_name": "SASolverScheduler"}
+    sch = SdekitScheduler.from_config(cfg)
+    src = D.SASolverScheduler.from_config(cfg)
+    for key in ("predictor_order", "corrector_order", "tau_func", "algorithm_type"):
+        assert sch.config[key] == src.config[key]
+        assert key in sch.config["_use_default_values"]
+    given = SdekitScheduler.from_config({**cfg, "predictor_order": 3})
+    assert given.config.predictor_order == 3 and "predictor_order" not in given.config["_use_default_values"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        deis = D.DEISMultistepScheduler.from_config(sch.config)
+    assert deis.config.algorithm_type == "deis"
+    back = SdekitScheduler.from_config(deis.config)
+    assert dict(back.config) == dict(sch.config)
+    # our own config read again, and saved and loaded
+    assert dict(SdekitScheduler.from_config(sch.config).config) == dict(sch.config)
+    sch.save_pretrained(tmp_path)
+    loaded = SdekitScheduler.from_pretrained(tmp_path)
+    assert loaded.config.predictor_order == 2 and loaded.config.solver == "sa_solver"

@@ -21,7 +21,7 @@ __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_c
            "class_of_config", "keys_of", "summary", "BETA_SCHEDULES", "threshold",
            "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
            "announced_timesteps", "takes_zero_step", "check_thresholding", "check_step_options",
-           "accepts", "source_points"]  # fmt: skip
+           "accepts", "source_points", "source_defaults"]  # fmt: skip
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "exp")
 #: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
@@ -122,6 +122,14 @@ def class_of_config(config: dict):
             "(SdekitScheduler.from_config(pipe.scheduler)) or a config with its '_class_name'"
         )
     return min(found, key=lambda name: (len(name), name)) if found else None
+
+
+def source_defaults(source) -> dict:
+    """The constructor defaults of diffusers scheduler class ``source`` (a name, or ``None``: no entries)."""
+    if source is None or not is_scheduler_class(source):
+        return {}
+    params = inspect.signature(getattr(diffusers, source).__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty and p.name != "self"}
 
 
 def keys_of(cls, config: dict) -> dict:

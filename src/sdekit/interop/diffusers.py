@@ -56,6 +56,7 @@ from ._diffusers_config import (
     is_scheduler_class,
     keys_of,
     schedule_points,
+    source_defaults,
     summary,
     takes_zero_step,
     threshold,
@@ -290,10 +291,17 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             init["solver_options"] = {**(init.get("solver_options") or {}), **options}
         model = cls(**init)
         hidden = {k: v for k, v in config.items() if k not in init_keys and not k.startswith("_")}
+        # the source's defaults for its other entries (its config reads them: ``config.predictor_order``), listed as
+        # defaults, so that another class's from_config leaves them out as it leaves out the source's own defaults
+        carried = {k: v for k, v in source_defaults(model.config.timestep_source).items()
+                   if k not in init_keys and k not in hidden}  # fmt: skip
         if config.get("_class_name") == cls.__name__:  # as diffusers' from_config keeps them
             hidden.update({k: config[k] for k in ("_class_name", "_diffusers_version") if k in config})
-        if hidden:
-            model.register_to_config(**hidden)
+        if hidden or carried:
+            model.register_to_config(**hidden, **carried)
+        if carried:
+            used = sorted({*model.config.get("_use_default_values", ()), *carried})
+            model.register_to_config(_use_default_values=used)
         return (model, {}) if return_unused_kwargs else model
 
     solver = property(lambda self: self._solver, doc="The sdekit solver instance.")
