@@ -21,7 +21,8 @@ __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_c
            "class_of_config", "keys_of", "summary", "BETA_SCHEDULES", "threshold",
            "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
            "announced_timesteps", "takes_zero_step", "check_thresholding", "check_step_options",
-           "accepts", "source_points", "source_defaults"]  # fmt: skip
+           "accepts", "source_points", "source_defaults", "EDM_CLASSES", "announce_tail",
+           "register_other_entries"]  # fmt: skip
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "exp")
 #: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
@@ -144,6 +145,9 @@ def keys_of(cls, config: dict) -> dict:
 #: variable of k-diffusion and EDM), ``init_noise_sigma`` is about ``sigma_max``, and ``scale_model_input`` divides by
 #: ``sqrt(sigma^2 + 1)``
 SIGMA_STATE_CLASSES = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler")
+#: diffusers' scheduler classes of EDM's preconditioned networks (no DDPM training schedule; see
+#: :mod:`sdekit.interop._diffusers_edm`)
+EDM_CLASSES = ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler")
 
 
 def check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value,
@@ -215,7 +219,7 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
                 "sigmas must be non-increasing positive noise levels, the final one (0: the denoising step) "
                 f"included, as diffusers' set_timesteps(sigmas=...) takes them; got {summary(levels)}"
             )
-        if cfg.timestep_source in SIGMA_STATE_CLASSES and accepts(cfg.timestep_source, "sigmas"):
+        if cfg.timestep_source in SIGMA_STATE_CLASSES + EDM_CLASSES and accepts(cfg.timestep_source, "sigmas"):
             # the source's own timesteps of these levels (the others take sigmas of flow matching only)
             return source_points(cfg, sigmas=levels)
         taus = np.asarray(sde.timestep(sde.t_from_log_snr(-np.log(levels[:-1]))), dtype=np.float64)
@@ -225,6 +229,8 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
         taus = taus.reshape(-1)
         if taus.size < 1 or not np.all(np.isfinite(taus)) or np.any(np.diff(taus) > 0):
             raise ValueError(f"timesteps must decrease (repeats are removed), got {summary(taus)}")
+        if cfg.timestep_source in EDM_CLASSES:
+            raise ValueError(f"{cfg.timestep_source}'s schedule takes num_inference_steps or sigmas, not timesteps")
         if taus[0] > N - 1 or taus[-1] < 0:
             raise ValueError(f"timesteps must lie in [0, {N - 1}], got {summary(taus)}")
         integral = bool(np.all(taus == np.round(taus)))
@@ -331,3 +337,48 @@ def takes_zero_step(plan) -> bool:
     except (ZeroDivisionError, FloatingPointError):
         return False
     return bool(np.all(np.isfinite(st.x)))
+
+
+def announce_tail(timesteps, taus, solver_name, index, k, plan, requests) -> None:
+    """A fresh run from step point ``k`` evaluates where the whole schedule's tail does, except for solvers that
+    shape their steps by the number of steps (EDM's churn ``S_churn / n_steps``): their new stage timesteps are
+    written into ``timesteps[index:]`` in place, so a pipeline's slice of it sees them."""
+    if not requests[0][3]:
+        raise ValueError(
+            f"solver {solver_name!r} evaluates the network first at another state than the step's own "
+            f"(EDM's churn) when it starts at step {k}: a pipeline evaluates its first timestep on its initial "
+            "latents; use S_churn=0 or S_tmax below this noise level"
+        )
+    tail = timesteps[index:]
+    values = announced_timesteps(plan.sde, taus[k:], plan.grid, requests)
+    if len(values) != len(tail):
+        raise ValueError(
+            f"solver {solver_name!r} started at step {k} makes {len(values)} evaluations where the whole "
+            f"schedule lists {len(tail)}; start at step 0, or use a solver whose evaluations do not depend on the "
+            "number of steps"
+        )
+    new = torch.tensor(values, dtype=torch.float64)
+    if not torch.equal(new, tail.to(torch.float64).cpu()):
+        if not tail.is_floating_point() and not all(float(v).is_integer() for v in values):
+            raise ValueError(
+                f"solver {solver_name!r} started at step {k} evaluates at timesteps {summary(values)}, "
+                f"not at the listed {summary(tail)}"
+            )
+        tail.copy_(new.to(tail.dtype))
+
+
+def register_other_entries(model, config: dict, init_keys) -> None:
+    """Register on ``model`` (an :class:`SdekitScheduler` just built from ``config``) the config's entries that its
+    constructor does not take (saving and loading keeps them), and its source class's defaults for the source's other
+    entries (``config.predictor_order`` reads as the source's own config reads it), the latter listed in
+    ``_use_default_values`` so that another class's ``from_config`` leaves them out, as it leaves out the source's own
+    defaults."""
+    hidden = {k: v for k, v in config.items() if k not in init_keys and not k.startswith("_")}
+    carried = {k: v for k, v in source_defaults(model.config.timestep_source).items()
+               if k not in init_keys and k not in hidden}  # fmt: skip
+    if config.get("_class_name") == type(model).__name__:  # as diffusers' from_config keeps them
+        hidden.update({k: config[k] for k in ("_class_name", "_diffusers_version") if k in config})
+    if hidden or carried:
+        model.register_to_config(**hidden, **carried)
+    if carried:
+        model.register_to_config(_use_default_values=sorted({*model.config.get("_use_default_values", ()), *carried}))
