@@ -210,6 +210,8 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
     in."""
     N = sde.num_timesteps
     zero = cfg.final_sigmas_type == "zero"
+    if sigmas is not None and cfg.timestep_source in EDM_CLASSES:  # (EDMEuler reads them as its schedule's ramp)
+        return source_points(cfg, sigmas=torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1).cpu())
     if sigmas is not None:
         levels = np.asarray(sigmas.detach().cpu() if _xp.is_torch(sigmas) else sigmas, dtype=np.float64)
         levels = levels.reshape(-1)
@@ -219,7 +221,7 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
                 "sigmas must be non-increasing positive noise levels, the final one (0: the denoising step) "
                 f"included, as diffusers' set_timesteps(sigmas=...) takes them; got {summary(levels)}"
             )
-        if cfg.timestep_source in SIGMA_STATE_CLASSES + EDM_CLASSES and accepts(cfg.timestep_source, "sigmas"):
+        if cfg.timestep_source in SIGMA_STATE_CLASSES and accepts(cfg.timestep_source, "sigmas"):
             # the source's own timesteps of these levels (the others take sigmas of flow matching only)
             return source_points(cfg, sigmas=levels)
         taus = np.asarray(sde.timestep(sde.t_from_log_snr(-np.log(levels[:-1]))), dtype=np.float64)

@@ -20,7 +20,7 @@ import torch
 from ._diffusers_config import EDM_CLASSES, keys_of
 
 __all__ = ["EDM_CLASSES", "edm_source", "edm_alphas_cumprod", "edm_training_points", "edm_input_scale",
-           "edm_denoised"]  # fmt: skip
+           "edm_denoised", "check_edm_prediction"]  # fmt: skip
 
 
 def edm_source(name: str, config: dict):
@@ -48,14 +48,20 @@ def edm_input_scale(s: float, sigma_data: float) -> float:
     return 1.0 / (s * s + sigma_data * sigma_data) ** 0.5
 
 
-def edm_denoised(prediction_type: str, out, x_s, s: float, sigma_data: float):
-    """``D = c_skip x_s + c_out F`` of network output ``F`` at level ``s`` (diffusers' ``precondition_outputs``);
-    ``ValueError`` for a ``prediction_type`` other than ``"epsilon"`` and ``"v_prediction"``."""
+def check_edm_prediction(prediction_type) -> None:
+    """``ValueError`` for a ``prediction_type`` other than ``"epsilon"`` and ``"v_prediction"`` (the two that
+    diffusers' ``precondition_outputs`` defines; it accepts ``"sample"`` in the constructor and fails at the step)."""
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(
             "prediction_type must be 'epsilon' or 'v_prediction' for an EDM scheduler's network, got "
             f"{prediction_type!r}"
         )
+
+
+def edm_denoised(prediction_type: str, out, x_s, s: float, sigma_data: float):
+    """``D = c_skip x_s + c_out F`` of network output ``F`` at level ``s`` (diffusers' ``precondition_outputs``),
+    for the ``prediction_type`` of :func:`check_edm_prediction`."""
+    check_edm_prediction(prediction_type)
     var = s * s + sigma_data * sigma_data
     c_out = s * sigma_data / var**0.5
     return (sigma_data * sigma_data / var) * x_s + (c_out if prediction_type == "epsilon" else -c_out) * out
