@@ -24,7 +24,9 @@ __all__ = ["EDM_CLASSES", "edm_source", "edm_alphas_cumprod", "edm_training_poin
 
 
 def edm_source(name: str, config: dict):
-    """An instance of EDM scheduler class ``name`` built from the entries of ``config`` that it takes."""
+    """An instance of EDM scheduler class ``name`` built from the entries of ``config`` that it takes (its
+    ``prediction_type`` checked by :func:`check_edm_prediction`)."""
+    check_edm_prediction(config.get("prediction_type", "epsilon"))
     cls = getattr(diffusers, name)
     return cls.from_config(keys_of(cls, dict(config)))
 

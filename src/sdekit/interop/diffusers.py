@@ -64,14 +64,7 @@ from ._diffusers_config import (
     threshold,
     training_betas,
 )
-from ._diffusers_edm import (
-    check_edm_prediction,
-    edm_alphas_cumprod,
-    edm_denoised,
-    edm_input_scale,
-    edm_source,
-    edm_training_points,
-)
+from ._diffusers_edm import edm_alphas_cumprod, edm_denoised, edm_input_scale, edm_source, edm_training_points
 from ._diffusers_methods import method_init
 from ._diffusers_score import (
     PREDICTION_TYPES,
@@ -257,7 +250,6 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     def _edm_process(self):
         """An EDM source's training noise levels ``s`` as the process (``abar = 1 / (1 + s^2)``) and its timesteps
         (``c_noise``), from the config's entries for that class (:mod:`sdekit.interop._diffusers_edm`)."""
-        check_edm_prediction(self.config.prediction_type)
         self._edm = edm_source(self.config.timestep_source, self.config)
         self.alphas_cumprod = ac = edm_alphas_cumprod(self._edm)
         self.alphas = ac / torch.cat([ac.new_ones(1), ac[:-1]])
