@@ -371,11 +371,17 @@ def announce_tail(timesteps, taus, solver_name, index, k, plan, requests) -> Non
 
 def register_other_entries(model, config: dict, init_keys) -> None:
     """Register on ``model`` (an :class:`SdekitScheduler` just built from ``config``) the config's entries that its
-    constructor does not take (saving and loading keeps them), and its source class's defaults for the source's other
+    constructor does not take (saving and loading keeps them; its source class's as that class reads them, so that
+    DPM-Solver's ``algorithm_type="deis"`` reads ``"dpmsolver++"``), and the source class's defaults for its other
     entries (``config.predictor_order`` reads as the source's own config reads it), the latter listed in
     ``_use_default_values`` so that another class's ``from_config`` leaves them out, as it leaves out the source's own
     defaults."""
     hidden = {k: v for k, v in config.items() if k not in init_keys and not k.startswith("_")}
+    source = model.config.timestep_source
+    if hidden and is_scheduler_class(source):  # as the source class reads them (DPM-Solver: algorithm_type "deis")
+        src_cls = getattr(diffusers, source)
+        own = src_cls.from_config(keys_of(src_cls, config)).config
+        hidden = {k: own.get(k, v) for k, v in hidden.items()}
     carried = {k: v for k, v in source_defaults(model.config.timestep_source).items()
                if k not in init_keys and k not in hidden}  # fmt: skip
     if config.get("_class_name") == type(model).__name__:  # as diffusers' from_config keeps them
