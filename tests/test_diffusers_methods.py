@@ -230,3 +230,21 @@ def test_the_source_classes_defaults_are_in_the_config_and_stay_out_of_other_cla
     sch.save_pretrained(tmp_path)
     loaded = SdekitScheduler.from_pretrained(tmp_path)
     assert loaded.config.predictor_order == 2 and loaded.config.solver == "sa_solver"
+
+
+def test_the_source_classes_entries_read_as_that_class_reads_them():
+    """DEIS turns DPM-Solver's explicit ``algorithm_type="dpmsolver++"`` into ``"deis"``; read back through the
+    DPM-Solver source it is ``"dpmsolver++"`` again, as DPM-Solver's own constructor reads ``"deis"`` (so the round
+    trip through any compatible class gives the same config, whatever class comes last; diffusers' DPM-Solver reads
+    ``"deis"`` only with ``final_sigmas_type="sigma_min"``)."""
+    cfg = {"num_train_timesteps": 1000, "beta_schedule": "linear", "algorithm_type": "dpmsolver++",
+           "solver_type": "midpoint", "final_sigmas_type": "sigma_min",
+           "_class_name": "DPMSolverMultistepScheduler"}  # fmt: skip
+    sch = SdekitScheduler.from_config(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        deis = D.DEISMultistepScheduler.from_config(sch.config)
+    assert deis.config.algorithm_type == "deis"
+    back = SdekitScheduler.from_config(deis.config)
+    assert back.config.algorithm_type == "dpmsolver++" and back.config.solver_type == "midpoint"
+    assert dict(back.config) == dict(sch.config)
