@@ -116,10 +116,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     seed : int, optional
         SDE solvers: ``None`` draws their normals from the pipeline's ``generator`` (as diffusers' schedulers do);
         an integer uses sdekit's counter-based noise, the numbers ``sdekit.sample`` would give sample ``i``.
-    state_variable : {"vp", "sigma"}
+    state_variable : {"vp", "sigma", "edm"}
         The pipeline's latents: the VP state ``x`` (``init_noise_sigma = 1``, ``scale_model_input`` the identity: DDPM,
         DDIM, DPM-Solver, UniPC, DEIS) or ``x / alpha`` (diffusers' Euler and Heun: ``init_noise_sigma`` about
-        ``sigma_max``, ``scale_model_input`` divides by ``sqrt(sigma^2 + 1)``); the solver runs on ``x`` either way.
+        ``sigma_max``, ``scale_model_input`` divides by ``sqrt(sigma^2 + 1)``); ``"edm"``: ``x / alpha`` with EDM's
+        preconditioning (an EDM ``timestep_source``, :mod:`sdekit.interop._diffusers_edm`); the solver runs on ``x``.
     lower_order_final : bool, optional
         Given to any solver that has this option (and is not given it otherwise): the source scheduler's convention.
     thresholding, dynamic_thresholding_ratio, sample_max_value, clip_sample, clip_sample_range
