@@ -10,7 +10,7 @@ or with a last step to 0), each on the five grids of ``bench_fewstep.py``; the b
 the least RMS on the test points (chosen on them: an optimistic peer).
 
 Learned rows: ``sdekit.learn.fit(sde, score, nfe, x_T=warm, denoise=False)`` with its defaults otherwise (base
-the best on the training points of iPNDM, iPNDM_v and DEIS-tAB with AFS; 1024 draws from a pool of 8192 warm-up
+the best on the training points of iPNDM, iPNDM_v and DEIS-tAB with AFS; 1024 points drawn from a pool of 8192 warm-up
 points, prior draws with seed 2; 2048 guard points, prior draws with seed 11), disjoint from the test points
 (prior draws with seed 1; sample i of a seed is the same whatever the batch size, so the seeds must differ).
 Per row: RMS, a 90 % paired bootstrap interval of the ratio to the best peer (2000

@@ -14,41 +14,8 @@ import pytest
 import torch
 
 import sdekit
+from _diffusers_loop import loop, model, rel, start, swapped
 from sdekit.interop.diffusers import SdekitScheduler
-
-
-def model(x, t):
-    """A model whose output depends on the state and the timestep (diffusers' scheduler tests use this one)."""
-    t = torch.as_tensor(t).reshape(-1, *(1,) * (x.ndim - 1)).to(x.dtype)
-    return x * t / (t + 1)
-
-
-def start(dtype=torch.float32):
-    n = 4 * 3 * 8 * 8
-    return (torch.arange(n).reshape(3, 8, 8, 4) / n).permute(3, 0, 1, 2).to(dtype)
-
-
-def loop(sch, n=None, seed=0, dtype=torch.float32, **set_kwargs):
-    """A pipeline's loop: init_noise_sigma, scale_model_input, one model call per timestep, step (with a generator
-    where step takes one)."""
-    sch.set_timesteps(n, **set_kwargs) if n is not None else sch.set_timesteps(**set_kwargs)
-    gen = torch.manual_seed(seed)
-    kw = {"generator": gen} if "generator" in inspect.signature(sch.step).parameters else {}
-    x = start(dtype) * sch.init_noise_sigma
-    for t in sch.timesteps:
-        x = sch.step(model(sch.scale_model_input(x, t), t), t, x, **kw).prev_sample
-    return x
-
-
-def rel(a, b):
-    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
-
-
-def swapped(source):
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # these mappings are exact: no "differs" warning
-        return SdekitScheduler.from_config(source.config)
-
 
 DPM_NOISE = {
     "order1": dict(solver_order=1),
@@ -116,7 +83,7 @@ def test_a_config_whose_keys_fit_several_classes_is_refused():
     assert SdekitScheduler.from_config(dict(D.DDPMScheduler().config)).config.timestep_source == "DDPMScheduler"
 
 
-@pytest.mark.parametrize("name", ["EDMEulerScheduler", "EDMDPMSolverMultistepScheduler", "IPNDMScheduler"])
+@pytest.mark.parametrize("name", ["IPNDMScheduler"])  # (the EDM classes: tests/test_diffusers_edm.py)
 def test_a_class_without_a_training_schedule_is_refused(name):
     with pytest.raises(ValueError, match="no training schedule"):
         SdekitScheduler.from_config(getattr(D, name)().config)
@@ -238,3 +205,46 @@ def test_noise_prediction_option_fused_kernel_equals_numpy(solver):
     assert np.max(np.abs(a.x - b.x)) <= 1e-12 * np.max(np.abs(b.x))
     c = sdekit.sample(sde, score, backend="numpy", **kw)  # the data prediction: another method
     assert np.max(np.abs(c.x - b.x)) > 1e-6
+
+
+def test_the_source_classes_defaults_are_in_the_config_and_stay_out_of_other_classes(tmp_path):
+    """``config.predictor_order`` of an SA-Solver config that leaves it out reads the source's default, as the source's
+    own config does; those entries are listed as defaults, so another class's ``from_config`` leaves them out (DEIS
+    would otherwise read SA-Solver's ``algorithm_type``), and the round trip through it gives the same config."""
+    cfg = {"num_train_timesteps": 1100, "beta_schedule": "linear", "_class_name": "SASolverScheduler"}
+    sch = SdekitScheduler.from_config(cfg)
+    src = D.SASolverScheduler.from_config(cfg)
+    for key in ("predictor_order", "corrector_order", "tau_func", "algorithm_type"):
+        assert sch.config[key] == src.config[key]
+        assert key in sch.config["_use_default_values"]
+    given = SdekitScheduler.from_config({**cfg, "predictor_order": 3})
+    assert given.config.predictor_order == 3 and "predictor_order" not in given.config["_use_default_values"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        deis = D.DEISMultistepScheduler.from_config(sch.config)
+    assert deis.config.algorithm_type == "deis"
+    back = SdekitScheduler.from_config(deis.config)
+    assert dict(back.config) == dict(sch.config)
+    # our own config read again, and saved and loaded
+    assert dict(SdekitScheduler.from_config(sch.config).config) == dict(sch.config)
+    sch.save_pretrained(tmp_path)
+    loaded = SdekitScheduler.from_pretrained(tmp_path)
+    assert loaded.config.predictor_order == 2 and loaded.config.solver == "sa_solver"
+
+
+def test_the_source_classes_entries_read_as_that_class_reads_them():
+    """DEIS turns DPM-Solver's explicit ``algorithm_type="dpmsolver++"`` into ``"deis"``; read back through the
+    DPM-Solver source it is ``"dpmsolver++"`` again, as DPM-Solver's own constructor reads ``"deis"`` (so the round
+    trip through any compatible class gives the same config, whatever class comes last; diffusers' DPM-Solver reads
+    ``"deis"`` only with ``final_sigmas_type="sigma_min"``)."""
+    cfg = {"num_train_timesteps": 1000, "beta_schedule": "linear", "algorithm_type": "dpmsolver++",
+           "solver_type": "midpoint", "final_sigmas_type": "sigma_min",
+           "_class_name": "DPMSolverMultistepScheduler"}  # fmt: skip
+    sch = SdekitScheduler.from_config(cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        deis = D.DEISMultistepScheduler.from_config(sch.config)
+    assert deis.config.algorithm_type == "deis"
+    back = SdekitScheduler.from_config(deis.config)
+    assert back.config.algorithm_type == "dpmsolver++" and back.config.solver_type == "midpoint"
+    assert dict(back.config) == dict(sch.config)

@@ -69,7 +69,9 @@ def test_fit_on_a_mixture_is_never_worse_than_its_base_on_heldout_points():
     fitted = fit(SDE, MIX.score(SDE), 5, n=96, denoise=False, seed=2, guard=256, max_evals=150)
     rep = fitted.report
     assert rep["heldout"][rep["choice"]] <= rep["heldout"]["base"]
-    assert rep["pool"] == 8 * 96 and rep["n_train"] + rep["n_heldout"] <= 96  # distinct points of 96 draws
+    # 96 distinct points of the pool, plus those the mining stage added (at most 96 // 8, none already fitted)
+    assert rep["pool"] == 8 * 96 and rep["n_train"] + rep["n_heldout"] == 96 + rep["n_mined"]
+    assert 0 <= rep["n_mined"] <= 12 and "mined" in rep["heldout"]
     assert rep["base"] in rep["bases"] and rep["score_calls"] > 0 and rep["seconds"] > 0
 
 
@@ -143,6 +145,8 @@ def test_bad_input_names_the_argument():
         fit(SDE, score, 4, n=16, base="dpmpp_2m")
     with pytest.raises(TypeError, match="sde"):
         fit("edm", score, 4, n=16)
+    with pytest.raises(ValueError, match="mine"):
+        fit(SDE, score, 4, n=16, mine=-1)
 
     def nan_score(x, t):
         out = score(x, t)
@@ -194,3 +198,61 @@ def test_fitted_solver_runs_in_torch(fitted_gauss, dtype):
     assert sol.x.dtype == xt.dtype and sol.nfe == fitted_gauss.nfe_budget
     tol = 1e-4 if dtype == "float32" else 1e-11
     np.testing.assert_allclose(sol.x.numpy(), ref, rtol=0, atol=tol * np.max(np.abs(ref)))
+
+
+def test_inclusion_probabilities_sum_to_n_and_are_proportional_below_one():
+    from sdekit.learn.points import inclusion
+
+    q = np.array([50.0, 1.0, 2.0, 3.0, 4.0, 30.0, 1.0, 1.0])
+    p = inclusion(q, 4)
+    assert p.sum() == pytest.approx(4.0, abs=1e-12) and np.all(p <= 1.0)
+    assert p[0] == p[5] == 1.0  # taken surely: c q would exceed 1
+    rest = np.array([1, 2, 3, 4, 6, 7])
+    np.testing.assert_allclose(p[rest] / q[rest], p[1] / q[1], rtol=1e-12)  # proportional where below 1
+    assert p[1] == pytest.approx(2.0 / 12.0, rel=1e-12)  # the 2 left over shared by q = 12
+    with pytest.raises(ValueError, match="inclusion"):
+        inclusion(q, 9)
+
+
+def test_select_draws_n_distinct_rows_with_their_inclusion_probabilities():
+    from sdekit.learn.points import select
+
+    e = np.random.default_rng(0).pareto(1.5, 40)
+    e[3] = 100.0  # one point the cheap teacher flags strongly: always taken
+    counts = np.zeros(40)
+    reps = 3000
+    for seed in range(reps):
+        rows, p = select(e, 8, seed)
+        assert len(rows) == len(set(rows.tolist())) == 8
+        counts[rows] += 1
+    assert p[3] == 1.0 and counts[3] == reps and p.sum() == pytest.approx(8.0)
+    sd = np.sqrt(p * (1 - p) / reps)
+    assert np.all(np.abs(counts / reps - p) <= 5 * sd + 1e-12)  # each row with its probability (Madow)
+    rows, p = select(np.zeros(40), 8, 1)  # no signal: uniform
+    np.testing.assert_allclose(p, 0.2)
+
+
+def test_dense_teacher_extend_equals_one_teacher_of_all_points():
+    from sdekit.learn.teacher import DenseTeacher
+
+    process = SDE.probability_flow(GAUSS.score(SDE))
+    xa, xb = SDE.prior_sample((5, 2), seed=1), SDE.prior_sample((3, 2), seed=2)
+    one = DenseTeacher(process, np.concatenate([xa, xb]), SDE.eps, density=GAUSS, levels=16)
+    two = DenseTeacher(process, xa, SDE.eps, density=GAUSS, levels=16)
+    two.extend(DenseTeacher(process, xb, SDE.eps, density=GAUSS, levels=16))
+    np.testing.assert_allclose(two.values, one.values, rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(two.x_hat(3.0, slice(4, 7)), one.x_hat(3.0, slice(4, 7)), rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="same levels"):
+        two.extend(DenseTeacher(process, xb, SDE.eps, density=GAUSS, levels=8))
+
+
+def test_mining_adds_pool_points_and_a_candidate_only_with_a_pool():
+    score = MIX.score(SDE)
+    with_pool = fit(SDE, score, 5, n=64, denoise=False, seed=4, guard=0, max_evals=40, mine=16)
+    rep = with_pool.report
+    assert "mined" in rep["train"] and 0 <= rep["n_mined"] <= 16
+    assert rep["n_train"] + rep["n_heldout"] == 64 + rep["n_mined"]
+    none = fit(SDE, score, 5, n=64, denoise=False, seed=4, guard=0, max_evals=40, mine=0)
+    assert "mined" not in none.report["train"] and none.report["n_mined"] == 0
+    small = fit(SDE, score, 5, x_T=SDE.prior_sample((64, 2), seed=3), n=64, denoise=False, guard=0, max_evals=40)
+    assert "mined" not in small.report["train"]  # the pool is the warm-up set: nothing to mine

@@ -166,8 +166,9 @@ def _add_compare_run_options(p):
         "--backend",
         default=None,
         choices=["auto"] + sorted(available_backends()),
-        help="array backend of every solve (available in this installation); default: the ODE rows on numpy, the "
-        "SDE rows on auto (the fused numba kernels of the analytic scores, which their large samples need)",
+        help="array backend of every solve (available in this installation); default: the ODE rows on numpy, each "
+        "SDE cell on numba where its fused kernel pays for compiling or loading it (the large samples), else on numpy "
+        "(the CSV's backend column says which ran)",
     )
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default 0)")
     p.add_argument(

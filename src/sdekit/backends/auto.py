@@ -40,6 +40,8 @@ from .job import CheckedScore
 __all__ = [
     "settle",
     "numpy_seconds",
+    "numpy_seconds_for",
+    "score_width",
     "estimated_evaluations",
     "NUMPY_SECONDS_PER_ELEMENT",
     "NUMPY_SECONDS_PER_CALL",
@@ -75,7 +77,7 @@ def estimated_evaluations(job) -> float:
     return 45.0 * (0.02 / rtol) ** 0.2
 
 
-def _score_width(score) -> int:
+def score_width(score) -> int:
     """Mixture components of an analytic density's score (its work per sample and dimension), else 1."""
     density = getattr(score, "density", None)
     params = getattr(density, "mixture_params", None)
@@ -89,14 +91,19 @@ def _score_width(score) -> int:
         return 1
 
 
+def numpy_seconds_for(evaluations: float, n: int, d: int, width: int = 1, calls: int = 1) -> float:
+    """Estimated numpy time of ``evaluations`` score evaluations per sample of ``n`` samples of dimension ``d``
+    (``width``: :func:`score_width`), run as ``calls`` batches of a fixed grid (the constants of the module)."""
+    return evaluations * (calls * NUMPY_SECONDS_PER_CALL + NUMPY_SECONDS_PER_ELEMENT * n * d * width)
+
+
 def numpy_seconds(job) -> float:
     """Estimated wall time of ``job`` on the numpy backend (see the module docstring)."""
     n = job.x0.shape[0]
     d = math.prod(job.x0.shape[1:])
     evals = estimated_evaluations(job)
-    width = _score_width(getattr(job.process, "score", None))
-    per_eval = NUMPY_SECONDS_PER_CALL + NUMPY_SECONDS_PER_ELEMENT * n * d * width
-    return evals * per_eval * (ADAPTIVE_OVERHEAD if job.solver.adaptive else 1.0)
+    width = score_width(getattr(job.process, "score", None))
+    return numpy_seconds_for(evals, n, d, width) * (ADAPTIVE_OVERHEAD if job.solver.adaptive else 1.0)
 
 
 def _fmt(seconds: float) -> str:

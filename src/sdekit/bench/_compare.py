@@ -27,10 +27,11 @@ from ..integrate import solve
 from ..metrics import gaussian_kl, gaussian_w2
 from ..progress import progress_bar
 from ..validation import check_output_paths
+from ._backend import FAST_BACKEND, cell_backend, predicted_samples
 from ._exact_law import exact_law
 from ._metrics import DEFAULT_METRIC, CompareMetric, MetricTarget
 from ._orders import fit_order
-from ._plan import Problem, Run, check_problem, plan_runs
+from ._plan import Problem, Run, check_problem, plan_runs, with_sde_costs
 from ._problems import DEFAULT_GRID, DEFAULT_N, DEFAULT_NFE, SDE_NFE_MAX
 from ._references import reference_flow
 from ._result import CompareResult, write_outputs
@@ -84,6 +85,7 @@ def new_row(run: Run, budget: int, steps: int, note: str) -> dict:
         "n_samples": 0,
         "fd": float("nan"),
         "peer": "",
+        "backend": "",
     }
 
 
@@ -132,9 +134,10 @@ def run_cell(problem: Problem, run: Run, process, budget: int, x_T, *, reference
             row["note"] = f"exact law not available ({exc}); sample metric used"
     # pathwise ODE errors and exact laws need few samples; the run still checks the solver works
     x0 = x_T[: problem.n_ode] if (run.process == "ode" or law is not None) else x_T
-    backend = problem.backend_for(run.process)
     if run.process == "sde" and law is None and sample_metric.sequential:
-        return _sequential_cell(problem, run, process, ts, x0, backend, sample_metric, row)
+        return _sequential_cell(problem, run, process, ts, x0, sample_metric, row)
+    backend = cell_backend(problem, run, x0.shape[0], inst.nfe(ts, process))
+    row["backend"] = backend
     if backend != "auto":
         x0 = get_backend(backend).as_state(x0)
     t0 = time.perf_counter()
@@ -170,19 +173,21 @@ def batch_start_points(problem: Problem, batch: int, size: int):
     return problem.density.sample(size, seed=seed, t=problem.T, sde=problem.sde)
 
 
-def _sequential_cell(problem: Problem, run: Run, process, ts, x0, backend, sample_metric, row) -> dict:
+def _sequential_cell(problem: Problem, run: Run, process, ts, x0, sample_metric, row) -> dict:
     """An SDE cell with a sequential metric: batches of fresh samples (doubling the total) until the estimate
     exceeds ``STOP_FACTOR`` resolutions or ``problem.n_max`` samples are reached.
 
     Batch ``b`` starts at exact samples of ``p_T`` (:func:`batch_start_points`) and draws its noise for the sample
     ids that follow the earlier batches', so the cell's samples are independent and the result depends on nothing
-    but the seed.
+    but the seed (and, to round-off, the backends: :func:`sdekit.bench._backend.cell_backend` picks one for the
+    first batch and, while that is numpy, again for the rest after each batch, from its predicted growth).
     """
     from ._cfmmd import STOP_FACTOR
 
     fn = sample_metric.build()
     sums, n_done, batch, wall = None, 0, 0, 0.0
-    nfe = 0
+    nfe = run.solver.nfe(ts, process)
+    backend = used = cell_backend(problem, run, x0.shape[0], nfe)
     while True:
         size = x0.shape[0]
         xb = x0 if backend == "auto" else get_backend(backend).as_state(x0)
@@ -202,11 +207,24 @@ def _sequential_cell(problem: Problem, run: Run, process, ts, x0, backend, sampl
         err, res = fn.value(sums, n_done), fn.resolution(n_done)
         if err > STOP_FACTOR * res or n_done >= problem.n_max:
             break
+        if backend != FAST_BACKEND:  # the rest of the cell on the backend its predicted size pays for
+            rest = _rest_backend(problem, run, n_done, err, res, nfe, STOP_FACTOR)
+            if rest != backend:
+                backend, used = rest, f"{used}, then {rest}"
         batch += 1
         x0 = batch_start_points(problem, batch, min(n_done, problem.n_max - n_done))
     row.update(error=err, metric=problem.metric.name, floor=0.0, resolution=res, nfe=nfe, n_samples=n_done,
-               wall_time=wall)  # fmt: skip
+               wall_time=wall, backend=used)  # fmt: skip
     return row
+
+
+def _rest_backend(problem: Problem, run: Run, n_done: int, err: float, res: float, nfe: int, stop: float) -> str:
+    """The backend of a sequential cell's remaining batches, from its estimate after ``n_done`` samples: the
+    predicted final sample (:func:`~sdekit.bench._backend.predicted_samples`) less ``n_done``. The estimate is
+    noisy (about half a resolution), so a cell near its stopping point may compile a kernel that it then uses for a
+    batch or two; the cell decides again after each batch on numpy."""
+    total = predicted_samples(n_done, err, res, problem.n_max, stop)
+    return cell_backend(problem, run, total - n_done, nfe, calls=max(1, round(math.log2(total / n_done))))
 
 
 def _process(problem: Problem, run: Run):
@@ -357,10 +375,12 @@ def compare(
         A schedule name in ``sdekit.grids.GRIDS``; default ``"log_snr"`` (:data:`DEFAULT_GRID`).
     backend : str, optional
         ``"numpy"``, ``"numba"``, ``"torch"`` or ``"auto"`` for every run; default (None): the ODE rows on numpy (the
-        reference backend) and the SDE rows on ``"numba"`` (the fused kernels for the analytic scores: the same
-        numbers as numpy to round-off, tens of times faster, which the SDE rows' large samples need; decided once for
-        the table rather than by ``"auto"``, whose choice depends on what the process has compiled, so a table is the
-        same bit for bit serially and on a Dask cluster). The reference computations stay in numpy.
+        reference backend) and each SDE cell on ``"numba"`` where its fused kernel pays for what it costs before it
+        runs (a compilation or a cache load, weighed against the cell's estimated numpy time: the cells that draw
+        large samples), else on ``"numpy"`` (:mod:`sdekit.bench._backend`). The same numbers to round-off either way;
+        the kernels' states are read once per table (``info["sde_kernels"]``), so a table is the same bit for bit
+        serially and on a Dask cluster; each row's ``backend`` says which ran. The reference computations stay in
+        numpy.
     seed : int
         Seed of the start points (exact samples of ``p_T``), the solver noise and the reference samples.
     n : int
@@ -455,6 +475,7 @@ def _prepare(problem: Problem, specs) -> _Study:
     # start points: exact samples of p_T, shared by every run
     x_T = dens.sample(problem.n, seed=seed, t=T, sde=sde_obj)
     runs, notes = plan_runs(specs)
+    problem = with_sde_costs(problem, runs)  # the SDE kernels' states, read once for the whole table
 
     reference = None
     info_ref, ref_short, ode_floor = "none (no ODE solver run)", "reference", 0.0
@@ -518,6 +539,7 @@ def _info(study: _Study, rows, versions: dict) -> dict:
         "n_ode": problem.n_ode,
         "seed": problem.seed,
         "backend": problem.backend_label,
+        "sde_kernels": dict(problem.sde_states),
         "n_max": problem.n_max,
         "sde_nfe_max": 0 if dens.exact_flow else problem.sde_nfe_max,
         "sde_uncompiled": sorted(

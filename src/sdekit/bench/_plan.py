@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..backends.registry import backend_names
 from ..grids import GRIDS
@@ -12,7 +13,7 @@ from ..validation import in_interval, integer_at_least, positive_int
 from ._metrics import CompareMetric, get_metric
 from ._problems import N_MAX_FACTOR, density_label, fixed_step_solvers, make_density, make_sde
 
-__all__ = ["Problem", "Run", "check_nfe", "check_problem", "plan_runs"]
+__all__ = ["Problem", "Run", "check_nfe", "check_problem", "plan_runs", "with_sde_costs"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class Problem:
     n_max: int = 0
     sde_backend: str = ""
     sde_nfe_max: int = 0
+    #: the default backend choice: each SDE cell runs numba where its fused kernel pays, else numpy
+    #: (:mod:`sdekit.bench._backend`); ``sde_costs`` (run name -> seconds its kernel costs before it runs, absent
+    #: for a run without a fused kernel) and ``sde_states`` (run name -> its kernel's state) are set once per table
+    weigh_sde: bool = False
+    sde_costs: dict = field(default_factory=dict)
+    sde_states: dict = field(default_factory=dict)
 
     def budgets_for(self, process: str, solver=None) -> list:
         """The NFE budgets of the rows of ``process``: the SDE rows' stop at ``sde_nfe_max`` (0: no cap) unless the
@@ -65,6 +72,8 @@ class Problem:
 
     @property
     def backend_label(self) -> str:
+        if self.weigh_sde:
+            return f"{self.backend} (ODE rows), numba where its kernel pays for itself, else numpy (SDE rows)"
         if self.sde_backend and self.sde_backend != self.backend:
             return f"{self.backend} (ODE rows), {self.sde_backend} (SDE rows)"
         return self.backend
@@ -95,13 +104,16 @@ def check_nfe(nfe) -> list:
 def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, metric, t_end, n_max=None, sde_nfe_max=0):
     """``(Problem, solver specs)`` from :func:`compare`'s arguments; ``ValueError`` naming a bad one.
 
-    ``backend=None``: ODE rows on numpy, SDE rows on numba; ``n_max=None``: ``n * N_MAX_FACTOR``.
+    ``backend=None``: ODE rows on numpy, SDE rows on numba where the kernel pays for itself, else numpy
+    (:mod:`sdekit.bench._backend`; the kernel costs are filled in by :func:`with_sde_costs`); ``n_max=None``:
+    ``n * N_MAX_FACTOR``.
     """
-    sde_backend = ""
+    sde_backend, weigh = "", False
     if backend is None:
-        # numba, not "auto": auto's choice depends on what this process has compiled, and a table must not (a serial
-        # and a Dask run of it are equal bit for bit; numba and numpy agree only to round-off)
-        backend, sde_backend = "numpy", "numba"
+        # not "auto" per solve: auto's choice depends on what the process has compiled by then, and a table must not
+        # (a serial and a Dask run of it are equal bit for bit; numba and numpy agree only to round-off): the kernel
+        # states are read once per table and every cell decides from them and its own size
+        backend, sde_backend, weigh = "numpy", "numba", True
     dens = make_density(density)
     sde_obj = make_sde(sde)
     if isinstance(grid, str):
@@ -146,8 +158,20 @@ def check_problem(density, sde, solvers, nfe, grid, backend, seed, n, n_ode, met
         n_max,
         sde_backend,
         sde_nfe_max,
+        weigh,
     )
     return problem, solvers
+
+
+def with_sde_costs(problem: Problem, runs) -> Problem:
+    """``problem`` with the kernel costs of its SDE ``runs`` (:func:`sdekit.bench._backend.sde_kernel_costs`) when
+    it weighs the SDE rows' backend, else unchanged. Called once per table, in the calling process."""
+    if not problem.weigh_sde:
+        return problem
+    from ._backend import sde_kernel_costs
+
+    costs, states = sde_kernel_costs(problem, runs)
+    return dataclasses.replace(problem, sde_costs=costs, sde_states=states)
 
 
 def plan_runs(specs) -> tuple[list, dict]:

@@ -33,6 +33,7 @@ CSV_COLUMNS = (
     "n_samples",
     "fd",
     "peer",
+    "backend",
 )
 
 

@@ -21,7 +21,8 @@ __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_c
            "class_of_config", "keys_of", "summary", "BETA_SCHEDULES", "threshold",
            "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
            "announced_timesteps", "takes_zero_step", "check_thresholding", "check_step_options",
-           "accepts", "source_points"]  # fmt: skip
+           "accepts", "source_points", "source_defaults", "EDM_CLASSES", "announce_tail",
+           "register_other_entries"]  # fmt: skip
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "exp")
 #: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
@@ -124,6 +125,14 @@ def class_of_config(config: dict):
     return min(found, key=lambda name: (len(name), name)) if found else None
 
 
+def source_defaults(source) -> dict:
+    """The constructor defaults of diffusers scheduler class ``source`` (a name, or ``None``: no entries)."""
+    if source is None or not is_scheduler_class(source):
+        return {}
+    params = inspect.signature(getattr(diffusers, source).__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty and p.name != "self"}
+
+
 def keys_of(cls, config: dict) -> dict:
     """The entries of ``config`` that ``cls``'s constructor takes (no warnings about the others)."""
     params = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
@@ -136,6 +145,9 @@ def keys_of(cls, config: dict) -> dict:
 #: variable of k-diffusion and EDM), ``init_noise_sigma`` is about ``sigma_max``, and ``scale_model_input`` divides by
 #: ``sqrt(sigma^2 + 1)``
 SIGMA_STATE_CLASSES = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler")
+#: diffusers' scheduler classes of EDM's preconditioned networks (no DDPM training schedule; see
+#: :mod:`sdekit.interop._diffusers_edm`)
+EDM_CLASSES = ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler")
 
 
 def check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value,
@@ -198,6 +210,8 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
     in."""
     N = sde.num_timesteps
     zero = cfg.final_sigmas_type == "zero"
+    if sigmas is not None and cfg.timestep_source in EDM_CLASSES:  # (EDMEuler reads them as its schedule's ramp)
+        return source_points(cfg, sigmas=torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1).cpu())
     if sigmas is not None:
         levels = np.asarray(sigmas.detach().cpu() if _xp.is_torch(sigmas) else sigmas, dtype=np.float64)
         levels = levels.reshape(-1)
@@ -217,6 +231,8 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
         taus = taus.reshape(-1)
         if taus.size < 1 or not np.all(np.isfinite(taus)) or np.any(np.diff(taus) > 0):
             raise ValueError(f"timesteps must decrease (repeats are removed), got {summary(taus)}")
+        if cfg.timestep_source in EDM_CLASSES:
+            raise ValueError(f"{cfg.timestep_source}'s schedule takes num_inference_steps or sigmas, not timesteps")
         if taus[0] > N - 1 or taus[-1] < 0:
             raise ValueError(f"timesteps must lie in [0, {N - 1}], got {summary(taus)}")
         integral = bool(np.all(taus == np.round(taus)))
@@ -323,3 +339,54 @@ def takes_zero_step(plan) -> bool:
     except (ZeroDivisionError, FloatingPointError):
         return False
     return bool(np.all(np.isfinite(st.x)))
+
+
+def announce_tail(timesteps, taus, solver_name, index, k, plan, requests) -> None:
+    """A fresh run from step point ``k`` evaluates where the whole schedule's tail does, except for solvers that
+    shape their steps by the number of steps (EDM's churn ``S_churn / n_steps``): their new stage timesteps are
+    written into ``timesteps[index:]`` in place, so a pipeline's slice of it sees them."""
+    if not requests[0][3]:
+        raise ValueError(
+            f"solver {solver_name!r} evaluates the network first at another state than the step's own "
+            f"(EDM's churn) when it starts at step {k}: a pipeline evaluates its first timestep on its initial "
+            "latents; use S_churn=0 or S_tmax below this noise level"
+        )
+    tail = timesteps[index:]
+    values = announced_timesteps(plan.sde, taus[k:], plan.grid, requests)
+    if len(values) != len(tail):
+        raise ValueError(
+            f"solver {solver_name!r} started at step {k} makes {len(values)} evaluations where the whole "
+            f"schedule lists {len(tail)}; start at step 0, or use a solver whose evaluations do not depend on the "
+            "number of steps"
+        )
+    new = torch.tensor(values, dtype=torch.float64)
+    if not torch.equal(new, tail.to(torch.float64).cpu()):
+        if not tail.is_floating_point() and not all(float(v).is_integer() for v in values):
+            raise ValueError(
+                f"solver {solver_name!r} started at step {k} evaluates at timesteps {summary(values)}, "
+                f"not at the listed {summary(tail)}"
+            )
+        tail.copy_(new.to(tail.dtype))
+
+
+def register_other_entries(model, config: dict, init_keys) -> None:
+    """Register on ``model`` (an :class:`SdekitScheduler` just built from ``config``) the config's entries that its
+    constructor does not take (saving and loading keeps them; its source class's as that class reads them, so that
+    DPM-Solver's ``algorithm_type="deis"`` reads ``"dpmsolver++"``), and the source class's defaults for its other
+    entries (``config.predictor_order`` reads as the source's own config reads it), the latter listed in
+    ``_use_default_values`` so that another class's ``from_config`` leaves them out, as it leaves out the source's own
+    defaults."""
+    hidden = {k: v for k, v in config.items() if k not in init_keys and not k.startswith("_")}
+    source = model.config.timestep_source
+    if hidden and is_scheduler_class(source):  # as the source class reads them (DPM-Solver: algorithm_type "deis")
+        src_cls = getattr(diffusers, source)
+        own = src_cls.from_config(keys_of(src_cls, config)).config
+        hidden = {k: own.get(k, v) for k, v in hidden.items()}
+    carried = {k: v for k, v in source_defaults(model.config.timestep_source).items()
+               if k not in init_keys and k not in hidden}  # fmt: skip
+    if config.get("_class_name") == type(model).__name__:  # as diffusers' from_config keeps them
+        hidden.update({k: config[k] for k in ("_class_name", "_diffusers_version") if k in config})
+    if hidden or carried:
+        model.register_to_config(**hidden, **carried)
+    if carried:
+        model.register_to_config(_use_default_values=sorted({*model.config.get("_use_default_values", ()), *carried}))

@@ -10,7 +10,7 @@ import numpy as np
 
 from ._diffusers_config import SIGMA_STATE_CLASSES, alphas_cumprod_of, training_betas
 
-__all__ = ["source_method", "method_init", "sa_solver_method"]
+__all__ = ["source_method", "method_init", "sa_solver_method", "edm_method"]
 
 
 def source_method(name: str, config: dict):
@@ -73,7 +73,32 @@ def source_method(name: str, config: dict):
         return ("deis", {"order": order, "variant": "logrho"}, conv, None)
     if name == "SASolverScheduler":
         return sa_solver_method(config, conv, lof)
+    if name in ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"):
+        return edm_method(name, config, order, lof)
     return None
+
+
+def edm_method(name: str, config: dict, order: int, lof: bool):
+    """diffusers' EDM schedulers (:mod:`sdekit.interop._diffusers_edm`): the EDM variable and preconditioning
+    (``state_variable="edm"``); Euler in ``s`` is DDIM (``dpmpp_pc`` of order 1), the multistep one DPM-Solver++."""
+    conv = {"state_variable": "edm"}
+    if name == "EDMEulerScheduler":
+        return ("dpmpp_pc", {"order": 1, "corrector": False}, conv, None)
+    conv["lower_order_final"] = lof
+    sde = config.get("algorithm_type", "dpmsolver++").startswith("sde-")
+    diff = None
+    if config.get("euler_at_final", False):
+        diff = "euler_at_final=True: sdekit's last steps follow lower_order_final only"
+    elif order == 2 and config.get("solver_type", "midpoint") != "midpoint":
+        diff = f"solver_type={config.get('solver_type')!r}: sdekit's second-order step is the 'midpoint' one"
+    if order == 1:
+        return ("dpmpp_sde_pc" if sde else "dpmpp_pc", {"order": 1, "corrector": False}, conv, diff)
+    if order == 2:
+        return ("dpmpp_2m_sde" if sde else "dpmpp_2m", {}, conv, diff)
+    if sde:
+        diff = "solver_order=3 with an SDE: sdekit's third-order SDE multistep formula differs from diffusers'"
+        return ("dpmpp_3m_sde", {}, conv, diff)
+    return ("dpmpp_3m", {"reference_d2": True}, conv, diff)
 
 
 def sa_solver_method(config: dict, conv: dict, lof: bool):

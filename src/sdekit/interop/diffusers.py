@@ -43,10 +43,12 @@ from ..solvers import SOLVERS, get_solver, parse_solver_spec
 from ..solvers.base import solver_options as options_of
 from ..validation import integer_at_least
 from ._diffusers_config import (
+    EDM_CLASSES,
     SPACINGS,
     Draws,
     GeneratorNoise,
     alphas_cumprod_of,
+    announce_tail,
     announced_timesteps,
     check_step_options,
     check_thresholding,
@@ -55,12 +57,14 @@ from ._diffusers_config import (
     config_dict,
     is_scheduler_class,
     keys_of,
+    register_other_entries,
     schedule_points,
     summary,
     takes_zero_step,
     threshold,
     training_betas,
 )
+from ._diffusers_edm import edm_alphas_cumprod, edm_denoised, edm_input_scale, edm_source, edm_training_points
 from ._diffusers_methods import method_init
 from ._diffusers_score import (
     PREDICTION_TYPES,
@@ -77,7 +81,7 @@ __all__ = ["SdekitScheduler", "score_from_diffusers", "sde_from_diffusers", "Dif
 
 FINAL_SIGMAS = ("zero", "sigma_min")
 #: the pipeline's latents: the VP state ``x`` (DDPM, DDIM, DPM-Solver, UniPC, DEIS) or ``x / alpha`` (Euler, Heun)
-STATE_VARIABLES = ("vp", "sigma")
+STATE_VARIABLES = ("vp", "sigma", "edm")
 DEFAULT_SOLVER = "dpmpp_2m"
 
 
@@ -112,10 +116,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     seed : int, optional
         SDE solvers: ``None`` draws their normals from the pipeline's ``generator`` (as diffusers' schedulers do);
         an integer uses sdekit's counter-based noise, the numbers ``sdekit.sample`` would give sample ``i``.
-    state_variable : {"vp", "sigma"}
+    state_variable : {"vp", "sigma", "edm"}
         The pipeline's latents: the VP state ``x`` (``init_noise_sigma = 1``, ``scale_model_input`` the identity: DDPM,
         DDIM, DPM-Solver, UniPC, DEIS) or ``x / alpha`` (diffusers' Euler and Heun: ``init_noise_sigma`` about
-        ``sigma_max``, ``scale_model_input`` divides by ``sqrt(sigma^2 + 1)``); the solver runs on ``x`` either way.
+        ``sigma_max``, ``scale_model_input`` divides by ``sqrt(sigma^2 + 1)``); ``"edm"``: ``x / alpha`` with EDM's
+        preconditioning (an EDM ``timestep_source``, :mod:`sdekit.interop._diffusers_edm`); the solver runs on ``x``.
     lower_order_final : bool, optional
         Given to any solver that has this option (and is not given it otherwise): the source scheduler's convention.
     thresholding, dynamic_thresholding_ratio, sample_max_value, clip_sample, clip_sample_range
@@ -237,6 +242,21 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         self._idle = False
         self._step_index = self._begin_index = None
         self._draws = Draws()
+        self._edm = None
+        if timestep_source in EDM_CLASSES:
+            self._edm_process()
+        elif state_variable == "edm":
+            raise ValueError(f"state_variable='edm' needs an EDM timestep_source {list(EDM_CLASSES)}")
+
+    def _edm_process(self):
+        """An EDM source's training noise levels ``s`` as the process (``abar = 1 / (1 + s^2)``) and its timesteps
+        (``c_noise``), from the config's entries for that class (:mod:`sdekit.interop._diffusers_edm`)."""
+        self._edm = edm_source(self.config.timestep_source, self.config)
+        self.alphas_cumprod = ac = edm_alphas_cumprod(self._edm)
+        self.alphas = ac / torch.cat([ac.new_ones(1), ac[:-1]])
+        self.betas = 1.0 - self.alphas
+        self.sde = DiscreteVPSDE(alphas_cumprod=ac)
+        self.timesteps = self._edm.timesteps.clone()
 
     # -- config ----------------------------------------------------------------------------------------------
     @classmethod
@@ -267,11 +287,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
                 check_training_schedule(config, f"config (of {source})")  # refuses flow matching
             src = src_cls.from_config(keys_of(src_cls, config))
-            if getattr(src, "alphas_cumprod", None) is None:
+            if getattr(src, "alphas_cumprod", None) is None and source not in EDM_CLASSES:
                 raise ValueError(f"config (of {source}) has no training schedule (alphas_cumprod)")
             resolved = dict(src.config)
             init["timestep_source"] = source
-        if "solver" not in config:  # (an SdekitScheduler config has its own defaults for what it leaves out)
+        if "solver" not in config and source not in EDM_CLASSES:  # (ours has its own defaults for what it leaves out)
             check_training_schedule(resolved, "config")
         named = "solver" in kwargs
         if "timestep_source" in init:  # the source's own method, unless a solver is named, and its conventions
@@ -289,11 +309,9 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if options:
             init["solver_options"] = {**(init.get("solver_options") or {}), **options}
         model = cls(**init)
-        hidden = {k: v for k, v in config.items() if k not in init_keys and not k.startswith("_")}
-        if config.get("_class_name") == cls.__name__:  # as diffusers' from_config keeps them
-            hidden.update({k: config[k] for k in ("_class_name", "_diffusers_version") if k in config})
-        if hidden:
-            model.register_to_config(**hidden)
+        register_other_entries(model, config, init_keys)
+        if model.config.timestep_source in EDM_CLASSES:  # (with the config's entries for that class)
+            cls._edm_process(model)
         return (model, {}) if return_unused_kwargs else model
 
     solver = property(lambda self: self._solver, doc="The sdekit solver instance.")
@@ -335,6 +353,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
 
     def _training_schedule(self):
         """The schedule before any :meth:`set_timesteps`: every training timestep (as in diffusers' DDPM, Euler)."""
+        if self._edm is not None:
+            return self._set_schedule(*edm_training_points(self._edm), None)
         self._set_schedule(np.arange(self.sde.num_timesteps - 1, -1, -1, dtype=np.float64), None, None)
 
     def _set_schedule(self, taus, levels, device):
@@ -396,6 +416,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         Heun rule)."""
         if self.config.state_variable == "vp":
             return 1.0
+        if self._edm is not None:  # (EDM's own: sqrt(sigma_max^2 + 1))
+            return self._edm.init_noise_sigma
         if self.sigmas is not None:
             top = self.sigmas.max()
         else:
@@ -422,7 +444,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if self._plan is None:  # the training schedule (diffusers' Euler and Heun before set_timesteps)
             self._training_schedule()
         index = self._step_index if self._step_index is not None else self._start_index(timestep)
-        return sample * self._alpha(self._request_time(index))
+        t = self._request_time(index)
+        if self.config.state_variable == "edm":  # c_in x_s
+            alpha, sigma = (float(c) for c in self.sde.marginal(t))
+            return sample * edm_input_scale(sigma / alpha, float(self._edm.config.sigma_data))
+        return sample * self._alpha(t)
 
     # -- stepping --------------------------------------------------------------------------------------------
     def _noise(self, plan, x):
@@ -464,38 +490,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             requests = plan_requests(plan)
             if self._idle:
                 requests.append((plan.n_solver_steps, 0, float(plan.grid[-1]), True))
-            self._announce_tail(index, k, plan, requests)
+            announce_tail(self.timesteps, self._taus, self._solver.name, index, k, plan, requests)
         work = sample.to(torch.float32) if sample.dtype in (torch.float16, torch.bfloat16) else sample
         self._run = (plan, requests, index)
         self._stepper = Stepper(plan, work, self._noise(plan, work))
         self._step_index = index
-
-    def _announce_tail(self, index, k, plan, requests):
-        """A fresh run from step point ``k`` evaluates where the whole schedule's tail does, except for solvers that
-        shape their steps by the number of steps (EDM's churn ``S_churn / n_steps``): their new stage timesteps are
-        written into ``self.timesteps[index:]`` in place, so a pipeline's slice of it sees them."""
-        if not requests[0][3]:
-            raise ValueError(
-                f"solver {self._solver.name!r} evaluates the network first at another state than the step's own "
-                f"(EDM's churn) when it starts at step {k}: a pipeline evaluates its first timestep on its initial "
-                "latents; use S_churn=0 or S_tmax below this noise level"
-            )
-        tail = self.timesteps[index:]
-        values = announced_timesteps(plan.sde, self._taus[k:], plan.grid, requests)
-        if len(values) != len(tail):
-            raise ValueError(
-                f"solver {self._solver.name!r} started at step {k} makes {len(values)} evaluations where the whole "
-                f"schedule lists {len(tail)}; start at step 0, or use a solver whose evaluations do not depend on the "
-                "number of steps"
-            )
-        new = torch.tensor(values, dtype=torch.float64)
-        if not torch.equal(new, tail.to(torch.float64).cpu()):
-            if not tail.is_floating_point() and not all(float(v).is_integer() for v in values):
-                raise ValueError(
-                    f"solver {self._solver.name!r} started at step {k} evaluates at timesteps {summary(values)}, "
-                    f"not at the listed {summary(tail)}"
-                )
-            tail.copy_(new.to(tail.dtype))
 
     def step(self, model_output, timestep, sample, generator=None, return_dict: bool = True, eta: float = 0.0,
              use_clipped_model_output=None, variance_noise=None):  # fmt: skip
@@ -535,7 +534,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         _, _, t, at_state = requests[self._step_index - offset]
         work_dtype = st.x.dtype
         alpha, sigma = (float(c) for c in self.sde.marginal(t))
-        sigma_state = self.config.state_variable == "sigma"
+        sigma_state = self.config.state_variable != "vp"
         if at_state:  # the evaluation is at the step's own state: the pipeline's latents
             x = sample if sample.dtype == work_dtype else sample.to(work_dtype)
             st.adopt(x * alpha if sigma_state else x)
@@ -562,9 +561,14 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     def _score(self, out, x, alpha: float, sigma: float):
         """The score from a network output, its data prediction thresholded or clipped first if asked."""
         cfg = self.config
-        if not (cfg.thresholding or cfg.clip_sample):
+        if self._edm is not None:  # EDM's preconditioning: D = c_skip x_s + c_out F
+            x0 = edm_denoised(cfg.prediction_type, out, x / alpha, sigma / alpha, float(self._edm.config.sigma_data))
+            if not (cfg.thresholding or cfg.clip_sample):
+                return score_of_output("sample", x0, x, alpha, sigma)
+        elif not (cfg.thresholding or cfg.clip_sample):
             return score_of_output(cfg.prediction_type, out, x, alpha, sigma)
-        x0 = (x + (sigma * sigma) * score_of_output(cfg.prediction_type, out, x, alpha, sigma)) / alpha
+        else:
+            x0 = (x + (sigma * sigma) * score_of_output(cfg.prediction_type, out, x, alpha, sigma)) / alpha
         x0 = threshold(x0, thresholding=cfg.thresholding, ratio=cfg.dynamic_thresholding_ratio,
                        max_value=cfg.sample_max_value, clip=cfg.clip_sample,
                        clip_range=cfg.clip_sample_range)  # fmt: skip
@@ -573,6 +577,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     def add_noise(self, original_samples, noise, timesteps):
         """``alpha x_0 + sigma noise`` at the (per-sample) ``timesteps`` (``x_0 + (sigma / alpha) noise`` for
         ``state_variable="sigma"``); a timestep of the schedule is at its step point's noise level."""
+        if self._edm is not None and self._plan is None:  # (its timesteps are c_noise: the training schedule's)
+            self._training_schedule()
         tau = torch.as_tensor(timesteps).to(torch.float64).reshape(-1).cpu().numpy()
         t = np.asarray(self.sde.t_from_timestep(tau), dtype=np.float64).reshape(-1)
         if self._plan is not None:  # the schedule's own levels (a source's real-valued sigmas)
@@ -583,7 +589,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                     points.setdefault(float(listed[j]), t_j)
             t = np.array([points.get(float(value), t_i) for value, t_i in zip(tau, t)], dtype=np.float64)
         alpha, sigma = (np.asarray(v, dtype=np.float64).reshape(-1) for v in self.sde.marginal(t))
-        if self.config.state_variable == "sigma":
+        if self.config.state_variable != "vp":
             alpha, sigma = np.ones_like(alpha), sigma / alpha
         like = original_samples
         a = _xp.per_sample(torch.as_tensor(alpha, dtype=like.dtype, device=like.device), like)

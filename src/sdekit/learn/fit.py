@@ -13,11 +13,16 @@ The method, in three stages, on a plain numpy score (no autograd):
 3. **Polish.** Nelder--Mead on the few remaining parameters -- the shares of the log noise level taken by the
    steps (softmax, so every candidate is a decreasing grid) and the log offsets of the noise level told to the
    score -- minimising the training endpoint RMS *after* stage 2 for each candidate.
+4. **Mining.** The pool points where the polished solver disagrees most with a cheap teacher (the base on three
+   times the steps) join the training points -- the trajectories it sends to another mixture component, which the
+   warm-up sample rarely holds (:mod:`.points`) -- and a second polish starts from it.
 
-The solver returned is chosen among the base solver on its grid, stage 2 alone on that grid, and stages 2 + 3: the
-one with the least RMS on ``guard`` fresh start points (or, with ``guard=0``, on the held-out part of the warm-up
-points, ``holdout``), so the result is never worse than its base on those points. ``fitted.report`` gives the
-train, held-out and guard errors of each.
+The warm-up points themselves are drawn from a larger pool with probabilities that grow with the base solver's
+disagreement with the cheap teacher, with importance weights (:func:`.points.select`). The solver returned is
+chosen among the base solver on its grid, stage 2 alone, stage 3 and stage 4: the one with the least RMS on
+``guard`` fresh start points (or, with ``guard=0``, on the held-out part of the warm-up points, ``holdout``), so the
+result is never worse than its base on those points. ``fitted.report`` gives the train, held-out and guard errors
+of each.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from ..noise import check_seed
 from ..sdes import LinearSDE
 from ..solvers import get_solver
 from ..solvers._common import coeffs
-from ..validation import boolean, positive_int, positive_number
+from ..validation import boolean, integer_at_least, positive_int, positive_number
+from .points import cheap_reference, disagreement, select, warmup_pool
 from .solver import LearnedSolver, base_tables
 from .teacher import DenseTeacher
 
@@ -89,20 +95,29 @@ class _Fitter:
         self.denoise, self.ridge = denoise, ridge
         self.fit_scales, self.history = fit_scales, history
 
-    def solver(self, grid, offsets, rows, fit=True):
-        """The learned solver on ``grid`` with ``offsets``, its corrections fitted on ``rows`` (``fit=False``:
-        the base's values)."""
+    def extend(self, teacher, ref_out, weights):
+        """Append the trajectories of ``teacher`` (their reference outputs ``ref_out``) to the fitted points; the
+        importance weights of all points become ``weights``."""
+        self.teacher.extend(teacher)
+        self.ref, self.ref_out = self.teacher.endpoint, np.concatenate([self.ref_out, ref_out])
+        self.weights = weights
+
+    def fitted(self, grid, offsets, rows, fit=True):
+        """``(solver, error)``: the learned solver on ``grid`` with ``offsets``, its corrections fitted on ``rows``
+        (``fit=False``: the base's values), and its :meth:`error` on ``rows`` -- from the one run that fits it (the
+        fitting run's output is the fitted solver's: step ``k`` is applied with its fitted values)."""
+        solver = self._build(grid, offsets, fit)
+        return solver, self._error_of(self._run(solver, rows, fit=fit), rows)
+
+    def _build(self, grid, offsets, fit):
         weights0, orders0 = base_tables(self.base, self.sde, grid)
         n_steps = len(grid) - 1
         h = max(self.history, weights0.shape[1])
         weights = np.zeros((n_steps, h))
         weights[:, : weights0.shape[1]] = weights0
         orders = orders0.copy() if not fit else np.minimum(np.arange(n_steps) + 1, h)
-        solver = LearnedSolver(self.sde, "", grid, weights, orders, None, offsets, afs=self.base.afs,
-                               denoise=self.denoise)  # fmt: skip
-        if fit:
-            self._run(solver, rows, fit=True)
-        return solver
+        return LearnedSolver(self.sde, "", grid, weights, orders, None, offsets, afs=self.base.afs,
+                             denoise=self.denoise)  # fmt: skip
 
     def _run(self, solver, rows, fit=False):
         """Run ``solver`` on the warm-up points ``rows`` (fitting its steps in place when ``fit``); the output."""
@@ -159,33 +174,13 @@ class _Fitter:
     def error(self, solver, rows) -> float:
         """Weighted RMS over ``rows`` of ``|output - reference output|`` (an estimate of the RMS over the law the
         warm-up pool was drawn from)."""
-        x = self._run(solver, rows)
+        return self._error_of(self._run(solver, rows), rows)
+
+    def _error_of(self, x, rows) -> float:
         d = (x - self.ref_out[rows]).reshape(len(x), -1)
         w = self.weights[rows]
         err = float(np.sqrt(np.sum(w * np.sum(d * d, axis=1)) / np.sum(w)))
         return err if math.isfinite(err) else math.inf
-
-
-def _select(process, base, pool, n, n_steps, t_end, seed, factor=3):
-    """``(rows, weights)``: warm-up points of ``pool`` from ``n`` draws with probability ``q_i = (1/M + e_i^2 / sum e^2)
-    / 2`` (with replacement), ``e_i = |base on n_steps steps - base on factor * n_steps steps|`` from pool point ``i``
-    (a cheap proxy of the base's error), and importance weights ``1 / (M q_i)`` (``M``: the pool's size), so that
-    weighted means estimate means over the pool while the trajectories where the base errs most -- the rare ones
-    that end in another mixture component -- are ``M / (2 n)`` times more likely to be among the fitted points."""
-    m = pool.shape[0]
-    outs = []
-    for steps in (n_steps, factor * n_steps):
-        grid = make_grid(process.sde, steps, base.default_grid, t_end)
-        outs.append(np.asarray(solve(process, pool, float(grid[0]), float(grid[-1]), base, grid=grid).x))
-    e2 = np.sum((outs[0] - outs[1]).reshape(m, -1) ** 2, axis=1)
-    q = 0.5 / m + (0.5 * e2 / e2.sum() if e2.sum() > 0 and np.all(np.isfinite(e2)) else 0.5 / m)
-    rng = np.random.default_rng(seed)
-    draws = rng.choice(m, size=n, replace=True, p=q / q.sum())
-    rows, counts = np.unique(draws, return_counts=True)  # a point drawn twice is fitted once, with twice the weight
-    order = rng.permutation(len(rows))  # the held-out part is a random part
-    rows, counts = rows[order], counts[order]
-    weights = counts / (m * q[rows])
-    return rows, weights / weights.mean()
 
 
 def _solver_error(process, solver, x, ref, denoise) -> float:
@@ -199,21 +194,6 @@ def _solver_error(process, solver, x, ref, denoise) -> float:
         out = tweedie_denoise(sde, process.score, out, float(solver.grid[-1]))
     err = float(np.sqrt(np.mean(np.sum((out - ref).reshape(len(x), -1) ** 2, axis=1))))
     return err if math.isfinite(err) else math.inf
-
-
-def _check_x_T(x_T, score, shape):
-    x_T = np.asarray(x_T)
-    if x_T.ndim < 2 or x_T.shape[0] < 8 or x_T.dtype.kind != "f":
-        raise ValueError(f"x_T must be a float array (n, *event) with n >= 8 warm-up points, got shape "
-                         f"{x_T.shape} and dtype {x_T.dtype}")  # fmt: skip
-    event = shape if shape is not None else getattr(score, "event_shape", None)
-    if event is not None:
-        event = (int(event),) if np.ndim(event) == 0 else tuple(int(v) for v in event)
-        if tuple(x_T.shape[1:]) != event:
-            raise ValueError(f"x_T has shape {x_T.shape}; the score's event shape is {event}: (n, *{event}) needed")
-    if not np.all(np.isfinite(x_T)):
-        raise ValueError("x_T has non-finite values")
-    return x_T.astype(np.float64)
 
 
 def fit(
@@ -243,6 +223,7 @@ def fit(
     teacher_tol: float = 1e-9,
     teacher_levels: int = 96,
     density=None,
+    mine: int | None = None,
 ) -> LearnedSolver:
     """A :class:`LearnedSolver` with at most ``nfe`` score evaluations per sample, fitted to teacher trajectories
     of ``score`` (see the module docstring and ``docs/learn.md``).
@@ -286,6 +267,11 @@ def fit(
         points instead). Rare trajectories that a fitted solver sends to another mixture component carry most of
         the RMS at few steps, and a fit changes which ones; a few hundred points cannot see them, a few thousand
         can.
+    mine : int, optional
+        Pool points added to the training points after the polish: those where the polished solver disagrees most
+        with the base on three times the steps (default ``n // 8``; 0: none), followed by a second polish from
+        the polished solver (the ``mined`` candidate). The polish and this second one share ``max_evals`` and
+        ``time_limit`` equally. Only when the pool holds more than ``n`` points.
     polish, offsets, scales : bool
         Stage 3 at all; time offsets among its parameters; a fitted factor on ``x_hat`` per step.
     history : int
@@ -300,19 +286,22 @@ def fit(
     Returns
     -------
     LearnedSolver
-        With ``report``: ``train`` / ``heldout`` RMS of ``fitted``, ``base`` and ``least_squares``, the
-        ``choice``, ``n_train`` / ``n_heldout``, ``seconds``, ``score_calls`` and ``score_rows`` spent fitting.
+        With ``report``: ``train`` / ``heldout`` / ``guard`` RMS of each candidate (``base``, ``least_squares``,
+        ``polished``, ``mined``; train errors on the final training points, mined ones included), the ``choice``,
+        ``n_train`` / ``n_heldout`` / ``n_mined``, ``seconds``, ``score_calls`` and ``score_rows`` spent fitting.
     """
     started = time.perf_counter()
     nfe, denoise, progress, bases, base_solver, evals = _check_arguments(sde, score, nfe, base, denoise, progress)
     t_end = sde.eps if t_end is None else positive_number("t_end", t_end)
-    x_T = _warmup_pool(sde, score, x_T, shape, n, oversample, seed)
+    x_T = warmup_pool(sde, score, x_T, shape, n, oversample, seed)
+    mine = positive_int("n", n) // 8 if mine is None else integer_at_least("mine", mine, 0)
     st = _State(sde, nfe, denoise, progress, started, bases, base_solver, evals, t_end, seed)
     _warmup_points(st, score, x_T, n, teacher, holdout, history)
     _prepare_teacher(st, density, teacher_tol, teacher_levels, ridge, scales)
     _choose_base(st)
     _least_squares(st)
-    _polish(st, polish, offsets, max_evals, time_limit)
+    _polish(st, polish, offsets, max_evals, time_limit, share=0.5 if mine and st.pool is not None else 1.0)
+    _mine(st, mine, polish, offsets, max_evals, time_limit)
     return _guard_and_report(st, guard, teacher_tol)
 
 
@@ -341,6 +330,13 @@ class _State:
     train: slice | None = None
     held: slice | None = None
     point_weights: np.ndarray | None = None
+    pool: np.ndarray | None = None  # the pool the warm-up points were drawn from (when it held more than n)
+    pool_fine: np.ndarray | None = None  # the base's output on the pool on 3x its steps (the cheap teacher)
+    pool_p: np.ndarray | None = None  # inclusion probabilities of the pool points
+    pool_rows: np.ndarray | None = None  # pool row of each warm-up point
+    teacher_options: dict = field(default_factory=dict)
+    n_mined: int = 0  # training points added by the mining stage
+    best_p: dict = field(default_factory=dict)  # candidate -> its polish parameters
     n_steps: int = 0
     fitter: _Fitter | None = None
     base: str = ""  # the chosen base's spec
@@ -381,21 +377,10 @@ def _check_arguments(sde, score, nfe, base, denoise, progress):
     return nfe, denoise, progress, bases, base_solver, evals
 
 
-def _warmup_pool(sde, score, x_T, shape, n, oversample, seed):
-    """The pool of warm-up start points (M, *event), float64: ``x_T`` checked, or ``oversample * n`` prior draws."""
-    if x_T is None:
-        event = shape if shape is not None else getattr(score, "event_shape", None)
-        if event is None:
-            raise ValueError("give x_T, or shape=(d,), or a score with event_shape")
-        event = (int(event),) if np.ndim(event) == 0 else tuple(int(v) for v in event)
-        x_T = sde.prior_sample((positive_int("n", n) * positive_int("oversample", oversample),) + event,
-                               seed=check_seed(seed))  # fmt: skip
-    return _check_x_T(x_T, score, shape)
-
-
 def _warmup_points(st, score, x_T, n, teacher, holdout, history):
-    """Check the remaining options; count the score; draw ``n`` warm-up points of the pool (:func:`_select`) and
-    split them into the training and held-out parts."""
+    """Check the remaining options; count the score; draw ``n`` warm-up points of the pool (:func:`.points.select`,
+    weighted by the base's disagreement with the cheap teacher) and split them into the held-out and training
+    parts."""
     n = positive_int("n", n)
     if teacher is not None and not callable(teacher):
         raise TypeError(f"teacher must be callable x_T -> x_0, got {teacher!r}")
@@ -408,14 +393,18 @@ def _warmup_points(st, score, x_T, n, teacher, holdout, history):
     st.process = st.sde.probability_flow(st.counted)
     st.pool_size = x_T.shape[0]
     if st.pool_size > n:
-        rows, st.point_weights = _select(st.process, st.base_solver, x_T, n, st.n_steps, st.t_end, check_seed(st.seed))
-        x_T = x_T[rows]
+        coarse, st.pool_fine = cheap_reference(st.process, st.base_solver, x_T, st.n_steps, st.t_end)
+        st.pool_rows, st.pool_p = select(disagreement(coarse, st.pool_fine), n, check_seed(st.seed))
+        st.pool = x_T
+        x_T = x_T[st.pool_rows]
+        st.point_weights = 1.0 / st.pool_p[st.pool_rows]
+        st.point_weights /= st.point_weights.mean()
     else:
         st.point_weights = np.ones(st.pool_size)
     st.x_T = x_T
     st.n_all = x_T.shape[0]
     st.n_hold = int(round(holdout * st.n_all))
-    st.train, st.held = slice(0, st.n_all - st.n_hold), slice(st.n_all - st.n_hold, st.n_all)
+    st.held, st.train = slice(0, st.n_hold), slice(st.n_hold, st.n_all)  # mined points join the training part
 
 
 def _prepare_teacher(st, density, teacher_tol, teacher_levels, ridge, scales):
@@ -423,7 +412,19 @@ def _prepare_teacher(st, density, teacher_tol, teacher_levels, ridge, scales):
     sde, x_T = st.sde, st.x_T
     if density is None and getattr(getattr(st.counted.fn, "density", None), "exact_flow", False):
         density = st.counted.fn.density
-    dense = DenseTeacher(st.process, x_T, st.t_end, density=density, tol=teacher_tol, levels=teacher_levels)
+    st.teacher_options = {"density": density, "tol": teacher_tol, "levels": teacher_levels}
+    dense, ref_out = _teach(st, x_T)
+    st.say(f"teacher: {st.n_all} trajectories, {st.counted.calls} score calls")
+    ridge = float(ridge)
+    if not (math.isfinite(ridge) and ridge >= 0.0):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    st.fitter = _Fitter(sde, st.counted, st.base_solver, dense, ref_out, st.denoise, ridge, boolean("scales", scales),
+                        st.history, st.point_weights)  # fmt: skip
+
+
+def _teach(st, x_T):
+    """``(dense teacher, reference outputs)`` of the start points ``x_T`` (``st.teacher``'s outputs when given)."""
+    dense = DenseTeacher(st.process, x_T, st.t_end, **st.teacher_options)
     if st.teacher is not None:
         ref_out = np.asarray(st.teacher(x_T))
         if ref_out.shape != x_T.shape:
@@ -433,13 +434,8 @@ def _prepare_teacher(st, density, teacher_tol, teacher_levels, ridge, scales):
     else:
         ref_out = dense.endpoint
         if st.denoise:
-            ref_out = tweedie_denoise(sde, st.counted, ref_out, st.t_end)
-    st.say(f"teacher: {st.n_all} trajectories, {st.counted.calls} score calls")
-    ridge = float(ridge)
-    if not (math.isfinite(ridge) and ridge >= 0.0):
-        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
-    st.fitter = _Fitter(sde, st.counted, st.base_solver, dense, ref_out, st.denoise, ridge, boolean("scales", scales),
-                        st.history, st.point_weights)  # fmt: skip
+            ref_out = tweedie_denoise(st.sde, st.counted, ref_out, st.t_end)
+    return dense, ref_out
 
 
 def _choose_base(st):
@@ -449,7 +445,7 @@ def _choose_base(st):
         fitter.base = solver
         steps_b = st.evals + int(solver.afs)
         grid_b = make_grid(st.sde, steps_b, solver.default_grid, st.t_end)
-        st.base_err[spec] = fitter.error(fitter.solver(grid_b, np.zeros(steps_b), st.train, fit=False), st.train)
+        st.base_err[spec] = fitter.fitted(grid_b, np.zeros(steps_b), st.train, fit=False)[1]
     st.base = min(st.base_err, key=st.base_err.get)
     st.base_solver = fitter.base = st.bases[st.base]
     st.n_steps = st.evals + int(st.base_solver.afs)
@@ -459,17 +455,17 @@ def _least_squares(st):
     """Stage 2 on the base grid: the candidates ``base`` (untrained) and ``least_squares``, their training errors."""
     fitter, n_steps = st.fitter, st.n_steps
     st.grid0 = make_grid(st.sde, n_steps, st.base_solver.default_grid, st.t_end)
-    untrained = fitter.solver(st.grid0, np.zeros(n_steps), st.train, fit=False)
-    first = fitter.solver(st.grid0, np.zeros(n_steps), st.train)
+    untrained, st.train_err["base"] = fitter.fitted(st.grid0, np.zeros(n_steps), st.train, fit=False)
+    first, st.train_err["least_squares"] = fitter.fitted(st.grid0, np.zeros(n_steps), st.train)
     st.candidates.update({"base": untrained, "least_squares": first})
-    st.train_err.update({k: fitter.error(v, st.train) for k, v in st.candidates.items()})
     st.say(f"least squares on the base grid: train RMS {st.train_err['least_squares']:.3e} "
            f"(base {st.train_err['base']:.3e})")  # fmt: skip
 
 
-def _polish(st, polish, offsets, max_evals, time_limit):
+def _polish(st, polish, offsets, max_evals, time_limit, key="polished", start=None, share=1.0):
     """Stage 3: Nelder--Mead on the grid's shares of the log noise level and the score-time offsets, each candidate
-    refitted by stage 2; the best on the training points becomes the ``polished`` candidate."""
+    refitted by stage 2; the best on the training points becomes candidate ``key``. The search starts from the base
+    grid with zero offsets, or from the parameters of candidate ``start``, and spends ``share`` of the budget."""
     sde, t_end, n_steps, grid0, fitter, train = st.sde, st.t_end, st.n_steps, st.grid0, st.fitter, st.train
     u0, u1 = math.log(_levels(sde, [sde.T])[0]), math.log(_levels(sde, [t_end])[0])
     evaluated = np.arange(int(st.base_solver.afs), n_steps)  # steps whose score call can be offset
@@ -478,12 +474,18 @@ def _polish(st, polish, offsets, max_evals, time_limit):
         return
     from scipy.optimize import minimize
 
-    levels0 = np.log(_levels(sde, grid0))
-    shares0 = np.log(np.maximum(np.diff(levels0) / (u1 - u0), 1e-12))
     limit = 200 * n_par if max_evals is None else positive_int("max_evals", max_evals)
-    deadline = time.perf_counter() + positive_number("time_limit", time_limit)
-    best = {"err": st.train_err["least_squares"], "solver": st.candidates["least_squares"]}
+    limit = max(1, int(share * limit))
+    deadline = time.perf_counter() + share * positive_number("time_limit", time_limit)
     count = [0]
+    if start is None:
+        levels0 = np.log(_levels(sde, grid0))
+        shares0 = np.log(np.maximum(np.diff(levels0) / (u1 - u0), 1e-12))
+        p0 = np.concatenate([shares0 if n_steps > 1 else [], np.zeros(len(evaluated) if offsets else 0)])
+        best = {"err": st.train_err["least_squares"], "solver": st.candidates["least_squares"], "p": p0}
+    else:
+        p0 = st.best_p[start]
+        best = {"err": math.inf, "solver": st.candidates[start], "p": p0}
 
     def unpack(p):
         shares = p[:n_steps] if n_steps > 1 else np.zeros(1)
@@ -501,17 +503,15 @@ def _polish(st, polish, offsets, max_evals, time_limit):
         if not np.all(np.diff(grid) < 0) or np.any(np.abs(offs) > 2.0):
             return math.inf
         try:
-            cand = fitter.solver(grid, offs, train)
-            err = fitter.error(cand, train)
+            cand, err = fitter.fitted(grid, offs, train)
         except (np.linalg.LinAlgError, FloatingPointError, ValueError, NonFiniteError):
             return math.inf
         if err < best["err"]:
-            best["err"], best["solver"] = err, cand
+            best.update(err=err, solver=cand, p=np.array(p))
         return err
 
-    p0 = np.concatenate([shares0 if n_steps > 1 else [], np.zeros(len(evaluated) if offsets else 0)])
     n_shares = n_steps if n_steps > 1 else 0
-    steps = np.concatenate([np.full(n_shares, 0.25), np.full(n_par - n_shares, 0.05)])
+    steps = np.concatenate([np.full(n_shares, 0.25), np.full(n_par - n_shares, 0.05)]) * (1.0 if start is None else 0.5)
     simplex = np.vstack([p0] + [p0 + steps[i] * np.eye(n_par)[i] for i in range(n_par)])
     with np.errstate(all="ignore"):
         try:
@@ -519,9 +519,39 @@ def _polish(st, polish, offsets, max_evals, time_limit):
             minimize(objective, p0, method="Nelder-Mead", options=opts)
         except _Budget:
             pass
-    st.candidates["polished"] = best["solver"]
-    st.train_err["polished"] = best["err"]
-    st.say(f"polish: {count[0]} evaluations, train RMS {best['err']:.3e}")
+    if not math.isfinite(best["err"]):
+        best["err"] = fitter.error(best["solver"], train)
+    st.candidates[key], st.train_err[key], st.best_p[key] = best["solver"], best["err"], best["p"]
+    st.say(f"polish ({key}): {count[0]} evaluations, train RMS {best['err']:.3e}")
+
+
+def _mine(st, mine, polish, offsets, max_evals, time_limit):
+    """Stage 4: add to the training points the ``mine`` pool points where the polished candidate disagrees most
+    with the cheap teacher (weight 1: each is then taken surely; :mod:`.points`), with their teacher
+    trajectories, and polish again from the polished candidate (the ``mined`` candidate)."""
+    if not mine or st.pool is None or "polished" not in st.candidates:
+        return
+    cand = st.candidates["polished"]
+    out = solve(st.process, st.pool, float(cand.grid[0]), float(cand.grid[-1]), cand, grid=cand.grid).x
+    top = np.argsort(-disagreement(out, st.pool_fine), kind="stable")[: min(mine, len(st.pool))]
+    where = {int(r): i for i, r in enumerate(st.pool_rows)}
+    raw = 1.0 / st.pool_p[st.pool_rows]
+    raw[[where[int(r)] for r in top if int(r) in where]] = 1.0
+    new = np.array([int(r) for r in top if int(r) not in where], dtype=int)
+    if len(new):
+        dense, ref_out = _teach(st, st.pool[new])
+        weights = np.concatenate([raw, np.ones(len(new))])
+        st.fitter.extend(dense, ref_out, weights / weights.mean())
+        st.x_T, st.pool_rows = np.concatenate([st.x_T, st.pool[new]]), np.concatenate([st.pool_rows, new])
+        st.n_all += len(new)
+        st.n_mined = len(new)
+        st.train = slice(st.n_hold, st.n_all)
+    else:
+        st.fitter.weights = raw / raw.mean()
+    st.train_err.update({k: st.fitter.error(v, st.train) for k, v in st.candidates.items()})
+    st.say(f"mined {len(top)} pool points ({len(new)} new): train RMS " +
+           ", ".join(f"{k} {v:.3e}" for k, v in st.train_err.items()))  # fmt: skip
+    _polish(st, polish, offsets, max_evals, time_limit, key="mined", start="polished", share=0.5)
 
 
 def _guard_and_report(st, guard, teacher_tol):
@@ -548,6 +578,7 @@ def _guard_and_report(st, guard, teacher_tol):
         "heldout": {k: held_err[k] for k in candidates},
         "guard": guard_err,
         "n_train": st.n_all - st.n_hold,
+        "n_mined": st.n_mined,
         "n_heldout": st.n_hold,
         "pool": st.pool_size,
         "seconds": time.perf_counter() - st.started,

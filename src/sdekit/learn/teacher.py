@@ -52,6 +52,15 @@ class DenseTeacher:
             self.slopes[j] = (sigma / alpha) * eps
         self.n_score_calls = len(times)
 
+    def extend(self, other: DenseTeacher) -> None:
+        """Append the trajectories of ``other`` (a teacher of more start points on the same levels)."""
+        if not np.array_equal(other.u, self.u) or other.values.shape[2:] != self.values.shape[2:]:
+            raise ValueError("extend needs a teacher on the same levels and event shape")
+        self.values = np.concatenate([self.values, other.values], axis=1)
+        self.slopes = np.concatenate([self.slopes, other.slopes], axis=1)
+        self.shape = (self.values.shape[1],) + tuple(self.shape[1:])
+        self.n_score_calls += other.n_score_calls
+
     @property
     def endpoint(self) -> np.ndarray:
         """The state at ``t_end`` (in ``x``, not ``x_hat``)."""

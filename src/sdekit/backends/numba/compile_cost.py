@@ -37,6 +37,7 @@ __all__ = [
     "CACHE_LOAD_SECONDS",
     "Readiness",
     "readiness",
+    "dispatcher_readiness",
     "compiled_in_process",
     "disk_cached",
     "cache_dir",
@@ -101,12 +102,17 @@ def readiness(job) -> Readiness | None:
     found = kernel_dispatcher(job)
     if found is None:
         return None
-    name, dispatcher, row = found
+    return dispatcher_readiness(*found)
+
+
+def dispatcher_readiness(name: str, dispatcher, row_score: bool = False) -> Readiness:
+    """The :class:`Readiness` of kernel ``name`` compiled by the numba ``dispatcher`` (``row_score``: a kernel for
+    a :class:`~sdekit.backends.numba.RowScore`, never cached on disk). Nothing is compiled or loaded."""
     if compiled_in_process(dispatcher):
-        return Readiness(name, "compiled", 0.0, row)
-    if not row and disk_cached(dispatcher):
-        return Readiness(name, "cached", CACHE_LOAD_SECONDS, row)
-    return Readiness(name, "cold", COMPILE_SECONDS.get(name, DEFAULT_COMPILE_SECONDS), row)
+        return Readiness(name, "compiled", 0.0, row_score)
+    if not row_score and disk_cached(dispatcher):
+        return Readiness(name, "cached", CACHE_LOAD_SECONDS, row_score)
+    return Readiness(name, "cold", COMPILE_SECONDS.get(name, DEFAULT_COMPILE_SECONDS), row_score)
 
 
 def compiled_in_process(dispatcher) -> bool:
