@@ -54,8 +54,22 @@ from ..host_scores import analytic_params, analytic_work_rows, is_analytic_score
 from ..noise import seed_key
 from ..registry import score_lanes
 from ..row_score import RowScore, rebind
-from ..tree import CACHE_LEVELS
 from .adaptive_lanes import (
+    gather,
+    heun_accept,
+    heun_correct,
+    heun_predict,
+    refill,
+    rk_accept,
+    rk_error,
+    rk_stage_coef,
+    rk_stage_drift,
+    rk_stage_point,
+    scatter_drift,
+    step_ends,
+    step_noise,
+)
+from .adaptive_state import (
     ACUR,
     F_ATOL,
     F_BETA1,
@@ -80,44 +94,36 @@ from .adaptive_lanes import (
     I_NOISE,
     I_NTASKS,
     NEED,
-    NLF,
-    NLI,
+    NFP,
+    NIP,
     NOISE_BRIDGE,
     NOISE_COUNTER,
     NOISE_NONE,
     NOISE_TREE,
-    SDE_KINDS,
     TN,
+    Samples,
+    Solve,
     T,
-    gather,
-    heun_accept,
-    heun_correct,
-    heun_predict,
-    refill,
-    rk_accept,
-    rk_error,
-    rk_stage_coef,
-    rk_stage_drift,
-    rk_stage_point,
-    scatter_drift,
-    sde_params,
-    step_ends,
-    step_noise,
+    new_lanes,
+    new_noise,
 )
+from .lane_coef import SDE_KINDS, sde_params
 
 __all__ = ["AdaptiveKernel", "ADAPTIVE_KERNELS", "adaptive_plan", "run_adaptive", "block_size_adaptive"]
 
 
-def _driver(x, ids, skey, c0, c1, stops, save_slot, saved, fp, ip, sp, sparams, lcoef, wshape, extra, nfe, nacc,
-            nrej, status, tfail, splits, block):  # fmt: skip
-    """The parallel part of a fused adaptive kernel: one task per thread-sized share of samples ``c0 .. c1``.
+def _driver(samples, solve, sparams, wshape, extra, skey, c0, c1, splits, block):
+    """The parallel part of a fused adaptive kernel: one task per thread-sized share of the samples ``c0 .. c1``
+    (``samples``: :class:`~.adaptive_state.Samples`, ``solve``: :class:`~.adaptive_state.Solve`, ``sparams``
+    the score's parameters and ``wshape`` its work array's shape, ``extra`` the solver's tables, ``skey`` the seed
+    key, ``splits[task]`` the tree splits a task drew, ``block`` its lanes).
 
     ``task_fn`` is a global bound per kernel (and per RowScore): the tasks hold all the work, compiled without
-    ``parallel``, which keeps the compilation short."""
-    for task in prange(ip[I_NTASKS]):
-        splits[task] = task_fn(  # noqa: F821 (bound per kernel, see AdaptiveKernel)
-            task, x, ids, skey, c0, c1, stops, save_slot, saved, fp, ip, sp, sparams, lcoef,
-                               wshape, extra, nfe, nacc, nrej, status, tfail, splits, block)  # fmt: skip
+    ``parallel``, which keeps the compilation short (and the records out of the parallel body, see
+    :mod:`~.adaptive_state`)."""
+    ntasks = solve.ip[I_NTASKS]
+    for task in prange(ntasks):
+        splits[task] = task_fn(task, samples, solve, sparams, wshape, extra, skey, c0, c1, block)  # noqa: F821
 
 
 @dataclass
@@ -153,114 +159,82 @@ class AdaptiveKernel:
         return self._build(njit(error_model="numpy")(task), False)
 
 
-def _adaptive_sde_task(task, x, ids, skey, c0, c1, stops, save_slot, saved, fp, ip, sp, sparams, lcoef, wshape, extra,
-                       nfe, nacc, nrej, status, tfail, splits, block):  # fmt: skip
-    """The adaptive reverse-SDE solver (:class:`sdekit.solvers.AdaptiveSDE`) on task ``task``'s share of the
-    samples ``c0 .. c1``; returns the tree splits drawn (bridge noise: the stack merges). The phases are compiled
-    once (cached); this skeleton, which calls the score, is what a RowScore recompiles."""
-    n, d = x.shape
-    ntasks = ip[I_NTASKS]
+@njit(cache=True, error_model="numpy")
+def _task_rows(task, ntasks, c0, c1):
+    """The share ``s0 .. s1`` of the samples ``c0 .. c1`` that task ``task`` of ``ntasks`` runs."""
     per = (c1 - c0 + ntasks - 1) // ntasks
     s0 = c0 + task * per
-    s1 = min(c1, s0 + per)
+    return s0, min(c1, s0 + per)
+
+
+def _adaptive_sde_task(task, samples, solve, sparams, wshape, extra, skey, c0, c1, block):
+    """The adaptive reverse-SDE solver (:class:`sdekit.solvers.AdaptiveSDE`) on task ``task``'s share of the
+    samples ``c0 .. c1`` (the arguments of :func:`_driver`); returns the tree splits drawn (bridge noise: the
+    stack merges). The phases are compiled once (cached); this skeleton, which calls the score, is what a RowScore
+    recompiles."""
+    fp, ip = solve.fp, solve.ip
+    d = samples.x.shape[1]
+    s0, s1 = _task_rows(task, ip[I_NTASKS], c0, c1)
     NCL = 2 + ip[I_KLOG]
-    D = min(ip[I_DEPTH], CACHE_LEVELS) + 1
     B = block
     p0, p1, p2, p3 = sparams
     work = np.empty((wshape[0], wshape[1]))
-    lf = np.zeros((NLF, B))
-    li = np.zeros((NLI, B), dtype=np.int64)
-    key = np.empty(B, dtype=np.uint64)
-    xb = np.empty((d, B))
-    fb = np.empty((d, B))
-    xpb = np.empty((d, B))
+    lanes = new_lanes(NCL, np.empty((d, B)))
+    lf, li, xb, fb, xpb = lanes.lf, lanes.li, lanes.xb, lanes.fb, lanes.xpb
+    noise = new_noise(d, B, ip[I_DEPTH], BRIDGE_DEPTH if ip[I_NOISE] == NOISE_BRIDGE else 1, True)
+    # the Heun attempt: noise, Euler point, Heun point, score at the Euler point, coefficients at the step end
+    z = np.empty((d, B))
     x1b = np.empty((d, B))
     x2b = np.empty((d, B))
-    z = np.empty((d, B))
     sb = np.empty((d, B))
+    cn = np.empty((NCL, B))
+    # the gathered batch of lanes whose drift at (x, t) is due
     gx = np.empty((d, B))
     gs = np.empty((d, B))
     gt = np.empty(B)
     gcl = np.empty((NCL, B))
     plist = np.empty(B, dtype=np.int64)
-    ccur = np.empty((NCL, B))
-    cn = np.empty((NCL, B))
-    sks = np.empty(B, dtype=np.uint64)
-    lev = np.empty(B, dtype=np.int64)
-    pos = np.empty((B, D), dtype=np.int64)
-    mk = np.empty((B, D), dtype=np.uint8)
-    ib = np.empty((B, D), dtype=np.int64)
-    wa = np.empty((B, D, d))
-    ya = np.empty((B, D, d))
-    ndw = np.empty((B, D, d))
-    nin = np.empty((B, D, d))
-    dwl = np.empty((B, D, d))
-    inl = np.empty((B, D, d))
-    whi = np.empty((B, d))
-    yhi = np.empty((B, d))
-    wp = np.empty((B, d))
-    yp = np.empty((B, d))
-    qw = np.empty((B, d))
-    qy = np.empty((B, d))
-    zs = np.empty((2 * d, B))
-    zz = np.empty(2 * d)
-    sc = np.empty((4, d))
-    slist = np.empty(B, dtype=np.int64)
-    pend = np.empty(B, dtype=np.int64)
-    BD = BRIDGE_DEPTH if ip[I_NOISE] == NOISE_BRIDGE else 1
-    bt = np.empty((B, BD))
-    bw = np.empty((B, BD, d))
-    zb = np.empty((d, B))
     nsplit = 0
     nextrow = s0
     L = 0
     while True:
-        L, nextrow = refill(L, nextrow, s1, B, x, ids, skey, stops, fp, ip, sp, lcoef, lf, li, key, xb, xpb, ccur,
-                            lev, pos, mk, ib, wa, ya, ndw, nin, whi, yhi, wp, yp, zz, sc)  # fmt: skip
+        L, nextrow = refill(L, nextrow, s1, samples, skey, solve, lanes, noise)
         if L == 0:
             break
         # 1. the drift at (x, t) where it is not known (new samples, accepted steps), one gathered batch
-        P = gather(li[NEED], L, xb, lf[T], ccur, plist, gx, gt, gcl)
+        P = gather(li[NEED], L, xb, lf[T], lanes.ccur, plist, gx, gt, gcl)
         if P > 0:
             score_lanes(gx, P, gt, gcl, p0, p1, p2, p3, work, gs)
             scatter_drift(P, plist, xb, lf[ACUR], lf[G2CCUR], gs, fb, li[NEED])
         # 2.-3. step ends and their noise
-        step_ends(L, stops, fp, ip, lf, li)
-        nsplit += step_noise(L, fp, ip, lf, li, key, z, lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi, wp,
-                             yp, qw, qy, zs, zz, sc, slist, pend, sks, bt, bw, zb)  # fmt: skip
+        step_ends(L, solve.stops, fp, ip, lf, li)
+        nsplit += step_noise(L, fp, ip, lanes, z, noise)
         # 4. Euler--Maruyama point, the drift there, Heun's average and the error
-        heun_predict(L, fp, ip, sp, lcoef, lf, cn, xb, fb, z, x1b)
+        heun_predict(L, solve, lf, cn, xb, fb, z, x1b)
         score_lanes(x1b, L, lf[TN], cn, p0, p1, p2, p3, work, sb)
         heun_correct(L, fp, ip, lf, xb, z, x1b, x2b, sb, xpb)
         # 5. accept or reject; finished samples leave their lanes
-        L = heun_accept(L, stops, save_slot, saved, x, fp, ip, lf, li, key, xb, fb, xpb, x1b, x2b, ccur, cn, lev,
-                        pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi, wp, yp, qw, qy, nfe, nacc, nrej, status,
-                        tfail, bt, bw)  # fmt: skip
+        L = heun_accept(L, solve, samples, lanes, x1b, x2b, cn, noise)
     return nsplit
 
 
-def _dopri5_task(task, x, ids, skey, c0, c1, stops, save_slot, saved, fp, ip, sp, sparams, lcoef, wshape, extra,
-                 nfe, nacc, nrej, status, tfail, splits, block):  # fmt: skip
+def _dopri5_task(task, samples, solve, sparams, wshape, extra, skey, c0, c1, block):
     """Dormand--Prince 5(4) (:class:`sdekit.solvers.Dopri5`) on the probability-flow ODE, task ``task``'s share of
-    the samples ``c0 .. c1``; ``extra = (A (S, S), b (S,), b - b_err (S,), c (S,))`` of the tableau (FSAL: the last
-    stage is the new point)."""
+    the samples ``c0 .. c1`` (the arguments of :func:`_driver`); ``extra = (A (S, S), b (S,), b - b_err (S,),
+    c (S,))`` of the tableau (FSAL: the last stage is the new point)."""
     A, bw, be, cc = extra
     NS = bw.shape[0]
-    n, d = x.shape
-    ntasks = ip[I_NTASKS]
-    per = (c1 - c0 + ntasks - 1) // ntasks
-    s0 = c0 + task * per
-    s1 = min(c1, s0 + per)
+    fp, ip = solve.fp, solve.ip
+    d = samples.x.shape[1]
+    s0, s1 = _task_rows(task, ip[I_NTASKS], c0, c1)
     NCL = 2 + ip[I_KLOG]
     B = block
     p0, p1, p2, p3 = sparams
     work = np.empty((wshape[0], wshape[1]))
-    lf = np.zeros((NLF, B))
-    li = np.zeros((NLI, B), dtype=np.int64)
-    key = np.empty(B, dtype=np.uint64)
-    xb = np.empty((d, B))
-    xpb = np.empty((d, B))
     ks = np.empty((NS, d, B))
+    lanes = new_lanes(NCL, ks[0])  # the drift at the state is the first stage
+    lf, li, xb = lanes.lf, lanes.li, lanes.xb
+    noise = new_noise(d, B, 0, 1, False)  # no noise: refill's tree arguments, unused
     xi = np.empty((d, B))
     sb = np.empty((d, B))
     gx = np.empty((d, B))
@@ -268,39 +242,28 @@ def _dopri5_task(task, x, ids, skey, c0, c1, stops, save_slot, saved, fp, ip, sp
     gt = np.empty(B)
     gcl = np.empty((NCL, B))
     plist = np.empty(B, dtype=np.int64)
-    ccur = np.empty((NCL, B))
     ts = np.empty(B)
     cs = np.empty((NCL, B))
     asg = np.empty(B)
     g2s = np.empty(B)
-    # unused tree arguments of refill (no noise)
-    lev = np.empty(1, dtype=np.int64)
-    pos = np.empty((1, 1), dtype=np.int64)
-    mk = np.empty((1, 1), dtype=np.uint8)
-    v3 = np.empty((1, 1, d))
-    v2 = np.empty((1, d))
-    zz = np.empty(2 * d)
-    sc = np.empty((4, d))
     nextrow = s0
     L = 0
     while True:
-        L, nextrow = refill(L, nextrow, s1, B, x, ids, skey, stops, fp, ip, sp, lcoef, lf, li, key, xb, xpb, ccur,
-                            lev, pos, mk, pos, v3, v3, v3, v3, v2, v2, v2, v2, zz, sc)  # fmt: skip
+        L, nextrow = refill(L, nextrow, s1, samples, skey, solve, lanes, noise)
         if L == 0:
             break
-        P = gather(li[NEED], L, xb, lf[T], ccur, plist, gx, gt, gcl)
+        P = gather(li[NEED], L, xb, lf[T], lanes.ccur, plist, gx, gt, gcl)
         if P > 0:  # k1 of new samples (FSAL keeps it afterwards)
             score_lanes(gx, P, gt, gcl, p0, p1, p2, p3, work, gs)
             scatter_drift(P, plist, xb, lf[ACUR], lf[G2CCUR], gs, ks[0], li[NEED])
-        step_ends(L, stops, fp, ip, lf, li)
+        step_ends(L, solve.stops, fp, ip, lf, li)
         for i in range(1, NS):
             rk_stage_point(i, L, A, lf, xb, ks, xi)
-            rk_stage_coef(cc[i], L, fp, ip, sp, lcoef, lf, ts, cs, asg, g2s)
+            rk_stage_coef(cc[i], L, solve, lf, ts, cs, asg, g2s)
             score_lanes(xi, L, ts, cs, p0, p1, p2, p3, work, sb)
             rk_stage_drift(i, L, asg, g2s, xi, sb, ks)
         rk_error(L, fp, ip, lf, be, xb, xi, ks)
-        L = rk_accept(L, NS, stops, save_slot, saved, x, fp, ip, lf, li, key, xb, xi, ks, ccur, nfe, nacc, nrej,
-                      status, tfail)  # fmt: skip
+        L = rk_accept(L, solve, samples, lanes, xi, ks)
     return 0
 
 
@@ -402,7 +365,7 @@ def run_adaptive(job, plan):
     rtol = solver.rtol if job.rtol is None else float(job.rtol)
     atol = solver.atol if job.atol is None else float(job.atol)
     ctrl = solver.controller
-    fp = np.zeros(14)
+    fp = np.zeros(NFP)
     fp[[F_RTOL, F_ATOL, F_SAFETY, F_BETA1, F_BETA2, F_MINF, F_MAXF]] = (
         rtol, atol, ctrl.safety, ctrl.beta1, ctrl.beta2, ctrl.min_factor, ctrl.max_factor)  # fmt: skip
     fp[F_H0] = min(solver.initial_step(t0, t1), span)
@@ -415,7 +378,7 @@ def run_adaptive(job, plan):
     noise = NOISE_NONE
     if job.stochastic:
         noise = {"tree": NOISE_TREE, "bridge": NOISE_BRIDGE}.get(job.noise, NOISE_COUNTER)
-    ip = np.zeros(7, dtype=np.int64)
+    ip = np.zeros(NIP, dtype=np.int64)
     kind = SDE_KINDS[type(job.process.sde)]
     ip[[I_KIND, I_NOISE, I_DEPTH, I_MAXSTEPS, I_CHECK, I_KLOG]] = (
         kind, noise, DEFAULT_DEPTH, solver.max_steps, int(job.check_finite), klog)  # fmt: skip
@@ -429,6 +392,8 @@ def run_adaptive(job, plan):
     tfail = np.zeros(n)
     threads = get_num_threads()
     extra = kernel.extra(solver)
+    solve = Solve(stops, save_slot, fp, ip, sp, *lcoef)
+    samples = Samples(x, ids, saved, nfe, nacc, nrej, status, tfail)
     splits_total = 0
     c0 = 0
     chunk = min(n, max(block * threads, 64))  # a small first chunk measures the cost per sample
@@ -438,8 +403,7 @@ def run_adaptive(job, plan):
             ip[I_NTASKS] = max(1, min(2 * threads, -(-(c1 - c0) // block)))
             splits = np.zeros(ip[I_NTASKS], dtype=np.int64)
             tic = time.perf_counter()
-            compiled(x, ids, skey, c0, c1, stops, save_slot, saved, fp, ip, sp, sparams, lcoef, wshape, extra,
-                     nfe, nacc, nrej, status, tfail, splits, block)  # fmt: skip
+            compiled(samples, solve, sparams, wshape, extra, skey, c0, c1, splits, block)
             elapsed = time.perf_counter() - tic
             splits_total += int(splits.sum())
             bar.update(c1 - c0)

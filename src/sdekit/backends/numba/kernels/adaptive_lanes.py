@@ -1,10 +1,13 @@
-"""The phases of the fused adaptive kernels (:mod:`sdekit.backends.numba.kernels.adaptive`): lane-wise SDE
-coefficients, tree-node snapping, the PI controller, lane refills, the noise of a step, and the stages, error norms
-and accept/reject of the Heun (``adaptive``) and Dormand--Prince (``dopri5``) attempts.
+"""The phases of the fused adaptive kernels (:mod:`sdekit.backends.numba.kernels.adaptive`): tree-node snapping,
+the PI controller, lane refills, the noise of a step, and the stages, error norms and accept/reject of the Heun
+(``adaptive``) and Dormand--Prince (``dopri5``) attempts (the SDE coefficients per lane:
+:mod:`~sdekit.backends.numba.kernels.lane_coef`).
 
 Every function works on ``block`` lanes stored last (``(d, block)``), one sample per lane, each lane with its own
 time and step size; all are compiled once and cached on disk (the task skeletons that call the score are compiled
-per score). Per-lane scalars live in the rows of ``lf`` (float) and ``li`` (int), named by the constants below.
+per score). The records they take (:class:`~.adaptive_state.Solve`, :class:`~.adaptive_state.Samples`,
+:class:`~.adaptive_state.Lanes`, :class:`~.adaptive_state.LaneNoise`) and the rows of the per-lane scalar tables
+``lf`` (float) and ``li`` (int) are described in :mod:`~sdekit.backends.numba.kernels.adaptive_state`.
 """
 
 from __future__ import annotations
@@ -15,37 +18,78 @@ import numpy as np
 from numba import njit
 
 from ....controllers import ERR_FLOOR
-from ....sdes import EDMSDE, VESDE, VPSDE, SubVPSDE
 from ....tree_law import SNAP_MAX_LEVEL, SNAP_WINDOW, TREE_STEP
 from ..noise import fill_components, sample_key, stream_key
 from ..tree import chain_advance, chain_copy, chain_heap, chain_reset, chain_split
-from ..vecmath import exp_nonpos, exp_vec, expm1_nonpos, log_pos
+from ..vecmath import exp_vec, log_pos
+from .adaptive_state import (
+    ACUR,
+    AN,
+    ATT,
+    BC,
+    BK,
+    BP,
+    BS,
+    BU,
+    EP,
+    ERR,
+    F_ATOL,
+    F_BETA1,
+    F_BETA2,
+    F_DIR,
+    F_H0,
+    F_L,
+    F_LO,
+    F_MAXF,
+    F_MINF,
+    F_MINSTEP,
+    F_RTOL,
+    F_SAFETY,
+    F_TOL,
+    F_W,
+    FIN,
+    G2CCUR,
+    G2CN,
+    GCUR,
+    GN,
+    HH,
+    HS,
+    I_CHECK,
+    I_DEPTH,
+    I_KIND,
+    I_KLOG,
+    I_MAXSTEPS,
+    I_NOISE,
+    LAST,
+    NA,
+    NEED,
+    NFE_,
+    NOISE_BRIDGE,
+    NOISE_TREE,
+    NR,
+    NX,
+    ROW,
+    TN,
+    H,
+    T,
+)
 from .bridge_lanes import bridge_increments
+from .lane_coef import lane_coef
 
 __all__ = [
-    "SDE_KINDS",
-    "NLF",
-    "NLI",
-    "T",
-    "NOISE_NONE",
-    "NOISE_COUNTER",
-    "NOISE_TREE",
-    "NOISE_BRIDGE",
-    "sde_params",
-    "sde_coef",
-    "lane_coef",
     "snap_one",
     "control",
     "gather",
     "scatter_drift",
     "refill",
     "step_ends",
+    "lane_normals",
     "step_noise",
     "heun_predict",
     "heun_correct",
     "finish_err",
     "finish_lane",
-    "move_scalars",
+    "move_lane",
     "heun_accept",
     "rk_stage_point",
     "rk_stage_coef",
@@ -54,67 +98,8 @@ __all__ = [
     "rk_accept",
 ]
 
-SDE_KINDS = {VPSDE: 0, SubVPSDE: 1, VESDE: 2, EDMSDE: 3}
 _TREE_STEP = np.uint64(TREE_STEP)
 _ONE_M_WINDOW = 1.0 - SNAP_WINDOW
-
-# float parameters (fp) and integer parameters (ip) of a solve, by index
-F_RTOL, F_ATOL, F_SAFETY, F_BETA1, F_BETA2, F_MINF, F_MAXF, F_H0, F_LO, F_L, F_TOL, F_W, F_DIR, F_MINSTEP = range(14)
-I_KIND, I_NOISE, I_DEPTH, I_MAXSTEPS, I_CHECK, I_KLOG, I_NTASKS = range(7)
-NOISE_NONE, NOISE_COUNTER, NOISE_TREE, NOISE_BRIDGE = 0, 1, 2, 3
-
-
-def sde_params(sde) -> np.ndarray:
-    """The parameters the kernels read for ``sde`` (see :func:`sde_coef`)."""
-    kind = SDE_KINDS[type(sde)]
-    if kind in (0, 1):
-        return np.array([sde.beta_min, sde.beta_max], dtype=np.float64)
-    if kind == 2:
-        return np.array([sde.sigma_min, math.log(sde.sigma_max / sde.sigma_min), sde.T], dtype=np.float64)
-    return np.zeros(1)
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def sde_coef(kind, sp, t):
-    """``(a(t), g(t)^2, alpha(t), sigma(t))`` of a linear SDE of ``kind`` (0 VP, 1 sub-VP, 2 VE, 3 EDM), written
-    as :mod:`sdekit.sdes` writes them."""
-    if kind <= 1:
-        bmin = sp[0]
-        db = sp[1] - sp[0]
-        beta = bmin + t * db
-        B = bmin * t + 0.5 * db * t * t
-        alpha = exp_nonpos(-0.5 * B)
-        if kind == 0:
-            sigma = math.sqrt(-expm1_nonpos(-B))
-            g2 = beta
-        else:
-            sigma = -expm1_nonpos(-B)
-            g2 = beta * (-expm1_nonpos(-2.0 * B))
-        return -0.5 * beta, g2, alpha, sigma
-    if kind == 2:
-        s = sp[0] * exp_vec(sp[1] * t / sp[2])
-        return 0.0 * t, 2.0 * sp[1] / sp[2] * s * s, 1.0 + 0.0 * s, s
-    return 0.0 * t, 2.0 * t, 1.0 + 0.0 * t, 1.0 * t
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def lane_coef(kind, sp, t, w, klog, ulam, ucnt, cl, l):
-    """The drift coefficients ``(a, g, w g^2)`` at ``t`` and the score's constants ``cl[:, l]`` (``alpha,
-    sigma^2`` and, for mixtures, ``sum_j log(alpha^2 lam_kj + sigma^2)`` from the distinct eigenvalues)."""
-    a, g2, alpha, sigma = sde_coef(kind, sp, t)
-    s2 = sigma * sigma
-    cl[0, l] = alpha
-    cl[1, l] = s2
-    aa = alpha * alpha
-    for k in range(klog):
-        acc = 0.0
-        for u in range(ulam.shape[1]):
-            c = ucnt[k, u]
-            if c > 0.0:
-                acc += c * log_pos(aa * ulam[k, u] + s2)
-        cl[2 + k, l] = acc
-    g = math.sqrt(g2)
-    return a, g, w * g * g
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -198,22 +183,18 @@ def scatter_drift(P, plist, xb, acur, g2ccur, gs, fb, need):
         need[plist[p]] = 0
 
 
-# lane scalars: rows of lf (float) and li (int)
-T, H, EP, TN, HS, HH, ACUR, GCUR, G2CCUR, AN, GN, G2CN, ERR, FIN, BS = range(15)
-NLF = 15
-# BK, BC, BU, BP: bridge noise (pieces on the stack, fresh draws so far, pieces the attempt used, piece to split)
-ROW, NX, ATT, NA, NR, NFE_, NEED, LAST, BK, BC, BU, BP = range(12)
-NLI = 12
-
-
 @njit(cache=True, error_model="numpy")
-def refill(L, nextrow, s1, B, x, ids, skey, stops, fp, ip, sp, lcoef, lf, li, key, xb, xpb, ccur, lev, pos, mk, ib,
-           wa, ya, ndw, nin, whi, yhi, wp, yp, zz, sc):  # fmt: skip
-    """Load the task's next samples into the free lanes ``L, L + 1, ...``; returns ``(L, nextrow)``."""
-    d = xb.shape[0]
+def refill(L, nextrow, s1, samples, skey, solve, lanes, noise):
+    """Load the task's next samples (rows ``nextrow .. s1`` of ``samples``, keys from the seed key ``skey``) into
+    the free lanes ``L, L + 1, ...``; returns ``(L, nextrow)``."""
+    x, ids = samples.x, samples.ids
+    stops, fp, ip, sp = solve.stops, solve.fp, solve.ip, solve.sp
+    lf, li, key, ccur, xb, _, xpb = lanes
+    d, B = xb.shape
     t0 = stops[0]
-    ulam, ucnt = lcoef
+    ulam, ucnt = solve.ulam, solve.ucnt
     tree = ip[I_NOISE] == NOISE_TREE
+    chain = noise.chain
     while L < B and nextrow < s1:
         l = L
         r = nextrow
@@ -240,9 +221,9 @@ def refill(L, nextrow, s1, B, x, ids, skey, stops, fp, ip, sp, lcoef, lf, li, ke
             ip[I_KIND], sp, t0, fp[F_W], ip[I_KLOG], ulam, ucnt, ccur, l
         )
         if tree:
-            chain_reset(l, key[l], fp[F_L], zz, lev, pos, mk, ib, wa, ya, ndw, nin, whi, yhi)
-            chain_advance(l, t0, key[l], fp[F_LO], fp[F_L], fp[F_TOL], ip[I_DEPTH], lev, pos, mk, ib, wa, ya, ndw, nin,
-                          ndw, nin, whi, yhi, wp, yp, l, zz, sc)  # fmt: skip
+            chain_reset(l, key[l], fp[F_L], noise.zz, chain)
+            chain_advance(l, t0, key[l], fp[F_LO], fp[F_L], fp[F_TOL], ip[I_DEPTH], chain, noise.wp, noise.yp, l,
+                          noise.zz, noise.sc)  # fmt: skip
     return L, nextrow
 
 
@@ -271,17 +252,27 @@ def step_ends(L, stops, fp, ip, lf, li):
 
 
 @njit(cache=True, error_model="numpy")
-def step_noise(L, fp, ip, lf, li, key, z, lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi, wp, yp, qw, qy,
-               zs, zz, sc, slist, pend, sks, bt, bw, zb):  # fmt: skip
+def lane_normals(sks, L, out):
+    """``out[:, l]`` = the first ``out.shape[0]`` normals of stream ``sks[l]``, ``l < L``
+    (:func:`~sdekit.backends.numba.noise.fill_components`, compiled once for both of :func:`step_noise`'s uses)."""
+    fill_components(sks, L, 0, out)
+
+
+@njit(cache=True, error_model="numpy")
+def step_noise(L, fp, ip, lanes, z, noise):
     """``z[:, l]`` = the Brownian increment of lane ``l``'s step: from its chain of tree nodes (splits of all
-    lanes drawn in vectorised batches), from its bridge-noise stack (``bt``, ``bw``:
+    lanes drawn in vectorised batches), from its bridge-noise stack (``noise.bt``, ``noise.bw``:
     :func:`~sdekit.backends.numba.kernels.bridge_lanes.bridge_increments`), or ``sqrt|h|`` times counter-based
     normals at its attempt index.
     Returns the number of tree splits drawn (bridge noise: of stack merges)."""
+    lf, li, key = lanes.lf, lanes.li, lanes.key
+    chain, wp, qw, qy, zs, zz, sc = noise.chain, noise.wp, noise.qw, noise.qy, noise.zs, noise.zz, noise.sc
+    slist, pend, sks = noise.slist, noise.pend, noise.sks
     d = z.shape[0]
     nsplit = 0
     if ip[I_NOISE] == NOISE_BRIDGE:
-        return bridge_increments(L, lf[HH], lf[BS], li[BK], li[BC], li[BU], li[BP], key, z, bt, bw, zb, slist, sks)
+        return bridge_increments(L, lf[HH], lf[BS], li[BK], li[BC], li[BU], li[BP], key, z, noise.bt, noise.bw,
+                                 noise.zb, slist, sks)  # fmt: skip
     elif ip[I_NOISE] == NOISE_TREE:
         lo, Lsp, tol, depth = fp[F_LO], fp[F_L], fp[F_TOL], ip[I_DEPTH]
         npend = L
@@ -291,17 +282,16 @@ def step_noise(L, fp, ip, lf, li, key, z, lev, pos, mk, ib, wa, ya, ndw, nin, dw
             ns = 0
             for q in range(npend):
                 l = pend[q]
-                done = chain_advance(l, lf[TN, l], key[l], lo, Lsp, tol, depth, lev, pos, mk, ib, wa, ya, ndw, nin,
-                                     dwl, inl, whi, yhi, qw, qy, l, zz, sc)  # fmt: skip
+                done = chain_advance(l, lf[TN, l], key[l], lo, Lsp, tol, depth, chain, qw, qy, l, zz, sc)
                 if done == 0:
                     slist[ns] = l
-                    sks[ns] = stream_key(key[l], _TREE_STEP + np.uint64(chain_heap(l, lev, pos)))
+                    sks[ns] = stream_key(key[l], _TREE_STEP + np.uint64(chain_heap(l, chain)))
                     ns += 1
             if ns == 0:
                 break
-            fill_components(sks, ns, 0, zs)
+            lane_normals(sks, ns, zs)
             for q in range(ns):
-                chain_split(slist[q], zs[:, q], Lsp, lev, mk, ndw, nin, dwl, inl)
+                chain_split(slist[q], zs[:, q], Lsp, chain)
                 pend[q] = slist[q]
             nsplit += ns
             npend = ns
@@ -312,7 +302,7 @@ def step_noise(L, fp, ip, lf, li, key, z, lev, pos, mk, ib, wa, ya, ndw, nin, dw
     else:
         for l in range(L):
             sks[l] = stream_key(key[l], np.uint64(li[ATT, l]))
-        fill_components(sks, L, 0, z)
+        lane_normals(sks, L, z)
         for j in range(d):
             zj = z[j]
             for l in range(L):
@@ -321,10 +311,10 @@ def step_noise(L, fp, ip, lf, li, key, z, lev, pos, mk, ib, wa, ya, ndw, nin, dw
 
 
 @njit(cache=True, error_model="numpy")
-def heun_predict(L, fp, ip, sp, lcoef, lf, cn, xb, fb, z, x1b):
+def heun_predict(L, solve, lf, cn, xb, fb, z, x1b):
     """The coefficients at each lane's step end and the Euler--Maruyama point ``x1 = x + h f + g0 dW``."""
+    fp, ip, sp, ulam, ucnt = solve.fp, solve.ip, solve.sp, solve.ulam, solve.ucnt
     d = xb.shape[0]
-    ulam, ucnt = lcoef
     for l in range(L):
         lf[AN, l], lf[GN, l], lf[G2CN, l] = lane_coef(ip[I_KIND], sp, lf[TN, l], fp[F_W], ip[I_KLOG], ulam, ucnt, cn, l)
     hs, g0 = lf[HS], lf[GCUR]
@@ -367,28 +357,32 @@ def finish_err(L, d, check, err, fin):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def finish_lane(l, finished, hn, x, xb, li, lf, fp, ip, nfe, nacc, nrej, status, tfail):
+def finish_lane(l, finished, hn, samples, lanes, fp, ip):
     """Write lane ``l``'s sample out when it finished or failed; returns True when it leaves its lane."""
     st = 0
     if hn < fp[F_MINSTEP]:
         st = 1
-    elif not finished and li[ATT, l] >= ip[I_MAXSTEPS]:
+    elif not finished and lanes.li[ATT, l] >= ip[I_MAXSTEPS]:
         st = 2
     if not (finished or st != 0):
         return False
+    li = lanes.li
     r = li[ROW, l]
-    for j in range(xb.shape[0]):
-        x[r, j] = xb[j, l]
-    nfe[r] = li[NFE_, l]
-    nacc[r] = li[NA, l]
-    nrej[r] = li[NR, l]
-    status[r] = st
-    tfail[r] = lf[T, l]
+    for j in range(lanes.xb.shape[0]):
+        samples.x[r, j] = lanes.xb[j, l]
+    samples.nfe[r] = li[NFE_, l]
+    samples.nacc[r] = li[NA, l]
+    samples.nrej[r] = li[NR, l]
+    samples.status[r] = st
+    samples.tfail[r] = lanes.lf[T, l]
     return True
 
 
 @njit(cache=True, inline="always", error_model="numpy")
-def move_scalars(src, dst, lf, li, key, ccur):
+def move_lane(src, dst, lanes):
+    """Lane ``src``'s sample moves to lane ``dst``: its scalars, key, score constants, state, drift and previous
+    Euler point (:class:`~.adaptive_state.Lanes`)."""
+    lf, li, key, ccur, xb, fb, xpb = lanes
     for k in range(lf.shape[0]):
         lf[k, dst] = lf[k, src]
     for k in range(li.shape[0]):
@@ -396,14 +390,21 @@ def move_scalars(src, dst, lf, li, key, ccur):
     key[dst] = key[src]
     for c in range(ccur.shape[0]):
         ccur[c, dst] = ccur[c, src]
+    for j in range(xb.shape[0]):
+        xb[j, dst] = xb[j, src]
+        fb[j, dst] = fb[j, src]
+        xpb[j, dst] = xpb[j, src]
 
 
 @njit(cache=True, error_model="numpy")
-def heun_accept(L, stops, save_slot, saved, x, fp, ip, lf, li, key, xb, fb, xpb, x1b, x2b, ccur, cn, lev, pos, mk,
-                ib, wa, ya, ndw, nin, dwl, inl, whi, yhi, wp, yp, qw, qy, nfe, nacc, nrej, status, tfail, bt,
-                bw):  # fmt: skip
-    """Accept or reject each lane's attempt (the controller's rule), save at stops, and let finished samples leave
-    (the last live lane moves into the freed one). Returns the new number of live lanes."""
+def heun_accept(L, solve, samples, lanes, x1b, x2b, cn, noise):
+    """Accept or reject each lane's attempt (the controller's rule; ``x1b`` the Euler point, ``x2b`` the Heun
+    point, ``cn`` the score's constants at the step end), save at stops, and let finished samples leave (the last
+    live lane moves into the freed one). Returns the new number of live lanes."""
+    stops, save_slot, fp, ip = solve.stops, solve.save_slot, solve.fp, solve.ip
+    saved = samples.saved
+    lf, li, _, ccur, xb, _, xpb = lanes
+    wp, yp, qw, qy, bt, bw = noise.wp, noise.yp, noise.qw, noise.qy, noise.bt, noise.bw
     d = xb.shape[0]
     S = stops.shape[0]
     tree = ip[I_NOISE] == NOISE_TREE
@@ -443,21 +444,17 @@ def heun_accept(L, stops, save_slot, saved, x, fp, ip, lf, li, key, xb, fb, xpb,
                 finished = li[NX, l] == S
         else:
             li[NR, l] += 1
-        if finish_lane(l, finished, hn, x, xb, li, lf, fp, ip, nfe, nacc, nrej, status, tfail):
+        if finish_lane(l, finished, hn, samples, lanes, fp, ip):
             L -= 1
             if l != L:  # pack: the last live lane (visited already, the loop runs down) moves here
                 src = L
-                move_scalars(src, l, lf, li, key, ccur)
-                for j in range(d):
-                    xb[j, l] = xb[j, src]
-                    fb[j, l] = fb[j, src]
-                    xpb[j, l] = xpb[j, src]
+                move_lane(src, l, lanes)
                 if tree:
-                    chain_copy(src, l, lev, pos, mk, ib, wa, ya, ndw, nin, dwl, inl, whi, yhi)
+                    chain_copy(src, l, noise.chain)
                     for j in range(d):
                         wp[l, j] = wp[src, j]
                         yp[l, j] = yp[src, j]
-                if bridge:  # the stack moves with the sample (its scalars moved with move_scalars)
+                if bridge:  # the stack moves with the sample (its scalars moved with move_lane)
                     for q in range(li[BK, l]):
                         bt[l, q] = bt[src, q]
                         for j in range(d):
@@ -484,9 +481,9 @@ def rk_stage_point(i, L, A, lf, xb, ks, xi):
 
 
 @njit(cache=True, error_model="numpy")
-def rk_stage_coef(ci, L, fp, ip, sp, lcoef, lf, ts, cs, asg, g2s):
+def rk_stage_coef(ci, L, solve, lf, ts, cs, asg, g2s):
     """Stage times ``t + c_i h`` and the coefficients there, per lane."""
-    ulam, ucnt = lcoef
+    fp, ip, sp, ulam, ucnt = solve.fp, solve.ip, solve.sp, solve.ulam, solve.ucnt
     for l in range(L):
         ts[l] = lf[T, l] + ci * lf[HS, l]
         asg[l], _, g2s[l] = lane_coef(ip[I_KIND], sp, ts[l], fp[F_W], ip[I_KLOG], ulam, ucnt, cs, l)
@@ -526,10 +523,14 @@ def rk_error(L, fp, ip, lf, be, xb, xi, ks):
 
 
 @njit(cache=True, error_model="numpy")
-def rk_accept(L, NS, stops, save_slot, saved, x, fp, ip, lf, li, key, xb, xi, ks, ccur, nfe, nacc, nrej, status,
-              tfail):  # fmt: skip
-    """Accept or reject each lane's Dormand--Prince attempt (FSAL: the last stage becomes ``k1``), save at stops,
-    pack the live lanes. Returns the new number of live lanes."""
+def rk_accept(L, solve, samples, lanes, xi, ks):
+    """Accept or reject each lane's Dormand--Prince attempt (``xi`` the new point, ``ks (NS, d, B)`` the stages,
+    ``lanes.fb`` a view of ``ks[0]``; FSAL: the last stage becomes ``k1``), save at stops, pack the live lanes.
+    Returns the new number of live lanes."""
+    stops, save_slot, fp, ip = solve.stops, solve.save_slot, solve.fp, solve.ip
+    saved = samples.saved
+    lf, li, xb = lanes.lf, lanes.li, lanes.xb
+    NS = ks.shape[0]
     d = xb.shape[0]
     S = stops.shape[0]
     l = L - 1
@@ -555,13 +556,9 @@ def rk_accept(L, NS, stops, save_slot, saved, x, fp, ip, lf, li, key, xb, xi, ks
                 finished = li[NX, l] == S
         else:
             li[NR, l] += 1
-        if finish_lane(l, finished, hn, x, xb, li, lf, fp, ip, nfe, nacc, nrej, status, tfail):
+        if finish_lane(l, finished, hn, samples, lanes, fp, ip):
             L -= 1
             if l != L:
-                src = L
-                move_scalars(src, l, lf, li, key, ccur)
-                for j in range(d):
-                    xb[j, l] = xb[j, src]
-                    ks[0, j, l] = ks[0, j, src]
+                move_lane(L, l, lanes)
         l -= 1
     return L
