@@ -374,13 +374,11 @@ def compare(
     grid : str
         A schedule name in ``sdekit.grids.GRIDS``; default ``"log_snr"`` (:data:`DEFAULT_GRID`).
     backend : str, optional
-        ``"numpy"``, ``"numba"``, ``"torch"`` or ``"auto"`` for every run; default (None): the ODE rows on numpy (the
-        reference backend) and each SDE cell on ``"numba"`` where its fused kernel pays for what it costs before it
-        runs (a compilation or a cache load, weighed against the cell's estimated numpy time: the cells that draw
-        large samples), else on ``"numpy"`` (:mod:`sdekit.bench._backend`). The same numbers to round-off either way;
-        the kernels' states are read once per table (``info["sde_kernels"]``), so a table is the same bit for bit
-        serially and on a Dask cluster; each row's ``backend`` says which ran. The reference computations stay in
-        numpy.
+        ``"numpy"``, ``"numba"``, ``"torch"`` or ``"auto"`` for every run; default (None): the ODE rows and the
+        references on numpy, each SDE cell on ``"numba"`` where its fused kernel pays for its compilation or cache
+        load against the cell's estimated numpy time, else on numpy (:mod:`sdekit.bench._backend`; same numbers to
+        round-off). The kernels' states are read once per table (``info["sde_kernels"]``), so a table is the same bit
+        for bit serially and on Dask; each row's ``backend`` says which ran.
     seed : int
         Seed of the start points (exact samples of ``p_T``), the solver noise and the reference samples.
     n : int

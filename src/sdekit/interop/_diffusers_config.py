@@ -150,6 +150,27 @@ SIGMA_STATE_CLASSES = ("EulerDiscreteScheduler", "EulerAncestralDiscreteSchedule
 EDM_CLASSES = ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler")
 
 
+FINAL_SIGMAS = ("zero", "sigma_min")
+#: the pipeline's latents: the VP state ``x`` (DDPM, DDIM, DPM-Solver, UniPC, DEIS), ``x / alpha`` (Euler, Heun) or
+#: an EDM source's ``x / alpha`` with its preconditioning
+STATE_VARIABLES = ("vp", "sigma", "edm")
+
+
+def check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable) -> None:
+    """The scheduler's schedule entries, each refused by name when it is not one that it knows."""
+    if final_sigmas_type not in FINAL_SIGMAS:
+        raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS)}, got {final_sigmas_type!r}")
+    if timestep_spacing not in SPACINGS and timestep_spacing not in GRIDS:
+        raise ValueError(
+            f"timestep_spacing must be one of {list(SPACINGS)} (diffusers) or an sdekit grid {sorted(GRIDS)}, "
+            f"got {timestep_spacing!r}"
+        )
+    if timestep_source is not None and not is_scheduler_class(timestep_source):
+        raise ValueError(f"timestep_source must name a diffusers scheduler class, got {timestep_source!r}")
+    if state_variable not in STATE_VARIABLES:
+        raise ValueError(f"state_variable must be one of {list(STATE_VARIABLES)}, got {state_variable!r}")
+
+
 def check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value,
                        clip_sample_range) -> None:  # fmt: skip
     """``ValueError`` unless, with ``thresholding`` on, ``dynamic_thresholding_ratio`` is in ``(0, 1]`` and

@@ -37,19 +37,18 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 
 from .. import _xp
 from ..discrete_vp import DiscreteVPSDE
-from ..grids import GRIDS
 from ..noise import check_seed
 from ..solvers import SOLVERS, get_solver, parse_solver_spec
 from ..solvers.base import solver_options as options_of
 from ..validation import integer_at_least
 from ._diffusers_config import (
     EDM_CLASSES,
-    SPACINGS,
     Draws,
     GeneratorNoise,
     alphas_cumprod_of,
     announce_tail,
     announced_timesteps,
+    check_schedule_options,
     check_step_options,
     check_thresholding,
     check_training_schedule,
@@ -79,9 +78,6 @@ from ._driver import GridPlan, Stepper, counter_noise, plan_requests
 
 __all__ = ["SdekitScheduler", "score_from_diffusers", "sde_from_diffusers", "DiffusersScore", "PREDICTION_TYPES"]
 
-FINAL_SIGMAS = ("zero", "sigma_min")
-#: the pipeline's latents: the VP state ``x`` (DDPM, DDIM, DPM-Solver, UniPC, DEIS) or ``x / alpha`` (Euler, Heun)
-STATE_VARIABLES = ("vp", "sigma", "edm")
 DEFAULT_SOLVER = "dpmpp_2m"
 
 
@@ -196,17 +192,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"solver {self._solver.name!r} integrates {what} only; it cannot run process={process!r}")
         self._kind = kind
         check_prediction_type(prediction_type, "prediction_type")
-        if final_sigmas_type not in FINAL_SIGMAS:
-            raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS)}, got {final_sigmas_type!r}")
-        if timestep_spacing not in SPACINGS and timestep_spacing not in GRIDS:
-            raise ValueError(
-                f"timestep_spacing must be one of {list(SPACINGS)} (diffusers) or an sdekit grid {sorted(GRIDS)}, "
-                f"got {timestep_spacing!r}"
-            )
-        if timestep_source is not None and not is_scheduler_class(timestep_source):
-            raise ValueError(f"timestep_source must name a diffusers scheduler class, got {timestep_source!r}")
-        if state_variable not in STATE_VARIABLES:
-            raise ValueError(f"state_variable must be one of {list(STATE_VARIABLES)}, got {state_variable!r}")
+        check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable)
         check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value, clip_sample_range)
         steps_offset = integer_at_least("steps_offset", steps_offset, 0)
         seed = None if seed is None else check_seed(seed)

@@ -239,11 +239,10 @@ def fit(
         The pool of warm-up start points; default ``oversample * n`` prior draws with ``seed`` (event shape from
         ``shape`` or ``score.event_shape``).
     n, oversample : int
-        Warm-up points fitted (and held out). When the pool holds more than ``n``, ``n`` of them are drawn with
-        probabilities that favour the points where the base solver errs most (its disagreement with itself on
-        three times the steps), with importance weights so that every error is an estimate over the pool's law:
-        the rare trajectories that carry most of the RMS at few steps are then among the fitted and held-out
-        points. The last ``holdout`` fraction of the drawn points is not fitted to.
+        Warm-up points fitted (and held out), drawn without repeats from the pool with probabilities that favour
+        where the base solver errs most (against itself on three times the steps), importance-weighted so that
+        every error estimates the pool's: the rare trajectories that carry most of the RMS at few steps are then
+        among them. The last ``holdout`` fraction of the drawn points is not fitted to.
     base : str or sequence of str
         The solver the fit starts from, of the ``ipndm`` / ``ipndm_v`` / ``deis`` family, or several: the one with
         the least (weighted) error on the training points is taken (default :data:`DEFAULT_BASE`). Its default
@@ -252,9 +251,8 @@ def fit(
         Fit for ``sample(..., denoise=True)``: one evaluation of the budget goes to the final Tweedie step.
     teacher : callable ``x_T -> x``, optional
         The reference output of each start point (shape of ``x_T``); default: the probability-flow solution at
-        ``t_end`` by dopri5 at ``teacher_tol`` (the exact flow when ``score`` is a single Gaussian's analytic
-        score or ``density`` is given), denoised when ``denoise``. Intermediate targets always come from the
-        dopri5 (or exact) trajectory.
+        ``t_end`` by dopri5 at ``teacher_tol`` (the exact flow for a single Gaussian's analytic score or a given
+        ``density``), denoised when ``denoise``. Intermediate targets come from the dopri5 (or exact) trajectory.
     seed : int
         Seed of the prior draws.
     progress : bool
@@ -262,26 +260,21 @@ def fit(
     holdout : float
         Fraction of the warm-up points kept out of the fit to choose the returned solver (see the module).
     guard : int
-        Fresh prior draws (seed ``seed + 1``, none of the warm-up points) with teacher endpoints on which the
-        returned solver is chosen among the base, stage 2 alone and stages 2 + 3 (0: choose on the held-out warm-up
-        points instead). Rare trajectories that a fitted solver sends to another mixture component carry most of
-        the RMS at few steps, and a fit changes which ones; a few hundred points cannot see them, a few thousand
-        can.
+        Fresh prior draws (seed ``seed + 1``) with teacher endpoints on which the returned solver is chosen among
+        the candidates (0: the held-out warm-up points instead): the rare trajectories that a fit sends to another
+        mixture component carry most of the RMS at few steps, and only a few thousand points see them.
     mine : int, optional
-        Pool points added to the training points after the polish: those where the polished solver disagrees most
-        with the base on three times the steps (default ``n // 8``; 0: none), followed by a second polish from
-        the polished solver (the ``mined`` candidate). The polish and this second one share ``max_evals`` and
-        ``time_limit`` equally. Only when the pool holds more than ``n`` points.
+        Pool points added to the training points after the polish, where the polished solver disagrees most with
+        the base on three times the steps (default ``n // 8``; 0: none; only when the pool holds more than ``n``),
+        then a second polish from it (the ``mined`` candidate); the two share ``max_evals`` and ``time_limit``.
     polish, offsets, scales : bool
         Stage 3 at all; time offsets among its parameters; a fitted factor on ``x_hat`` per step.
-    history : int
-        Eps values per step the corrections act on (at least the base's order).
-    ridge : float
-        Relative ridge of the least squares (times the mean diagonal of the normal matrix).
-    max_evals, time_limit : int, float
-        Stage 3 budget: objective evaluations (default ``200 * parameters``) and seconds.
-    teacher_tol, teacher_levels : float, int
-        dopri5 tolerance and the number of stored levels of the dense teacher.
+    history, ridge : int, float
+        Eps values per step the corrections act on (at least the base's order); relative ridge of the least
+        squares (times the mean diagonal of the normal matrix).
+    max_evals, time_limit, teacher_tol, teacher_levels : int, float, float, int
+        Stage 3 budget (objective evaluations, default ``200 * parameters``; seconds); the dense teacher's dopri5
+        tolerance and number of stored levels.
 
     Returns
     -------
