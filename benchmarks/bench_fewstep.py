@@ -364,6 +364,13 @@ def ds_deis(D, x, t_steps, afs=False, max_order=4):
     return x
 
 
+def ds_peers(D) -> tuple:
+    """diff-sampler's few-step samplers on the denoiser ``D``: ``(label, run(x, t_steps, afs))`` each."""
+    return (("diff-sampler iPNDM", lambda x, t, a: ds_ipndm(D, x, t, afs=a)),
+            ("diff-sampler iPNDM_v", lambda x, t, a: ds_ipndm(D, x, t, afs=a, variable=True)),
+            ("diff-sampler DEIS-tAB3", lambda x, t, a: ds_deis(D, x, t, afs=a)))  # fmt: skip
+
+
 def ds_gits_levels(D, x_warm, n_steps, teacher_points=61, coeff=1.15):
     """GITS (diff-sampler ``gits_utils.get_dp_list``, metric "l2"): teacher iPNDM on a polynomial rho = 7 grid of
     ``teacher_points`` points; the DP picks ``n_steps`` intervals."""
@@ -501,9 +508,7 @@ def run_ode(name, mix, nfes, n_test, n_warm, n_opt, log, holdout=1.0 / 3.0):
                             continue
                         add(budget, "peer", f"{label} [{g}{end}]", D.calls, err if math.isfinite(err) else math.inf)
                 if not zero:
-                    for label, fn in (("diff-sampler iPNDM", lambda x, t, a: ds_ipndm(D, x, t, afs=a)),
-                                      ("diff-sampler iPNDM_v", lambda x, t, a: ds_ipndm(D, x, t, afs=a, variable=True)),
-                                      ("diff-sampler DEIS-tAB3", lambda x, t, a: ds_deis(D, x, t, afs=a))):  # fmt: skip
+                    for label, fn in ds_peers(D):
                         for afs in (False, True):
                             lv = grid_levels(sde, g, budget + int(afs))
                             D.calls = 0

@@ -43,8 +43,7 @@ from bench_fewstep import (  # noqa: E402
     LearnedDigits,
     diffusers_peers,
     drive_diffusers,
-    ds_deis,
-    ds_ipndm,
+    ds_peers,
     grid_levels,
     problems,
 )
@@ -84,9 +83,7 @@ def peers(D, x_T, budget, ref, sde):
     xt = torch.from_numpy(x_T)
     best = (None, None, math.inf, None)
     for g in GRID_NAMES:
-        for label, fn in (("diff-sampler iPNDM", lambda x, t, a: ds_ipndm(D, x, t, afs=a)),
-                          ("diff-sampler iPNDM_v", lambda x, t, a: ds_ipndm(D, x, t, afs=a, variable=True)),
-                          ("diff-sampler DEIS-tAB3", lambda x, t, a: ds_deis(D, x, t, afs=a))):  # fmt: skip
+        for label, fn in ds_peers(D):
             for afs in (False, True):
                 lv = grid_levels(sde, g, budget + int(afs))
                 D.calls = 0
