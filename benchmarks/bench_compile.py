@@ -39,9 +39,11 @@ KERNEL_JOBS = {
 CHILD = """
 import json, sys, time
 t0 = time.perf_counter()
+c0 = time.process_time()
 import sdekit
 import sdekit.backends.numba
 t1 = time.perf_counter()
+c1 = time.process_time()
 from sdekit.analytic import DENSITIES
 solver, process, options = json.loads(sys.argv[1])
 sde = sdekit.VPSDE()
@@ -49,9 +51,12 @@ score = DENSITIES["ring8"][0]().score(sde)
 if "rtol" not in options:
     options["steps"] = 4
 t2 = time.perf_counter()
+c2 = time.process_time()
 sol = sdekit.sample(sde, score, n=64, solver=solver, process=process, backend="numba", **options)
 t3 = time.perf_counter()
-print(json.dumps({"import": t1 - t0, "first_solve": t3 - t2, "kernel": sol.stats.get("kernel")}))
+c3 = time.process_time()
+print(json.dumps({"import": t1 - t0, "first_solve": t3 - t2, "import_cpu": c1 - c0, "first_solve_cpu": c3 - c2,
+                  "kernel": sol.stats.get("kernel")}))
 """
 
 
@@ -69,7 +74,7 @@ def main(argv=None):
     ap.add_argument("--json", default="", help="write the rows to this file")
     args = ap.parse_args(argv)
     rows = []
-    print(f"{'kernel':<20}{'solver':<20}{'cold s':>9}{'cached s':>10}{'import s':>10}  path")
+    print(f"{'kernel':<20}{'solver':<20}{'cold s':>9}{'cold cpu':>9}{'cached s':>10}{'import s':>10}  path")
     for name in args.kernels.split(","):
         solver, process, options = KERNEL_JOBS[name]
         with tempfile.TemporaryDirectory(prefix="numba-cold-") as cache:
@@ -81,13 +86,15 @@ def main(argv=None):
             "solver": f"{solver} ({process})",
             "cold": cold["first_solve"],
             "cached": warm["first_solve"],
+            "cold_cpu": cold["first_solve_cpu"],
+            "cached_cpu": warm["first_solve_cpu"],
             "import": warm["import"],
             "path": cold["kernel"],
             "wall": time.perf_counter() - tic,
         }
         rows.append(row)
         print(
-            f"{name:<20}{row['solver']:<20}{row['cold']:>9.1f}{row['cached']:>10.2f}{row['import']:>10.2f}"
+            f"{name:<20}{row['solver']:<20}{row['cold']:>9.1f}{row['cold_cpu']:>9.1f}{row['cached']:>10.2f}{row['import']:>10.2f}"
             f"  {row['path']}",
             flush=True,
         )
