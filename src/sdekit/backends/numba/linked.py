@@ -30,27 +30,33 @@ import hashlib
 
 import llvmlite.binding as llvm
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
+from .noise import fill_normals
 from .scores import analytic_block_score, analytic_lanes_score
 
 __all__ = [
     "SharedFunction",
     "SCORE_BLOCK",
     "SCORE_LANES",
+    "NORMALS",
     "BLOCK_ARGS",
     "LANES_ARGS",
+    "NORMALS_ARGS",
     "link_all",
     "call_score_block",
     "call_score_lanes",
+    "call_fill_normals",
+    "block_normals",
 ]
 
 _F1 = types.float64[::1]
 _F2 = types.float64[:, ::1]
 _F3 = types.float64[:, :, ::1]
+_U1 = types.uint64[::1]
 
 #: Argument types of ``score_block(xb, L, t, coef_row, means, eigvals, eigvecs, log_weights, work, out)`` as the
 #: fused kernels call it (C-contiguous float64 arrays from the host, ``L`` an int64, ``t`` a float64).
@@ -59,6 +65,10 @@ BLOCK_ARGS = ((_F2, types.int64, types.float64, _F1, _F2, _F2, _F3, _F1, _F2, _F
 #: Argument types of ``score_lanes(xb, L, tl, cl, means, eigvals, eigvecs, log_weights, work, out)`` (a time and
 #: a column of constants per lane).
 LANES_ARGS = ((_F2, types.int64, _F1, _F2, _F2, _F2, _F3, _F1, _F2, _F2),)
+
+#: Argument types of ``fill_normals(keys, step, skeys, out)`` as the fixed-grid kernels call it once per block and
+#: step (the block's sample keys, the step index, scratch for the stream keys, the normals ``(m, B)``).
+NORMALS_ARGS = ((_U1, types.int64, _U1, _F2),)
 
 
 class SharedFunction:
@@ -125,11 +135,13 @@ class SharedFunction:
 SCORE_BLOCK = SharedFunction("score_block", analytic_block_score, BLOCK_ARGS)
 #: The analytic densities' lane score (:func:`~sdekit.backends.numba.scores.analytic_lanes_score`).
 SCORE_LANES = SharedFunction("score_lanes", analytic_lanes_score, LANES_ARGS)
+#: The counter-based normals of a block (:func:`~sdekit.backends.numba.noise.fill_normals`).
+NORMALS = SharedFunction("fill_normals", fill_normals, NORMALS_ARGS)
 
 
 def link_all() -> None:
     """Link every declared signature of the shared helpers (before a kernel that calls them is loaded)."""
-    for shared in (SCORE_BLOCK, SCORE_LANES):
+    for shared in (SCORE_BLOCK, SCORE_LANES, NORMALS):
         if not shared.linked():
             for argtypes in shared.signatures:
                 shared.link(argtypes)
@@ -149,3 +161,18 @@ def call_score_lanes(typingctx, xb, L, tl, cl, p0, p1, p2, p3, work, out):
     args = (xb, L, tl, cl, p0, p1, p2, p3, work, out)
     formal = SCORE_LANES.match(typingctx, args)
     return types.none(*args), SCORE_LANES.codegen(formal)
+
+
+@intrinsic
+def call_fill_normals(typingctx, keys, step, skeys, out):
+    """``fill_normals(...)`` through :data:`NORMALS`' symbol (numba code only)."""
+    args = (keys, step, skeys, out)
+    formal = NORMALS.match(typingctx, args)
+    return types.none(*args), NORMALS.codegen(formal)
+
+
+@njit(inline="always", error_model="numpy")
+def block_normals(keys, step, skeys, out):
+    """What the fixed-grid kernel bodies call for a block's normals at a step: ``fill_normals(keys, step, skeys,
+    out)`` (same arguments, same numbers) through the shared symbol."""
+    call_fill_normals(keys, step, skeys, out)
