@@ -10,6 +10,11 @@ it and in which state that kernel is --
   ``benchmarks/bench_compile.py``). A kernel for a :class:`~sdekit.backends.numba.RowScore` is always compiled
   in the process (it is not cached on disk: the cache could not tell two user functions apart).
 
+On top of that, the first kernel of a family in a process pays for the shared helpers its family calls through a
+symbol (:mod:`sdekit.backends.numba.linked`: the analytic score and the normals, compiled once, not into every
+kernel) unless they are linked already or in the disk cache: :func:`shared_seconds`
+(:data:`SHARED_COMPILE_SECONDS`).
+
 Where numba keeps the cache: ``NUMBA_CACHE_DIR`` when set; else the ``__pycache__`` folder next to the kernel's
 source when it is writable (a source checkout, an editable or a user-writable install); else numba's user-wide
 folder (``~/.cache/numba/`` on Linux, from ``appdirs``), e.g. for a package installed read-only by root. numba
@@ -29,12 +34,15 @@ from dataclasses import dataclass
 
 from ...sdes import LinearSDE, ProbabilityFlowODE, ReverseSDE
 from .fused import fused_plan
-from .kernels.adaptive import adaptive_plan
+from .kernels.adaptive import ADAPTIVE_KERNELS, adaptive_plan
+from .linked import ADAPTIVE, FIXED_GRID
 
 __all__ = [
     "COMPILE_SECONDS",
     "DEFAULT_COMPILE_SECONDS",
     "CACHE_LOAD_SECONDS",
+    "SHARED_COMPILE_SECONDS",
+    "shared_seconds",
     "Readiness",
     "readiness",
     "dispatcher_readiness",
@@ -62,6 +70,11 @@ COMPILE_SECONDS = {
 }
 #: For a kernel missing from :data:`COMPILE_SECONDS` (a user's own kernel).
 DEFAULT_COMPILE_SECONDS = 60.0
+#: Cold compile time (seconds) of the shared helpers of each kernel family (:mod:`sdekit.backends.numba.linked`):
+#: ``"fixed_grid"`` the analytic block score and the block normals, ``"adaptive"`` the analytic lane score; paid
+#: once per process when they are not in the disk cache (:func:`shared_seconds`), measured like
+#: :data:`COMPILE_SECONDS` (the ``shared`` column of ``benchmarks/bench_compile.py``).
+SHARED_COMPILE_SECONDS = {"fixed_grid": 10.0, "adaptive": 10.0}
 #: Loading one kernel from numba's disk cache (measured 0.5-1.9 s per kernel under load 5-7, first solve included).
 CACHE_LOAD_SECONDS = 1.0
 
@@ -110,9 +123,25 @@ def dispatcher_readiness(name: str, dispatcher, row_score: bool = False) -> Read
     a :class:`~sdekit.backends.numba.RowScore`, never cached on disk). Nothing is compiled or loaded."""
     if compiled_in_process(dispatcher):
         return Readiness(name, "compiled", 0.0, row_score)
+    shared = shared_seconds(name, row_score)
     if not row_score and disk_cached(dispatcher):
-        return Readiness(name, "cached", CACHE_LOAD_SECONDS, row_score)
-    return Readiness(name, "cold", COMPILE_SECONDS.get(name, DEFAULT_COMPILE_SECONDS), row_score)
+        return Readiness(name, "cached", CACHE_LOAD_SECONDS + shared, row_score)
+    return Readiness(name, "cold", COMPILE_SECONDS.get(name, DEFAULT_COMPILE_SECONDS) + shared, row_score)
+
+
+def shared_seconds(name: str, row_score: bool = False) -> float:
+    """What kernel ``name``'s first run costs for the shared helpers its family calls through a symbol
+    (:data:`~sdekit.backends.numba.linked.FIXED_GRID` or :data:`~sdekit.backends.numba.linked.ADAPTIVE`): 0 when
+    they are linked in this process or all in numba's disk cache (a load of a fraction of a second), else
+    :data:`SHARED_COMPILE_SECONDS` of the family. A RowScore kernel replaces the score and is charged nothing here
+    (its normals are a small part of its per-process compilation). Nothing is compiled or loaded."""
+    if row_score:
+        return 0.0
+    family = "adaptive" if name in {k.name for k in ADAPTIVE_KERNELS.values()} else "fixed_grid"
+    helpers = ADAPTIVE if family == "adaptive" else FIXED_GRID
+    if all(fn.linked() or disk_cached(fn.dispatcher) for fn in helpers):
+        return 0.0
+    return SHARED_COMPILE_SECONDS[family]
 
 
 def compiled_in_process(dispatcher) -> bool:

@@ -15,9 +15,12 @@ loads a kernel, whether just compiled or read from numba's disk cache. The name 
 the argument types, so a cached kernel stays valid across processes. Linking happens
 
 * while a kernel compiles (the call's code generation links the signature it calls), and
-* before a compiled kernel is loaded from the cache: :func:`link_all` links every signature in
-  :data:`SharedFunction.signatures`, and the entry points that hand out kernels
-  (:meth:`~sdekit.backends.numba.registry.Kernel.analytic`, the adaptive kernels' ``analytic()``) call it first.
+* before a compiled kernel runs, which may load it from the cache: :func:`link_all` links every declared
+  signature of the helpers a kernel family calls (:data:`FIXED_GRID` in
+  :func:`~sdekit.backends.numba.fused.run_fused`, :data:`ADAPTIVE` in
+  :func:`~sdekit.backends.numba.kernels.adaptive.run_adaptive`). A kernel that is handed out
+  (:meth:`~sdekit.backends.numba.registry.Kernel.analytic`) is not loaded or compiled yet, so asking for it costs
+  nothing.
 
 The signatures are declared (:data:`BLOCK_ARGS`, :data:`LANES_ARGS`: the types the host passes); a call whose
 arguments do not convert to one of them is a numba typing error naming them. The numbers are those of a linked
@@ -46,6 +49,8 @@ __all__ = [
     "BLOCK_ARGS",
     "LANES_ARGS",
     "NORMALS_ARGS",
+    "FIXED_GRID",
+    "ADAPTIVE",
     "link_all",
     "call_score_block",
     "call_score_lanes",
@@ -139,12 +144,19 @@ SCORE_LANES = SharedFunction("score_lanes", analytic_lanes_score, LANES_ARGS)
 NORMALS = SharedFunction("fill_normals", fill_normals, NORMALS_ARGS)
 
 
-def link_all() -> None:
-    """Link every declared signature of the shared helpers (before a kernel that calls them is loaded)."""
-    for shared in (SCORE_BLOCK, SCORE_LANES, NORMALS):
-        if not shared.linked():
-            for argtypes in shared.signatures:
-                shared.link(argtypes)
+#: What the fixed-grid kernels call (:func:`~sdekit.backends.numba.fused.run_fused` links them).
+FIXED_GRID = (SCORE_BLOCK, NORMALS)
+#: What the fused adaptive kernels call (:func:`~sdekit.backends.numba.kernels.adaptive.run_adaptive` links it).
+ADAPTIVE = (SCORE_LANES,)
+
+
+def link_all(shared=FIXED_GRID + ADAPTIVE) -> None:
+    """Link every declared signature of the shared helpers ``shared`` (before a kernel that calls them is run or
+    loaded from the cache); what is linked already costs nothing."""
+    for fn in shared:
+        if not fn.linked():
+            for argtypes in fn.signatures:
+                fn.link(argtypes)
 
 
 @intrinsic
