@@ -49,8 +49,10 @@ def _cov(d, seed):
 DENSITIES = {
     "gaussian-scalar": Gaussian([0.5, -1.0, 2.0], 0.7),
     "gaussian-full": Gaussian([0.5, -1.0, 2.0], _cov(3, 0)),
-    "mixture-diag": GaussianMixture([0.2, 0.5, 0.3], [[0, 0, 1], [1, -1, 0], [2, 2, 2]], [0.3, [0.2, 1.0, 0.5], 0.05]),
-    "mixture-full": GaussianMixture([0.4, 0.6], [[0, 1, 0], [1, 0, -1]], [_cov(3, 1), _cov(3, 2)]),
+    "mixture-diag": GaussianMixture(
+        [0.2, 0.5, 0.3], [[0, 0, 1], [1, -1, 0], [2, 2, 2]], [[0.3, 0.3, 0.3], [0.2, 1.0, 0.5], [0.05, 0.1, 0.4]]
+    ),
+    "mixture-full": GaussianMixture([0.4, 0.6], [[0, 1, 0], [1, 0, -1]], np.stack([_cov(3, 1), _cov(3, 2)])),
 }
 
 
