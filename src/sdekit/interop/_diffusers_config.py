@@ -22,7 +22,7 @@ __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_c
            "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
            "announced_timesteps", "takes_zero_step", "check_thresholding", "check_step_options",
            "accepts", "source_points", "source_defaults", "EDM_CLASSES", "announce_tail",
-           "register_other_entries"]  # fmt: skip
+           "register_other_entries", "posterior_variance", "finite_levels", "check_finite_start"]  # fmt: skip
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "exp")
 #: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
@@ -61,7 +61,7 @@ def check_training_schedule(config: dict, name: str) -> None:
 def training_betas(config: dict, name: str) -> torch.Tensor:
     """``betas`` of a diffusers config, computed as diffusers' schedulers do (float32), zero-SNR rescaled if asked."""
     check_training_schedule(config, name)
-    n = integer_at_least(f"{name}['num_train_timesteps']", config.get("num_train_timesteps", 1000), 2)
+    n = integer_at_least(f"{name}['num_train_timesteps']", config.get("num_train_timesteps", 1000), 1)
     trained = config.get("trained_betas")
     schedule = config.get("beta_schedule", "linear")
     start, end = float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02))
@@ -94,6 +94,44 @@ def alphas_cumprod_of(betas: torch.Tensor, zero_snr: bool) -> torch.Tensor:
         # ratio of the schedule instead (a noise level about that much above the previous one)
         ac[-1] = 2.0**-24 if float(ac[-2]) > 2.0**-24 else float(ac[-2]) ** 2 / float(ac[-3])
     return ac
+
+
+def finite_levels(alphas_cumprod: torch.Tensor):
+    """``(table, first)``: the leading training timesteps ``0 .. first - 1`` whose ``alphas_cumprod`` is positive and
+    decreasing (the table the scheduler's DiscreteVPSDE interpolates, continued above it along its last segment) and
+    ``first``, the first timestep where it is not (``None``: none). Large betas (diffusers' tests use ``beta_end=2``)
+    make ``cumprod(1 - betas)`` underflow in float32 (subnormal values that stop decreasing, then 0: an infinite noise
+    level) or turn negative (betas above 1: no noise level); diffusers keeps such a schedule and steps at the
+    timesteps below that, where its levels are finite. A
+    one-entry table gets a second entry continuing its noise level ``s_0`` linearly in ``s`` (as the process continues
+    it below timestep 0): ``s_1 = 2 s_0`` (one trained timestep: its only step is the final denoising one)."""
+    ac = torch.as_tensor(alphas_cumprod).to(torch.float64)
+    bad = torch.nonzero(~(ac > 0) | (torch.cat([ac[:1] * 0 + 2, ac[:-1]]) <= ac)).reshape(-1)
+    first = int(bad[0]) if bad.numel() else None
+    table = ac[:first] if first is not None else ac
+    if table.numel() == 0:
+        raise ValueError(
+            f"the training schedule's first alphas_cumprod is {float(ac[0])!r} (betas[0] >= 1): no noise level is "
+            "finite; beta_start (or trained_betas[0]) must be below 1"
+        )
+    if table.numel() == 1:
+        table = torch.cat([table, 1.0 / (1.0 + 4.0 * (1.0 - table) / table)])
+    return table, first
+
+
+def check_finite_start(first, config, timestep) -> None:
+    """``ValueError`` for a run that starts at a training ``timestep`` at or above ``first`` (see
+    :func:`finite_levels`), where the noise level is infinite or undefined: diffusers' own step divides by
+    ``sqrt(alphas_cumprod)`` there."""
+    if first is not None and float(timestep) > first - 1:
+        given = ("trained_betas" if config.trained_betas is not None else
+                 f"beta_start={config.beta_start!r}, beta_end={config.beta_end!r}, "
+                 f"beta_schedule={config.beta_schedule!r}, num_train_timesteps={config.num_train_timesteps!r}")  # fmt: skip
+        raise ValueError(
+            f"a run cannot start at timestep {float(timestep)}: the training schedule ({given}) has alphas_cumprod "
+            f"no longer decreasing or 0 (float32 underflow) or negative (betas above 1) from timestep {first} on, an "
+            "infinite or undefined noise level; start below timestep {first} (set_begin_index, or a pipeline's strength)"
+        )
 
 
 def is_scheduler_class(name) -> bool:
@@ -229,7 +267,7 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
     DiscreteVPSDE): the model timesteps of the step points and, when the schedule is given in noise levels, the EDM
     levels ``sqrt((1 - abar) / abar)`` of the points and the final level (0: the denoising step). Repeats are still
     in."""
-    N = sde.num_timesteps
+    N = int(cfg.num_train_timesteps)
     zero = cfg.final_sigmas_type == "zero"
     if sigmas is not None and cfg.timestep_source in EDM_CLASSES:  # (EDMEuler reads them as its schedule's ramp)
         return source_points(cfg, sigmas=torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1).cpu())
@@ -411,3 +449,22 @@ def register_other_entries(model, config: dict, init_keys) -> None:
         model.register_to_config(**hidden, **carried)
     if carried:
         model.register_to_config(_use_default_values=sorted({*model.config.get("_use_default_values", ()), *carried}))
+
+
+def posterior_variance(alphas_cumprod, timestep, prev_timestep, final_alpha: float):
+    """The variance of the DDPM posterior ``q(x_prev | x_t, x_0)`` between training timesteps ``timestep`` and
+    ``prev_timestep`` (``-1`` or below: the end, where ``abar = final_alpha``): ``(1 - abar_prev) / (1 - abar_t) * (1 -
+    abar_t / abar_prev)``, as diffusers' DDPM (``variance_type="fixed_small"``) and DDIM (``eta = 1``) compute it from
+    their float32 ``alphas_cumprod`` (here in float64; 0 where ``abar_t = abar_prev``). A float32 tensor (a scalar)."""
+    ac = torch.as_tensor(alphas_cumprod).to(torch.float64)
+    n = ac.shape[0]
+    points = []
+    for name, value in (("timestep", timestep), ("prev_timestep", prev_timestep)):
+        v = float(value)
+        if not v.is_integer() or v > n - 1:
+            raise ValueError(f"{name} must be an integer training timestep below {n} (or -1: the end), got {value!r}")
+        points.append(ac[int(v)] if v >= 0 else torch.tensor(float(final_alpha), dtype=torch.float64))
+    a_t, a_prev = points
+    if float(a_t) == float(a_prev):
+        return torch.tensor(0.0)
+    return ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)).to(torch.float32)

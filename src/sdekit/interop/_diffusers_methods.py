@@ -107,7 +107,8 @@ def sa_solver_method(config: dict, conv: dict, lof: bool):
     config's own schedule; the bounds widened by ``1e-6`` relative, below the spacing of neighbouring timesteps' levels,
     so that the listed timesteps' float32 levels fall on the side diffusers' comparison of timesteps puts them)."""
     ac = alphas_cumprod_of(training_betas(config, "config"), bool(config.get("rescale_betas_zero_snr", False)))
-    level = lambda tau: float(np.sqrt((1.0 - float(ac[tau])) / float(ac[tau])))  # noqa: E731
+    # (an infinite level where the float32 schedule underflows to 0: see _diffusers_config.finite_levels)
+    level = lambda tau: float(np.sqrt((1.0 - float(ac[tau])) / float(ac[tau]))) if ac[tau] > 0 else np.inf  # noqa: E731
     n = len(ac)
     options = {
         "predictor_order": int(config.get("predictor_order", 2)),

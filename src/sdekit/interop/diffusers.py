@@ -44,6 +44,8 @@ from ..validation import integer_at_least
 from ._diffusers_config import (
     EDM_CLASSES,
     Draws,
+    check_finite_start,
+    finite_levels,
     GeneratorNoise,
     alphas_cumprod_of,
     announce_tail,
@@ -56,6 +58,7 @@ from ._diffusers_config import (
     config_dict,
     is_scheduler_class,
     keys_of,
+    posterior_variance,
     register_other_entries,
     schedule_points,
     summary,
@@ -219,10 +222,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             used = sorted(k for k in self.config["_use_default_values"] if k not in set_here)
             self.register_to_config(_use_default_values=used)
         #: the training schedule as an sdekit process
-        self.sde = DiscreteVPSDE(alphas_cumprod=self.alphas_cumprod)
+        table, self._first_infinite = finite_levels(self.alphas_cumprod)  # (where it is finite: see finite_levels)
+        self.sde = DiscreteVPSDE(alphas_cumprod=table)
         self.order = self._solver.nfe_per_step
         self.num_inference_steps = None
-        self.timesteps = torch.arange(self.sde.num_timesteps - 1, -1, -1, dtype=torch.int64)
+        self.timesteps = torch.arange(len(self.alphas_cumprod) - 1, -1, -1, dtype=torch.int64)
         self.sigmas = None
         self._plan = self._requests = self._taus = self._run = self._stepper = None
         self._idle = False
@@ -316,6 +320,21 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         i = points.index(float(timestep)) + 1
         return torch.tensor(points[i] if i < len(points) else -1, dtype=self.timesteps.dtype)
 
+    def _get_variance(self, timestep, prev_timestep=None, *, predicted_variance=None, variance_type=None):
+        """Part of diffusers' scheduler contract (DDPM's ``_get_variance(t)`` and DDIM's ``_get_variance(t, prev)``,
+        private names that diffusers' code and tests call): the same value, the posterior variance of the DDPM step
+        from ``timestep`` to ``prev_timestep`` (default: the next step point of the schedule), the variance of sdekit's
+        ``ancestral`` step (:func:`~sdekit.interop._diffusers_config.posterior_variance`). Only that variance type."""
+        if predicted_variance is not None or (variance_type or self.config.variance_type) not in (None, "fixed_small"):
+            raise ValueError(
+                f"_get_variance gives the posterior variance (variance_type='fixed_small'), the one sdekit's ancestral "
+                f"step uses; got variance_type={variance_type or self.config.variance_type!r}"
+                + (" and a predicted_variance" if predicted_variance is not None else "")
+            )
+        prev = self.previous_timestep(timestep) if prev_timestep is None else prev_timestep
+        final = 1.0 if self.config.final_sigmas_type == "zero" else float(self.alphas_cumprod[0])
+        return posterior_variance(self.alphas_cumprod, timestep, prev, final)
+
     def set_begin_index(self, begin_index: int = 0):
         self._begin_index = integer_at_least("begin_index", begin_index, 0)
 
@@ -341,11 +360,14 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         """The schedule before any :meth:`set_timesteps`: every training timestep (as in diffusers' DDPM, Euler)."""
         if self._edm is not None:
             return self._set_schedule(*edm_training_points(self._edm), None)
-        self._set_schedule(np.arange(self.sde.num_timesteps - 1, -1, -1, dtype=np.float64), None, None)
+        self._set_schedule(np.arange(len(self.alphas_cumprod) - 1, -1, -1, dtype=np.float64), None, None)
 
     def _set_schedule(self, taus, levels, device):
         """The plan of step points ``taus`` (and noise levels ``levels``, see :func:`schedule_points`)."""
         sde = self.sde
+        if levels is not None and not np.all(np.isfinite(levels)):  # past the finite levels (see finite_levels)
+            stand_in = np.append(np.asarray(sde.edm_sigma(sde.t_from_timestep(taus)), dtype=np.float64), 0.0)
+            levels = np.where(np.isfinite(levels), levels, stand_in)  # (no run starts there)
         if levels is not None:
             keep = np.append(True, levels[1:-1] < levels[:-2])  # repeated levels: zero-length steps
             taus, points = taus[keep], levels[:-1][keep]
@@ -465,6 +487,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if index >= len(self._requests):
             raise ValueError(f"begin_index {index} is past the schedule's {len(self._requests)} evaluations")
         k, j, _, _ = self._requests[index]
+        check_finite_start(self._first_infinite, self.config, self.timesteps[index])
         if j != 0:
             raise ValueError(
                 f"begin_index {index} is stage {j} of step {k}: a run starts at a step point (the first evaluation of "
