@@ -4,6 +4,7 @@ and short summaries of long arrays for error messages (used by :mod:`sdekit.inte
 from __future__ import annotations
 
 import inspect
+import math
 
 import diffusers
 import numpy as np
@@ -22,7 +23,8 @@ __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_c
            "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
            "announced_timesteps", "takes_zero_step", "check_thresholding", "check_step_options",
            "accepts", "source_points", "source_defaults", "EDM_CLASSES", "announce_tail",
-           "register_other_entries", "posterior_variance", "finite_levels", "check_finite_start"]  # fmt: skip
+           "register_other_entries", "posterior_variance", "finite_levels", "check_finite_start",
+           "schedule_grid"]  # fmt: skip
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "exp")
 #: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
@@ -124,13 +126,18 @@ def check_finite_start(first, config, timestep) -> None:
     :func:`finite_levels`), where the noise level is infinite or undefined: diffusers' own step divides by
     ``sqrt(alphas_cumprod)`` there."""
     if first is not None and float(timestep) > first - 1:
-        given = ("trained_betas" if config.trained_betas is not None else
-                 f"beta_start={config.beta_start!r}, beta_end={config.beta_end!r}, "
-                 f"beta_schedule={config.beta_schedule!r}, num_train_timesteps={config.num_train_timesteps!r}")  # fmt: skip
+        given = (
+            "trained_betas"
+            if config.trained_betas is not None
+            else (
+                f"beta_start={config.beta_start!r}, beta_end={config.beta_end!r}, beta_schedule={config.beta_schedule!r}, "
+                f"num_train_timesteps={config.num_train_timesteps!r}"
+            )
+        )
         raise ValueError(
             f"a run cannot start at timestep {float(timestep)}: the training schedule ({given}) has alphas_cumprod "
             f"no longer decreasing or 0 (float32 underflow) or negative (betas above 1) from timestep {first} on, an "
-            "infinite or undefined noise level; start below timestep {first} (set_begin_index, or a pipeline's strength)"
+            f"infinite or undefined noise level; start below timestep {first} (set_begin_index, a pipeline's strength)"
         )
 
 
@@ -318,6 +325,35 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
     else:  # trailing
         taus = np.arange(N, 0, -N / n).round().copy() - 1
     return taus.astype(np.float64), None
+
+
+def schedule_grid(sde, taus, levels, final_sigmas_type: str):
+    """``(taus, grid, final_denoise)``: the step points ``taus`` (and noise levels ``levels``, see
+    :func:`schedule_points`) as sdekit times on ``sde`` (a DiscreteVPSDE), repeated points removed (zero-length steps),
+    the last point's evaluation the final denoising step or a last step to the final level (of zero length where the
+    last point is already there). ``ValueError`` unless the times decrease strictly."""
+    if levels is not None and not np.all(np.isfinite(levels)):  # past the finite levels (see finite_levels)
+        stand_in = np.append(np.asarray(sde.edm_sigma(sde.t_from_timestep(taus)), dtype=np.float64), 0.0)
+        levels = np.where(np.isfinite(levels), levels, stand_in)  # (no run starts there)
+    if levels is not None:
+        keep = np.append(True, levels[1:-1] < levels[:-2])  # repeated levels: zero-length steps
+        taus, points = taus[keep], levels[:-1][keep]
+        grid = np.asarray(sde.t_from_log_snr(-np.log(points)), dtype=np.float64)
+        final = float(levels[-1])
+        final_denoise = final == 0.0
+        if not final_denoise:  # a final level at the last point: a zero-length last step, taken by the solver
+            end = grid[-1] if final >= points[-1] else float(sde.t_from_log_snr(-math.log(final)))
+            grid = np.append(grid, end)
+    else:
+        keep = np.append(True, taus[1:] < np.minimum.accumulate(taus)[:-1])  # repeated timesteps
+        taus = taus[keep]
+        grid = np.asarray(sde.t_from_timestep(taus), dtype=np.float64)
+        final_denoise = final_sigmas_type == "zero"
+        if not final_denoise:  # timestep 0 already the last point: a zero-length last step
+            grid = np.append(grid, grid[-1] if taus[-1] <= 0 else sde.eps)
+    if np.any(np.diff(grid)[:-1] >= 0) or np.any(np.diff(grid)[-1:] > 0):
+        raise ValueError(f"the schedule's times must decrease strictly, got timesteps {summary(taus)}")
+    return taus, grid, final_denoise
 
 
 def accepts(source, keyword: str) -> bool:

@@ -27,7 +27,6 @@ float64 from the same float32 schedule; ``tests/test_interop_diffusers.py`` meas
 from __future__ import annotations
 
 import inspect
-import math
 
 import diffusers
 import numpy as np
@@ -44,22 +43,23 @@ from ..validation import integer_at_least
 from ._diffusers_config import (
     EDM_CLASSES,
     Draws,
-    check_finite_start,
-    finite_levels,
     GeneratorNoise,
     alphas_cumprod_of,
     announce_tail,
     announced_timesteps,
+    check_finite_start,
     check_schedule_options,
     check_step_options,
     check_thresholding,
     check_training_schedule,
     class_of_config,
     config_dict,
+    finite_levels,
     is_scheduler_class,
     keys_of,
     posterior_variance,
     register_other_entries,
+    schedule_grid,
     schedule_points,
     summary,
     takes_zero_step,
@@ -365,27 +365,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     def _set_schedule(self, taus, levels, device):
         """The plan of step points ``taus`` (and noise levels ``levels``, see :func:`schedule_points`)."""
         sde = self.sde
-        if levels is not None and not np.all(np.isfinite(levels)):  # past the finite levels (see finite_levels)
-            stand_in = np.append(np.asarray(sde.edm_sigma(sde.t_from_timestep(taus)), dtype=np.float64), 0.0)
-            levels = np.where(np.isfinite(levels), levels, stand_in)  # (no run starts there)
-        if levels is not None:
-            keep = np.append(True, levels[1:-1] < levels[:-2])  # repeated levels: zero-length steps
-            taus, points = taus[keep], levels[:-1][keep]
-            grid = np.asarray(sde.t_from_log_snr(-np.log(points)), dtype=np.float64)
-            final = float(levels[-1])
-            final_denoise = final == 0.0
-            if not final_denoise:  # a final level at the last point: a zero-length last step, taken by the solver
-                end = grid[-1] if final >= points[-1] else float(sde.t_from_log_snr(-math.log(final)))
-                grid = np.append(grid, end)
-        else:
-            keep = np.append(True, taus[1:] < np.minimum.accumulate(taus)[:-1])  # repeated timesteps
-            taus = taus[keep]
-            grid = np.asarray(sde.t_from_timestep(taus), dtype=np.float64)
-            final_denoise = self.config.final_sigmas_type == "zero"
-            if not final_denoise:  # timestep 0 already the last point: a zero-length last step
-                grid = np.append(grid, grid[-1] if taus[-1] <= 0 else sde.eps)
-        if np.any(np.diff(grid)[:-1] >= 0) or np.any(np.diff(grid)[-1:] > 0):
-            raise ValueError(f"the schedule's times must decrease strictly, got timesteps {summary(taus)}")
+        taus, grid, final_denoise = schedule_grid(sde, taus, levels, self.config.final_sigmas_type)
         plan = GridPlan(sde, self._solver, self._kind, grid, bool(final_denoise))
         self._solver.check_process(plan.process(lambda x, t: x))
         idle = len(grid) > 1 and grid[-1] == grid[-2] and not takes_zero_step(plan)
