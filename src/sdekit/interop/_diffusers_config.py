@@ -126,14 +126,11 @@ def check_finite_start(first, config, timestep) -> None:
     :func:`finite_levels`), where the noise level is infinite or undefined: diffusers' own step divides by
     ``sqrt(alphas_cumprod)`` there."""
     if first is not None and float(timestep) > first - 1:
-        given = (
-            "trained_betas"
-            if config.trained_betas is not None
-            else (
-                f"beta_start={config.beta_start!r}, beta_end={config.beta_end!r}, beta_schedule={config.beta_schedule!r}, "
-                f"num_train_timesteps={config.num_train_timesteps!r}"
-            )
-        )
+        cfg = config
+        given = "trained_betas" if cfg.trained_betas is not None else (
+            f"beta_start={cfg.beta_start!r}, beta_end={cfg.beta_end!r}, beta_schedule={cfg.beta_schedule!r}, "
+            f"num_train_timesteps={cfg.num_train_timesteps!r}"
+        )  # fmt: skip
         raise ValueError(
             f"a run cannot start at timestep {float(timestep)}: the training schedule ({given}) has alphas_cumprod "
             f"no longer decreasing or 0 (float32 underflow) or negative (betas above 1) from timestep {first} on, an "
