@@ -552,3 +552,13 @@ def test_real_pipeline_gives_the_same_images_after_the_swap(make):
     pipe.scheduler = SdekitScheduler.from_config(pipe.scheduler.config)
     out = pipe(generator=torch.Generator().manual_seed(0), **kw).images
     assert np.abs(out - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("source", [D.EDMEulerScheduler, D.EDMDPMSolverMultistepScheduler])
+def test_img2img_loop_with_an_edm_source_equals_diffusers(source):
+    # (diffusers' image-to-image pipelines need transformers' text encoders, not installed here: the pipeline's
+    # scheduler calls, replayed by img2img, with a small UNet2DModel; see docs/models.md)
+    unet = tiny_unet()
+    ref, n_ref = img2img(source(), unet, IMAGE, 0.6, 10)
+    out, n_out = img2img(SdekitScheduler.from_config(source().config), unet, IMAGE, 0.6, 10)
+    assert n_out == n_ref == 6 and float((out - ref).abs().max() / ref.abs().max()) < 5e-6
