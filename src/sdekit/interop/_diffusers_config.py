@@ -16,6 +16,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from .. import _xp
 from ..grids import GRIDS, make_grid
 from ..validation import integer_at_least
+from ._diffusers_flow import FLOW_CLASSES, flow_levels
 from ._driver import Stepper
 
 __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_cumprod_of", "is_scheduler_class",
@@ -50,9 +51,15 @@ def config_dict(config, name: str) -> dict:
     return dict(config)
 
 
-def check_training_schedule(config: dict, name: str) -> None:
-    if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
-        raise ValueError(f"{name} describes a flow-matching model, not a VP (DDPM) training schedule")
+def check_training_schedule(config: dict, name: str, source=None) -> None:
+    """``ValueError`` for a config without a DDPM training schedule, or of a flow-matching model (unless of a
+    ``source`` class in ``FLOW_CLASSES`` with ``use_flow_sigmas``: :mod:`sdekit.interop._diffusers_flow`)."""
+    flow = config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction"
+    if flow and not (source in FLOW_CLASSES and config.get("use_flow_sigmas")):
+        raise ValueError(
+            f"{name} describes a flow-matching model, not a VP (DDPM) training schedule (sdekit reads flow-matching "
+            f"levels from the configs of {list(FLOW_CLASSES)} with use_flow_sigmas=True)"
+        )
     if config.get("trained_betas") is None and "beta_schedule" not in config:
         raise ValueError(
             f"{name} has no training schedule: it needs beta_schedule (with beta_start, beta_end and "
@@ -195,7 +202,7 @@ EDM_CLASSES = ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler")
 FINAL_SIGMAS = ("zero", "sigma_min")
 #: the pipeline's latents: the VP state ``x`` (DDPM, DDIM, DPM-Solver, UniPC, DEIS), ``x / alpha`` (Euler, Heun) or
 #: an EDM source's ``x / alpha`` with its preconditioning
-STATE_VARIABLES = ("vp", "sigma", "edm")
+STATE_VARIABLES = ("vp", "sigma", "edm", "flow")
 
 
 def check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable) -> None:
@@ -284,7 +291,9 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
                 "sigmas must be non-increasing positive noise levels, the final one (0: the denoising step) "
                 f"included, as diffusers' set_timesteps(sigmas=...) takes them; got {summary(levels)}"
             )
-        if cfg.timestep_source in SIGMA_STATE_CLASSES and accepts(cfg.timestep_source, "sigmas"):
+        if (cfg.timestep_source in SIGMA_STATE_CLASSES or cfg.state_variable == "flow") and accepts(
+            cfg.timestep_source, "sigmas"
+        ):
             # the source's own timesteps of these levels (the others take sigmas of flow matching only)
             return source_points(cfg, sigmas=levels)
         taus = np.asarray(sde.timestep(sde.t_from_log_snr(-np.log(levels[:-1]))), dtype=np.float64)
@@ -378,7 +387,7 @@ def source_points(cfg, **schedule):
         if getattr(src, "order", 1) == 2 and taus.size > 1 and np.array_equal(taus[1:-1:2], taus[2::2]):
             taus, sig = taus[::2], np.append(sig[:-1:2], sig[-1])
         if sig.size == taus.size + 1:
-            return taus, sig
+            return taus, (flow_levels(sig) if cfg.state_variable == "flow" else sig)
     return taus, None
 
 

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 
 from ._diffusers_config import SIGMA_STATE_CLASSES, alphas_cumprod_of, training_betas
+from ._diffusers_flow import uses_flow_sigmas
 
 __all__ = ["source_method", "method_init", "sa_solver_method", "edm_method"]
 
@@ -20,6 +21,8 @@ def source_method(name: str, config: dict):
     they differ. ``None`` when sdekit has no such method."""
     first_order = ("dpmpp_pc", {"order": 1, "corrector": False})
     conv = {"state_variable": "sigma" if name in SIGMA_STATE_CLASSES else "vp"}
+    if uses_flow_sigmas(name, config):  # flow-matching levels (UniPC, DPM-Solver): sdekit.interop._diffusers_flow
+        conv["state_variable"] = "flow"
     order = int(config.get("solver_order", 2))
     lof = bool(config.get("lower_order_final", True))
     if name == "EulerDiscreteScheduler":  # Euler in sigma on x / alpha is DDIM: DPM-Solver(++) of order 1

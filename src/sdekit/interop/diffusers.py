@@ -67,6 +67,7 @@ from ._diffusers_config import (
     training_betas,
 )
 from ._diffusers_edm import edm_alphas_cumprod, edm_denoised, edm_input_scale, edm_source, edm_training_points
+from ._diffusers_flow import FLOW_PREDICTION, flow_alphas_cumprod, flow_scale, flow_x0, uses_flow_sigmas
 from ._diffusers_methods import method_init
 from ._diffusers_score import (
     PREDICTION_TYPES,
@@ -194,7 +195,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             what = "ODEs" if kind == "sde" else "SDEs"
             raise ValueError(f"solver {self._solver.name!r} integrates {what} only; it cannot run process={process!r}")
         self._kind = kind
-        check_prediction_type(prediction_type, "prediction_type")
+        if not (prediction_type == FLOW_PREDICTION and state_variable == "flow"):
+            check_prediction_type(prediction_type, "prediction_type")
         check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable)
         check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value, clip_sample_range)
         steps_offset = integer_at_least("steps_offset", steps_offset, 0)
@@ -223,6 +225,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             self.register_to_config(_use_default_values=used)
         #: the training schedule as an sdekit process
         table, self._first_infinite = finite_levels(self.alphas_cumprod)  # (where it is finite: see finite_levels)
+        if state_variable == "flow":  # a flow model's levels (see _diffusers_flow)
+            table, self._first_infinite = flow_alphas_cumprod(len(self.alphas_cumprod)), None
         self.sde = DiscreteVPSDE(alphas_cumprod=table)
         self.order = self._solver.nfe_per_step
         self.num_inference_steps = None
@@ -275,14 +279,15 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if isinstance(source, str) and source != cls.__name__ and is_scheduler_class(source):
             src_cls = getattr(diffusers, source)
             if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
-                check_training_schedule(config, f"config (of {source})")  # refuses flow matching
+                if not uses_flow_sigmas(source, config):  # (refused: flow matching without a class's flow sigmas)
+                    check_training_schedule(config, f"config (of {source})", source)
             src = src_cls.from_config(keys_of(src_cls, config))
             if getattr(src, "alphas_cumprod", None) is None and source not in EDM_CLASSES:
                 raise ValueError(f"config (of {source}) has no training schedule (alphas_cumprod)")
             resolved = dict(src.config)
             init["timestep_source"] = source
         if "solver" not in config and source not in EDM_CLASSES:  # (ours has its own defaults for what it leaves out)
-            check_training_schedule(resolved, "config")
+            check_training_schedule(resolved, "config", source)
         named = "solver" in kwargs
         if "timestep_source" in init:  # the source's own method, unless a solver is named, and its conventions
             init.update(method_init(source, resolved, named, DEFAULT_SOLVER))
@@ -402,7 +407,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         """The scale of the initial latents: 1 for the VP state; for ``state_variable="sigma"`` the largest noise
         level ``sigma_max`` with "linspace" / "trailing" spacing, else ``sqrt(sigma_max^2 + 1)`` (diffusers' Euler and
         Heun rule)."""
-        if self.config.state_variable == "vp":
+        if self.config.state_variable in ("vp", "flow"):
             return 1.0
         if self._edm is not None:  # (EDM's own: sqrt(sigma_max^2 + 1))
             return self._edm.init_noise_sigma
@@ -422,12 +427,14 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         return float(self._requests[min(index, len(self._requests) - 1)][2])
 
     def _alpha(self, t) -> float:
-        return float(self.sde.marginal(t)[0])
+        """The VP state per latent at time ``t``: ``alpha`` (``x / alpha`` latents), ``alpha + sigma`` (flow's)."""
+        alpha, sigma = (float(c) for c in self.sde.marginal(t))
+        return flow_scale(alpha, sigma) if self.config.state_variable == "flow" else alpha
 
     def scale_model_input(self, sample, timestep=None, *args, **kwargs):
         """The network's input: the VP state. The identity for ``state_variable="vp"``; for ``"sigma"`` the latents
         ``x / alpha`` times ``alpha = 1 / sqrt(sigma^2 + 1)`` of the evaluation (diffusers' Euler and Heun)."""
-        if self.config.state_variable == "vp":
+        if self.config.state_variable in ("vp", "flow"):
             return sample
         if self._plan is None:  # the training schedule (diffusers' Euler and Heun before set_timesteps)
             self._training_schedule()
@@ -526,7 +533,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         sigma_state = self.config.state_variable != "vp"
         if at_state:  # the evaluation is at the step's own state: the pipeline's latents
             x = sample if sample.dtype == work_dtype else sample.to(work_dtype)
-            st.adopt(x * alpha if sigma_state else x)
+            st.adopt(x * self._alpha(t) if sigma_state else x)
         out = model_output
         if tuple(model_output.shape) != tuple(sample.shape):  # (DDPM's step: the mean's channels only, or both)
             out = split_learned_variance(model_output, sample.shape[1], self.config.variance_type, "model_output")
@@ -554,6 +561,10 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             x0 = edm_denoised(cfg.prediction_type, out, x / alpha, sigma / alpha, float(self._edm.config.sigma_data))
             if not (cfg.thresholding or cfg.clip_sample):
                 return score_of_output("sample", x0, x, alpha, sigma)
+        elif cfg.prediction_type == FLOW_PREDICTION:  # (a flow source: see _diffusers_flow)
+            x0 = flow_x0(out, x, alpha, sigma)
+            if not (cfg.thresholding or cfg.clip_sample):
+                return score_of_output("sample", x0, x, alpha, sigma)
         elif not (cfg.thresholding or cfg.clip_sample):
             return score_of_output(cfg.prediction_type, out, x, alpha, sigma)
         else:
@@ -578,8 +589,9 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                     points.setdefault(float(listed[j]), t_j)
             t = np.array([points.get(float(value), t_i) for value, t_i in zip(tau, t)], dtype=np.float64)
         alpha, sigma = (np.asarray(v, dtype=np.float64).reshape(-1) for v in self.sde.marginal(t))
-        if self.config.state_variable != "vp":
-            alpha, sigma = np.ones_like(alpha), sigma / alpha
+        if self.config.state_variable != "vp":  # (x / alpha, or flow's x / (alpha + sigma))
+            scale = alpha + sigma if self.config.state_variable == "flow" else alpha
+            alpha, sigma = alpha / scale, sigma / scale
         like = original_samples
         a = _xp.per_sample(torch.as_tensor(alpha, dtype=like.dtype, device=like.device), like)
         s = _xp.per_sample(torch.as_tensor(sigma, dtype=like.dtype, device=like.device), like)
