@@ -493,11 +493,19 @@ def register_other_entries(model, config: dict, init_keys) -> None:
         model.register_to_config(_use_default_values=sorted({*model.config.get("_use_default_values", ()), *carried}))
 
 
-def posterior_variance(alphas_cumprod, timestep, prev_timestep, final_alpha: float):
+def posterior_variance(alphas_cumprod, timestep, prev_timestep, final_alpha: float, variance_type=None,
+                       predicted_variance=None):  # fmt: skip
     """The variance of the DDPM posterior ``q(x_prev | x_t, x_0)`` between training timesteps ``timestep`` and
     ``prev_timestep`` (``-1`` or below: the end, where ``abar = final_alpha``): ``(1 - abar_prev) / (1 - abar_t) * (1 -
     abar_t / abar_prev)``, as diffusers' DDPM (``variance_type="fixed_small"``) and DDIM (``eta = 1``) compute it from
-    their float32 ``alphas_cumprod`` (here in float64; 0 where ``abar_t = abar_prev``). A float32 tensor (a scalar)."""
+    their float32 ``alphas_cumprod`` (here in float64; 0 where ``abar_t = abar_prev``). A float32 tensor (a scalar).
+    ``ValueError`` for DDPM's other ``variance_type`` values or a ``predicted_variance`` (not sdekit's step)."""
+    if predicted_variance is not None or variance_type not in (None, "fixed_small"):
+        raise ValueError(
+            "_get_variance gives the posterior variance (variance_type='fixed_small'), the one sdekit's ancestral step "
+            f"uses; got variance_type={variance_type!r}"
+            + (" and a predicted_variance" if predicted_variance is not None else "")
+        )
     ac = torch.as_tensor(alphas_cumprod).to(torch.float64)
     n = ac.shape[0]
     points = []

@@ -21,7 +21,6 @@ __all__ = [
     "uses_flow_sigmas",
     "flow_alphas_cumprod",
     "flow_levels",
-    "flow_scale",
     "flow_x0",
 ]
 
@@ -49,12 +48,19 @@ def flow_levels(sigmas: np.ndarray) -> np.ndarray:
     return s / (1.0 - s)
 
 
-def flow_scale(alpha: float, sigma: float) -> float:
-    """The VP state per flow latent, ``alpha + sigma`` (``x = (alpha + sigma) x_f``)."""
-    return alpha + sigma
-
-
 def flow_x0(out, x, alpha: float, sigma: float):
     """The data prediction ``x_0 = x_f - s v`` of a velocity ``out`` at the VP state ``x`` (``x_f = x / (alpha +
     sigma)``, ``s = sigma / (alpha + sigma)``)."""
     return (x - sigma * out) / (alpha + sigma)
+
+
+def check_flow_prediction(prediction_type, state_variable) -> bool:
+    """Whether ``prediction_type`` is flow's own (``"flow_prediction"`` with flow latents); ``ValueError`` for
+    ``"v_prediction"`` with flow latents (diffusers' flow-sigma classes read it in flow's own alpha and sigma, another
+    network output than the VP velocity sdekit reads). The others are checked by ``check_prediction_type``."""
+    if state_variable == "flow" and prediction_type == "v_prediction":
+        raise ValueError(
+            "prediction_type='v_prediction' with flow sigmas is not supported (diffusers reads it with flow's alpha "
+            "= 1 - s, sigma = s); use 'flow_prediction', 'epsilon' or 'sample'"
+        )
+    return prediction_type == FLOW_PREDICTION and state_variable == "flow"

@@ -67,7 +67,7 @@ from ._diffusers_config import (
     training_betas,
 )
 from ._diffusers_edm import edm_alphas_cumprod, edm_denoised, edm_input_scale, edm_source, edm_training_points
-from ._diffusers_flow import FLOW_PREDICTION, flow_alphas_cumprod, flow_scale, flow_x0, uses_flow_sigmas
+from ._diffusers_flow import FLOW_PREDICTION, check_flow_prediction, flow_alphas_cumprod, flow_x0, uses_flow_sigmas
 from ._diffusers_methods import method_init
 from ._diffusers_score import (
     PREDICTION_TYPES,
@@ -116,11 +116,12 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     seed : int, optional
         SDE solvers: ``None`` draws their normals from the pipeline's ``generator`` (as diffusers' schedulers do);
         an integer uses sdekit's counter-based noise, the numbers ``sdekit.sample`` would give sample ``i``.
-    state_variable : {"vp", "sigma", "edm"}
+    state_variable : {"vp", "sigma", "edm", "flow"}
         The pipeline's latents: the VP state ``x`` (``init_noise_sigma = 1``, ``scale_model_input`` the identity: DDPM,
         DDIM, DPM-Solver, UniPC, DEIS) or ``x / alpha`` (diffusers' Euler and Heun: ``init_noise_sigma`` about
         ``sigma_max``, ``scale_model_input`` divides by ``sqrt(sigma^2 + 1)``); ``"edm"``: ``x / alpha`` with EDM's
-        preconditioning (an EDM ``timestep_source``, :mod:`sdekit.interop._diffusers_edm`); the solver runs on ``x``.
+        preconditioning (an EDM ``timestep_source``, :mod:`sdekit.interop._diffusers_edm`); ``"flow"``: flow matching's
+        ``x / (alpha + sigma)`` (:mod:`sdekit.interop._diffusers_flow`); the solver runs on ``x``.
     lower_order_final : bool, optional
         Given to any solver that has this option (and is not given it otherwise): the source scheduler's convention.
     thresholding, dynamic_thresholding_ratio, sample_max_value, clip_sample, clip_sample_range
@@ -195,7 +196,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             what = "ODEs" if kind == "sde" else "SDEs"
             raise ValueError(f"solver {self._solver.name!r} integrates {what} only; it cannot run process={process!r}")
         self._kind = kind
-        if not (prediction_type == FLOW_PREDICTION and state_variable == "flow"):
+        if not check_flow_prediction(prediction_type, state_variable):
             check_prediction_type(prediction_type, "prediction_type")
         check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable)
         check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value, clip_sample_range)
@@ -326,19 +327,13 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         return torch.tensor(points[i] if i < len(points) else -1, dtype=self.timesteps.dtype)
 
     def _get_variance(self, timestep, prev_timestep=None, *, predicted_variance=None, variance_type=None):
-        """Part of diffusers' scheduler contract (DDPM's ``_get_variance(t)`` and DDIM's ``_get_variance(t, prev)``,
-        private names that diffusers' code and tests call): the same value, the posterior variance of the DDPM step
-        from ``timestep`` to ``prev_timestep`` (default: the next step point of the schedule), the variance of sdekit's
-        ``ancestral`` step (:func:`~sdekit.interop._diffusers_config.posterior_variance`). Only that variance type."""
-        if predicted_variance is not None or (variance_type or self.config.variance_type) not in (None, "fixed_small"):
-            raise ValueError(
-                f"_get_variance gives the posterior variance (variance_type='fixed_small'), the one sdekit's ancestral "
-                f"step uses; got variance_type={variance_type or self.config.variance_type!r}"
-                + (" and a predicted_variance" if predicted_variance is not None else "")
-            )
+        """diffusers' contract (DDPM's ``_get_variance(t)``, DDIM's ``_get_variance(t, prev)``: private names its code
+        and tests call), the same value: the posterior variance from ``timestep`` to ``prev_timestep`` (default: the
+        next step point), that of sdekit's ``ancestral`` step (``_diffusers_config.posterior_variance``)."""
         prev = self.previous_timestep(timestep) if prev_timestep is None else prev_timestep
         final = 1.0 if self.config.final_sigmas_type == "zero" else float(self.alphas_cumprod[0])
-        return posterior_variance(self.alphas_cumprod, timestep, prev, final)
+        kind = variance_type or self.config.variance_type
+        return posterior_variance(self.alphas_cumprod, timestep, prev, final, kind, predicted_variance)
 
     def set_begin_index(self, begin_index: int = 0):
         self._begin_index = integer_at_least("begin_index", begin_index, 0)
@@ -427,9 +422,10 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         return float(self._requests[min(index, len(self._requests) - 1)][2])
 
     def _alpha(self, t) -> float:
-        """The VP state per latent at time ``t``: ``alpha`` (``x / alpha`` latents), ``alpha + sigma`` (flow's)."""
+        """The VP state per latent at time ``t``: ``alpha`` (``x / alpha`` latents), ``alpha + sigma`` (flow's: see
+        :mod:`sdekit.interop._diffusers_flow`)."""
         alpha, sigma = (float(c) for c in self.sde.marginal(t))
-        return flow_scale(alpha, sigma) if self.config.state_variable == "flow" else alpha
+        return alpha + sigma if self.config.state_variable == "flow" else alpha
 
     def scale_model_input(self, sample, timestep=None, *args, **kwargs):
         """The network's input: the VP state. The identity for ``state_variable="vp"``; for ``"sigma"`` the latents
