@@ -408,3 +408,68 @@ def test_ddpm_two_step_float32_loop_is_the_float64_loop_where_diffusers_float32_
     assert float((ours64 - exact).abs().max()) < 1e-11  # the same law
     assert float((ours - exact).abs().max()) < 1e-6  # float32 round-off
     assert float((theirs - exact).abs().max()) > 10 * float((ours - exact).abs().max())
+
+
+# -- flow-matching sigmas (use_flow_sigmas) of UniPC and DPM-Solver multistep ------------------------------------
+
+#: (class, config, float32 tolerance): the default flow schedule starts at s = 1 - 1e-6 (an SNR of 1e-12), where the
+#: score that carries the network's output to the solver keeps float32 round-off of the state / alpha = 1e6 (6e-5)
+FLOW = {
+    "unipc": (D.UniPCMultistepScheduler, dict(prediction_type="flow_prediction"), 1.5e-4),
+    "unipc-shift3": (D.UniPCMultistepScheduler, dict(prediction_type="flow_prediction", flow_shift=3.0), 1.5e-4),
+    "unipc-eps": (D.UniPCMultistepScheduler, dict(), 1.5e-4),
+    "unipc-order3": (D.UniPCMultistepScheduler, dict(prediction_type="flow_prediction", solver_order=3), 1.5e-4),
+    "unipc-karras": (D.UniPCMultistepScheduler, dict(prediction_type="flow_prediction", use_karras_sigmas=True), 3e-6),
+    "dpm": (D.DPMSolverMultistepScheduler, dict(prediction_type="flow_prediction"), 1e-5),
+    "dpm-sigma-min": (
+        D.DPMSolverMultistepScheduler,
+        dict(prediction_type="flow_prediction", final_sigmas_type="sigma_min"),
+        1e-5,
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("n", [10, 25])
+@pytest.mark.parametrize("key", FLOW)
+def test_flow_sigmas_run_the_source_method_on_flow_latents(key, n):
+    cls, kw, tol = FLOW[key]
+    source = cls(use_flow_sigmas=True, **kw)
+    sch = swapped(source)
+    assert sch.config.state_variable == "flow" and sch.config.solver == swapped(cls()).config.solver
+    ref = loop(source, n)
+    out = loop(sch, n)
+    assert torch.equal(sch.timesteps, source.timesteps) and sch.init_noise_sigma == 1.0
+    assert rel(out, ref) < tol
+    # in float64 the same formula (diffusers keeps its flow sigmas, so its step coefficients, in float32)
+    assert rel(loop(swapped(source), n, dtype=torch.float64), loop(cls(use_flow_sigmas=True, **kw), n,
+                                                                    dtype=torch.float64)) < 1e-6  # fmt: skip
+
+
+def test_flow_latents_add_noise_and_save_load(tmp_path):
+    source = D.UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")
+    sch = swapped(source)
+    for s in (source, sch):
+        s.set_timesteps(10)
+    x0, noise = start(), start().flip(0)
+    for i in (0, 3, 9):
+        t = source.timesteps[i : i + 1]
+        s_flow = float(source.sigmas[i])
+        assert rel(sch.add_noise(x0, noise, t), (1 - s_flow) * x0 + s_flow * noise) < 1e-6
+        assert rel(sch.add_noise(x0, noise, t), source.add_noise(x0, noise, t)) < 1e-6
+    sch.save_config(tmp_path)
+    again = SdekitScheduler.from_pretrained(tmp_path)
+    assert again.config.state_variable == "flow" and again.config.prediction_type == "flow_prediction"
+    assert torch.equal(loop(again, 10), loop(swapped(source), 10))
+
+
+def test_flow_configs_sdekit_does_not_read_are_refused_by_name():
+    with pytest.raises(ValueError, match="v_prediction"):
+        SdekitScheduler.from_config(
+            D.UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="v_prediction").config
+        )
+    with pytest.raises(ValueError, match="flow-matching"):  # a flow prediction without the flow sigmas
+        SdekitScheduler.from_config(D.UniPCMultistepScheduler(prediction_type="flow_prediction").config)
+    with pytest.raises(ValueError, match="flow-matching"):  # flow sigmas of a class sdekit does not read them from
+        SdekitScheduler.from_config(D.DEISMultistepScheduler(use_flow_sigmas=True).config)
+    with pytest.raises(ValueError, match="prediction_type"):
+        SdekitScheduler(prediction_type="flow_prediction")  # (VP latents)
