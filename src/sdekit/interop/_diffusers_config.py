@@ -24,7 +24,7 @@ __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_c
            "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
            "announced_timesteps", "takes_zero_step", "check_thresholding", "check_step_options",
            "accepts", "source_points", "source_defaults", "EDM_CLASSES", "announce_tail",
-           "register_other_entries", "posterior_variance", "finite_levels", "check_finite_start",
+           "register_other_entries", "posterior_variance", "finite_levels", "check_finite_start", "check_final_step",
            "schedule_grid"]  # fmt: skip
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "exp")
@@ -193,22 +193,33 @@ def keys_of(cls, config: dict) -> dict:
 #: ``state_variable`` of diffusers' sigma-parameterized schedulers: the pipeline's latents are ``x / alpha`` (the
 #: variable of k-diffusion and EDM), ``init_noise_sigma`` is about ``sigma_max``, and ``scale_model_input`` divides by
 #: ``sqrt(sigma^2 + 1)``
-SIGMA_STATE_CLASSES = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler")
+SIGMA_STATE_CLASSES = (
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler",
+)
 #: diffusers' scheduler classes of EDM's preconditioned networks (no DDPM training schedule; see
 #: :mod:`sdekit.interop._diffusers_edm`)
 EDM_CLASSES = ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler")
 
 
 FINAL_SIGMAS = ("zero", "sigma_min")
+#: the last step to noise level 0 (``final_sigmas_type="zero"``): the final denoising step ``x <- E[x_0 | x]``, or the
+#: solver's own step to level 0 (diffusers' LMS integrates its polynomial there)
+FINAL_STEPS = ("denoise", "solver")
 #: the pipeline's latents: the VP state ``x`` (DDPM, DDIM, DPM-Solver, UniPC, DEIS), ``x / alpha`` (Euler, Heun) or
 #: an EDM source's ``x / alpha`` with its preconditioning
 STATE_VARIABLES = ("vp", "sigma", "edm", "flow")
 
 
-def check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable) -> None:
+def check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable,
+                           final_step="denoise") -> None:  # fmt: skip
     """The scheduler's schedule entries, each refused by name when it is not one that it knows."""
     if final_sigmas_type not in FINAL_SIGMAS:
         raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS)}, got {final_sigmas_type!r}")
+    if final_step not in FINAL_STEPS:
+        raise ValueError(f"final_step must be one of {list(FINAL_STEPS)}, got {final_step!r}")
     if timestep_spacing not in SPACINGS and timestep_spacing not in GRIDS:
         raise ValueError(
             f"timestep_spacing must be one of {list(SPACINGS)} (diffusers) or an sdekit grid {sorted(GRIDS)}, "
@@ -333,11 +344,12 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
     return taus.astype(np.float64), None
 
 
-def schedule_grid(sde, taus, levels, final_sigmas_type: str):
+def schedule_grid(sde, taus, levels, final_sigmas_type: str, final_step: str = "denoise"):
     """``(taus, grid, final_denoise)``: the step points ``taus`` (and noise levels ``levels``, see
     :func:`schedule_points`) as sdekit times on ``sde`` (a DiscreteVPSDE), repeated points removed (zero-length steps),
     the last point's evaluation the final denoising step or a last step to the final level (of zero length where the
-    last point is already there). ``ValueError`` unless the times decrease strictly."""
+    last point is already there); with ``final_step="solver"`` the final denoising step is the solver's step to time 0
+    (noise level 0) instead. ``ValueError`` unless the times decrease strictly."""
     if levels is not None and not np.all(np.isfinite(levels)):  # past the finite levels (see finite_levels)
         stand_in = np.append(np.asarray(sde.edm_sigma(sde.t_from_timestep(taus)), dtype=np.float64), 0.0)
         levels = np.where(np.isfinite(levels), levels, stand_in)  # (no run starts there)
@@ -357,6 +369,8 @@ def schedule_grid(sde, taus, levels, final_sigmas_type: str):
         final_denoise = final_sigmas_type == "zero"
         if not final_denoise:  # timestep 0 already the last point: a zero-length last step
             grid = np.append(grid, grid[-1] if taus[-1] <= 0 else sde.eps)
+    if final_denoise and final_step == "solver":
+        grid, final_denoise = np.append(grid, 0.0), False
     if np.any(np.diff(grid)[:-1] >= 0) or np.any(np.diff(grid)[-1:] > 0):
         raise ValueError(f"the schedule's times must decrease strictly, got timesteps {summary(taus)}")
     return taus, grid, final_denoise
@@ -440,6 +454,16 @@ def takes_zero_step(plan) -> bool:
     except (ZeroDivisionError, FloatingPointError):
         return False
     return bool(np.all(np.isfinite(st.x)))
+
+
+def check_final_step(plan, final_step: str) -> None:
+    """``ValueError`` when ``final_step="solver"`` asks ``plan``'s solver for a step to noise level 0 that it cannot
+    take (a dry run, :func:`takes_zero_step`, is not finite: exponential integrators divide by the log-SNR)."""
+    if final_step == "solver" and float(plan.grid[-1]) == 0.0 and not takes_zero_step(plan):
+        raise ValueError(
+            f"final_step='solver': solver {plan.solver.name!r} cannot step to noise level 0 (its formula is not finite "
+            "there); use final_step='denoise' (the final denoising step)"
+        )
 
 
 def announce_tail(timesteps, taus, solver_name, index, k, plan, requests) -> None:

@@ -76,6 +76,8 @@ def source_method(name: str, config: dict):
         return ("deis", {"order": order, "variant": "logrho"}, conv, None)
     if name == "SASolverScheduler":
         return sa_solver_method(config, conv, lof)
+    if name == "LMSDiscreteScheduler":  # k-diffusion's linear multistep: Adams-Bashforth in sigma, exact weights
+        return ("deis", {"order": 4, "variant": "rhoab"}, {**conv, "final_step": "solver"}, None)
     if name in ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"):
         return edm_method(name, config, order, lof)
     return None

@@ -47,6 +47,7 @@ from ._diffusers_config import (
     alphas_cumprod_of,
     announce_tail,
     announced_timesteps,
+    check_final_step,
     check_finite_start,
     check_schedule_options,
     check_step_options,
@@ -106,8 +107,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         :mod:`sdekit.grids` (``"log_snr"``, ``"karras"``, ...) over the DiscreteVPSDE, ending at timestep 0
         (real-valued timesteps).
     final_sigmas_type : {"zero", "sigma_min"}
-        ``"zero"``: the last timestep's evaluation is the final denoising step; ``"sigma_min"``: the last step ends at
-        the smallest trained noise level (timestep 0) and returns that noisy state.
+        ``"zero"``: the last evaluation is the final denoising step (``final_step="denoise"``) or the solver's step to
+        level 0 (``"solver"``: LMS); ``"sigma_min"``: the last step ends at timestep 0 and returns that noisy state.
     timestep_source : str, optional
         The name of a diffusers scheduler class whose ``set_timesteps`` gives the timesteps (and noise levels);
         :meth:`from_config` sets it to the class the config came from.
@@ -170,6 +171,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         sample_max_value: float = 1.0,
         clip_sample: bool = False,
         clip_sample_range: float = 1.0,
+        final_step: str = "denoise",
         **options,
     ):
         if not isinstance(solver, str):
@@ -198,7 +200,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         self._kind = kind
         if not check_flow_prediction(prediction_type, state_variable):
             check_prediction_type(prediction_type, "prediction_type")
-        check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable)
+        check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable, final_step)
         check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value, clip_sample_range)
         steps_offset = integer_at_least("steps_offset", steps_offset, 0)
         seed = None if seed is None else check_seed(seed)
@@ -364,10 +366,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
 
     def _set_schedule(self, taus, levels, device):
         """The plan of step points ``taus`` (and noise levels ``levels``, see :func:`schedule_points`)."""
-        sde = self.sde
-        taus, grid, final_denoise = schedule_grid(sde, taus, levels, self.config.final_sigmas_type)
+        sde, cfg = self.sde, self.config
+        taus, grid, final_denoise = schedule_grid(sde, taus, levels, cfg.final_sigmas_type, cfg.final_step)
         plan = GridPlan(sde, self._solver, self._kind, grid, bool(final_denoise))
         self._solver.check_process(plan.process(lambda x, t: x))
+        check_final_step(plan, cfg.final_step)
         idle = len(grid) > 1 and grid[-1] == grid[-2] and not takes_zero_step(plan)
         if idle:  # the solver divides by the step's length: the limit, the state as it is, without the step
             plan = GridPlan(sde, self._solver, self._kind, grid[:-1], False)
