@@ -17,7 +17,7 @@ from .. import _xp
 from ..grids import GRIDS, make_grid
 from ..validation import integer_at_least
 from ._diffusers_flow import FLOW_CLASSES, flow_levels
-from ._driver import Stepper
+from ._driver import Stepper, plan_requests
 
 __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_cumprod_of", "is_scheduler_class",
            "class_of_config", "keys_of", "summary", "BETA_SCHEDULES", "threshold",
@@ -451,15 +451,22 @@ def takes_zero_step(plan) -> bool:
             st = Stepper(plan, np.full((1, 1), 0.7), noise)
             while not st.done:
                 st.supply(-st.pending.x)
-    except (ZeroDivisionError, FloatingPointError):
+    except (ZeroDivisionError, FloatingPointError, OverflowError, ValueError):  # (ValueError: math.log(0))
         return False
     return bool(np.all(np.isfinite(st.x)))
 
 
 def check_final_step(plan, final_step: str) -> None:
     """``ValueError`` when ``final_step="solver"`` asks ``plan``'s solver for a step to noise level 0 that it cannot
-    take (a dry run, :func:`takes_zero_step`, is not finite: exponential integrators divide by the log-SNR)."""
-    if final_step == "solver" and float(plan.grid[-1]) == 0.0 and not takes_zero_step(plan):
+    take: a dry run (:func:`takes_zero_step`) is not finite (exponential integrators divide by the log-SNR), or a stage
+    evaluates the network at level 0 (Heun's second stage: the network has no timestep there)."""
+    if final_step != "solver" or float(plan.grid[-1]) != 0.0:
+        return
+    try:
+        at_zero = any(t == 0.0 for _, _, t, _ in plan_requests(plan))
+    except ValueError:  # (a stage time of level 0: math.log(0))
+        at_zero = True
+    if at_zero or not takes_zero_step(plan):
         raise ValueError(
             f"final_step='solver': solver {plan.solver.name!r} cannot step to noise level 0 (its formula is not finite "
             "there); use final_step='denoise' (the final denoising step)"
