@@ -66,7 +66,7 @@ REFUSED = ["LMSDiscreteScheduler", "PNDMScheduler", "KDPM2DiscreteScheduler", "K
            "DPMSolverSinglestepScheduler", "DPMSolverSDEScheduler"]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", REFUSED)
+@pytest.mark.parametrize("name", [name for name in REFUSED if name != "LMSDiscreteScheduler"])  # (LMS: mapped, below)
 def test_a_class_without_an_sdekit_method_is_refused_by_name(name):
     source = getattr(D, name)()  # (LMS's and KDPM2's configs have the same keys: the scheduler names its class)
     with pytest.raises(ValueError, match=f"no equivalent of {name}'s method"):
@@ -473,3 +473,58 @@ def test_flow_configs_sdekit_does_not_read_are_refused_by_name():
         SdekitScheduler.from_config(D.DEISMultistepScheduler(use_flow_sigmas=True).config)
     with pytest.raises(ValueError, match="prediction_type"):
         SdekitScheduler(prediction_type="flow_prediction")  # (VP latents)
+
+
+# -- LMSDiscreteScheduler: DEIS-rhoAB of order 4, its last step integrated to noise level 0 ------------------------
+
+LMS = {
+    "default": dict(),
+    "v": dict(prediction_type="v_prediction"),
+    "karras": dict(use_karras_sigmas=True),
+    "leading": dict(timestep_spacing="leading", steps_offset=1),
+    "trailing": dict(timestep_spacing="trailing"),
+    "scaled-linear": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+}
+
+
+@pytest.mark.parametrize("n", [10, 25])
+@pytest.mark.parametrize("key", LMS)
+def test_lms_runs_as_diffusers_lms(key, n):
+    source = D.LMSDiscreteScheduler(**LMS[key])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # (the same method: no "differs" warning)
+        sch = SdekitScheduler.from_config(source)  # (the scheduler names its class: KDPM2's config has LMS's keys)
+    assert sch.config.solver == "deis" and sch.config.final_step == "solver" and sch.config.state_variable == "sigma"
+    out = loop(sch, n)
+    ref = loop(source, n)
+    assert torch.equal(sch.timesteps.double(), source.timesteps.double())  # (the same values; LMS lists float32)
+    assert float(sch.init_noise_sigma) == pytest.approx(float(source.init_noise_sigma), rel=1e-6)
+    assert rel(out, ref) < 2e-6
+    # the last step is LMS's polynomial integrated to sigma = 0, not the final denoising step
+    denoised = loop(SdekitScheduler.from_config(source, final_step="denoise"), n)
+    assert rel(denoised, ref) > 1e-5
+
+
+def test_lms_starts_later_with_the_euler_step_of_a_fresh_run():
+    # a fresh run's first step has one derivative: x + (s_next - s) eps. (diffusers' LMS started at step k > 0 takes
+    # the first of order min(k + 1, 4) Lagrange weights, which is not the step length: see docs/models.md)
+    sch = SdekitScheduler.from_config(D.LMSDiscreteScheduler())
+    sch.set_timesteps(10)
+    sch.set_begin_index(6)
+    t = sch.timesteps[6]
+    s, s_next = float(sch.sigmas[6]), float(sch.sigmas[7])
+    x = start() * 3.0
+    eps = model(sch.scale_model_input(x, t), t)
+    out = sch.step(eps, t, x).prev_sample
+    assert rel(out, x + (s_next - s) * eps) < 1e-6
+
+
+def test_final_step_option():
+    sch = SdekitScheduler(solver="deis(variant='rhoab')", final_step="solver")
+    sch.set_timesteps(10)
+    assert float(sch.sigmas[-1]) == 0.0 and len(sch.timesteps) == 10
+    for solver in ("heun", "edm", "restart"):  # a stage at level 0, or a formula that is not finite there
+        with pytest.raises(ValueError, match="cannot step to noise level 0"):
+            SdekitScheduler(solver=solver, final_step="solver").set_timesteps(10)
+    with pytest.raises(ValueError, match="final_step"):
+        SdekitScheduler(final_step="integrate")

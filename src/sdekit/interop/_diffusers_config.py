@@ -469,6 +469,7 @@ def check_final_step(plan, final_step: str) -> None:
     if at_zero or not takes_zero_step(plan):
         raise ValueError(
             f"final_step='solver': solver {plan.solver.name!r} cannot step to noise level 0 (its formula is not finite "
+            "or it evaluates the network "
             "there); use final_step='denoise' (the final denoising step)"
         )
 
