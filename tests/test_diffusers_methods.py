@@ -63,7 +63,7 @@ def test_deis_order_3_is_diffusers_formula_and_differs_by_its_float32_coefficien
 
 
 REFUSED = ["LMSDiscreteScheduler", "PNDMScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
-           "DPMSolverSinglestepScheduler", "DPMSolverSDEScheduler"]  # fmt: skip
+           "DPMSolverSDEScheduler"]  # fmt: skip  (DPMSolverSinglestepScheduler: dpmpp_single now)
 
 
 @pytest.mark.parametrize("name", REFUSED)
