@@ -113,7 +113,7 @@ class DPMSolverSinglestep(FixedStepSolver):
         if order == 1 or "start" not in mem:
             mem["start"], mem["group"] = (x, t), []
         mem["group"].append((log_snr(sde, t), value))
-        order = len(mem["group"]) if order > len(mem["group"]) else order  # (never: a run starts a group)
+        order = min(order, len(mem["group"]))  # (a run's first step starts a group: the list is never short)
         x_s, t_s = mem["start"]
         return self._update(sde, mem["group"][-order:], x_s, t_s, t_next)
 
