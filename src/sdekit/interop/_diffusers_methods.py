@@ -84,15 +84,21 @@ def singlestep_method(config: dict, conv: dict, order: int, lof: bool):
     """``DPMSolverSinglestepScheduler``: ``dpmpp_single`` with its order, ``solver_type`` (the ``variant``) and
     algorithm (``"dpmsolver"``: the noise prediction). diffusers runs ``lower_order_final=True`` whenever
     ``final_sigmas_type="zero"`` (its ``set_timesteps`` rewrites the config); ``dpmpp_single`` never lowers the
-    order of the final denoising step itself, its order list already ends first order there. ``None`` (no sdekit
-    method) for ``"sde-dpmsolver++"``."""
+    order of the final denoising step itself, its order list already ends first order there. ``"sde-dpmsolver++"``
+    is ``stochastic=True`` (the reverse SDE)."""
     algorithm = config.get("algorithm_type", "dpmsolver++")
-    if algorithm not in ("dpmsolver++", "dpmsolver"):
+    if algorithm not in ("dpmsolver++", "dpmsolver", "sde-dpmsolver++"):
         return None
     conv["lower_order_final"] = lof or config.get("final_sigmas_type", "zero") == "zero"
-    options = {"order": order, "variant": config.get("solver_type", "midpoint"),
-               "prediction": "data" if algorithm == "dpmsolver++" else "noise"}  # fmt: skip
-    return ("dpmpp_single", options, conv, None)
+    variant = config.get("solver_type", "midpoint")
+    options = {"order": order, "variant": variant, "prediction": "noise" if algorithm == "dpmsolver" else "data"}
+    diff = None
+    if algorithm == "sde-dpmsolver++":  # the reverse SDE, the same generator draws
+        options["stochastic"] = True
+        if order == 3 and variant == "heun":
+            diff = ("sde-dpmsolver++ of order 3 with solver_type='heun': sdekit weights D2 by its exact "
+                    "(1 - e^{-2h} - 2h) / (2h)^2 + 1/2; diffusers writes - 1/2")  # fmt: skip
+    return ("dpmpp_single", options, conv, diff)
 
 
 def edm_method(name: str, config: dict, order: int, lof: bool):

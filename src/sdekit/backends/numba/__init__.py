@@ -97,3 +97,4 @@ from ...solvers.dpm_single import DPMSolverSinglestep  # noqa: E402
 from .kernels.multistep import AFFINE_MULTISTEP  # noqa: E402
 
 register_kernel(DPMSolverSinglestep, "ode", AFFINE_MULTISTEP)
+register_kernel(DPMSolverSinglestep, "sde", AFFINE_MULTISTEP)
