@@ -31,9 +31,10 @@ e^{-h} x_s``. Those are diffusers' weights but for the third-order ``"heun"`` we
 ``(1 - e^{-2h} - 2h) / (2h)^2 + 1/2`` (tends to 0) diffusers writes with ``- 1/2`` (tends to -1). Weak order 1; no
 strong order (a later step of a group draws its noise anew for the whole span, not along one Brownian path).
 
-Because every step is affine in the group's start, the data predictions and nothing else, the step is also written
-as an :class:`~sdekit.solvers.affine.AffineCoefficients` table: the group's start is the kernel's kept state
-``x_prev`` (``keep_prev`` on a group's first step), restored by a corrector with ``cx = 1`` and no terms.
+Because every step is affine in the group's start, the group's evaluations and the step's noise, the step is also
+written as an :class:`~sdekit.solvers.affine.AffineCoefficients` table: the group's start is the kernel's kept state
+``x_prev`` (``keep_prev`` on a group's first step), restored on the group's later steps by a corrector
+``x <- 1 * x_prev + 0 * E_k``.
 """
 
 from __future__ import annotations
