@@ -292,6 +292,7 @@ SOURCES = {
     "dpm-single-2": lambda: D.DPMSolverSinglestepScheduler(),
     "dpm-single-3-heun-sigma-min": lambda: D.DPMSolverSinglestepScheduler(solver_order=3, solver_type="heun",
                                                                           final_sigmas_type="sigma_min"),
+    "dpm-single-sde-2": lambda: D.DPMSolverSinglestepScheduler(algorithm_type="sde-dpmsolver++"),  # same draws
     "sa-solver": lambda: D.SASolverScheduler(),  # sa_solver, tau = 1 on the levels of timesteps 200..800
     # zero-length last steps (the last point already at the final level): diffusers takes them with its solver
     "euler-sigma-min": lambda: D.EulerDiscreteScheduler(final_sigmas_type="sigma_min"),
