@@ -91,10 +91,3 @@ __all__ = [
     "left_times",
     "fill_normals",
 ]
-
-# the single-step DPM-Solver runs on the affine multistep kernel (its table keeps each group's start as x_prev)
-from ...solvers.dpm_single import DPMSolverSinglestep  # noqa: E402
-from .kernels.multistep import AFFINE_MULTISTEP  # noqa: E402
-
-register_kernel(DPMSolverSinglestep, "ode", AFFINE_MULTISTEP)
-register_kernel(DPMSolverSinglestep, "sde", AFFINE_MULTISTEP)
