@@ -27,7 +27,6 @@ float64 from the same float32 schedule; ``tests/test_interop_diffusers.py`` meas
 from __future__ import annotations
 
 import inspect
-import math
 
 import diffusers
 import numpy as np
@@ -48,15 +47,20 @@ from ._diffusers_config import (
     alphas_cumprod_of,
     announce_tail,
     announced_timesteps,
+    check_final_step,
+    check_finite_start,
     check_schedule_options,
     check_step_options,
     check_thresholding,
     check_training_schedule,
     class_of_config,
     config_dict,
+    finite_levels,
     is_scheduler_class,
     keys_of,
+    posterior_variance,
     register_other_entries,
+    schedule_grid,
     schedule_points,
     summary,
     takes_zero_step,
@@ -64,6 +68,7 @@ from ._diffusers_config import (
     training_betas,
 )
 from ._diffusers_edm import edm_alphas_cumprod, edm_denoised, edm_input_scale, edm_source, edm_training_points
+from ._diffusers_flow import FLOW_PREDICTION, check_flow_prediction, flow_alphas_cumprod, flow_x0, uses_flow_sigmas
 from ._diffusers_methods import method_init
 from ._diffusers_score import (
     PREDICTION_TYPES,
@@ -102,8 +107,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         :mod:`sdekit.grids` (``"log_snr"``, ``"karras"``, ...) over the DiscreteVPSDE, ending at timestep 0
         (real-valued timesteps).
     final_sigmas_type : {"zero", "sigma_min"}
-        ``"zero"``: the last timestep's evaluation is the final denoising step; ``"sigma_min"``: the last step ends at
-        the smallest trained noise level (timestep 0) and returns that noisy state.
+        ``"zero"``: the last evaluation is the final denoising step (``final_step="denoise"``) or the solver's step to
+        level 0 (``"solver"``: LMS); ``"sigma_min"``: the last step ends at timestep 0 and returns that noisy state.
     timestep_source : str, optional
         The name of a diffusers scheduler class whose ``set_timesteps`` gives the timesteps (and noise levels);
         :meth:`from_config` sets it to the class the config came from.
@@ -112,11 +117,12 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     seed : int, optional
         SDE solvers: ``None`` draws their normals from the pipeline's ``generator`` (as diffusers' schedulers do);
         an integer uses sdekit's counter-based noise, the numbers ``sdekit.sample`` would give sample ``i``.
-    state_variable : {"vp", "sigma", "edm"}
+    state_variable : {"vp", "sigma", "edm", "flow"}
         The pipeline's latents: the VP state ``x`` (``init_noise_sigma = 1``, ``scale_model_input`` the identity: DDPM,
         DDIM, DPM-Solver, UniPC, DEIS) or ``x / alpha`` (diffusers' Euler and Heun: ``init_noise_sigma`` about
         ``sigma_max``, ``scale_model_input`` divides by ``sqrt(sigma^2 + 1)``); ``"edm"``: ``x / alpha`` with EDM's
-        preconditioning (an EDM ``timestep_source``, :mod:`sdekit.interop._diffusers_edm`); the solver runs on ``x``.
+        preconditioning (an EDM ``timestep_source``, :mod:`sdekit.interop._diffusers_edm`); ``"flow"``: flow matching's
+        ``x / (alpha + sigma)`` (:mod:`sdekit.interop._diffusers_flow`); the solver runs on ``x``.
     lower_order_final : bool, optional
         Given to any solver that has this option (and is not given it otherwise): the source scheduler's convention.
     thresholding, dynamic_thresholding_ratio, sample_max_value, clip_sample, clip_sample_range
@@ -165,6 +171,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         sample_max_value: float = 1.0,
         clip_sample: bool = False,
         clip_sample_range: float = 1.0,
+        final_step: str = "denoise",
         **options,
     ):
         if not isinstance(solver, str):
@@ -191,8 +198,9 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             what = "ODEs" if kind == "sde" else "SDEs"
             raise ValueError(f"solver {self._solver.name!r} integrates {what} only; it cannot run process={process!r}")
         self._kind = kind
-        check_prediction_type(prediction_type, "prediction_type")
-        check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable)
+        if not check_flow_prediction(prediction_type, state_variable):
+            check_prediction_type(prediction_type, "prediction_type")
+        check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable, final_step)
         check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value, clip_sample_range)
         steps_offset = integer_at_least("steps_offset", steps_offset, 0)
         seed = None if seed is None else check_seed(seed)
@@ -219,10 +227,13 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             used = sorted(k for k in self.config["_use_default_values"] if k not in set_here)
             self.register_to_config(_use_default_values=used)
         #: the training schedule as an sdekit process
-        self.sde = DiscreteVPSDE(alphas_cumprod=self.alphas_cumprod)
+        table, self._first_infinite = finite_levels(self.alphas_cumprod)  # (where it is finite: see finite_levels)
+        if state_variable == "flow":  # a flow model's levels (see _diffusers_flow)
+            table, self._first_infinite = flow_alphas_cumprod(len(self.alphas_cumprod)), None
+        self.sde = DiscreteVPSDE(alphas_cumprod=table)
         self.order = self._solver.nfe_per_step
         self.num_inference_steps = None
-        self.timesteps = torch.arange(self.sde.num_timesteps - 1, -1, -1, dtype=torch.int64)
+        self.timesteps = torch.arange(len(self.alphas_cumprod) - 1, -1, -1, dtype=torch.int64)
         self.sigmas = None
         self._plan = self._requests = self._taus = self._run = self._stepper = None
         self._idle = False
@@ -271,14 +282,15 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if isinstance(source, str) and source != cls.__name__ and is_scheduler_class(source):
             src_cls = getattr(diffusers, source)
             if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
-                check_training_schedule(config, f"config (of {source})")  # refuses flow matching
+                if not uses_flow_sigmas(source, config):  # (refused: flow matching without a class's flow sigmas)
+                    check_training_schedule(config, f"config (of {source})", source)
             src = src_cls.from_config(keys_of(src_cls, config))
             if getattr(src, "alphas_cumprod", None) is None and source not in EDM_CLASSES:
                 raise ValueError(f"config (of {source}) has no training schedule (alphas_cumprod)")
             resolved = dict(src.config)
             init["timestep_source"] = source
         if "solver" not in config and source not in EDM_CLASSES:  # (ours has its own defaults for what it leaves out)
-            check_training_schedule(resolved, "config")
+            check_training_schedule(resolved, "config", source)
         named = "solver" in kwargs
         if "timestep_source" in init:  # the source's own method, unless a solver is named, and its conventions
             init.update(method_init(source, resolved, named, DEFAULT_SOLVER))
@@ -316,6 +328,15 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         i = points.index(float(timestep)) + 1
         return torch.tensor(points[i] if i < len(points) else -1, dtype=self.timesteps.dtype)
 
+    def _get_variance(self, timestep, prev_timestep=None, *, predicted_variance=None, variance_type=None):
+        """diffusers' contract (DDPM's ``_get_variance(t)``, DDIM's ``_get_variance(t, prev)``: private names its code
+        and tests call), the same value: the posterior variance from ``timestep`` to ``prev_timestep`` (default: the
+        next step point), that of sdekit's ``ancestral`` step (``_diffusers_config.posterior_variance``)."""
+        prev = self.previous_timestep(timestep) if prev_timestep is None else prev_timestep
+        final = 1.0 if self.config.final_sigmas_type == "zero" else float(self.alphas_cumprod[0])
+        kind = variance_type or self.config.variance_type
+        return posterior_variance(self.alphas_cumprod, timestep, prev, final, kind, predicted_variance)
+
     def set_begin_index(self, begin_index: int = 0):
         self._begin_index = integer_at_least("begin_index", begin_index, 0)
 
@@ -341,31 +362,15 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         """The schedule before any :meth:`set_timesteps`: every training timestep (as in diffusers' DDPM, Euler)."""
         if self._edm is not None:
             return self._set_schedule(*edm_training_points(self._edm), None)
-        self._set_schedule(np.arange(self.sde.num_timesteps - 1, -1, -1, dtype=np.float64), None, None)
+        self._set_schedule(np.arange(len(self.alphas_cumprod) - 1, -1, -1, dtype=np.float64), None, None)
 
     def _set_schedule(self, taus, levels, device):
         """The plan of step points ``taus`` (and noise levels ``levels``, see :func:`schedule_points`)."""
-        sde = self.sde
-        if levels is not None:
-            keep = np.append(True, levels[1:-1] < levels[:-2])  # repeated levels: zero-length steps
-            taus, points = taus[keep], levels[:-1][keep]
-            grid = np.asarray(sde.t_from_log_snr(-np.log(points)), dtype=np.float64)
-            final = float(levels[-1])
-            final_denoise = final == 0.0
-            if not final_denoise:  # a final level at the last point: a zero-length last step, taken by the solver
-                end = grid[-1] if final >= points[-1] else float(sde.t_from_log_snr(-math.log(final)))
-                grid = np.append(grid, end)
-        else:
-            keep = np.append(True, taus[1:] < np.minimum.accumulate(taus)[:-1])  # repeated timesteps
-            taus = taus[keep]
-            grid = np.asarray(sde.t_from_timestep(taus), dtype=np.float64)
-            final_denoise = self.config.final_sigmas_type == "zero"
-            if not final_denoise:  # timestep 0 already the last point: a zero-length last step
-                grid = np.append(grid, grid[-1] if taus[-1] <= 0 else sde.eps)
-        if np.any(np.diff(grid)[:-1] >= 0) or np.any(np.diff(grid)[-1:] > 0):
-            raise ValueError(f"the schedule's times must decrease strictly, got timesteps {summary(taus)}")
+        sde, cfg = self.sde, self.config
+        taus, grid, final_denoise = schedule_grid(sde, taus, levels, cfg.final_sigmas_type, cfg.final_step)
         plan = GridPlan(sde, self._solver, self._kind, grid, bool(final_denoise))
         self._solver.check_process(plan.process(lambda x, t: x))
+        check_final_step(plan, cfg.final_step)
         idle = len(grid) > 1 and grid[-1] == grid[-2] and not takes_zero_step(plan)
         if idle:  # the solver divides by the step's length: the limit, the state as it is, without the step
             plan = GridPlan(sde, self._solver, self._kind, grid[:-1], False)
@@ -400,7 +405,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         """The scale of the initial latents: 1 for the VP state; for ``state_variable="sigma"`` the largest noise
         level ``sigma_max`` with "linspace" / "trailing" spacing, else ``sqrt(sigma_max^2 + 1)`` (diffusers' Euler and
         Heun rule)."""
-        if self.config.state_variable == "vp":
+        if self.config.state_variable in ("vp", "flow"):
             return 1.0
         if self._edm is not None:  # (EDM's own: sqrt(sigma_max^2 + 1))
             return self._edm.init_noise_sigma
@@ -420,12 +425,15 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         return float(self._requests[min(index, len(self._requests) - 1)][2])
 
     def _alpha(self, t) -> float:
-        return float(self.sde.marginal(t)[0])
+        """The VP state per latent at time ``t``: ``alpha`` (``x / alpha`` latents), ``alpha + sigma`` (flow's: see
+        :mod:`sdekit.interop._diffusers_flow`)."""
+        alpha, sigma = (float(c) for c in self.sde.marginal(t))
+        return alpha + sigma if self.config.state_variable == "flow" else alpha
 
     def scale_model_input(self, sample, timestep=None, *args, **kwargs):
         """The network's input: the VP state. The identity for ``state_variable="vp"``; for ``"sigma"`` the latents
         ``x / alpha`` times ``alpha = 1 / sqrt(sigma^2 + 1)`` of the evaluation (diffusers' Euler and Heun)."""
-        if self.config.state_variable == "vp":
+        if self.config.state_variable in ("vp", "flow"):
             return sample
         if self._plan is None:  # the training schedule (diffusers' Euler and Heun before set_timesteps)
             self._training_schedule()
@@ -465,6 +473,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if index >= len(self._requests):
             raise ValueError(f"begin_index {index} is past the schedule's {len(self._requests)} evaluations")
         k, j, _, _ = self._requests[index]
+        check_finite_start(self._first_infinite, self.config, self.timesteps[index])
         if j != 0:
             raise ValueError(
                 f"begin_index {index} is stage {j} of step {k}: a run starts at a step point (the first evaluation of "
@@ -523,7 +532,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         sigma_state = self.config.state_variable != "vp"
         if at_state:  # the evaluation is at the step's own state: the pipeline's latents
             x = sample if sample.dtype == work_dtype else sample.to(work_dtype)
-            st.adopt(x * alpha if sigma_state else x)
+            st.adopt(x * self._alpha(t) if sigma_state else x)
         out = model_output
         if tuple(model_output.shape) != tuple(sample.shape):  # (DDPM's step: the mean's channels only, or both)
             out = split_learned_variance(model_output, sample.shape[1], self.config.variance_type, "model_output")
@@ -551,6 +560,10 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             x0 = edm_denoised(cfg.prediction_type, out, x / alpha, sigma / alpha, float(self._edm.config.sigma_data))
             if not (cfg.thresholding or cfg.clip_sample):
                 return score_of_output("sample", x0, x, alpha, sigma)
+        elif cfg.prediction_type == FLOW_PREDICTION:  # (a flow source: see _diffusers_flow)
+            x0 = flow_x0(out, x, alpha, sigma)
+            if not (cfg.thresholding or cfg.clip_sample):
+                return score_of_output("sample", x0, x, alpha, sigma)
         elif not (cfg.thresholding or cfg.clip_sample):
             return score_of_output(cfg.prediction_type, out, x, alpha, sigma)
         else:
@@ -575,8 +588,9 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                     points.setdefault(float(listed[j]), t_j)
             t = np.array([points.get(float(value), t_i) for value, t_i in zip(tau, t)], dtype=np.float64)
         alpha, sigma = (np.asarray(v, dtype=np.float64).reshape(-1) for v in self.sde.marginal(t))
-        if self.config.state_variable != "vp":
-            alpha, sigma = np.ones_like(alpha), sigma / alpha
+        if self.config.state_variable != "vp":  # (x / alpha, or flow's x / (alpha + sigma))
+            scale = alpha + sigma if self.config.state_variable == "flow" else alpha
+            alpha, sigma = alpha / scale, sigma / scale
         like = original_samples
         a = _xp.per_sample(torch.as_tensor(alpha, dtype=like.dtype, device=like.device), like)
         s = _xp.per_sample(torch.as_tensor(sigma, dtype=like.dtype, device=like.device), like)

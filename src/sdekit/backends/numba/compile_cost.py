@@ -65,6 +65,7 @@ COMPILE_SECONDS = {
     "runge_kutta": 20.0,
     "affine_multistep": 31.0,
     "edm": 23.0,
+    "restart": 28.0,
     "sra": 27.0,
     "pc": 19.0,
     "annealed_langevin": 47.0,
