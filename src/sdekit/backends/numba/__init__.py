@@ -51,7 +51,9 @@ Adding a kernel
    not compiled into the kernel again), and :class:`RowScore` compiles a copy of the same body whose global
    ``score_block`` is rebound to an adapter that calls the user's row function on each lane. The arguments must
    have the types the host passes (C-contiguous float64 arrays, ``L`` an int64:
-   :data:`~sdekit.backends.numba.linked.BLOCK_ARGS`); others are a numba typing error naming them.
+   :data:`~sdekit.backends.numba.linked.BLOCK_ARGS`); others are a numba typing error naming them. A kernel called
+   from your own code rather than through ``sdekit.sample`` needs :func:`~sdekit.backends.numba.linked.link_all`
+   first in the process (a kernel read from the disk cache finds the shared score by name; unlinked, LLVM aborts).
 4. Describe what the host prepares with a :class:`Kernel` ``(name, body, stage_times, extra, n_noise,
    grid_extra, process_stage_times, accepts, chunkable)``; take the solver's coefficients from its public
    methods and attributes only (``solver.affine_coefficients(sde, grid)``, ``solver.tableau``, ``solver.levels``).

@@ -20,7 +20,8 @@ the argument types, so a cached kernel stays valid across processes. Linking hap
   :func:`~sdekit.backends.numba.fused.run_fused`, :data:`ADAPTIVE` in
   :func:`~sdekit.backends.numba.kernels.adaptive.run_adaptive`). A kernel that is handed out
   (:meth:`~sdekit.backends.numba.registry.Kernel.analytic`) is not loaded or compiled yet, so asking for it costs
-  nothing.
+  nothing. Code that calls a kernel dispatcher itself must call :func:`link_all` first: a kernel loaded from the
+  cache with an unregistered symbol makes LLVM abort the process.
 
 The signatures are declared (:data:`BLOCK_ARGS`, :data:`LANES_ARGS`: the types the host passes); a call whose
 arguments do not convert to one of them is a numba typing error naming them. The numbers are those of a linked
