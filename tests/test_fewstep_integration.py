@@ -99,15 +99,14 @@ def test_unknown_options_list_the_constructors(name):
 
 @pytest.mark.parametrize("spec", NEW)
 def test_numba_backend_runs_the_step_with_numba_noise(spec):
-    # backend="numba" runs the affine multistep kernel (issue 23) or, for restart, the solver's own step per step;
-    # "auto" runs numba once the kernel is compiled in the process, numpy for a job without a fused kernel
+    # backend="numba" runs the affine multistep kernel (issue 23) or, for restart, its own kernel; "auto" runs numba
+    # once the kernel is compiled in the process
     score = Gaussian([0.5, -0.5], 0.3).score(SDE)
     ref = sample(SDE, score, n=6, solver=spec, steps=8, seed=2, backend="numpy")
     nb = sample(SDE, score, n=6, solver=spec, steps=8, seed=2, backend="numba")
     auto = sample(SDE, score, n=6, solver=spec, steps=8, seed=2)
-    fused = spec != "restart"
-    assert nb.stats["kernel"] == ("fused affine_multistep" if fused else "per-step")
-    assert auto.stats["backend"] == ("numba" if fused else "numpy")
+    assert nb.stats["kernel"] == ("fused restart" if spec == "restart" else "fused affine_multistep")
+    assert auto.stats["backend"] == "numba"
     np.testing.assert_allclose(nb.x, ref.x, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(auto.x, nb.x)
     assert nb.nfe == ref.nfe
