@@ -50,7 +50,7 @@ def guard_errors(process, candidates, base_solver, n_steps, x_pool, n, *, seed, 
     if m > n:
         fine = cheap_reference(process, base_solver, x_pool, n_steps, t_end, coarse=False)[1]
         e = np.stack([disagreement(o, fine) for o in outs.values() if o is not None] or [np.zeros(m)])
-        sure = max(1, n // (8 * len(e)))
+        sure = n // (8 * len(e))  # each candidate's worst points, taken surely (1/8 of the sample at most)
         rows, p = select(e, n, seed, sure=sure)
     else:
         rows, p = np.arange(m), np.ones(m)
