@@ -29,6 +29,7 @@ KERNEL_JOBS = {
     "runge_kutta": ("heun", "ode", {}),
     "affine_multistep": ("dpmpp_2m", "ode", {}),
     "edm": ("edm", "sde", {}),
+    "restart": ("restart", "sde", {}),
     "sra": ("sra1", "sde", {}),
     "pc": ("pc", "sde", {}),
     "annealed_langevin": ("annealed_langevin", "sde", {}),

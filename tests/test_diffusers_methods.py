@@ -62,11 +62,12 @@ def test_deis_order_3_is_diffusers_formula_and_differs_by_its_float32_coefficien
         assert rel(loop(swapped(make()), n), loop(make(), n)) < 1e-4  # float32: 3e-6 (10 steps), 4e-5 (25)
 
 
+# (DPMSolverSinglestepScheduler runs dpmpp_single now; its SDE variant is refused: tests/test_diffusers_singlestep.py)
 REFUSED = ["LMSDiscreteScheduler", "PNDMScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
-           "DPMSolverSinglestepScheduler", "DPMSolverSDEScheduler"]  # fmt: skip
+           "DPMSolverSDEScheduler"]  # fmt: skip
 
 
-@pytest.mark.parametrize("name", REFUSED)
+@pytest.mark.parametrize("name", [name for name in REFUSED if name != "LMSDiscreteScheduler"])  # (LMS: mapped, below)
 def test_a_class_without_an_sdekit_method_is_refused_by_name(name):
     source = getattr(D, name)()  # (LMS's and KDPM2's configs have the same keys: the scheduler names its class)
     with pytest.raises(ValueError, match=f"no equivalent of {name}'s method"):
@@ -248,3 +249,283 @@ def test_the_source_classes_entries_read_as_that_class_reads_them():
     back = SdekitScheduler.from_config(deis.config)
     assert back.config.algorithm_type == "dpmsolver++" and back.config.solver_type == "midpoint"
     assert dict(back.config) == dict(sch.config)
+
+
+# -- diffusers' contract: _get_variance, schedules that underflow, one training timestep, DDPM's float32 loop ------
+
+
+@pytest.mark.parametrize("cls, kw", [(D.DDPMScheduler, {}), (D.DDIMScheduler, {}),
+                                     (D.DDIMScheduler, {"set_alpha_to_one": False})])  # fmt: skip
+def test_get_variance_is_the_posterior_variance_diffusers_computes(cls, kw):
+    source = cls(**kw)
+    sch = SdekitScheduler.from_config(source.config)
+    ac = source.alphas_cumprod.double()
+    final = 1.0 if kw.get("set_alpha_to_one", True) else float(ac[0])
+    pairs = [(t, t - 1) for t in (1, 2, 10, 487, 999)] + [(420, 400), (980, 960), (0, -1), (20, -20), (0, 0)]
+    for t, prev in pairs:
+        if cls is D.DDPMScheduler and prev != t - 1:
+            continue
+        got = sch._get_variance(t) if cls is D.DDPMScheduler else sch._get_variance(t, prev)
+        a_t, a_prev = ac[t], (ac[prev] if prev >= 0 else torch.tensor(final, dtype=torch.float64))
+        exact = 0.0 if t == prev else float((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
+        assert abs(float(got) - exact) <= 1e-6 * exact + 1e-30  # (float32 of the float64 law)
+        ref = float(source._get_variance(*((t,) if cls is D.DDPMScheduler else (t, prev))))
+        # diffusers computes beta_t = 1 - abar_t / abar_prev in float32: its error, up to half a float32 ulp of 1, is
+        # 5e-4 of beta_t = 1.2e-4 at t = 1
+        beta = float(1 - a_t / a_prev) or 1.0
+        assert abs(float(got) - ref) <= exact * (1e-5 + 2.0**-23 / beta) + 1e-19
+    with pytest.raises(ValueError, match="fixed_large"):
+        sch._get_variance(10, variance_type="fixed_large")
+    with pytest.raises(ValueError, match="predicted_variance"):
+        sch._get_variance(10, predicted_variance=torch.zeros(1))
+    with pytest.raises(ValueError, match="prev_timestep"):
+        sch._get_variance(10, 2.5)
+
+
+def test_get_variance_is_the_variance_of_the_ancestral_step():
+    sch = SdekitScheduler.from_config(D.DDPMScheduler().config)  # sdekit's ancestral step, the posterior variance
+    sch.set_timesteps(10)
+    t, prev = int(sch.timesteps[3]), int(sch.timesteps[4])
+    x = torch.zeros(4000, 1, 1, 1)
+    draws = []
+    for seed in range(2):  # the same mean, two generators: the difference is sqrt(2 var) times a standard normal
+        sch.set_timesteps(10)
+        sch.set_begin_index(3)
+        draws.append(sch.step(torch.zeros_like(x), t, x, generator=torch.manual_seed(seed)).prev_sample)
+    var = float((draws[0] - draws[1]).double().var() / 2)
+    assert abs(var / float(sch._get_variance(t, prev)) - 1) < 0.1  # (4000 draws: 2.2% standard error)
+
+
+#: beta_start, beta_end, the first timestep where float32 alphas_cumprod stops decreasing (subnormal; then 0)
+UNDERFLOW = {"0.01-0.2": (0.01, 0.2, 952), "0.1-2": (0.1, 2.0, 244)}
+
+
+@pytest.mark.parametrize("key", UNDERFLOW)
+@pytest.mark.parametrize("name", ["DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler",
+                                  "EulerDiscreteScheduler", "SASolverScheduler"])  # fmt: skip
+def test_a_schedule_whose_float32_alphas_cumprod_underflows_steps_where_it_is_finite(key, name):
+    start_beta, end_beta, first = UNDERFLOW[key]
+    source = getattr(D, name)(beta_start=start_beta, beta_end=end_beta)
+    ac = source.alphas_cumprod
+    assert not 0.0 < float(ac[first]) < float(ac[first - 1]) and bool((ac[1:first] < ac[: first - 1]).all())
+    assert float(ac[-1]) == 0.0
+    sch = SdekitScheduler.from_config(source.config)
+    assert torch.equal(sch.alphas_cumprod, source.alphas_cumprod)  # kept as diffusers computes it
+    x = start() * 0.5
+    for s in (source, sch):
+        if name != "DDPMScheduler":
+            s.set_timesteps(50)
+    t = source.timesteps[-1]
+    kw = {"generator": torch.manual_seed(0)} if "generator" in inspect.signature(source.step).parameters else {}
+    ref = source.step(model(x, t), t, x, **kw).prev_sample
+    out = sch.step(model(x, t), t, x, generator=torch.manual_seed(0)).prev_sample
+    assert rel(out, ref) < 1e-5  # (float32 round-off)
+    # a run from the top, where diffusers' own step divides by sqrt(alphas_cumprod) = 0 (NaN), is refused by name
+    top = SdekitScheduler.from_config(source.config)
+    if name != "DDPMScheduler":
+        top.set_timesteps(50)
+    with pytest.raises(ValueError, match=rf"beta_end={end_beta!r}.*from timestep {first} on"):
+        top.step(model(x, top.timesteps[0]), top.timesteps[0], x)
+
+
+def test_an_underflowing_schedule_runs_image_to_image_below_the_underflow_as_diffusers():
+    source = D.DDIMScheduler(beta_start=0.01, beta_end=0.2)  # alphas_cumprod stops decreasing at timestep 952
+    sch = SdekitScheduler.from_config(source.config)
+    outs = []
+    for s in (source, sch):
+        s.set_timesteps(50)
+        x = start()  # (DDIM has no set_begin_index: its steps do not depend on the first one)
+        for t in s.timesteps[46:]:  # timesteps 60, 40, 20, 0
+            x = s.step(model(x, t), t, x).prev_sample
+        outs.append(x)
+    assert rel(outs[1], outs[0]) < 1e-5
+    with pytest.raises(ValueError, match="from timestep 952 on"):
+        sch.set_timesteps(50)
+        sch.step(model(start(), 980), 980, start())
+
+
+def test_betas_above_one_give_negative_alphas_cumprod_refused_from_there():
+    source = D.DDPMScheduler(num_train_timesteps=5, beta_start=0.1, beta_end=2.0)  # betas .1 .575 1.05 1.525 2
+    assert float(source.alphas_cumprod[2]) < 0 < float(source.alphas_cumprod[1])
+    sch = SdekitScheduler.from_config(source.config)
+    x = start()
+    for t in (1, 0):  # where the schedule has noise levels: diffusers' numbers
+        ref = source.step(model(x, t), t, x, generator=torch.manual_seed(1)).prev_sample
+        fresh = SdekitScheduler.from_config(source.config)
+        assert rel(fresh.step(model(x, t), t, x, generator=torch.manual_seed(1)).prev_sample, ref) < 1e-6
+    with pytest.raises(ValueError, match="from timestep 2 on"):
+        sch.step(model(x, 3), 3, x)
+    with pytest.raises(ValueError, match="beta_start"):  # no finite noise level at all
+        SdekitScheduler(beta_start=1.0, beta_end=2.0, num_train_timesteps=10)
+
+
+def test_one_training_timestep_is_the_final_denoising_step():
+    for cfg in (dict(num_train_timesteps=1), dict(num_train_timesteps=1, prediction_type="v_prediction")):
+        source = D.DDPMScheduler(**cfg)
+        sch = SdekitScheduler.from_config(source.config)
+        assert sch.timesteps.tolist() == [0] and len(sch) == 1
+        x = start()
+        ref = source.step(model(x, 0), 0, x, generator=torch.manual_seed(0)).prev_sample
+        out = sch.step(model(x, 0), 0, x, generator=torch.manual_seed(0)).prev_sample
+        assert rel(out, ref) < 1e-6
+        sch.set_timesteps(1)
+        assert sch.timesteps.tolist() == [0]
+
+
+def _draws_in_float32(monkeypatch):
+    """Both libraries' generator draws made in float32 (then cast), so that float32 and float64 loops share them."""
+    import diffusers.schedulers.scheduling_ddpm as ddpm_module
+
+    import sdekit.interop._diffusers_config as config_module
+
+    plain = ddpm_module.randn_tensor
+
+    def draw(shape, generator=None, device=None, dtype=None, **kw):
+        return plain(shape, generator=generator, device=device, dtype=torch.float32).to(dtype)
+
+    monkeypatch.setattr(ddpm_module, "randn_tensor", draw)
+    monkeypatch.setattr(config_module, "randn_tensor", draw)
+
+
+def test_ddpm_two_step_float32_loop_is_the_float64_loop_where_diffusers_float32_is_not(monkeypatch):
+    # the last two DDPM steps (timesteps 1 and 0): diffusers forms beta_t = 1 - abar_t / abar_prev in float32,
+    # 1.2e-4 with an absolute error of 6e-8: its float32 loop is 5e-5 off; sdekit's float32 loop is the exact one
+    _draws_in_float32(monkeypatch)
+
+    def two_steps(s, dtype):
+        x = s.add_noise(start(dtype), start(dtype).flip(0) * 0.3, torch.tensor([1]))
+        gen = torch.manual_seed(0)
+        for t in s.timesteps[998:]:
+            x = s.step(model(x, t), t, x, generator=gen).prev_sample
+        return x.double()
+
+    exact_source = D.DDPMScheduler()
+    for key in ("alphas_cumprod", "betas", "alphas", "one"):  # the same float32 schedule, float64 arithmetic
+        setattr(exact_source, key, getattr(exact_source, key).double())
+    exact = two_steps(exact_source, torch.float64)
+    ours = two_steps(SdekitScheduler.from_config(D.DDPMScheduler().config), torch.float32)
+    theirs = two_steps(D.DDPMScheduler(), torch.float32)
+    ours64 = two_steps(SdekitScheduler.from_config(D.DDPMScheduler().config), torch.float64)
+    assert float((ours64 - exact).abs().max()) < 1e-11  # the same law
+    assert float((ours - exact).abs().max()) < 1e-6  # float32 round-off
+    assert float((theirs - exact).abs().max()) > 10 * float((ours - exact).abs().max())
+
+
+# -- flow-matching sigmas (use_flow_sigmas) of UniPC and DPM-Solver multistep ------------------------------------
+
+#: (class, config, float32 tolerance): the default flow schedule starts at s = 1 - 1e-6 (an SNR of 1e-12), where the
+#: score that carries the network's output to the solver keeps float32 round-off of the state / alpha = 1e6 (6e-5)
+FLOW = {
+    "unipc": (D.UniPCMultistepScheduler, dict(prediction_type="flow_prediction"), 1.5e-4),
+    "unipc-shift3": (D.UniPCMultistepScheduler, dict(prediction_type="flow_prediction", flow_shift=3.0), 1.5e-4),
+    "unipc-eps": (D.UniPCMultistepScheduler, dict(), 1.5e-4),
+    "unipc-order3": (D.UniPCMultistepScheduler, dict(prediction_type="flow_prediction", solver_order=3), 1.5e-4),
+    "unipc-karras": (D.UniPCMultistepScheduler, dict(prediction_type="flow_prediction", use_karras_sigmas=True), 3e-6),
+    "dpm": (D.DPMSolverMultistepScheduler, dict(prediction_type="flow_prediction"), 1e-5),
+    "dpm-sigma-min": (
+        D.DPMSolverMultistepScheduler,
+        dict(prediction_type="flow_prediction", final_sigmas_type="sigma_min"),
+        1e-5,
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize("n", [10, 25])
+@pytest.mark.parametrize("key", FLOW)
+def test_flow_sigmas_run_the_source_method_on_flow_latents(key, n):
+    cls, kw, tol = FLOW[key]
+    source = cls(use_flow_sigmas=True, **kw)
+    sch = swapped(source)
+    assert sch.config.state_variable == "flow" and sch.config.solver == swapped(cls()).config.solver
+    ref = loop(source, n)
+    out = loop(sch, n)
+    assert torch.equal(sch.timesteps, source.timesteps) and sch.init_noise_sigma == 1.0
+    assert rel(out, ref) < tol
+    # in float64 the same formula (diffusers keeps its flow sigmas, so its step coefficients, in float32)
+    assert rel(loop(swapped(source), n, dtype=torch.float64), loop(cls(use_flow_sigmas=True, **kw), n,
+                                                                    dtype=torch.float64)) < 1e-6  # fmt: skip
+
+
+def test_flow_latents_add_noise_and_save_load(tmp_path):
+    source = D.UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="flow_prediction")
+    sch = swapped(source)
+    for s in (source, sch):
+        s.set_timesteps(10)
+    x0, noise = start(), start().flip(0)
+    for i in (0, 3, 9):
+        t = source.timesteps[i : i + 1]
+        s_flow = float(source.sigmas[i])
+        assert rel(sch.add_noise(x0, noise, t), (1 - s_flow) * x0 + s_flow * noise) < 1e-6
+        assert rel(sch.add_noise(x0, noise, t), source.add_noise(x0, noise, t)) < 1e-6
+    sch.save_config(tmp_path)
+    again = SdekitScheduler.from_pretrained(tmp_path)
+    assert again.config.state_variable == "flow" and again.config.prediction_type == "flow_prediction"
+    assert torch.equal(loop(again, 10), loop(swapped(source), 10))
+
+
+def test_flow_configs_sdekit_does_not_read_are_refused_by_name():
+    with pytest.raises(ValueError, match="v_prediction"):
+        SdekitScheduler.from_config(
+            D.UniPCMultistepScheduler(use_flow_sigmas=True, prediction_type="v_prediction").config
+        )
+    with pytest.raises(ValueError, match="flow-matching"):  # a flow prediction without the flow sigmas
+        SdekitScheduler.from_config(D.UniPCMultistepScheduler(prediction_type="flow_prediction").config)
+    with pytest.raises(ValueError, match="flow-matching"):  # flow sigmas of a class sdekit does not read them from
+        SdekitScheduler.from_config(D.DEISMultistepScheduler(use_flow_sigmas=True).config)
+    with pytest.raises(ValueError, match="prediction_type"):
+        SdekitScheduler(prediction_type="flow_prediction")  # (VP latents)
+
+
+# -- LMSDiscreteScheduler: DEIS-rhoAB of order 4, its last step integrated to noise level 0 ------------------------
+
+LMS = {
+    "default": dict(),
+    "v": dict(prediction_type="v_prediction"),
+    "karras": dict(use_karras_sigmas=True),
+    "leading": dict(timestep_spacing="leading", steps_offset=1),
+    "trailing": dict(timestep_spacing="trailing"),
+    "scaled-linear": dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
+}
+
+
+@pytest.mark.parametrize("n", [10, 25])
+@pytest.mark.parametrize("key", LMS)
+def test_lms_runs_as_diffusers_lms(key, n):
+    source = D.LMSDiscreteScheduler(**LMS[key])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # (the same method: no "differs" warning)
+        sch = SdekitScheduler.from_config(source)  # (the scheduler names its class: KDPM2's config has LMS's keys)
+    assert sch.config.solver == "deis" and sch.config.final_step == "solver" and sch.config.state_variable == "sigma"
+    out = loop(sch, n)
+    ref = loop(source, n)
+    assert torch.equal(sch.timesteps.double(), source.timesteps.double())  # (the same values; LMS lists float32)
+    assert float(sch.init_noise_sigma) == pytest.approx(float(source.init_noise_sigma), rel=1e-6)
+    assert rel(out, ref) < 2e-6
+    # the last step is LMS's polynomial integrated to sigma = 0, not the final denoising step
+    denoised = loop(SdekitScheduler.from_config(source, final_step="denoise"), n)
+    assert rel(denoised, ref) > 1e-5
+
+
+def test_lms_starts_later_with_the_euler_step_of_a_fresh_run():
+    # a fresh run's first step has one derivative: x + (s_next - s) eps. (diffusers' LMS started at step k > 0 takes
+    # the first of order min(k + 1, 4) Lagrange weights, which is not the step length: see docs/models.md)
+    sch = SdekitScheduler.from_config(D.LMSDiscreteScheduler())
+    sch.set_timesteps(10)
+    sch.set_begin_index(6)
+    t = sch.timesteps[6]
+    s, s_next = float(sch.sigmas[6]), float(sch.sigmas[7])
+    x = start() * 3.0
+    eps = model(sch.scale_model_input(x, t), t)
+    out = sch.step(eps, t, x).prev_sample
+    assert rel(out, x + (s_next - s) * eps) < 1e-6
+
+
+def test_final_step_option():
+    sch = SdekitScheduler(solver="deis(variant='rhoab')", final_step="solver")
+    sch.set_timesteps(10)
+    assert float(sch.sigmas[-1]) == 0.0 and len(sch.timesteps) == 10
+    for solver in ("heun", "edm", "restart"):  # a stage at level 0, or a formula that is not finite there
+        with pytest.raises(ValueError, match="cannot step to noise level 0"):
+            SdekitScheduler(solver=solver, final_step="solver").set_timesteps(10)
+    with pytest.raises(ValueError, match="final_step"):
+        SdekitScheduler(final_step="integrate")

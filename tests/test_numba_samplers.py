@@ -326,6 +326,43 @@ def test_edm_fused_matches_numpy(sde):
     np.testing.assert_array_equal(full[ids], mid)
 
 
+# -- Restart sampling -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.VESDE(), sdekit.EDMSDE()], ids=repr)
+def test_restart_fused_matches_numpy(sde):
+    from sdekit.backends.numba.kernels import RESTART
+    from sdekit.solvers.restart import Restart
+    from sdekit.timegrid import resolve_grid
+
+    proc = sde.reverse(DENSITIES["mixture-diag"].score(sde))
+    x0 = sde.prior_sample((64, 3), seed=3)
+    restarted = 0
+    for solver in (
+        Restart(),  # backward passes on the main grid's levels
+        Restart(K=3, restart_steps=3),  # on a Karras sub-grid, three restarts
+        Restart(restart_interval=(0.05, 40.0), K=2),  # a wide interval: restarts on every SDE's grid
+        Restart(K=0),  # no restart: EDM's deterministic Heun steps
+    ):
+        assert find_kernel(solver, "sde") is RESTART
+        for steps in (6, 18):
+            grid = resolve_grid(sde, sde.T, sde.eps, steps, "time_uniform")
+            kw = dict(grid=grid, seed=3, save_at=grid[[1, 3]])
+            a = sdekit.solve(proc, x0, sde.T, sde.eps, solver, backend="numba", **kw)
+            b = sdekit.solve(proc, x0, sde.T, sde.eps, solver, backend="numpy", **kw)
+            assert a.stats["kernel"] == "fused restart"
+            assert a.nfe == b.nfe
+            restarted += a.nfe > 2 * steps
+            _close(a.x, b.x)
+            _close(a.xs, b.xs)
+    assert restarted >= 2  # the restart branch of the kernel ran
+    # batch independence across a block boundary, with restarts
+    solver = Restart(restart_interval=(0.05, 40.0), K=2)
+    x0 = sde.prior_sample((BLOCK + 40, 3), seed=5)
+    ids = np.arange(BLOCK - 10, BLOCK + 20)
+    full = sdekit.solve(proc, x0, sde.T, sde.eps, solver, steps=6, seed=5, backend="numba").x
+    mid = sdekit.solve(proc, x0[ids], sde.T, sde.eps, solver, steps=6, seed=5, backend="numba", sample_ids=ids).x
+    np.testing.assert_array_equal(full[ids], mid)
+
+
 # -- SRA (stochastic Runge--Kutta for additive noise) ----------------------------------------------------------
 def test_sra1_fused_matches_numpy_and_is_batch_independent():
     from sdekit.backends.numba.kernels import SRA_KERNEL

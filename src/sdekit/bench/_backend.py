@@ -7,7 +7,7 @@ rows on numba's fused kernels *where a kernel pays for what it costs before it r
 1. Once per table, in the calling process, :func:`sde_kernel_costs` looks up the fused kernel of each SDE row and
    its state (:func:`sdekit.backends.numba.compile_cost.dispatcher_readiness`): compiled in this process (cost
    0), in numba's disk cache (a load, ~1 s) or cold (its measured compile time). A row without a fused kernel
-   (``restart``, a density without a compiled score) has no cost entry: it runs on numpy, as numba's per-step
+   (``dpm_adaptive``, a density without a compiled score) has no cost entry: it runs on numpy, as numba's per-step
    loop is no faster. The costs travel with the :class:`~sdekit.bench._plan.Problem` to every cell, on a Dask
    worker too, so a serial and a distributed run of a table make the same choices.
 2. Each cell then decides from its own size alone (:func:`cell_backend`): numba when the fused kernel saves more
@@ -18,8 +18,8 @@ rows on numba's fused kernels *where a kernel pays for what it costs before it r
    resolution so far (:func:`predicted_samples`, the resolution falling like ``n^-1/2``) and runs the remaining
    batches on numba once they pay for the kernel.
 
-So small rows never wait on the compiler (on the default table, Euler--Maruyama, EDM, PC, ancestral sampling and
-reverse diffusion draw 4000 samples per cell and take 0.5-2 s per row on numpy against 8-17 s to compile their
+So small rows never wait on the compiler (on the default table, Euler--Maruyama, EDM, restart, PC, ancestral sampling
+and reverse diffusion draw 4000 samples per cell and take 0.5-2 s per row on numpy against 8-17 s to compile their
 kernel), and the rows that draw hundreds of thousands of samples compile theirs (benchmarks/README.md, "Cold
 start"). A cell charges the whole cost to itself (the choice must not depend on the order in which
 cells run), so a middling row may run numpy although another row compiled its kernel already. numba and numpy

@@ -4,6 +4,7 @@ and short summaries of long arrays for error messages (used by :mod:`sdekit.inte
 from __future__ import annotations
 
 import inspect
+import math
 
 import diffusers
 import numpy as np
@@ -15,14 +16,16 @@ from diffusers.utils.torch_utils import randn_tensor
 from .. import _xp
 from ..grids import GRIDS, make_grid
 from ..validation import integer_at_least
-from ._driver import Stepper
+from ._diffusers_flow import FLOW_CLASSES, flow_levels
+from ._driver import Stepper, plan_requests
 
 __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_cumprod_of", "is_scheduler_class",
            "class_of_config", "keys_of", "summary", "BETA_SCHEDULES", "threshold",
            "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
            "announced_timesteps", "takes_zero_step", "check_thresholding", "check_step_options",
            "accepts", "source_points", "source_defaults", "EDM_CLASSES", "announce_tail",
-           "register_other_entries"]  # fmt: skip
+           "register_other_entries", "posterior_variance", "check_first_evaluation", "finite_levels",
+           "check_finite_start", "check_final_step", "schedule_grid"]  # fmt: skip
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "exp")
 #: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
@@ -48,9 +51,15 @@ def config_dict(config, name: str) -> dict:
     return dict(config)
 
 
-def check_training_schedule(config: dict, name: str) -> None:
-    if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
-        raise ValueError(f"{name} describes a flow-matching model, not a VP (DDPM) training schedule")
+def check_training_schedule(config: dict, name: str, source=None) -> None:
+    """``ValueError`` for a config without a DDPM training schedule, or of a flow-matching model (unless of a
+    ``source`` class in ``FLOW_CLASSES`` with ``use_flow_sigmas``: :mod:`sdekit.interop._diffusers_flow`)."""
+    flow = config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction"
+    if flow and not (source in FLOW_CLASSES and config.get("use_flow_sigmas")):
+        raise ValueError(
+            f"{name} describes a flow-matching model, not a VP (DDPM) training schedule (sdekit reads flow-matching "
+            f"levels from the configs of {list(FLOW_CLASSES)} with use_flow_sigmas=True)"
+        )
     if config.get("trained_betas") is None and "beta_schedule" not in config:
         raise ValueError(
             f"{name} has no training schedule: it needs beta_schedule (with beta_start, beta_end and "
@@ -61,7 +70,7 @@ def check_training_schedule(config: dict, name: str) -> None:
 def training_betas(config: dict, name: str) -> torch.Tensor:
     """``betas`` of a diffusers config, computed as diffusers' schedulers do (float32), zero-SNR rescaled if asked."""
     check_training_schedule(config, name)
-    n = integer_at_least(f"{name}['num_train_timesteps']", config.get("num_train_timesteps", 1000), 2)
+    n = integer_at_least(f"{name}['num_train_timesteps']", config.get("num_train_timesteps", 1000), 1)
     trained = config.get("trained_betas")
     schedule = config.get("beta_schedule", "linear")
     start, end = float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02))
@@ -94,6 +103,46 @@ def alphas_cumprod_of(betas: torch.Tensor, zero_snr: bool) -> torch.Tensor:
         # ratio of the schedule instead (a noise level about that much above the previous one)
         ac[-1] = 2.0**-24 if float(ac[-2]) > 2.0**-24 else float(ac[-2]) ** 2 / float(ac[-3])
     return ac
+
+
+def finite_levels(alphas_cumprod: torch.Tensor):
+    """``(table, first)``: the leading training timesteps ``0 .. first - 1`` whose ``alphas_cumprod`` is positive and
+    decreasing (the table the scheduler's DiscreteVPSDE interpolates, continued above it along its last segment) and
+    ``first``, the first timestep where it is not (``None``: none). Large betas (diffusers' tests use ``beta_end=2``)
+    make ``cumprod(1 - betas)`` underflow in float32 (subnormal values that stop decreasing, then 0: an infinite noise
+    level) or turn negative (betas above 1: no noise level); diffusers keeps such a schedule and steps at the
+    timesteps below that, where its levels are finite. A
+    one-entry table gets a second entry continuing its noise level ``s_0`` linearly in ``s`` (as the process continues
+    it below timestep 0): ``s_1 = 2 s_0`` (one trained timestep: its only step is the final denoising one)."""
+    ac = torch.as_tensor(alphas_cumprod).to(torch.float64)
+    bad = torch.nonzero(~(ac > 0) | (torch.cat([ac[:1] * 0 + 2, ac[:-1]]) <= ac)).reshape(-1)
+    first = int(bad[0]) if bad.numel() else None
+    table = ac[:first] if first is not None else ac
+    if table.numel() == 0:
+        raise ValueError(
+            f"the training schedule's first alphas_cumprod is {float(ac[0])!r} (betas[0] >= 1): no noise level is "
+            "finite; beta_start (or trained_betas[0]) must be below 1"
+        )
+    if table.numel() == 1:
+        table = torch.cat([table, 1.0 / (1.0 + 4.0 * (1.0 - table) / table)])
+    return table, first
+
+
+def check_finite_start(first, config, timestep) -> None:
+    """``ValueError`` for a run that starts at a training ``timestep`` at or above ``first`` (see
+    :func:`finite_levels`), where the noise level is infinite or undefined: diffusers' own step divides by
+    ``sqrt(alphas_cumprod)`` there."""
+    if first is not None and float(timestep) > first - 1:
+        cfg = config
+        given = "trained_betas" if cfg.trained_betas is not None else (
+            f"beta_start={cfg.beta_start!r}, beta_end={cfg.beta_end!r}, beta_schedule={cfg.beta_schedule!r}, "
+            f"num_train_timesteps={cfg.num_train_timesteps!r}"
+        )  # fmt: skip
+        raise ValueError(
+            f"a run cannot start at timestep {float(timestep)}: the training schedule ({given}) has alphas_cumprod "
+            f"no longer decreasing or 0 (float32 underflow) or negative (betas above 1) from timestep {first} on, an "
+            f"infinite or undefined noise level; start below timestep {first} (set_begin_index, a pipeline's strength)"
+        )
 
 
 def is_scheduler_class(name) -> bool:
@@ -144,22 +193,33 @@ def keys_of(cls, config: dict) -> dict:
 #: ``state_variable`` of diffusers' sigma-parameterized schedulers: the pipeline's latents are ``x / alpha`` (the
 #: variable of k-diffusion and EDM), ``init_noise_sigma`` is about ``sigma_max``, and ``scale_model_input`` divides by
 #: ``sqrt(sigma^2 + 1)``
-SIGMA_STATE_CLASSES = ("EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler")
+SIGMA_STATE_CLASSES = (
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler",
+)
 #: diffusers' scheduler classes of EDM's preconditioned networks (no DDPM training schedule; see
 #: :mod:`sdekit.interop._diffusers_edm`)
 EDM_CLASSES = ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler")
 
 
 FINAL_SIGMAS = ("zero", "sigma_min")
+#: the last step to noise level 0 (``final_sigmas_type="zero"``): the final denoising step ``x <- E[x_0 | x]``, or the
+#: solver's own step to level 0 (diffusers' LMS integrates its polynomial there)
+FINAL_STEPS = ("denoise", "solver")
 #: the pipeline's latents: the VP state ``x`` (DDPM, DDIM, DPM-Solver, UniPC, DEIS), ``x / alpha`` (Euler, Heun) or
 #: an EDM source's ``x / alpha`` with its preconditioning
-STATE_VARIABLES = ("vp", "sigma", "edm")
+STATE_VARIABLES = ("vp", "sigma", "edm", "flow")
 
 
-def check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable) -> None:
+def check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable,
+                           final_step="denoise") -> None:  # fmt: skip
     """The scheduler's schedule entries, each refused by name when it is not one that it knows."""
     if final_sigmas_type not in FINAL_SIGMAS:
         raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS)}, got {final_sigmas_type!r}")
+    if final_step not in FINAL_STEPS:
+        raise ValueError(f"final_step must be one of {list(FINAL_STEPS)}, got {final_step!r}")
     if timestep_spacing not in SPACINGS and timestep_spacing not in GRIDS:
         raise ValueError(
             f"timestep_spacing must be one of {list(SPACINGS)} (diffusers) or an sdekit grid {sorted(GRIDS)}, "
@@ -229,7 +289,7 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
     DiscreteVPSDE): the model timesteps of the step points and, when the schedule is given in noise levels, the EDM
     levels ``sqrt((1 - abar) / abar)`` of the points and the final level (0: the denoising step). Repeats are still
     in."""
-    N = sde.num_timesteps
+    N = int(cfg.num_train_timesteps)
     zero = cfg.final_sigmas_type == "zero"
     if sigmas is not None and cfg.timestep_source in EDM_CLASSES:  # (EDMEuler reads them as its schedule's ramp)
         return source_points(cfg, sigmas=torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1).cpu())
@@ -242,7 +302,9 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
                 "sigmas must be non-increasing positive noise levels, the final one (0: the denoising step) "
                 f"included, as diffusers' set_timesteps(sigmas=...) takes them; got {summary(levels)}"
             )
-        if cfg.timestep_source in SIGMA_STATE_CLASSES and accepts(cfg.timestep_source, "sigmas"):
+        if (cfg.timestep_source in SIGMA_STATE_CLASSES or cfg.state_variable == "flow") and accepts(
+            cfg.timestep_source, "sigmas"
+        ):
             # the source's own timesteps of these levels (the others take sigmas of flow matching only)
             return source_points(cfg, sigmas=levels)
         taus = np.asarray(sde.timestep(sde.t_from_log_snr(-np.log(levels[:-1]))), dtype=np.float64)
@@ -282,6 +344,38 @@ def schedule_points(cfg, sde, n, timesteps, sigmas):
     return taus.astype(np.float64), None
 
 
+def schedule_grid(sde, taus, levels, final_sigmas_type: str, final_step: str = "denoise"):
+    """``(taus, grid, final_denoise)``: the step points ``taus`` (and noise levels ``levels``, see
+    :func:`schedule_points`) as sdekit times on ``sde`` (a DiscreteVPSDE), repeated points removed (zero-length steps),
+    the last point's evaluation the final denoising step or a last step to the final level (of zero length where the
+    last point is already there); with ``final_step="solver"`` the final denoising step is the solver's step to time 0
+    (noise level 0) instead. ``ValueError`` unless the times decrease strictly."""
+    if levels is not None and not np.all(np.isfinite(levels)):  # past the finite levels (see finite_levels)
+        stand_in = np.append(np.asarray(sde.edm_sigma(sde.t_from_timestep(taus)), dtype=np.float64), 0.0)
+        levels = np.where(np.isfinite(levels), levels, stand_in)  # (no run starts there)
+    if levels is not None:
+        keep = np.append(True, levels[1:-1] < levels[:-2])  # repeated levels: zero-length steps
+        taus, points = taus[keep], levels[:-1][keep]
+        grid = np.asarray(sde.t_from_log_snr(-np.log(points)), dtype=np.float64)
+        final = float(levels[-1])
+        final_denoise = final == 0.0
+        if not final_denoise:  # a final level at the last point: a zero-length last step, taken by the solver
+            end = grid[-1] if final >= points[-1] else float(sde.t_from_log_snr(-math.log(final)))
+            grid = np.append(grid, end)
+    else:
+        keep = np.append(True, taus[1:] < np.minimum.accumulate(taus)[:-1])  # repeated timesteps
+        taus = taus[keep]
+        grid = np.asarray(sde.t_from_timestep(taus), dtype=np.float64)
+        final_denoise = final_sigmas_type == "zero"
+        if not final_denoise:  # timestep 0 already the last point: a zero-length last step
+            grid = np.append(grid, grid[-1] if taus[-1] <= 0 else sde.eps)
+    if final_denoise and final_step == "solver":
+        grid, final_denoise = np.append(grid, 0.0), False
+    if np.any(np.diff(grid)[:-1] >= 0) or np.any(np.diff(grid)[-1:] > 0):
+        raise ValueError(f"the schedule's times must decrease strictly, got timesteps {summary(taus)}")
+    return taus, grid, final_denoise
+
+
 def accepts(source, keyword: str) -> bool:
     """Whether diffusers scheduler class ``source`` (a name, or ``None``) takes ``set_timesteps(keyword=...)``."""
     if source is None:
@@ -307,7 +401,7 @@ def source_points(cfg, **schedule):
         if getattr(src, "order", 1) == 2 and taus.size > 1 and np.array_equal(taus[1:-1:2], taus[2::2]):
             taus, sig = taus[::2], np.append(sig[:-1:2], sig[-1])
         if sig.size == taus.size + 1:
-            return taus, sig
+            return taus, (flow_levels(sig) if cfg.state_variable == "flow" else sig)
     return taus, None
 
 
@@ -357,9 +451,41 @@ def takes_zero_step(plan) -> bool:
             st = Stepper(plan, np.full((1, 1), 0.7), noise)
             while not st.done:
                 st.supply(-st.pending.x)
-    except (ZeroDivisionError, FloatingPointError):
+    except (ZeroDivisionError, FloatingPointError, OverflowError, ValueError):  # (ValueError: math.log(0))
         return False
     return bool(np.all(np.isfinite(st.x)))
+
+
+def check_final_step(plan, final_step: str) -> None:
+    """``ValueError`` when ``final_step="solver"`` asks ``plan``'s solver for a step to noise level 0 that it cannot
+    take: a dry run (:func:`takes_zero_step`) is not finite (exponential integrators divide by the log-SNR), or a stage
+    evaluates the network at level 0 (Heun's second stage: the network has no timestep there)."""
+    if final_step != "solver" or float(plan.grid[-1]) != 0.0:
+        return
+    try:
+        at_zero = any(t == 0.0 for _, _, t, _ in plan_requests(plan))
+    except ValueError:  # (a stage time of level 0: math.log(0))
+        at_zero = True
+    if at_zero or not takes_zero_step(plan):
+        raise ValueError(
+            f"final_step='solver': solver {plan.solver.name!r} cannot step to noise level 0 (its formula is not finite "
+            "or it evaluates the network "
+            "there); use final_step='denoise' (the final denoising step)"
+        )
+
+
+def check_first_evaluation(solver_name: str, requests) -> None:
+    """``ValueError`` unless a schedule's first network evaluation (``requests``, :func:`plan_requests`) is at the
+    first step's own time and state: a pipeline evaluates its first timestep on its initial latents."""
+    if requests and requests[0][3] and requests[0][0] == 0:
+        return
+    why = (
+        "takes its first step without the network (an analytic first step: use afs=False)"
+        if requests and requests[0][3]
+        else "evaluates the network first at another state than the step's own (EDM's churn on the first step: use "
+        "S_churn=0 or S_tmax below the first noise level; a learned solver's time offset: fit with offsets=False)"
+    )
+    raise ValueError(f"solver {solver_name!r} {why}; a pipeline evaluates its first timestep on its initial latents")
 
 
 def announce_tail(timesteps, taus, solver_name, index, k, plan, requests) -> None:
@@ -411,3 +537,30 @@ def register_other_entries(model, config: dict, init_keys) -> None:
         model.register_to_config(**hidden, **carried)
     if carried:
         model.register_to_config(_use_default_values=sorted({*model.config.get("_use_default_values", ()), *carried}))
+
+
+def posterior_variance(alphas_cumprod, timestep, prev_timestep, final_alpha: float, variance_type=None,
+                       predicted_variance=None):  # fmt: skip
+    """The variance of the DDPM posterior ``q(x_prev | x_t, x_0)`` between training timesteps ``timestep`` and
+    ``prev_timestep`` (``-1`` or below: the end, where ``abar = final_alpha``): ``(1 - abar_prev) / (1 - abar_t) * (1 -
+    abar_t / abar_prev)``, as diffusers' DDPM (``variance_type="fixed_small"``) and DDIM (``eta = 1``) compute it from
+    their float32 ``alphas_cumprod`` (here in float64; 0 where ``abar_t = abar_prev``). A float32 tensor (a scalar).
+    ``ValueError`` for DDPM's other ``variance_type`` values or a ``predicted_variance`` (not sdekit's step)."""
+    if predicted_variance is not None or variance_type not in (None, "fixed_small"):
+        raise ValueError(
+            "_get_variance gives the posterior variance (variance_type='fixed_small'), the one sdekit's ancestral step "
+            f"uses; got variance_type={variance_type!r}"
+            + (" and a predicted_variance" if predicted_variance is not None else "")
+        )
+    ac = torch.as_tensor(alphas_cumprod).to(torch.float64)
+    n = ac.shape[0]
+    points = []
+    for name, value in (("timestep", timestep), ("prev_timestep", prev_timestep)):
+        v = float(value)
+        if not v.is_integer() or v > n - 1:
+            raise ValueError(f"{name} must be an integer training timestep below {n} (or -1: the end), got {value!r}")
+        points.append(ac[int(v)] if v >= 0 else torch.tensor(float(final_alpha), dtype=torch.float64))
+    a_t, a_prev = points
+    if float(a_t) == float(a_prev):
+        return torch.tensor(0.0)
+    return ((1.0 - a_prev) / (1.0 - a_t) * (1.0 - a_t / a_prev)).to(torch.float32)

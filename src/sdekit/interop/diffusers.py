@@ -10,14 +10,13 @@ announces every stage's timestep in ``timesteps`` (``order`` evaluations per ste
 ``final_sigmas_type="zero"`` (the default) the last timestep's output is the final denoising step ``x <- E[x_0|x]``.
 
 ``SdekitScheduler.from_config(pipe.scheduler.config)`` keeps the pipeline's scheduler: its training schedule (as that
-class computes it, in float32), its timestep spacing (that class's own ``set_timesteps`` gives the timesteps and,
-where it has them, the noise levels), its conventions (the latents' variable, ``init_noise_sigma``,
-``scale_model_input``, ``final_sigmas_type``, ``lower_order_final``, thresholding) and, with no ``solver=`` named, its
-method (:mod:`sdekit.interop._diffusers_methods`: the same numbers to float32 round-off, a class without an sdekit
-method refused); ``solver=...`` then changes the method and nothing else.
-
-The differences from diffusers are float32 round-off (diffusers computes in float32, sdekit its coefficients in
-float64 from the same float32 schedule; ``tests/test_interop_diffusers.py`` measures them).
+class computes it, in float32), its timestep spacing (that class's own ``set_timesteps`` gives the timesteps and, where
+it has them, the noise levels), its conventions (the latents' variable, ``init_noise_sigma``, ``scale_model_input``,
+``final_sigmas_type``, ``lower_order_final``, thresholding) and, with no ``solver=`` named, its method
+(:mod:`sdekit.interop._diffusers_methods`: the same numbers to float32 round-off, a class without an sdekit method
+refused); ``solver=...`` then changes the method and nothing else. The differences from diffusers are float32 round-off
+(diffusers computes in float32, sdekit its coefficients in float64 from the same float32 schedule;
+``tests/test_interop_diffusers.py`` measures them).
 
 :func:`score_from_diffusers` is the other direction: ``(sde, score)`` from a ``UNet2DModel``-style network
 ``unet(x, timestep, **cond)`` and its scheduler config, for ``prediction_type`` ``"epsilon"``, ``"v_prediction"`` or
@@ -27,7 +26,6 @@ float64 from the same float32 schedule; ``tests/test_interop_diffusers.py`` meas
 from __future__ import annotations
 
 import inspect
-import math
 
 import diffusers
 import numpy as np
@@ -38,7 +36,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from .. import _xp
 from ..discrete_vp import DiscreteVPSDE
 from ..noise import check_seed
-from ..solvers import SOLVERS, get_solver, parse_solver_spec
+from ..solvers import SOLVERS, parse_solver_spec
 from ..solvers.base import solver_options as options_of
 from ..validation import integer_at_least
 from ._diffusers_config import (
@@ -48,15 +46,21 @@ from ._diffusers_config import (
     alphas_cumprod_of,
     announce_tail,
     announced_timesteps,
+    check_final_step,
+    check_finite_start,
+    check_first_evaluation,
     check_schedule_options,
     check_step_options,
     check_thresholding,
     check_training_schedule,
     class_of_config,
     config_dict,
+    finite_levels,
     is_scheduler_class,
     keys_of,
+    posterior_variance,
     register_other_entries,
+    schedule_grid,
     schedule_points,
     summary,
     takes_zero_step,
@@ -64,6 +68,8 @@ from ._diffusers_config import (
     training_betas,
 )
 from ._diffusers_edm import edm_alphas_cumprod, edm_denoised, edm_input_scale, edm_source, edm_training_points
+from ._diffusers_flow import FLOW_PREDICTION, check_flow_prediction, flow_alphas_cumprod, flow_x0, uses_flow_sigmas
+from ._diffusers_learned import check_fitted_for, own_grid_points, solver_from_spec
 from ._diffusers_methods import method_init
 from ._diffusers_score import (
     PREDICTION_TYPES,
@@ -90,8 +96,9 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     Parameters
     ----------
     solver : str
-        A registered solver name or spec (``"heun"``, ``"dpmpp_pc(order=2)"``); ``solver_options`` / ``**options``
-        go to its constructor (checked now). Adaptive solvers choose their own steps and are refused.
+        A registered solver name or spec (``"heun"``, ``"dpmpp_pc(order=2)"``; ``solver_options`` / ``**options`` go to
+        its constructor, checked now; adaptive solvers are refused), or a learned solver's saved file (``"fit.json"``,
+        fitted on ``scheduler.sde``, run on its own grid: :mod:`sdekit.interop._diffusers_learned`).
     num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr
         The training schedule, as in diffusers (defaults: DDPM's linear 1e-4 .. 0.02 over 1000 steps).
     prediction_type : {"epsilon", "v_prediction", "sample"}
@@ -102,8 +109,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         :mod:`sdekit.grids` (``"log_snr"``, ``"karras"``, ...) over the DiscreteVPSDE, ending at timestep 0
         (real-valued timesteps).
     final_sigmas_type : {"zero", "sigma_min"}
-        ``"zero"``: the last timestep's evaluation is the final denoising step; ``"sigma_min"``: the last step ends at
-        the smallest trained noise level (timestep 0) and returns that noisy state.
+        ``"zero"``: the last evaluation is the final denoising step (``final_step="denoise"``) or the solver's step to
+        level 0 (``"solver"``: LMS); ``"sigma_min"``: the last step ends at timestep 0 and returns that noisy state.
     timestep_source : str, optional
         The name of a diffusers scheduler class whose ``set_timesteps`` gives the timesteps (and noise levels);
         :meth:`from_config` sets it to the class the config came from.
@@ -112,11 +119,12 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     seed : int, optional
         SDE solvers: ``None`` draws their normals from the pipeline's ``generator`` (as diffusers' schedulers do);
         an integer uses sdekit's counter-based noise, the numbers ``sdekit.sample`` would give sample ``i``.
-    state_variable : {"vp", "sigma", "edm"}
+    state_variable : {"vp", "sigma", "edm", "flow"}
         The pipeline's latents: the VP state ``x`` (``init_noise_sigma = 1``, ``scale_model_input`` the identity: DDPM,
         DDIM, DPM-Solver, UniPC, DEIS) or ``x / alpha`` (diffusers' Euler and Heun: ``init_noise_sigma`` about
         ``sigma_max``, ``scale_model_input`` divides by ``sqrt(sigma^2 + 1)``); ``"edm"``: ``x / alpha`` with EDM's
-        preconditioning (an EDM ``timestep_source``, :mod:`sdekit.interop._diffusers_edm`); the solver runs on ``x``.
+        preconditioning (an EDM ``timestep_source``, :mod:`sdekit.interop._diffusers_edm`); ``"flow"``: flow matching's
+        ``x / (alpha + sigma)`` (:mod:`sdekit.interop._diffusers_flow`); the solver runs on ``x``.
     lower_order_final : bool, optional
         Given to any solver that has this option (and is not given it otherwise): the source scheduler's convention.
     thresholding, dynamic_thresholding_ratio, sample_max_value, clip_sample, clip_sample_range
@@ -129,11 +137,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     Starting later (image-to-image: :meth:`set_begin_index`, or the first :meth:`step` at a later step point) runs the
     solver afresh from that point, its multistep history built as ``sdekit.sample`` on the remaining grid builds it.
     :meth:`from_config` of a diffusers scheduler's config without ``solver=`` runs that scheduler's own method (see
-    ``docs/models.md``, "Swap the scheduler of your pipeline").
-
-    The state is kept in float32 for half-precision latents (as diffusers upcasts) and ``prev_sample`` is returned in
-    the dtype of ``model_output``.
-    """
+    ``docs/models.md``, "Swap the scheduler of your pipeline"). The state is kept in float32 for half-precision latents
+    (as diffusers upcasts) and ``prev_sample`` is returned in the dtype of ``model_output``."""
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
     ignore_for_config = ["options"]
@@ -165,6 +170,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         sample_max_value: float = 1.0,
         clip_sample: bool = False,
         clip_sample_range: float = 1.0,
+        final_step: str = "denoise",
         **options,
     ):
         if not isinstance(solver, str):
@@ -178,7 +184,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             name, fixed = parse_solver_spec(solver)
             if name in SOLVERS and "lower_order_final" in options_of(name) and "lower_order_final" not in fixed:
                 merged = {**merged, "lower_order_final": bool(lower_order_final)}
-        self._solver = get_solver(solver, **merged)
+        self._solver = solver_from_spec(solver, merged)
         if self._solver.adaptive:
             raise ValueError(
                 f"solver {self._solver.name!r} chooses its own (per-sample) steps and cannot run on a pipeline's "
@@ -191,8 +197,9 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             what = "ODEs" if kind == "sde" else "SDEs"
             raise ValueError(f"solver {self._solver.name!r} integrates {what} only; it cannot run process={process!r}")
         self._kind = kind
-        check_prediction_type(prediction_type, "prediction_type")
-        check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable)
+        if not check_flow_prediction(prediction_type, state_variable):
+            check_prediction_type(prediction_type, "prediction_type")
+        check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable, final_step)
         check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value, clip_sample_range)
         steps_offset = integer_at_least("steps_offset", steps_offset, 0)
         seed = None if seed is None else check_seed(seed)
@@ -219,10 +226,14 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             used = sorted(k for k in self.config["_use_default_values"] if k not in set_here)
             self.register_to_config(_use_default_values=used)
         #: the training schedule as an sdekit process
-        self.sde = DiscreteVPSDE(alphas_cumprod=self.alphas_cumprod)
+        table, self._first_infinite = finite_levels(self.alphas_cumprod)  # (where it is finite: see finite_levels)
+        if state_variable == "flow":  # a flow model's levels (see _diffusers_flow)
+            table, self._first_infinite = flow_alphas_cumprod(len(self.alphas_cumprod)), None
+        self.sde = DiscreteVPSDE(alphas_cumprod=table)
+        check_fitted_for(self._solver, self.sde)
         self.order = self._solver.nfe_per_step
         self.num_inference_steps = None
-        self.timesteps = torch.arange(self.sde.num_timesteps - 1, -1, -1, dtype=torch.int64)
+        self.timesteps = torch.arange(len(self.alphas_cumprod) - 1, -1, -1, dtype=torch.int64)
         self.sigmas = None
         self._plan = self._requests = self._taus = self._run = self._stepper = None
         self._idle = False
@@ -271,14 +282,15 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if isinstance(source, str) and source != cls.__name__ and is_scheduler_class(source):
             src_cls = getattr(diffusers, source)
             if config.get("use_flow_sigmas") or config.get("prediction_type") == "flow_prediction":
-                check_training_schedule(config, f"config (of {source})")  # refuses flow matching
+                if not uses_flow_sigmas(source, config):  # (refused: flow matching without a class's flow sigmas)
+                    check_training_schedule(config, f"config (of {source})", source)
             src = src_cls.from_config(keys_of(src_cls, config))
             if getattr(src, "alphas_cumprod", None) is None and source not in EDM_CLASSES:
                 raise ValueError(f"config (of {source}) has no training schedule (alphas_cumprod)")
             resolved = dict(src.config)
             init["timestep_source"] = source
         if "solver" not in config and source not in EDM_CLASSES:  # (ours has its own defaults for what it leaves out)
-            check_training_schedule(resolved, "config")
+            check_training_schedule(resolved, "config", source)
         named = "solver" in kwargs
         if "timestep_source" in init:  # the source's own method, unless a solver is named, and its conventions
             init.update(method_init(source, resolved, named, DEFAULT_SOLVER))
@@ -316,6 +328,15 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         i = points.index(float(timestep)) + 1
         return torch.tensor(points[i] if i < len(points) else -1, dtype=self.timesteps.dtype)
 
+    def _get_variance(self, timestep, prev_timestep=None, *, predicted_variance=None, variance_type=None):
+        """diffusers' contract (DDPM's ``_get_variance(t)``, DDIM's ``_get_variance(t, prev)``: private names its code
+        and tests call), the same value: the posterior variance from ``timestep`` to ``prev_timestep`` (default: the
+        next step point), that of sdekit's ``ancestral`` step (``_diffusers_config.posterior_variance``)."""
+        prev = self.previous_timestep(timestep) if prev_timestep is None else prev_timestep
+        final = 1.0 if self.config.final_sigmas_type == "zero" else float(self.alphas_cumprod[0])
+        kind = variance_type or self.config.variance_type
+        return posterior_variance(self.alphas_cumprod, timestep, prev, final, kind, predicted_variance)
+
     def set_begin_index(self, begin_index: int = 0):
         self._begin_index = integer_at_least("begin_index", begin_index, 0)
 
@@ -334,50 +355,30 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         """
         if sum(v is not None for v in (num_inference_steps, timesteps, sigmas)) != 1:
             raise ValueError("give exactly one of num_inference_steps, timesteps and sigmas")
-        taus, levels = schedule_points(self.config, self.sde, num_inference_steps, timesteps, sigmas)
+        own = own_grid_points(self._solver, self.config, self.sde, num_inference_steps, timesteps, sigmas)
+        taus, levels = own or schedule_points(self.config, self.sde, num_inference_steps, timesteps, sigmas)
         self._set_schedule(taus, levels, device)
 
     def _training_schedule(self):
         """The schedule before any :meth:`set_timesteps`: every training timestep (as in diffusers' DDPM, Euler)."""
         if self._edm is not None:
             return self._set_schedule(*edm_training_points(self._edm), None)
-        self._set_schedule(np.arange(self.sde.num_timesteps - 1, -1, -1, dtype=np.float64), None, None)
+        self._set_schedule(np.arange(len(self.alphas_cumprod) - 1, -1, -1, dtype=np.float64), None, None)
 
     def _set_schedule(self, taus, levels, device):
         """The plan of step points ``taus`` (and noise levels ``levels``, see :func:`schedule_points`)."""
-        sde = self.sde
-        if levels is not None:
-            keep = np.append(True, levels[1:-1] < levels[:-2])  # repeated levels: zero-length steps
-            taus, points = taus[keep], levels[:-1][keep]
-            grid = np.asarray(sde.t_from_log_snr(-np.log(points)), dtype=np.float64)
-            final = float(levels[-1])
-            final_denoise = final == 0.0
-            if not final_denoise:  # a final level at the last point: a zero-length last step, taken by the solver
-                end = grid[-1] if final >= points[-1] else float(sde.t_from_log_snr(-math.log(final)))
-                grid = np.append(grid, end)
-        else:
-            keep = np.append(True, taus[1:] < np.minimum.accumulate(taus)[:-1])  # repeated timesteps
-            taus = taus[keep]
-            grid = np.asarray(sde.t_from_timestep(taus), dtype=np.float64)
-            final_denoise = self.config.final_sigmas_type == "zero"
-            if not final_denoise:  # timestep 0 already the last point: a zero-length last step
-                grid = np.append(grid, grid[-1] if taus[-1] <= 0 else sde.eps)
-        if np.any(np.diff(grid)[:-1] >= 0) or np.any(np.diff(grid)[-1:] > 0):
-            raise ValueError(f"the schedule's times must decrease strictly, got timesteps {summary(taus)}")
+        sde, cfg = self.sde, self.config
+        taus, grid, final_denoise = schedule_grid(sde, taus, levels, cfg.final_sigmas_type, cfg.final_step)
         plan = GridPlan(sde, self._solver, self._kind, grid, bool(final_denoise))
         self._solver.check_process(plan.process(lambda x, t: x))
+        check_final_step(plan, cfg.final_step)
         idle = len(grid) > 1 and grid[-1] == grid[-2] and not takes_zero_step(plan)
         if idle:  # the solver divides by the step's length: the limit, the state as it is, without the step
             plan = GridPlan(sde, self._solver, self._kind, grid[:-1], False)
         requests = plan_requests(plan)
         if idle:  # the zero-length step's evaluation, its output unused
             requests.append((plan.n_solver_steps, 0, float(grid[-1]), True))
-        if not requests or not requests[0][3]:
-            raise ValueError(
-                f"solver {self._solver.name!r} evaluates the network first at another state than the step's own (EDM's "
-                "churn on the first step): a pipeline evaluates its first timestep on its initial latents; use "
-                "S_churn=0 or S_tmax below the first noise level"
-            )
+        check_first_evaluation(self._solver.name, requests)
         values = announced_timesteps(sde, taus, grid, requests)
         integral = all(float(v).is_integer() for v in values)
         dtype = torch.int64 if integral else torch.float32
@@ -400,7 +401,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         """The scale of the initial latents: 1 for the VP state; for ``state_variable="sigma"`` the largest noise
         level ``sigma_max`` with "linspace" / "trailing" spacing, else ``sqrt(sigma_max^2 + 1)`` (diffusers' Euler and
         Heun rule)."""
-        if self.config.state_variable == "vp":
+        if self.config.state_variable in ("vp", "flow"):
             return 1.0
         if self._edm is not None:  # (EDM's own: sqrt(sigma_max^2 + 1))
             return self._edm.init_noise_sigma
@@ -420,12 +421,15 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         return float(self._requests[min(index, len(self._requests) - 1)][2])
 
     def _alpha(self, t) -> float:
-        return float(self.sde.marginal(t)[0])
+        """The VP state per latent at time ``t``: ``alpha`` (``x / alpha`` latents), ``alpha + sigma`` (flow's: see
+        :mod:`sdekit.interop._diffusers_flow`)."""
+        alpha, sigma = (float(c) for c in self.sde.marginal(t))
+        return alpha + sigma if self.config.state_variable == "flow" else alpha
 
     def scale_model_input(self, sample, timestep=None, *args, **kwargs):
         """The network's input: the VP state. The identity for ``state_variable="vp"``; for ``"sigma"`` the latents
         ``x / alpha`` times ``alpha = 1 / sqrt(sigma^2 + 1)`` of the evaluation (diffusers' Euler and Heun)."""
-        if self.config.state_variable == "vp":
+        if self.config.state_variable in ("vp", "flow"):
             return sample
         if self._plan is None:  # the training schedule (diffusers' Euler and Heun before set_timesteps)
             self._training_schedule()
@@ -465,6 +469,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if index >= len(self._requests):
             raise ValueError(f"begin_index {index} is past the schedule's {len(self._requests)} evaluations")
         k, j, _, _ = self._requests[index]
+        check_finite_start(self._first_infinite, self.config, self.timesteps[index])
         if j != 0:
             raise ValueError(
                 f"begin_index {index} is stage {j} of step {k}: a run starts at a step point (the first evaluation of "
@@ -523,7 +528,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         sigma_state = self.config.state_variable != "vp"
         if at_state:  # the evaluation is at the step's own state: the pipeline's latents
             x = sample if sample.dtype == work_dtype else sample.to(work_dtype)
-            st.adopt(x * alpha if sigma_state else x)
+            st.adopt(x * self._alpha(t) if sigma_state else x)
         out = model_output
         if tuple(model_output.shape) != tuple(sample.shape):  # (DDPM's step: the mean's channels only, or both)
             out = split_learned_variance(model_output, sample.shape[1], self.config.variance_type, "model_output")
@@ -551,6 +556,10 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             x0 = edm_denoised(cfg.prediction_type, out, x / alpha, sigma / alpha, float(self._edm.config.sigma_data))
             if not (cfg.thresholding or cfg.clip_sample):
                 return score_of_output("sample", x0, x, alpha, sigma)
+        elif cfg.prediction_type == FLOW_PREDICTION:  # (a flow source: see _diffusers_flow)
+            x0 = flow_x0(out, x, alpha, sigma)
+            if not (cfg.thresholding or cfg.clip_sample):
+                return score_of_output("sample", x0, x, alpha, sigma)
         elif not (cfg.thresholding or cfg.clip_sample):
             return score_of_output(cfg.prediction_type, out, x, alpha, sigma)
         else:
@@ -575,8 +584,9 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                     points.setdefault(float(listed[j]), t_j)
             t = np.array([points.get(float(value), t_i) for value, t_i in zip(tau, t)], dtype=np.float64)
         alpha, sigma = (np.asarray(v, dtype=np.float64).reshape(-1) for v in self.sde.marginal(t))
-        if self.config.state_variable != "vp":
-            alpha, sigma = np.ones_like(alpha), sigma / alpha
+        if self.config.state_variable != "vp":  # (x / alpha, or flow's x / (alpha + sigma))
+            scale = alpha + sigma if self.config.state_variable == "flow" else alpha
+            alpha, sigma = alpha / scale, sigma / scale
         like = original_samples
         a = _xp.per_sample(torch.as_tensor(alpha, dtype=like.dtype, device=like.device), like)
         s = _xp.per_sample(torch.as_tensor(sigma, dtype=like.dtype, device=like.device), like)

@@ -30,7 +30,7 @@ from ..validation import integer_at_least, non_negative_number, positive_int, po
 from ._common import coeffs, linear_sde_of, score_at
 from .base import FixedStepSolver, register
 
-__all__ = ["Restart"]
+__all__ = ["Restart", "level_coeffs"]
 
 
 def _heun(process, sde, x_hat, s, s_next, d=None):
@@ -41,10 +41,17 @@ def _heun(process, sde, x_hat, s, s_next, d=None):
     return x_hat + (0.5 * (s_next - s)) * (d + _slope(process, sde, x_e, s_next))
 
 
-def _slope(process, sde, x_hat, s):
-    """``(x_hat - D) / s = -sigma * score(alpha x_hat, t)`` (the noise prediction) at noise level ``s`` (1 NFE)."""
+def level_coeffs(sde, s: float) -> tuple[float, float, float]:
+    """``(t, alpha(t), sigma(t))`` at EDM noise level ``s = sigma / alpha`` (where a Heun stage evaluates the score;
+    the fused kernel's host tables use the same numbers)."""
     t = float(sde.t_from_log_snr(-math.log(s)))
     alpha, sigma = coeffs(sde, t)
+    return t, alpha, sigma
+
+
+def _slope(process, sde, x_hat, s):
+    """``(x_hat - D) / s = -sigma * score(alpha x_hat, t)`` (the noise prediction) at noise level ``s`` (1 NFE)."""
+    t, alpha, sigma = level_coeffs(sde, s)
     return -sigma * score_at(process, alpha * x_hat, t)
 
 

@@ -54,6 +54,7 @@ COMPILE_SECONDS = {
     "runge_kutta": 48.0,
     "affine_multistep": 71.0,
     "edm": 56.0,
+    "restart": 62.0,  # measured 1.1x edm in one run (24.4 s vs 22.1 s at load 4)
     "sra": 78.0,
     "pc": 75.0,
     "annealed_langevin": 71.0,

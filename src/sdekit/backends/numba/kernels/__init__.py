@@ -2,11 +2,12 @@
 
 * :mod:`~sdekit.backends.numba.kernels.explicit` -- Euler--Maruyama, stochastic Heun, explicit Runge--Kutta;
 * :mod:`~sdekit.backends.numba.kernels.multistep` -- the affine multistep kernel: DPM-Solver++ (``dpmpp_2m``,
-  ``dpmpp_3m``, ``dpmpp_2m_sde``), the exponential predictor-corrector engine (``dpmpp_pc``, ``dpmpp_sde_pc`` and
-  the presets ``dpmpp_3m_pc``, ``dpmpp_3m_sde``), ``ancestral``, ``reverse_diffusion``, the few-step solvers
-  ``ipndm``, ``ipndm_v``, ``deis``, ``unipc`` (orders up to 4), ``sa_solver`` and
-  :class:`~sdekit.solvers.afs.AnalyticFirstStep` around any of them;
+  ``dpmpp_3m``, ``dpmpp_2m_sde``, the single-step ``dpmpp_single``), the exponential predictor-corrector engine
+  (``dpmpp_pc``, ``dpmpp_sde_pc`` and the presets ``dpmpp_3m_pc``, ``dpmpp_3m_sde``), ``ancestral``,
+  ``reverse_diffusion``, the few-step solvers ``ipndm``, ``ipndm_v``, ``deis``, ``unipc`` (orders up to 4),
+  ``sa_solver`` and :class:`~sdekit.solvers.afs.AnalyticFirstStep` around any of them;
 * :mod:`~sdekit.backends.numba.kernels.edm` -- EDM's stochastic sampler (``edm``);
+* :mod:`~sdekit.backends.numba.kernels.restart` -- restart sampling (``restart``);
 * :mod:`~sdekit.backends.numba.kernels.sra` -- SRA stochastic Runge--Kutta methods (``sra1``, any SRA tableau);
 * :mod:`~sdekit.backends.numba.kernels.pc` -- predictor--corrector (``pc``) with the ``"sigma"`` step rule and a
   reverse-diffusion or ancestral predictor;
@@ -22,13 +23,11 @@ from .edm import EDM
 from .explicit import EULER_MARUYAMA, RUNGE_KUTTA, STOCHASTIC_HEUN
 from .multistep import AFFINE_MULTISTEP
 from .pc import PC
+from .restart import RESTART
 from .sra import SRA_KERNEL
 
 #: Registered solvers without a fused kernel, with the reason.
 NO_FUSED_KERNEL = {
-    "restart": "two score evaluations per step at noise-level times plus K backward Heun passes over a sub-grid "
-    "between two grid levels: neither the affine multistep kernel (one evaluation per step) nor the Runge-Kutta "
-    "kernel (grid-time stages) expresses it; a kernel of its own is future work",
     "dpm_adaptive": "adaptive steps in the log-SNR (a time-changed process, sdekit.timechange), which the fused "
     "adaptive kernels, written in t, do not run",
 }
@@ -40,6 +39,7 @@ __all__ = [
     "STOCHASTIC_HEUN",
     "AFFINE_MULTISTEP",
     "EDM",
+    "RESTART",
     "SRA_KERNEL",
     "PC",
     "ANNEALED_LANGEVIN",
