@@ -11,8 +11,8 @@ the least RMS on the test points (chosen on them: an optimistic peer).
 
 Learned rows: ``sdekit.learn.fit(sde, score, nfe, x_T=warm, denoise=False)`` with its defaults otherwise (base
 the best on the training points of iPNDM, iPNDM_v and DEIS-tAB with AFS; 1024 points drawn from a pool of 8192 warm-up
-points, prior draws with seed 2; 2048 guard points, prior draws with seed 11), disjoint from the test points
-(prior draws with seed 1; sample i of a seed is the same whatever the batch size, so the seeds must differ).
+points, prior draws with seed 2; 2048 guard points drawn from 8192 prior draws with seed 11), disjoint from the
+test points (prior draws with seed 1; sample i of a seed is the same whatever the batch size, so the seeds must differ).
 Per row: RMS, a 90 % paired bootstrap interval of the ratio to the best peer (2000
 resamples of the test points), the fraction of test trajectories that end in another mixture component than the
 reference's (most probable component of the data law at the endpoint) and the RMS over the others, the fit's
@@ -20,13 +20,15 @@ seconds and score evaluations (rows), and for the digits model the Frechet dista
 outputs; ``sdekit.metrics.gaussian_w2`` squared) to the reference outputs.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_learned.py`` (options: ``--problems``, ``--nfe``, ``--n-test``,
-``--n-warm``, ``--time-limit``).
+``--n-warm``, ``--time-limit``, ``--threads``: torch threads, default 1 -- on a loaded 2-core machine two threads
+made each call of the digits network 10-50x slower).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 import warnings
@@ -120,7 +122,7 @@ def run(name, prob, nfes, n_test, n_warm, time_limit, log, **fit_options):
     ref = {"sigma_min": ref_min, "zero": ref_min + SIGMA_MIN**2 * score(ref_min, np.full(n_test, SIGMA_MIN))}
     comp_ref = None if digits else components(prob, ref_min)
     log(f"\n## {name}: d = {d}; {n_test} test / {n_warm} warm-up trajectories (reference "
-        f"{time.perf_counter() - t0:.0f} s)")  # fmt: skip
+        f"{time.perf_counter() - t0:.0f} s; load average {os.getloadavg()[0]:.1f})")  # fmt: skip
     log(
         "\n| problem | NFE | solver | RMS | ratio to best peer [90% interval] | switched | RMS of the rest | "
         "fit s | fit score evals | choice (guard RMS fitted / base)" + (" | FD to reference |" if digits else " |")
@@ -142,7 +144,7 @@ def run(name, prob, nfes, n_test, n_warm, time_limit, log, **fit_options):
         lo, hi = bootstrap_ratio(sq, sq_p)
         rep = fitted.report
         decide = rep["guard"] or rep["heldout"]
-        choice = f"{rep['choice']} ({decide[rep['choice']]:.2e} / {decide['base']:.2e})"
+        choice = f"{rep['choice']} ({decide[rep['choice']]:.2e} / {decide['base']:.2e}; load {os.getloadavg()[0]:.1f})"
         if digits:
             fd, fd_p = (gaussian_w2(y.mean(0), np.cov(y.T), ref_min.mean(0), np.cov(ref_min.T)) ** 2
                         for y in (sol.x, out_p))  # fmt: skip
@@ -168,9 +170,11 @@ def main():
     ap.add_argument("--n-warm-digits", type=int, default=2048, help="pool of the digits fits")
     ap.add_argument("--n-fit-digits", type=int, default=256, help="points the digits fits draw from their pool")
     ap.add_argument("--guard-digits", type=int, default=512, help="guard points of the digits fits")
-    ap.add_argument("--time-limit", type=float, default=240.0, help="seconds of each fit's polish")
+    ap.add_argument("--time-limit", type=float, default=240.0, help="safety bound on the seconds of each fit's polish")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args()
     torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(args.threads)
     probs = problems()
 
     def log(msg):

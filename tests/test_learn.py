@@ -69,6 +69,8 @@ def test_fit_on_a_mixture_is_never_worse_than_its_base_on_heldout_points():
     fitted = fit(SDE, MIX.score(SDE), 5, n=96, denoise=False, seed=2, guard=256, max_evals=150)
     rep = fitted.report
     assert rep["heldout"][rep["choice"]] <= rep["heldout"]["base"]
+    assert rep["guard"][rep["choice"]] <= rep["guard"]["base"]  # the guard's promise, on its weighted estimate
+    assert rep["guard_pool"] == 4 * 256 and rep["guard_points"] == 256 and rep["guard_sure"] >= 4
     # 96 distinct points of the pool, plus those the mining stage added (at most 96 // 8, none already fitted)
     assert rep["pool"] == 8 * 96 and rep["n_train"] + rep["n_heldout"] == 96 + rep["n_mined"]
     assert 0 <= rep["n_mined"] <= 12 and "mined" in rep["heldout"]
@@ -147,6 +149,10 @@ def test_bad_input_names_the_argument():
         fit("edm", score, 4, n=16)
     with pytest.raises(ValueError, match="mine"):
         fit(SDE, score, 4, n=16, mine=-1)
+    with pytest.raises(ValueError, match="guard_oversample"):
+        fit(SDE, score, 4, n=16, guard=32, guard_oversample=0, polish=False)
+    with pytest.raises(ValueError, match="guard"):
+        fit(SDE, score, 4, n=16, guard=-1, polish=False)
 
     def nan_score(x, t):
         out = score(x, t)
@@ -256,3 +262,72 @@ def test_mining_adds_pool_points_and_a_candidate_only_with_a_pool():
     assert "mined" not in none.report["train"] and none.report["n_mined"] == 0
     small = fit(SDE, score, 5, x_T=SDE.prior_sample((64, 2), seed=3), n=64, denoise=False, guard=0, max_evals=40)
     assert "mined" not in small.report["train"]  # the pool is the warm-up set: nothing to mine
+
+
+def test_horvitz_thompson_estimate_is_exactly_unbiased_over_the_systematic_design():
+    """For a fixed order of the units the sample depends only on the start ``u``; integrate over ``u`` exactly
+    (the sample is constant between the fractional parts of the interval edges): the expected estimate is the pool
+    mean, and each unit is taken with probability ``p_i``."""
+    from sdekit.learn.points import ht_mean, inclusion, systematic
+
+    rng = np.random.default_rng(7)
+    m, n = 30, 7
+    values = rng.pareto(1.2, m) ** 2  # heavy tailed, like squared endpoint errors with a few switches
+    e = np.stack([rng.pareto(1.5, m), rng.pareto(1.5, m)])
+    sure = np.zeros(m, dtype=bool)
+    sure[[int(np.argmax(e[0])), int(np.argmax(e[1]))]] = True
+    p = inclusion(1.0 / m + (e / e.sum(axis=1, keepdims=True)).mean(axis=0), n, sure)
+    assert p.sum() == pytest.approx(n, abs=1e-12) and np.all(p[sure] == 1.0)
+    for _ in range(5):
+        order = rng.permutation(m)
+        cuts = np.unique(np.concatenate([[0.0, 1.0], np.cumsum(p[order]) % 1.0]))
+        expect, taken = 0.0, np.zeros(m)
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            rows = systematic(p, order, 0.5 * (lo + hi))
+            assert len(set(rows.tolist())) == n
+            expect += (hi - lo) * ht_mean(values[rows], p[rows], m)
+            taken[rows] += hi - lo
+        assert expect == pytest.approx(values.mean(), rel=1e-12)
+        np.testing.assert_allclose(taken, p, rtol=0, atol=1e-12)
+
+
+def test_guard_sample_holds_every_candidates_worst_points_and_estimates_the_pool_mean():
+    from sdekit.learn.points import ht_mean, select
+
+    rng = np.random.default_rng(3)
+    m, n, sure = 400, 50, 4
+    e = rng.pareto(1.5, (3, m))  # three candidates' disagreements
+    worst = set(np.argsort(-e, axis=1)[:, :sure].ravel().tolist())
+    values = e[1] ** 2  # the squared error of candidate 1
+    est = []
+    for seed in range(2000):
+        rows, p = select(e, n, seed, sure=sure)
+        assert len(set(rows.tolist())) == n and worst <= set(rows.tolist())
+        est.append(ht_mean(values[rows], p[rows], m))
+    est = np.array(est)
+    assert abs(est.mean() - values.mean()) <= 5 * est.std() / np.sqrt(len(est))  # unbiased: within 5 standard errors
+    with pytest.raises(ValueError, match="more than n"):
+        select(e, 5, 0, sure=4)
+
+
+def test_guard_without_oversampling_is_the_plain_rms():
+    from sdekit.learn.guard import guard_errors
+
+    process = SDE.probability_flow(MIX.score(SDE))
+    cands = {k: LearnedSolver.from_base(SDE, "ipndm(afs=True)", make_grid(SDE, s, "time_uniform")) for k, s in
+             (("base", 5), ("finer", 7))}  # fmt: skip
+    x = SDE.prior_sample((64, 2), seed=9)
+
+    def reference(y):
+        return sdekit.solve(process, y, SDE.T, SDE.eps, "dopri5", rtol=1e-9, atol=1e-9).x
+
+    errors, info = guard_errors(process, cands, sdekit.get_solver("ipndm(afs=True)"), 5, x, 64, seed=1, t_end=SDE.eps,
+                                denoise=False, reference=reference)  # fmt: skip
+    ref = reference(x)
+    for k, s in cands.items():
+        assert errors[k] == pytest.approx(_rms(sample(SDE, MIX.score(SDE), x_T=x, solver=s, denoise=False).x, ref))
+    assert info == {"guard_pool": 64, "guard_points": 64, "guard_sure": 0}
+    errors, info = guard_errors(process, cands, sdekit.get_solver("ipndm(afs=True)"), 5, x, 16, seed=1, t_end=SDE.eps,
+                                denoise=False, reference=reference)  # fmt: skip
+    assert info["guard_pool"] == 64 and info["guard_points"] == 16 and info["guard_sure"] >= 2
+    assert errors["finer"] < errors["base"]

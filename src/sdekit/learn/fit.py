@@ -41,6 +41,7 @@ from ..sdes import LinearSDE
 from ..solvers import get_solver
 from ..solvers._common import coeffs
 from ..validation import boolean, integer_at_least, positive_int, positive_number
+from .guard import guard_errors
 from .points import cheap_reference, disagreement, select, warmup_pool
 from .solver import LearnedSolver, base_tables
 from .teacher import DenseTeacher
@@ -183,19 +184,6 @@ class _Fitter:
         return err if math.isfinite(err) else math.inf
 
 
-def _solver_error(process, solver, x, ref, denoise) -> float:
-    """RMS of ``|output - ref|`` of ``solver`` (the real solver: ``solve`` on its grid) from ``x``."""
-    sde = process.sde
-    try:
-        out = solve(process, x, float(solver.grid[0]), float(solver.grid[-1]), solver, grid=solver.grid).x
-    except (NonFiniteError, FloatingPointError, ValueError):
-        return math.inf
-    if denoise:
-        out = tweedie_denoise(sde, process.score, out, float(solver.grid[-1]))
-    err = float(np.sqrt(np.mean(np.sum((out - ref).reshape(len(x), -1) ** 2, axis=1))))
-    return err if math.isfinite(err) else math.inf
-
-
 def fit(
     sde,
     score,
@@ -213,6 +201,7 @@ def fit(
     t_end: float | None = None,
     holdout: float = 0.25,
     guard: int = 2048,
+    guard_oversample: int = 4,
     polish: bool = True,
     offsets: bool = True,
     scales: bool = True,
@@ -220,7 +209,7 @@ def fit(
     ridge: float = 1e-6,
     max_evals: int | None = None,
     time_limit: float = 240.0,
-    teacher_tol: float = 1e-9,
+    teacher_tol: float = 1e-7,
     teacher_levels: int = 96,
     density=None,
     mine: int | None = None,
@@ -259,10 +248,14 @@ def fit(
         Print what each stage reached.
     holdout : float
         Fraction of the warm-up points kept out of the fit to choose the returned solver (see the module).
-    guard : int
-        Fresh prior draws (seed ``seed + 1``) with teacher endpoints on which the returned solver is chosen among
-        the candidates (0: the held-out warm-up points instead): the rare trajectories that a fit sends to another
-        mixture component carry most of the RMS at few steps, and only a few thousand points see them.
+    guard, guard_oversample : int, int
+        Fresh start points with teacher endpoints on which the returned solver is chosen among the candidates
+        (0: the held-out warm-up points instead), drawn from a pool of ``guard_oversample * guard`` fresh prior
+        draws (seed ``seed + 1``) with probabilities that grow with each candidate's disagreement with the cheap
+        teacher, the points where each disagrees most taken surely, and Horvitz--Thompson weights, so every
+        candidate's guard RMS estimates its RMS over the prior (:mod:`.guard`): the rare trajectories that a fit
+        sends to another mixture component carry most of the RMS at few steps. ``guard_oversample=1``: the plain
+        RMS on ``guard`` prior draws.
     mine : int, optional
         Pool points added to the training points after the polish, where the polished solver disagrees most with
         the base on three times the steps (default ``n // 8``; 0: none; only when the pool holds more than ``n``),
@@ -273,15 +266,19 @@ def fit(
         Eps values per step the corrections act on (at least the base's order); relative ridge of the least
         squares (times the mean diagonal of the normal matrix).
     max_evals, time_limit, teacher_tol, teacher_levels : int, float, float, int
-        Stage 3 budget (objective evaluations, default ``200 * parameters``; seconds); the dense teacher's dopri5
-        tolerance and number of stored levels.
+        Stage 3 budget: objective evaluations (default ``50 * parameters``, about ``100 * nfe``: a fit that does
+        not depend on the machine's load) and a safety bound in seconds (reached only on a slow machine; then the
+        fit depends on the load); the dense teacher's dopri5 tolerance (``1e-7`` leaves an endpoint error of about
+        ``1e-6``, far below a few-step solver's) and number of stored levels.
 
     Returns
     -------
     LearnedSolver
         With ``report``: ``train`` / ``heldout`` / ``guard`` RMS of each candidate (``base``, ``least_squares``,
         ``polished``, ``mined``; train errors on the final training points, mined ones included), the ``choice``,
-        ``n_train`` / ``n_heldout`` / ``n_mined``, ``seconds``, ``score_calls`` and ``score_rows`` spent fitting.
+        ``n_train`` / ``n_heldout`` / ``n_mined``, ``guard_pool`` / ``guard_points`` / ``guard_sure`` (the guard's
+        pool, its sample, the points in it taken surely), ``polish_evals`` (objective evaluations of each polish),
+        ``seconds``, ``score_calls`` and ``score_rows`` spent fitting.
     """
     started = time.perf_counter()
     nfe, denoise, progress, bases, base_solver, evals = _check_arguments(sde, score, nfe, base, denoise, progress)
@@ -295,7 +292,7 @@ def fit(
     _least_squares(st)
     _polish(st, polish, offsets, max_evals, time_limit, share=0.5 if mine and st.pool is not None else 1.0)
     _mine(st, mine, polish, offsets, max_evals, time_limit)
-    return _guard_and_report(st, guard, teacher_tol)
+    return _guard_and_report(st, guard, guard_oversample, teacher_tol)
 
 
 @dataclass
@@ -330,6 +327,7 @@ class _State:
     teacher_options: dict = field(default_factory=dict)
     n_mined: int = 0  # training points added by the mining stage
     best_p: dict = field(default_factory=dict)  # candidate -> its polish parameters
+    polish_evals: dict = field(default_factory=dict)  # candidate -> objective evaluations of its polish
     n_steps: int = 0
     fitter: _Fitter | None = None
     base: str = ""  # the chosen base's spec
@@ -467,7 +465,7 @@ def _polish(st, polish, offsets, max_evals, time_limit, key="polished", start=No
         return
     from scipy.optimize import minimize
 
-    limit = 200 * n_par if max_evals is None else positive_int("max_evals", max_evals)
+    limit = 50 * n_par if max_evals is None else positive_int("max_evals", max_evals)
     limit = max(1, int(share * limit))
     deadline = time.perf_counter() + share * positive_number("time_limit", time_limit)
     count = [0]
@@ -515,6 +513,7 @@ def _polish(st, polish, offsets, max_evals, time_limit, key="polished", start=No
     if not math.isfinite(best["err"]):
         best["err"] = fitter.error(best["solver"], train)
     st.candidates[key], st.train_err[key], st.best_p[key] = best["solver"], best["err"], best["p"]
+    st.polish_evals[key] = count[0]
     st.say(f"polish ({key}): {count[0]} evaluations, train RMS {best['err']:.3e}")
 
 
@@ -547,21 +546,28 @@ def _mine(st, mine, polish, offsets, max_evals, time_limit):
     _polish(st, polish, offsets, max_evals, time_limit, key="mined", start="polished", share=0.5)
 
 
-def _guard_and_report(st, guard, teacher_tol):
-    """Choose among the candidates on ``guard`` fresh points (or the held-out ones) and return the chosen solver,
-    with its ``report``."""
+def _guard_and_report(st, guard, guard_oversample, teacher_tol):
+    """Choose among the candidates on the guard's points (:func:`.guard.guard_errors`; or on the held-out ones) and
+    return the chosen solver, with its ``report``."""
     sde, t_end, candidates, counted = st.sde, st.t_end, st.candidates, st.counted
     held_err = {k: st.fitter.error(v, st.held) for k, v in candidates.items()} if st.n_hold else dict(st.train_err)
-    guard_err = None
+    guard_err, info = None, {"guard_pool": 0, "guard_points": 0, "guard_sure": 0}
+    guard = integer_at_least("guard", guard, 0)
+    oversample = positive_int("guard_oversample", guard_oversample)
     if guard:
-        x_g = sde.prior_sample((positive_int("guard", guard),) + tuple(st.x_T.shape[1:]), seed=check_seed(st.seed) + 1)
-        if st.teacher is not None:
-            ref_g = np.asarray(st.teacher(x_g))
-        else:
-            ref_g = solve(st.process, x_g, sde.T, t_end, "dopri5", rtol=teacher_tol, atol=teacher_tol).x
-            ref_g = tweedie_denoise(sde, counted, ref_g, t_end) if st.denoise else ref_g
-        guard_err = {k: _solver_error(st.process, v, x_g, ref_g, st.denoise) for k, v in candidates.items()}
-        st.say(f"guard on {guard} fresh points: " + ", ".join(f"{k} {v:.3e}" for k, v in guard_err.items()))
+        x_g = sde.prior_sample((oversample * guard,) + tuple(st.x_T.shape[1:]), seed=check_seed(st.seed) + 1)
+
+        def reference(x):
+            if st.teacher is not None:
+                return np.asarray(st.teacher(x))
+            ref = solve(st.process, x, sde.T, t_end, "dopri5", rtol=teacher_tol, atol=teacher_tol).x
+            return tweedie_denoise(sde, counted, ref, t_end) if st.denoise else ref
+
+        guard_err, info = guard_errors(st.process, candidates, st.base_solver, st.n_steps, x_g, guard,
+                                       seed=check_seed(st.seed) + 1, t_end=t_end, denoise=st.denoise,
+                                       reference=reference)  # fmt: skip
+        st.say(f"guard on {guard} of {len(x_g)} fresh points ({info['guard_sure']} sure): " +
+               ", ".join(f"{k} {v:.3e}" for k, v in guard_err.items()))  # fmt: skip
     decide = guard_err if guard_err is not None else held_err
     choice = min(decide, key=lambda k: (decide[k], k != "base"))
     chosen = candidates[choice]
@@ -573,6 +579,8 @@ def _guard_and_report(st, guard, teacher_tol):
         "n_train": st.n_all - st.n_hold,
         "n_mined": st.n_mined,
         "n_heldout": st.n_hold,
+        **info,
+        "polish_evals": dict(st.polish_evals),
         "pool": st.pool_size,
         "seconds": time.perf_counter() - st.started,
         "score_calls": counted.calls,
