@@ -31,6 +31,7 @@ ODE_CASES = [
     ("dpmpp_2m", {"prediction": "noise"}, [32, 64, 128, 256]),  # DPM-Solver (noise prediction), diffusers' "dpmsolver"
     ("dpmpp_3m", {"prediction": "noise"}, [32, 64, 128, 256]),
     ("dpmpp_3m_pc", {}, [32, 64, 128, 256]),
+    ("dpm2", {}, [32, 64, 128, 256]),  # k-diffusion's sample_dpm_2 (diffusers' KDPM2)
     ("sra1", {}, [32, 64, 128, 256]),  # deterministic order 2 when run without noise (probability-flow ODE)
 ]
 
