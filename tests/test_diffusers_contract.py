@@ -332,10 +332,10 @@ def test_naming_a_solver_changes_the_method_only():
 
 def test_a_scheduler_without_an_sdekit_method_is_refused_unless_a_solver_is_named():
     # (issue 22: refused, no longer a warning and another method) the class is named; naming a solver keeps its schedule
-    with pytest.raises(ValueError, match="no equivalent of KDPM2DiscreteScheduler's method"):
-        SdekitScheduler.from_config(D.KDPM2DiscreteScheduler())  # (its config's keys are LMS's too)
-    sch = SdekitScheduler.from_config(D.KDPM2DiscreteScheduler(), solver="dpmpp_2m")
-    assert sch.config.solver == "dpmpp_2m" and sch.config.timestep_source == "KDPM2DiscreteScheduler"
+    with pytest.raises(ValueError, match="no equivalent of PNDMScheduler's method"):
+        SdekitScheduler.from_config(D.PNDMScheduler())
+    sch = SdekitScheduler.from_config(D.PNDMScheduler(), solver="dpmpp_2m")
+    assert sch.config.solver == "dpmpp_2m" and sch.config.timestep_source == "PNDMScheduler"
     with pytest.warns(UserWarning, match="third-order SDE multistep formula differs"):
         SdekitScheduler.from_config(
             D.DPMSolverMultistepScheduler(solver_order=3, algorithm_type="sde-dpmsolver++").config
