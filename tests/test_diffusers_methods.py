@@ -576,7 +576,8 @@ def test_kdpm2_image_to_image_start_equals_diffusers(name):
                 sch.set_timesteps(10)
                 if use_begin_index:
                     sch.set_begin_index(begin)
-                kw = {"generator": torch.manual_seed(4)} if "generator" in inspect.signature(sch.step).parameters else {}
+                takes_generator = "generator" in inspect.signature(sch.step).parameters
+                kw = {"generator": torch.manual_seed(4)} if takes_generator else {}
                 x = start() * 3.0
                 for t in sch.timesteps[begin:]:
                     x = sch.step(model(sch.scale_model_input(x, t), t), t, x, **kw).prev_sample

@@ -96,9 +96,10 @@ def test_stochastic_samplers_equal_k_diffusion_with_the_same_normals(ours, their
         assert max_rel(out, ref) < 1e-13
 
 
-@pytest.mark.parametrize(
-    "solver", ["euler", "heun", "dpmpp_2m", "rk4", "euler_maruyama", "ancestral", "dpmpp_2m_sde", "dpm2", "dpm2_ancestral"]
-)
+SAME_GRID = ["euler", "heun", "dpmpp_2m", "rk4", "euler_maruyama", "ancestral", "dpmpp_2m_sde", "dpm2", "dpm2_ancestral"]
+
+
+@pytest.mark.parametrize("solver", SAME_GRID)
 def test_equals_sdekit_sample_on_the_same_grid(solver):
     # 20 sigmas (19 solver steps, >= 15: lower_order_final changes nothing); SDE solvers draw sample's normals
     sig = sigmas(20)
