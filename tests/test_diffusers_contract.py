@@ -288,6 +288,11 @@ SOURCES = {
                                                          solver_order=3),
     "dpm-sde-noise-2": lambda: D.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver",
                                                              final_sigmas_type="sigma_min"),
+    # single-step DPM-Solver++ (dpmpp_single): groups of solver_order steps restarting from their first point
+    "dpm-single-2": lambda: D.DPMSolverSinglestepScheduler(),
+    "dpm-single-3-heun-sigma-min": lambda: D.DPMSolverSinglestepScheduler(solver_order=3, solver_type="heun",
+                                                                          final_sigmas_type="sigma_min"),
+    "dpm-single-sde-2": lambda: D.DPMSolverSinglestepScheduler(algorithm_type="sde-dpmsolver++"),  # same draws
     "sa-solver": lambda: D.SASolverScheduler(),  # sa_solver, tau = 1 on the levels of timesteps 200..800
     # zero-length last steps (the last point already at the final level): diffusers takes them with its solver
     "euler-sigma-min": lambda: D.EulerDiscreteScheduler(final_sigmas_type="sigma_min"),
@@ -513,7 +518,7 @@ def dummy_sample_deter():
 
 
 @pytest.mark.parametrize("key", ["euler", "euler-ancestral", "heun", "ddim", "ddpm", "dpm-2", "dpm-sde-2", "unipc-3",
-                                 "deis-2"])  # fmt: skip
+                                 "deis-2", "dpm-single-2"])  # fmt: skip
 def test_full_loop_of_diffusers_scheduler_tests_through_from_config(key):
     # the loop of diffusers' per-scheduler full-loop tests (dummy model, deterministic sample, 10 steps, generator)
     results = []
@@ -531,7 +536,7 @@ def test_full_loop_of_diffusers_scheduler_tests_through_from_config(key):
 
 
 @pytest.mark.parametrize("key", ["euler", "euler-ancestral", "heun", "ddim", "dpm-2", "unipc-2", "deis-2",
-                                 "dpm-noise-2"])  # fmt: skip
+                                 "dpm-noise-2", "dpm-single-2"])  # fmt: skip
 def test_img2img_loop_equals_the_source_scheduler(key):
     unet = tiny_unet()
     ref, n_ref = img2img(SOURCES[key](), unet, IMAGE, 0.6, 10)

@@ -62,8 +62,9 @@ def test_deis_order_3_is_diffusers_formula_and_differs_by_its_float32_coefficien
         assert rel(loop(swapped(make()), n), loop(make(), n)) < 1e-4  # float32: 3e-6 (10 steps), 4e-5 (25)
 
 
+# (DPMSolverSinglestepScheduler runs dpmpp_single now; its SDE variant is refused: tests/test_diffusers_singlestep.py)
 REFUSED = ["LMSDiscreteScheduler", "PNDMScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler",
-           "DPMSolverSinglestepScheduler", "DPMSolverSDEScheduler"]  # fmt: skip
+           "DPMSolverSDEScheduler"]  # fmt: skip
 
 
 MAPPED_SINCE = ["LMSDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler"]  # (below)

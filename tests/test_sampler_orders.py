@@ -32,6 +32,13 @@ ODE_CASES = [
     ("dpmpp_3m", {"prediction": "noise"}, [32, 64, 128, 256]),
     ("dpmpp_3m_pc", {}, [32, 64, 128, 256]),
     ("dpm2", {}, [32, 64, 128, 256]),  # k-diffusion's sample_dpm_2 (diffusers' KDPM2)
+    # single-step DPM-Solver(++): groups of `order` steps (24..192 steps: whole groups of 3)
+    ("dpmpp_single", {"order": 1}, [24, 48, 96, 192]),
+    ("dpmpp_single", {"order": 2}, [24, 48, 96, 192]),
+    ("dpmpp_single", {"order": 3}, [24, 48, 96, 192]),
+    ("dpmpp_single", {"order": 3, "variant": "heun"}, [24, 48, 96, 192]),
+    ("dpmpp_single", {"order": 2, "variant": "heun", "prediction": "noise"}, [24, 48, 96, 192]),
+    ("dpmpp_single", {"order": 3, "prediction": "noise"}, [24, 48, 96, 192]),
     ("sra1", {}, [32, 64, 128, 256]),  # deterministic order 2 when run without noise (probability-flow ODE)
 ]
 

@@ -60,7 +60,8 @@ class Problem:
             return True  # no compiled path is expected: every solver runs the same loop, no separate cap
         from ..backends.numba.registry import find_kernel
 
-        return find_kernel(solver, "sde") is not None
+        kernel = find_kernel(solver, "sde")
+        return kernel is not None and kernel.accepts(solver)
 
     @property
     def T(self) -> float:

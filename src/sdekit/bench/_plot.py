@@ -29,6 +29,8 @@ FAMILY_ORDER = {
     "k-diffusion": ("k-diffusion", "cool"),
     "diffusers": ("diffusers", "autumn"),
 }
+#: Solver modules drawn with another module's family.
+_MODULE_FAMILY = {"dpm_single": "dpm_solver"}
 _MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H", "1", "2", "3", "4", "+", "x")
 
 
@@ -45,6 +47,7 @@ def family_of(solver: str, peer: str = "") -> str:
     if cls is None:
         return "other"
     mod = cls.__module__.rsplit(".", 1)[-1]
+    mod = _MODULE_FAMILY.get(mod, mod)
     return mod if mod in FAMILY_ORDER else "other"
 
 

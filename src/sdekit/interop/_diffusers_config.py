@@ -24,8 +24,8 @@ __all__ = ["config_dict", "check_training_schedule", "training_betas", "alphas_c
            "SIGMA_STATE_CLASSES", "schedule_points", "Draws", "GeneratorNoise", "SPACINGS",
            "announced_timesteps", "takes_zero_step", "check_thresholding", "check_step_options",
            "accepts", "source_points", "source_defaults", "EDM_CLASSES", "announce_tail",
-           "register_other_entries", "posterior_variance", "finite_levels", "check_finite_start", "check_final_step",
-           "schedule_grid"]  # fmt: skip
+           "register_other_entries", "posterior_variance", "check_first_evaluation", "finite_levels",
+           "check_finite_start", "check_final_step", "schedule_grid"]  # fmt: skip
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "exp")
 #: diffusers' timestep spacings (the formulas of DPMSolverMultistepScheduler); sdekit's grid names are accepted too.
@@ -479,6 +479,20 @@ def check_final_step(plan, final_step: str) -> None:
             "or it evaluates the network "
             "there); use final_step='denoise' (the final denoising step)"
         )
+
+
+def check_first_evaluation(solver_name: str, requests) -> None:
+    """``ValueError`` unless a schedule's first network evaluation (``requests``, :func:`plan_requests`) is at the
+    first step's own time and state: a pipeline evaluates its first timestep on its initial latents."""
+    if requests and requests[0][3] and requests[0][0] == 0:
+        return
+    why = (
+        "takes its first step without the network (an analytic first step: use afs=False)"
+        if requests and requests[0][3]
+        else "evaluates the network first at another state than the step's own (EDM's churn on the first step: use "
+        "S_churn=0 or S_tmax below the first noise level; a learned solver's time offset: fit with offsets=False)"
+    )
+    raise ValueError(f"solver {solver_name!r} {why}; a pipeline evaluates its first timestep on its initial latents")
 
 
 def announce_tail(timesteps, taus, solver_name, index, k, plan, requests) -> None:

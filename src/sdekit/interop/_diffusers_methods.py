@@ -11,7 +11,7 @@ import numpy as np
 from ._diffusers_config import SIGMA_STATE_CLASSES, alphas_cumprod_of, training_betas
 from ._diffusers_flow import uses_flow_sigmas
 
-__all__ = ["source_method", "method_init", "sa_solver_method", "edm_method"]
+__all__ = ["source_method", "method_init", "sa_solver_method", "edm_method", "singlestep_method"]
 
 
 def source_method(name: str, config: dict):
@@ -63,6 +63,8 @@ def source_method(name: str, config: dict):
             return ("dpmpp_3m", {"reference_d2": True, **noise}, conv, diff)
         diff = "solver_order=3 with an SDE: sdekit's third-order SDE multistep formula differs from diffusers'"
         return ("dpmpp_3m_sde", {}, conv, diff)
+    if name == "DPMSolverSinglestepScheduler":
+        return singlestep_method(config, conv, order, lof)
     if name == "UniPCMultistepScheduler":
         conv["lower_order_final"] = lof
         options = {"order": order, "variant": config.get("solver_type", "bh2"),
@@ -85,6 +87,27 @@ def source_method(name: str, config: dict):
     if name in ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"):
         return edm_method(name, config, order, lof)
     return None
+
+
+def singlestep_method(config: dict, conv: dict, order: int, lof: bool):
+    """``DPMSolverSinglestepScheduler``: ``dpmpp_single`` with its order, ``solver_type`` (the ``variant``) and
+    algorithm (``"dpmsolver"``: the noise prediction). diffusers runs ``lower_order_final=True`` whenever
+    ``final_sigmas_type="zero"`` (its ``set_timesteps`` rewrites the config); ``dpmpp_single`` never lowers the
+    order of the final denoising step itself, its order list already ends first order there. ``"sde-dpmsolver++"``
+    is ``stochastic=True`` (the reverse SDE)."""
+    algorithm = config.get("algorithm_type", "dpmsolver++")
+    if algorithm not in ("dpmsolver++", "dpmsolver", "sde-dpmsolver++"):
+        return None
+    conv["lower_order_final"] = lof or config.get("final_sigmas_type", "zero") == "zero"
+    variant = config.get("solver_type", "midpoint")
+    options = {"order": order, "variant": variant, "prediction": "noise" if algorithm == "dpmsolver" else "data"}
+    diff = None
+    if algorithm == "sde-dpmsolver++":  # the reverse SDE, the same generator draws
+        options["stochastic"] = True
+        if order == 3 and variant == "heun":
+            diff = ("sde-dpmsolver++ of order 3 with solver_type='heun': sdekit weights D2 by its exact "
+                    "(1 - e^{-2h} - 2h) / (2h)^2 + 1/2; diffusers writes - 1/2")  # fmt: skip
+    return ("dpmpp_single", options, conv, diff)
 
 
 def edm_method(name: str, config: dict, order: int, lof: bool):

@@ -10,14 +10,13 @@ announces every stage's timestep in ``timesteps`` (``order`` evaluations per ste
 ``final_sigmas_type="zero"`` (the default) the last timestep's output is the final denoising step ``x <- E[x_0|x]``.
 
 ``SdekitScheduler.from_config(pipe.scheduler.config)`` keeps the pipeline's scheduler: its training schedule (as that
-class computes it, in float32), its timestep spacing (that class's own ``set_timesteps`` gives the timesteps and,
-where it has them, the noise levels), its conventions (the latents' variable, ``init_noise_sigma``,
-``scale_model_input``, ``final_sigmas_type``, ``lower_order_final``, thresholding) and, with no ``solver=`` named, its
-method (:mod:`sdekit.interop._diffusers_methods`: the same numbers to float32 round-off, a class without an sdekit
-method refused); ``solver=...`` then changes the method and nothing else.
-
-The differences from diffusers are float32 round-off (diffusers computes in float32, sdekit its coefficients in
-float64 from the same float32 schedule; ``tests/test_interop_diffusers.py`` measures them).
+class computes it, in float32), its timestep spacing (that class's own ``set_timesteps`` gives the timesteps and, where
+it has them, the noise levels), its conventions (the latents' variable, ``init_noise_sigma``, ``scale_model_input``,
+``final_sigmas_type``, ``lower_order_final``, thresholding) and, with no ``solver=`` named, its method
+(:mod:`sdekit.interop._diffusers_methods`: the same numbers to float32 round-off, a class without an sdekit method
+refused); ``solver=...`` then changes the method and nothing else. The differences from diffusers are float32 round-off
+(diffusers computes in float32, sdekit its coefficients in float64 from the same float32 schedule;
+``tests/test_interop_diffusers.py`` measures them).
 
 :func:`score_from_diffusers` is the other direction: ``(sde, score)`` from a ``UNet2DModel``-style network
 ``unet(x, timestep, **cond)`` and its scheduler config, for ``prediction_type`` ``"epsilon"``, ``"v_prediction"`` or
@@ -37,7 +36,7 @@ from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, Sch
 from .. import _xp
 from ..discrete_vp import DiscreteVPSDE
 from ..noise import check_seed
-from ..solvers import SOLVERS, get_solver, parse_solver_spec
+from ..solvers import SOLVERS, parse_solver_spec
 from ..solvers.base import solver_options as options_of
 from ..validation import integer_at_least
 from ._diffusers_config import (
@@ -49,6 +48,7 @@ from ._diffusers_config import (
     announced_timesteps,
     check_final_step,
     check_finite_start,
+    check_first_evaluation,
     check_schedule_options,
     check_step_options,
     check_thresholding,
@@ -69,6 +69,7 @@ from ._diffusers_config import (
 )
 from ._diffusers_edm import edm_alphas_cumprod, edm_denoised, edm_input_scale, edm_source, edm_training_points
 from ._diffusers_flow import FLOW_PREDICTION, check_flow_prediction, flow_alphas_cumprod, flow_x0, uses_flow_sigmas
+from ._diffusers_learned import check_fitted_for, own_grid_points, solver_from_spec
 from ._diffusers_methods import method_init
 from ._diffusers_score import (
     PREDICTION_TYPES,
@@ -95,8 +96,9 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     Parameters
     ----------
     solver : str
-        A registered solver name or spec (``"heun"``, ``"dpmpp_pc(order=2)"``); ``solver_options`` / ``**options``
-        go to its constructor (checked now). Adaptive solvers choose their own steps and are refused.
+        A registered solver name or spec (``"heun"``, ``"dpmpp_pc(order=2)"``; ``solver_options`` / ``**options`` go to
+        its constructor, checked now; adaptive solvers are refused), or a learned solver's saved file (``"fit.json"``,
+        fitted on ``scheduler.sde``, run on its own grid: :mod:`sdekit.interop._diffusers_learned`).
     num_train_timesteps, beta_start, beta_end, beta_schedule, trained_betas, rescale_betas_zero_snr
         The training schedule, as in diffusers (defaults: DDPM's linear 1e-4 .. 0.02 over 1000 steps).
     prediction_type : {"epsilon", "v_prediction", "sample"}
@@ -135,11 +137,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
     Starting later (image-to-image: :meth:`set_begin_index`, or the first :meth:`step` at a later step point) runs the
     solver afresh from that point, its multistep history built as ``sdekit.sample`` on the remaining grid builds it.
     :meth:`from_config` of a diffusers scheduler's config without ``solver=`` runs that scheduler's own method (see
-    ``docs/models.md``, "Swap the scheduler of your pipeline").
-
-    The state is kept in float32 for half-precision latents (as diffusers upcasts) and ``prev_sample`` is returned in
-    the dtype of ``model_output``.
-    """
+    ``docs/models.md``, "Swap the scheduler of your pipeline"). The state is kept in float32 for half-precision latents
+    (as diffusers upcasts) and ``prev_sample`` is returned in the dtype of ``model_output``."""
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]
     ignore_for_config = ["options"]
@@ -185,7 +184,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             name, fixed = parse_solver_spec(solver)
             if name in SOLVERS and "lower_order_final" in options_of(name) and "lower_order_final" not in fixed:
                 merged = {**merged, "lower_order_final": bool(lower_order_final)}
-        self._solver = get_solver(solver, **merged)
+        self._solver = solver_from_spec(solver, merged)
         if self._solver.adaptive:
             raise ValueError(
                 f"solver {self._solver.name!r} chooses its own (per-sample) steps and cannot run on a pipeline's "
@@ -231,6 +230,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if state_variable == "flow":  # a flow model's levels (see _diffusers_flow)
             table, self._first_infinite = flow_alphas_cumprod(len(self.alphas_cumprod)), None
         self.sde = DiscreteVPSDE(alphas_cumprod=table)
+        check_fitted_for(self._solver, self.sde)
         self.order = self._solver.nfe_per_step
         self.num_inference_steps = None
         self.timesteps = torch.arange(len(self.alphas_cumprod) - 1, -1, -1, dtype=torch.int64)
@@ -355,7 +355,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         """
         if sum(v is not None for v in (num_inference_steps, timesteps, sigmas)) != 1:
             raise ValueError("give exactly one of num_inference_steps, timesteps and sigmas")
-        taus, levels = schedule_points(self.config, self.sde, num_inference_steps, timesteps, sigmas)
+        own = own_grid_points(self._solver, self.config, self.sde, num_inference_steps, timesteps, sigmas)
+        taus, levels = own or schedule_points(self.config, self.sde, num_inference_steps, timesteps, sigmas)
         self._set_schedule(taus, levels, device)
 
     def _training_schedule(self):
@@ -377,12 +378,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         requests = plan_requests(plan)
         if idle:  # the zero-length step's evaluation, its output unused
             requests.append((plan.n_solver_steps, 0, float(grid[-1]), True))
-        if not requests or not requests[0][3]:
-            raise ValueError(
-                f"solver {self._solver.name!r} evaluates the network first at another state than the step's own (EDM's "
-                "churn on the first step): a pipeline evaluates its first timestep on its initial latents; use "
-                "S_churn=0 or S_tmax below the first noise level"
-            )
+        check_first_evaluation(self._solver.name, requests)
         values = announced_timesteps(sde, taus, grid, requests)
         integral = all(float(v).is_integer() for v in values)
         dtype = torch.int64 if integral else torch.float32

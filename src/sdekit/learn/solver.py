@@ -23,12 +23,13 @@ import math
 import numpy as np
 
 from .._version import __version__
+from ..discrete_vp import DiscreteVPSDE
 from ..sdes import LinearSDE
 from ..solvers import StepContext, get_solver, parse_solver_spec
 from ..solvers._common import coeffs, linear_sde_of, score_at
 from ..solvers.base import FixedStepSolver
 
-__all__ = ["LearnedSolver", "load", "base_tables", "sde_from_repr", "FORMAT"]
+__all__ = ["LearnedSolver", "load", "base_tables", "sde_from_repr", "same_sde", "FORMAT"]
 
 #: ``format`` field of a saved solver (a JSON file).
 FORMAT = "sdekit.learn/1"
@@ -48,6 +49,16 @@ def sde_from_repr(text: str) -> LinearSDE:
     if repr(sde) != text:
         raise ValueError(f"sde {text!r} does not rebuild (got {sde!r})")
     return sde
+
+
+def same_sde(a: LinearSDE, b: LinearSDE) -> bool:
+    """Whether ``a`` and ``b`` are the same process: the same ``repr`` and, for two :class:`DiscreteVPSDE` (whose
+    ``repr`` gives only the number of timesteps), the same trained ``alphas_cumprod``."""
+    if repr(a) != repr(b):
+        return False
+    if isinstance(a, DiscreteVPSDE) and isinstance(b, DiscreteVPSDE):
+        return bool(np.array_equal(a.alphas_cumprod, b.alphas_cumprod))
+    return True
 
 
 def _init_names(cls):
@@ -185,8 +196,11 @@ class LearnedSolver(FixedStepSolver):
 
     def check_process(self, process):
         sde = linear_sde_of(process, self.name)
-        if repr(sde) != repr(self.sde):
-            raise ValueError(f"this learned solver was fitted for {self.sde!r}; it cannot integrate {sde!r}")
+        if not same_sde(sde, self.sde):
+            raise ValueError(
+                f"this learned solver was fitted for {self.sde!r}; it cannot integrate {sde!r} (another process"
+                + (", or another trained schedule)" if repr(sde) == repr(self.sde) else ")")
+            )
 
     def step(self, process, x, t, t_next, z, ctx):
         k = ctx.index
@@ -231,6 +245,8 @@ class LearnedSolver(FixedStepSolver):
             "format": FORMAT,
             "sdekit_version": __version__,
             "sde": repr(self.sde),
+            # a DDPM schedule (a diffusers scheduler's process) is its table: its repr gives only its length
+            "sde_alphas_cumprod": self.sde.alphas_cumprod if isinstance(self.sde, DiscreteVPSDE) else None,
             "base": self.base,
             "nfe": self.nfe_budget,
             "denoise": self.denoise,
@@ -267,8 +283,11 @@ def load(path, sde=None) -> LearnedSolver:
             raise ValueError(f"path {str(path)!r} is not a saved learned solver (not JSON: {exc})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"path {str(path)!r} is not a saved learned solver (format {FORMAT!r})")
-    fitted_sde = sde_from_repr(data["sde"])
-    if sde is not None and repr(sde) != repr(fitted_sde):
+    if data.get("sde_alphas_cumprod") is not None:
+        fitted_sde = DiscreteVPSDE(alphas_cumprod=data["sde_alphas_cumprod"])
+    else:
+        fitted_sde = sde_from_repr(data["sde"])
+    if sde is not None and not same_sde(sde, fitted_sde):
         raise ValueError(f"sde {sde!r} does not match the SDE this solver was fitted for, {fitted_sde!r}")
     tables = [data[k] for k in ("grid", "weights", "orders", "scales", "offsets")]
     solver = LearnedSolver(

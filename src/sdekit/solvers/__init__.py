@@ -60,6 +60,10 @@ from .exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE  # noqa: E40
 
 __all__ += ["ExpPredictorCorrector", "ExpPredictorCorrectorSDE"]
 
+from .dpm_single import DPMSolverSinglestep  # noqa: E402
+
+__all__ += ["DPMSolverSinglestep"]
+
 # the few-step solvers
 from .afs import AnalyticFirstStep  # noqa: E402
 from .deis import DEIS  # noqa: E402

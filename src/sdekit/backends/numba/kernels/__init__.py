@@ -2,10 +2,10 @@
 
 * :mod:`~sdekit.backends.numba.kernels.explicit` -- Euler--Maruyama, stochastic Heun, explicit Runge--Kutta;
 * :mod:`~sdekit.backends.numba.kernels.multistep` -- the affine multistep kernel: DPM-Solver++ (``dpmpp_2m``,
-  ``dpmpp_3m``, ``dpmpp_2m_sde``), the exponential predictor-corrector engine (``dpmpp_pc``, ``dpmpp_sde_pc`` and
-  the presets ``dpmpp_3m_pc``, ``dpmpp_3m_sde``), ``ancestral``, ``reverse_diffusion``, the few-step solvers
-  ``ipndm``, ``ipndm_v``, ``deis``, ``unipc`` (orders up to 4), ``sa_solver`` and
-  :class:`~sdekit.solvers.afs.AnalyticFirstStep` around any of them;
+  ``dpmpp_3m``, ``dpmpp_2m_sde``, the single-step ``dpmpp_single``), the exponential predictor-corrector engine
+  (``dpmpp_pc``, ``dpmpp_sde_pc`` and the presets ``dpmpp_3m_pc``, ``dpmpp_3m_sde``), ``ancestral``,
+  ``reverse_diffusion``, the few-step solvers ``ipndm``, ``ipndm_v``, ``deis``, ``unipc`` (orders up to 4),
+  ``sa_solver`` and :class:`~sdekit.solvers.afs.AnalyticFirstStep` around any of them;
 * :mod:`~sdekit.backends.numba.kernels.edm` -- EDM's stochastic sampler (``edm``);
 * :mod:`~sdekit.backends.numba.kernels.restart` -- restart sampling (``restart``);
 * :mod:`~sdekit.backends.numba.kernels.sra` -- SRA stochastic Runge--Kutta methods (``sra1``, any SRA tableau);

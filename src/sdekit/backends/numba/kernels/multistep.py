@@ -39,6 +39,7 @@ from ....sdes import ReverseSDE
 from ....solvers._sigma_adams import SigmaAdams
 from ....solvers.affine import HISTORY, affine_table
 from ....solvers.afs import AnalyticFirstStep
+from ....solvers.dpm_single import DPMSolverSinglestep
 from ....solvers.dpm_solver import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M
 from ....solvers.exp_pc import ExpPredictorCorrector, ExpPredictorCorrectorSDE
 from ....solvers.sa_solver import SASolver
@@ -141,7 +142,9 @@ AFFINE_MULTISTEP = Kernel(
     accepts=lambda solver: getattr(solver, "has_affine_coefficients", True),
     chunkable=False,
 )
-for _cls in (DPMSolverPP2M, DPMSolverPP3M, ExpPredictorCorrector, SigmaAdams, UniPC, SASolver, AnalyticFirstStep):
+# (the single-step DPM-Solver's table keeps each group's start as its stored previous state)
+_ODE = (DPMSolverPP2M, DPMSolverPP3M, ExpPredictorCorrector, SigmaAdams, UniPC, SASolver, AnalyticFirstStep)
+for _cls in _ODE + (DPMSolverSinglestep,):
     register_kernel(_cls, "ode", AFFINE_MULTISTEP)
-for _cls in (DPMSolverPP2MSDE, ExpPredictorCorrectorSDE, Ancestral, ReverseDiffusion, SASolver):
+for _cls in (DPMSolverPP2MSDE, ExpPredictorCorrectorSDE, Ancestral, ReverseDiffusion, SASolver, DPMSolverSinglestep):
     register_kernel(_cls, "sde", AFFINE_MULTISTEP)
