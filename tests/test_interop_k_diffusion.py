@@ -96,6 +96,22 @@ def test_stochastic_samplers_equal_k_diffusion_with_the_same_normals(ours, their
         assert max_rel(out, ref) < 1e-13
 
 
+def test_dpm2_ancestral_eta_equals_k_diffusion_and_is_checked():
+    # eta scales sigma_up (k-diffusion's get_ancestral_step): the move goes to sigma_down, then sigma_up z
+    gen = TorchNormals(7, np.arange(N), "cpu", torch.float64)
+    calls = []
+
+    def noise_sampler(sigma, sigma_next):
+        calls.append(1)
+        return gen.normals(len(calls) - 1, 2).reshape(N, 2)
+
+    ref = KD.sample_dpm_2_ancestral(denoiser, x_T(), sigmas(10), disable=True, eta=0.5, noise_sampler=noise_sampler)
+    out = k_diffusion_sampler("dpm2_ancestral", eta=0.5, seed=7)(denoiser, x_T(), sigmas(10))
+    assert max_rel(out, ref) < 1e-13
+    with pytest.raises(ValueError, match="eta"):
+        sdekit.get_solver("dpm2_ancestral", eta=-0.5)
+
+
 SAME_GRID = ["euler", "heun", "dpmpp_2m", "rk4", "euler_maruyama", "ancestral", "dpmpp_2m_sde"]
 SAME_GRID += ["dpm2", "dpm2_ancestral"]
 
