@@ -13,7 +13,9 @@ Modules: :mod:`~sdekit.backends.numba.backend` (``run(job)``, the registry's ent
 :data:`KERNELS`, :func:`register_kernel`, :func:`find_kernel`, the global ``score_block``), ``_blocks`` (block
 layout and the helpers every body inlines), ``noise`` and ``vecmath`` (the counter-based normals and the
 vectorisable ``log``/``sin``/``cos``/``exp`` they use), ``scores`` (the analytic densities' compiled scores),
-``row_score`` (:class:`RowScore`), ``fused``, ``per_step`` and ``kernels/`` (one module per kernel family).
+``linked`` (the score and the normals called through a symbol: one compiled copy per process, not one optimised
+again into every kernel), ``row_score`` (:class:`RowScore`), ``fused``, ``per_step`` and ``kernels/`` (one module
+per kernel family).
 
 User scores compiled with numba::
 
@@ -39,13 +41,19 @@ Adding a kernel
 2. Follow the pattern of ``_em_body`` in :mod:`~sdekit.backends.numba.kernels.explicit`: ``for blk in
    prange(nb)`` over blocks of ``block`` samples; per block unpack ``p0, p1, p2, p3 = sparams`` and call
    ``open_block`` (state ``xb`` (d, B) lanes last, score buffer, keys, scratch); per step draw normals with
-   ``fill_normals(kb[:L], k, sk, z)``, evaluate ``score_block(xb, L, st[k, i], coef[k, i][NC:], p0, p1, p2,
-   p3, work, s)``, update with loops over ``j < d`` and lanes ``l < L`` on 1-D row views, and finish with
-   ``end_step``; after the grid ``end_block``. Allocate scratch per block, never per step.
+   ``block_normals(kb[:L], k, sk, z)`` (from :mod:`~sdekit.backends.numba.linked`), evaluate
+   ``score_block(xb, L, st[k, i], coef[k, i][NC:], p0, p1, p2, p3, work, s)``, update with loops over ``j < d``
+   and lanes ``l < L`` on 1-D row views, and finish with ``end_step``; after the grid ``end_block``. Allocate
+   scratch per block, never per step.
 3. Call the score through the module-level name ``score_block`` imported from
    :mod:`sdekit.backends.numba.registry` (do not bind it to a local): the registered kernel is compiled against
-   it (the analytic densities' block score, cached on disk), and :class:`RowScore` compiles a copy of the same
-   body whose global ``score_block`` is rebound to an adapter that calls the user's row function on each lane.
+   it (the analytic densities' block score, cached on disk, called through a shared symbol so that the score is
+   not compiled into the kernel again), and :class:`RowScore` compiles a copy of the same body whose global
+   ``score_block`` is rebound to an adapter that calls the user's row function on each lane. The arguments must
+   have the types the host passes (C-contiguous float64 arrays, ``L`` an int64:
+   :data:`~sdekit.backends.numba.linked.BLOCK_ARGS`); others are a numba typing error naming them. A kernel called
+   from your own code rather than through ``sdekit.sample`` needs :func:`~sdekit.backends.numba.linked.link_all`
+   first in the process (a kernel read from the disk cache finds the shared score by name; unlinked, LLVM aborts).
 4. Describe what the host prepares with a :class:`Kernel` ``(name, body, stage_times, extra, n_noise,
    grid_extra, process_stage_times, accepts, chunkable)``; take the solver's coefficients from its public
    methods and attributes only (``solver.affine_coefficients(sde, grid)``, ``solver.tableau``, ``solver.levels``).
@@ -57,9 +65,9 @@ Adding a kernel
    per-step path (a subclass that overrides ``step`` has no kernel), as ``tests/test_numba_samplers.py`` does.
    After editing a kernel module delete its ``__pycache__/*.nbi`` and ``*.nbc`` (numba's disk cache does not see
    edits to helpers it inlined from other modules).
-7. Measure its cold compile time (``benchmarks/bench_compile.py``, add a row to its ``KERNEL_JOBS``) and enter it
-   in :data:`sdekit.backends.numba.compile_cost.COMPILE_SECONDS`: ``backend="auto"`` weighs it against a job's
-   estimated numpy time (:mod:`sdekit.backends.auto`), and ``sdekit warmup`` compiles it ahead of time.
+7. Measure its cold compile time (``benchmarks/bench_compile.py``, add a row to its ``KERNEL_JOBS``) and enter
+   its ``own`` column in :data:`sdekit.backends.numba.compile_cost.COMPILE_SECONDS`: ``backend="auto"`` weighs it
+   against a job's estimated numpy time (:mod:`sdekit.backends.auto`), and ``sdekit warmup`` compiles it ahead of time.
 
 Cold start: a kernel compiles on its first call in a process unless numba's disk cache holds it
 (:mod:`~sdekit.backends.numba.compile_cost` says where the cache lives and how ``"auto"`` checks it);

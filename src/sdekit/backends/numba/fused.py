@@ -27,6 +27,7 @@ from ...progress import progress_bar
 from ...sdes import LinearSDE, ProbabilityFlowODE, ReverseSDE
 from ._blocks import block_size
 from .host_scores import analytic_coef, analytic_params, analytic_work_rows, is_analytic_score
+from .linked import FIXED_GRID, NORMALS, link_all
 from .noise import seed_key
 from .registry import NC, find_kernel
 from .row_score import RowScore
@@ -117,6 +118,8 @@ def run_fused(job, plan):
         saved[save_slot[0]] = x
     bad = np.full((n + block - 1) // block, -1, dtype=np.int64)  # first non-finite step of each block
     extra = kernel.extra(solver) if kernel.grid_extra is None else kernel.grid_extra(solver, job.process, grid)
+    # the shared helpers' symbols, before the kernel is compiled or loaded (a RowScore kernel calls its own score)
+    link_all(FIXED_GRID if is_analytic_score(job.process.score) else (NORMALS,))
     # Chunks of steps sized to take about CALL_SECONDS each (a short first chunk measures the cost per step), so
     # Ctrl-C and the progress bar act between kernel calls; a kernel that is not chunkable runs in one call.
     start = time.perf_counter()

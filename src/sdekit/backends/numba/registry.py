@@ -8,8 +8,9 @@ docstring of :mod:`sdekit.backends.numba`.
 Two names here are part of every kernel body's contract:
 
 * :data:`score_block` -- the global name a body calls for the score of a block of samples,
-  ``score_block(xb, L, t, coef_row, p0, p1, p2, p3, work, out)``. It is the analytic densities' compiled score
-  (:func:`sdekit.backends.numba.scores.analytic_block_score`); a body imports it from here
+  ``score_block(xb, L, t, coef_row, p0, p1, p2, p3, work, out)``. It calls the analytic densities' compiled score
+  (:func:`sdekit.backends.numba.scores.analytic_block_score`) through a symbol, one compiled copy shared by every
+  kernel (:mod:`sdekit.backends.numba.linked`: not re-optimised into each kernel); a body imports it from here
   (``from sdekit.backends.numba.registry import score_block``), and :class:`~sdekit.backends.numba.RowScore`
   compiles the same body with this global rebound to an adapter of the user's row function.
 * :data:`score_lanes` -- the same with one time per lane (the fused adaptive kernels, where every sample keeps
@@ -25,21 +26,28 @@ from dataclasses import dataclass
 
 from numba import njit
 
-from .scores import analytic_block_score, analytic_lanes_score
+from .linked import call_score_block, call_score_lanes
 
 __all__ = ["Kernel", "KERNELS", "register_kernel", "find_kernel", "score_block", "score_lanes", "NC"]
 
 #: Columns of ``coef`` before the score's own constants: h, a(s), c g(s)^2, g(s), sqrt(|h|).
 NC = 5
 
-#: The name the kernel bodies call. The registered kernels compiled against it see the analytic block score and
-#: are cached on disk; kernels for a user's RowScore are built from the same bodies with this name rebound.
-score_block = analytic_block_score
 
-#: The name the fused adaptive kernels call, ``score_lanes(xb, L, tl, cl, p0, p1, p2, p3, work, out)``: the block
-#: score with a time ``tl[l]`` and constants ``cl[:, l]`` per lane (every sample keeps its own time). Rebound for a
-#: RowScore like :data:`score_block`.
-score_lanes = analytic_lanes_score
+@njit(inline="always", error_model="numpy")
+def score_block(xb, L, t, coef, p0, p1, p2, p3, work, out):
+    """The name the kernel bodies call: the analytic block score through its shared symbol. The registered
+    kernels compiled against it are cached on disk; kernels for a user's RowScore are built from the same bodies
+    with this name rebound."""
+    call_score_block(xb, L, t, coef, p0, p1, p2, p3, work, out)
+
+
+@njit(inline="always", error_model="numpy")
+def score_lanes(xb, L, tl, cl, p0, p1, p2, p3, work, out):
+    """The name the fused adaptive kernels call, ``score_lanes(xb, L, tl, cl, p0, p1, p2, p3, work, out)``: the
+    block score with a time ``tl[l]`` and constants ``cl[:, l]`` per lane (every sample keeps its own time), through
+    its shared symbol. Rebound for a RowScore like :data:`score_block`."""
+    call_score_lanes(xb, L, tl, cl, p0, p1, p2, p3, work, out)
 
 
 @dataclass
@@ -67,7 +75,9 @@ class Kernel:
     _compiled: object = None
 
     def analytic(self):
-        """The kernel compiled against the analytic row score (cached on disk)."""
+        """The kernel compiled against the analytic block score (cached on disk). Nothing is compiled or loaded
+        here; a caller runs :func:`~sdekit.backends.numba.linked.link_all` before the first call (the kernel,
+        read from the cache, looks the shared score up by name)."""
         if self._compiled is None:
             self._compiled = njit(cache=True, parallel=True, error_model="numpy")(self.body)
         return self._compiled

@@ -51,6 +51,7 @@ from ....tree_law import DEFAULT_DEPTH, TOL
 from ... import has_fused_score
 from ..fused import CALL_SECONDS
 from ..host_scores import analytic_params, analytic_work_rows, is_analytic_score
+from ..linked import ADAPTIVE, link_all
 from ..noise import seed_key
 from ..registry import score_lanes
 from ..row_score import RowScore, rebind
@@ -396,6 +397,8 @@ def run_adaptive(job, plan):
     samples = Samples(x, ids, saved, nfe, nacc, nrej, status, tfail)
     splits_total = 0
     c0 = 0
+    if is_analytic_score(job.process.score):  # the shared score's symbol, before the kernel is compiled or loaded
+        link_all(ADAPTIVE)
     chunk = min(n, max(block * threads, 64))  # a small first chunk measures the cost per sample
     with progress_bar(n, job.progress, desc=f"{solver.name} (samples finished)") as bar:
         while c0 < n:

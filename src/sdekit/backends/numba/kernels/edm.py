@@ -14,7 +14,7 @@ from numba import prange
 
 from ....solvers.edm import EDMSampler
 from .._blocks import end_block, end_step, marginal, open_block
-from ..noise import fill_normals
+from ..linked import block_normals
 from ..registry import NC, Kernel, register_kernel, score_block
 
 __all__ = ["EDM", "edm_levels"]
@@ -41,7 +41,7 @@ def _edm_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved,
             ds = s_next - s_hat
             half = 0.5 * (s_next - s_hat)
             if churn > 0.0:
-                fill_normals(kb[:L], k, sk, z)
+                block_normals(kb[:L], k, sk, z)
             for j in range(d):
                 xj, hj, yj, zj = xb[j], xh[j], xx[j], z[j]
                 for l in range(L):

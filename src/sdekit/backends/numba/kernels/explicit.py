@@ -16,7 +16,7 @@ from numba import prange
 from ....solvers.runge_kutta import Heun, RungeKutta
 from ....solvers.stochastic import EulerMaruyama
 from .._blocks import end_block, end_step, left_times, open_block
-from ..noise import fill_normals
+from ..linked import block_normals
 from ..registry import NC, Kernel, register_kernel, score_block
 
 __all__ = ["EULER_MARUYAMA", "RUNGE_KUTTA", "STOCHASTIC_HEUN"]
@@ -34,7 +34,7 @@ def _em_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, 
         z = np.empty((d, block))
         kb, sk, xb, s, fin, work = open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
-            fill_normals(kb[:L], k, sk, z)
+            block_normals(kb[:L], k, sk, z)
             c = coef[k, 0]
             h, a, g2c, g, sq = c[0], c[1], c[2], c[3], c[4]
             score_block(xb, L, st[k, 0], c[NC:], p0, p1, p2, p3, work, s)
@@ -59,7 +59,7 @@ def _stochastic_heun_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_
         xp = np.empty((d, block))
         kb, sk, xb, s, fin, work = open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
-            fill_normals(kb[:L], k, sk, z)
+            block_normals(kb[:L], k, sk, z)
             c0 = coef[k, 0]
             c1 = coef[k, 1]
             h, sq, g0, g1 = c0[0], c0[4], c0[3], c1[3]

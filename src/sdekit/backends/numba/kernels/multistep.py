@@ -46,7 +46,7 @@ from ....solvers.sa_solver import SASolver
 from ....solvers.score_based import Ancestral, ReverseDiffusion
 from ....solvers.unipc import UniPC
 from .._blocks import end_block, end_step, left_times, open_block
-from ..noise import fill_normals
+from ..linked import block_normals
 from ..registry import NC, Kernel, register_kernel, score_block
 
 __all__ = ["AFFINE_MULTISTEP", "affine_multistep_coefficients"]
@@ -105,7 +105,7 @@ def _affine_multistep_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save
                     for l in range(L):
                         pj[l] = xj[l]
             if noisy != 0:  # drawn after the corrector, which may still need z_{k-1}
-                fill_normals(kb[:L], k, sk, z)
+                block_normals(kb[:L], k, sk, z)
             A, C = pred[k, 0], pred[k, 1]
             for j in range(d):
                 xj = xb[j]

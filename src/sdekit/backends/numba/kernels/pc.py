@@ -19,7 +19,7 @@ from numba import prange
 
 from ....solvers.score_based import Ancestral, Langevin, PredictorCorrector, ReverseDiffusion
 from .._blocks import end_block, end_step, left_times, open_block
-from ..noise import fill_normals
+from ..linked import block_normals
 from ..registry import NC, Kernel, register_kernel, score_block
 
 __all__ = ["PC"]
@@ -39,7 +39,7 @@ def _pc_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved, 
         z = np.empty(((1 + nc) * d, block))
         kb, sk, xb, s, fin, work = open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
-            fill_normals(kb[:L], k, sk, z)
+            block_normals(kb[:L], k, sk, z)
             t = st[k, 0]
             c = coef[k, 0][NC:]
             eps, sq2 = ceps[k, 0], ceps[k, 1]

@@ -17,7 +17,7 @@ from numba import prange
 
 from ....solvers.restart import Restart, level_coeffs
 from .._blocks import end_block, end_step, marginal, open_block
-from ..noise import fill_normals
+from ..linked import block_normals
 from ..registry import NC, Kernel, register_kernel, score_block
 
 __all__ = ["RESTART", "restart_tables"]
@@ -55,7 +55,7 @@ def _restart_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, sa
             n_sub = 1
             if k == k_restart:
                 n_sub = 1 + n_restarts * m
-                fill_normals(kb[:L], k, sk, z)
+                block_normals(kb[:L], k, sk, z)
             for u in range(n_sub):
                 if u == 0:
                     a_stage, s_from, s_to = 0, lv[k, 1], lv[k, 2]

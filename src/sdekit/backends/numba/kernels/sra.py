@@ -17,7 +17,7 @@ from numba import prange
 
 from ....solvers.sra import SRA
 from .._blocks import end_block, end_step, open_block
-from ..noise import fill_normals
+from ..linked import block_normals
 from ..registry import NC, Kernel, register_kernel, score_block
 
 __all__ = ["SRA_KERNEL"]
@@ -41,7 +41,7 @@ def _sra_body(x, ids, skey, k0, k1, st, coef, sparams, wshape, save_slot, saved,
         hb = np.empty((d, block))
         kb, sk, xb, s, fin, work = open_block(x, ids, skey, i0, L, block, wshape)
         for k in range(k0, k1):
-            fill_normals(kb[:L], k, sk, z)
+            block_normals(kb[:L], k, sk, z)
             h = coef[k, 0, 0]
             sq = coef[k, 0, 4]
             half = 0.5 * sq
