@@ -59,6 +59,8 @@ def max_rel(a, b):
         ("edm", {"S_churn": 0.0}, "sample_heun"),
         ("dpmpp_2m", {}, "sample_dpmpp_2m"),
         ("dpmpp_2m", {"lower_order_final": False}, "sample_dpmpp_2m"),
+        ("dpm2", {}, "sample_dpm_2"),
+        ("dpm2_ancestral", {"eta": 0.0}, "sample_dpm_2"),
     ],
 )
 def test_equals_k_diffusion_where_the_methods_coincide(n, ours, options, theirs):
@@ -71,7 +73,12 @@ def test_equals_k_diffusion_where_the_methods_coincide(n, ours, options, theirs)
 
 
 @pytest.mark.parametrize(
-    "ours, theirs", [("ancestral", "sample_euler_ancestral"), ("dpmpp_2m_sde", "sample_dpmpp_2m_sde")]
+    "ours, theirs",
+    [
+        ("ancestral", "sample_euler_ancestral"),
+        ("dpmpp_2m_sde", "sample_dpmpp_2m_sde"),
+        ("dpm2_ancestral", "sample_dpm_2_ancestral"),
+    ],
 )
 def test_stochastic_samplers_equal_k_diffusion_with_the_same_normals(ours, theirs):
     # k-diffusion takes a noise_sampler: give it sdekit's counter-based normals of step i (one call per step)
@@ -89,7 +96,27 @@ def test_stochastic_samplers_equal_k_diffusion_with_the_same_normals(ours, their
         assert max_rel(out, ref) < 1e-13
 
 
-@pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp_2m", "rk4", "euler_maruyama", "ancestral", "dpmpp_2m_sde"])
+def test_dpm2_ancestral_eta_equals_k_diffusion_and_is_checked():
+    # eta scales sigma_up (k-diffusion's get_ancestral_step): the move goes to sigma_down, then sigma_up z
+    gen = TorchNormals(7, np.arange(N), "cpu", torch.float64)
+    calls = []
+
+    def noise_sampler(sigma, sigma_next):
+        calls.append(1)
+        return gen.normals(len(calls) - 1, 2).reshape(N, 2)
+
+    ref = KD.sample_dpm_2_ancestral(denoiser, x_T(), sigmas(10), disable=True, eta=0.5, noise_sampler=noise_sampler)
+    out = k_diffusion_sampler("dpm2_ancestral", eta=0.5, seed=7)(denoiser, x_T(), sigmas(10))
+    assert max_rel(out, ref) < 1e-13
+    with pytest.raises(ValueError, match="eta"):
+        sdekit.get_solver("dpm2_ancestral", eta=-0.5)
+
+
+SAME_GRID = ["euler", "heun", "dpmpp_2m", "rk4", "euler_maruyama", "ancestral", "dpmpp_2m_sde"]
+SAME_GRID += ["dpm2", "dpm2_ancestral"]
+
+
+@pytest.mark.parametrize("solver", SAME_GRID)
 def test_equals_sdekit_sample_on_the_same_grid(solver):
     # 20 sigmas (19 solver steps, >= 15: lower_order_final changes nothing); SDE solvers draw sample's normals
     sig = sigmas(20)

@@ -31,6 +31,7 @@ ODE_CASES = [
     ("dpmpp_2m", {"prediction": "noise"}, [32, 64, 128, 256]),  # DPM-Solver (noise prediction), diffusers' "dpmsolver"
     ("dpmpp_3m", {"prediction": "noise"}, [32, 64, 128, 256]),
     ("dpmpp_3m_pc", {}, [32, 64, 128, 256]),
+    ("dpm2", {}, [32, 64, 128, 256]),  # k-diffusion's sample_dpm_2 (diffusers' KDPM2)
     # single-step DPM-Solver(++): groups of `order` steps (24..192 steps: whole groups of 3)
     ("dpmpp_single", {"order": 1}, [24, 48, 96, 192]),
     ("dpmpp_single", {"order": 2}, [24, 48, 96, 192]),

@@ -198,7 +198,12 @@ SIGMA_STATE_CLASSES = (
     "EulerAncestralDiscreteScheduler",
     "HeunDiscreteScheduler",
     "LMSDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
 )
+#: two-evaluation classes that list each step's midpoint evaluation between its step points: timesteps
+#: ``[t0, m0, t1, m1, .., t_last]``, sigmas ``[s0, s1, s1, .., 0, 0, 0]`` (DPM-Solver-2 in the noise level)
+MIDPOINT_CLASSES = ("KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler")
 #: diffusers' scheduler classes of EDM's preconditioned networks (no DDPM training schedule; see
 #: :mod:`sdekit.interop._diffusers_edm`)
 EDM_CLASSES = ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler")
@@ -400,6 +405,8 @@ def source_points(cfg, **schedule):
         # [s0, s1, s1, .., 0]; the step points are every other entry
         if getattr(src, "order", 1) == 2 and taus.size > 1 and np.array_equal(taus[1:-1:2], taus[2::2]):
             taus, sig = taus[::2], np.append(sig[:-1:2], sig[-1])
+        elif cfg.timestep_source in MIDPOINT_CLASSES and sig.size == taus.size + 3:  # (KDPM2: the midpoints left out)
+            taus, sig = taus[::2], sig[::2]
         if sig.size == taus.size + 1:
             return taus, (flow_levels(sig) if cfg.state_variable == "flow" else sig)
     return taus, None

@@ -80,6 +80,10 @@ def source_method(name: str, config: dict):
         return sa_solver_method(config, conv, lof)
     if name == "LMSDiscreteScheduler":  # k-diffusion's linear multistep: Adams-Bashforth in sigma, exact weights
         return ("deis", {"order": 4, "variant": "rhoab"}, {**conv, "final_step": "solver"}, None)
+    if name == "KDPM2DiscreteScheduler":  # DPM-Solver-2 in sigma (k-diffusion's sample_dpm_2)
+        return ("dpm2", {}, conv, None)
+    if name == "KDPM2AncestralDiscreteScheduler":  # its ancestral form (sample_dpm_2_ancestral, eta = 1)
+        return ("dpm2_ancestral", {}, conv, None)
     if name in ("EDMEulerScheduler", "EDMDPMSolverMultistepScheduler"):
         return edm_method(name, config, order, lof)
     return None

@@ -73,3 +73,8 @@ from .sa_solver import SASolver  # noqa: E402
 from .unipc import UniPC  # noqa: E402
 
 __all__ += ["IPNDM", "IPNDMV", "DEIS", "UniPC", "Restart", "SASolver", "AnalyticFirstStep"]
+
+# DPM-Solver-2 in the noise level (k-diffusion's sample_dpm_2, diffusers' KDPM2 schedulers)
+from .dpm2 import DPM2, DPM2Ancestral  # noqa: E402
+
+__all__ += ["DPM2", "DPM2Ancestral"]

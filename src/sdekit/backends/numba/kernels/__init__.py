@@ -30,6 +30,9 @@ from .sra import SRA_KERNEL
 NO_FUSED_KERNEL = {
     "dpm_adaptive": "adaptive steps in the log-SNR (a time-changed process, sdekit.timechange), which the fused "
     "adaptive kernels, written in t, do not run",
+    "dpm2": "its midpoint stage is placed in the noise level (a time found by inverting the log-SNR per step), "
+    "which the Runge-Kutta kernel's fixed tableau in t cannot express",
+    "dpm2_ancestral": "the midpoint stage of dpm2 (placed in the noise level), which no fused kernel expresses",
 }
 
 __all__ = [
