@@ -228,10 +228,8 @@ def fit(
         The pool of warm-up start points; default ``oversample * n`` prior draws with ``seed`` (event shape from
         ``shape`` or ``score.event_shape``).
     n, oversample : int
-        Warm-up points fitted (and held out), drawn without repeats from the pool with probabilities that favour
-        where the base solver errs most (against itself on three times the steps), importance-weighted so that
-        every error estimates the pool's: the rare trajectories that carry most of the RMS at few steps are then
-        among them. The last ``holdout`` fraction of the drawn points is not fitted to.
+        Warm-up points fitted (and held out), drawn without repeats from the pool, favouring where the base errs most
+        (against itself on three times the steps), importance-weighted so every error estimates the pool's.
     base : str or sequence of str
         The solver the fit starts from, of the ``ipndm`` / ``ipndm_v`` / ``deis`` family, or several: the one with
         the least (weighted) error on the training points is taken (default :data:`DEFAULT_BASE`). Its default
@@ -242,20 +240,14 @@ def fit(
         The reference output of each start point (shape of ``x_T``); default: the probability-flow solution at
         ``t_end`` by dopri5 at ``teacher_tol`` (the exact flow for a single Gaussian's analytic score or a given
         ``density``), denoised when ``denoise``. Intermediate targets come from the dopri5 (or exact) trajectory.
-    seed : int
-        Seed of the prior draws.
-    progress : bool
-        Print what each stage reached.
+    seed, progress : int, bool
+        Seed of the prior draws; print what each stage reached.
     holdout : float
         Fraction of the warm-up points kept out of the fit to choose the returned solver (see the module).
     guard, guard_oversample : int, int
-        Fresh start points with teacher endpoints on which the returned solver is chosen among the candidates
-        (0: the held-out warm-up points instead), drawn from a pool of ``guard_oversample * guard`` fresh prior
-        draws (seed ``seed + 1``) with probabilities that grow with each candidate's disagreement with the cheap
-        teacher, the points where each disagrees most taken surely, and Horvitz--Thompson weights, so every
-        candidate's guard RMS estimates its RMS over the prior (:mod:`.guard`): the rare trajectories that a fit
-        sends to another mixture component carry most of the RMS at few steps. ``guard_oversample=1``: the plain
-        RMS on ``guard`` prior draws.
+        Fresh points (with teacher endpoints) on which the returned solver is chosen (0: the held-out warm-up points),
+        drawn from ``guard_oversample * guard`` prior draws (seed ``seed + 1``) by each candidate's disagreement with
+        the cheap teacher, importance-weighted so each RMS estimates the prior's (:mod:`.guard`; 1: plain draws).
     mine : int, optional
         Pool points added to the training points after the polish, where the polished solver disagrees most with
         the base on three times the steps (default ``n // 8``; 0: none; only when the pool holds more than ``n``),
@@ -266,19 +258,16 @@ def fit(
         Eps values per step the corrections act on (at least the base's order); relative ridge of the least
         squares (times the mean diagonal of the normal matrix).
     max_evals, time_limit, teacher_tol, teacher_levels : int, float, float, int
-        Stage 3 budget: objective evaluations (default ``50 * parameters``, about ``100 * nfe``: a fit that does
-        not depend on the machine's load) and a safety bound in seconds (reached only on a slow machine; then the
-        fit depends on the load); the dense teacher's dopri5 tolerance (``1e-7`` leaves an endpoint error of about
-        ``1e-6``, far below a few-step solver's) and number of stored levels.
+        Stage 3 budget (default ``50 * parameters`` evaluations: independent of the load) and a safety bound in
+        seconds; the dense teacher's dopri5 tolerance (endpoint error ~1e-6 at 1e-7) and number of stored levels.
 
     Returns
     -------
     LearnedSolver
         With ``report``: ``train`` / ``heldout`` / ``guard`` RMS of each candidate (``base``, ``least_squares``,
-        ``polished``, ``mined``; train errors on the final training points, mined ones included), the ``choice``,
-        ``n_train`` / ``n_heldout`` / ``n_mined``, ``guard_pool`` / ``guard_points`` / ``guard_sure`` (the guard's
-        pool, its sample, the points in it taken surely), ``polish_evals`` (objective evaluations of each polish),
-        ``seconds``, ``score_calls`` and ``score_rows`` spent fitting.
+        ``polished``, ``mined``), the ``choice``, ``n_train`` / ``n_heldout`` / ``n_mined``, ``guard_pool`` /
+        ``guard_points`` / ``guard_sure`` (pool, sample, points taken surely), ``polish_evals``, ``seconds``,
+        ``score_calls`` and ``score_rows`` spent fitting.
     """
     started = time.perf_counter()
     nfe, denoise, progress, bases, base_solver, evals = _check_arguments(sde, score, nfe, base, denoise, progress)
