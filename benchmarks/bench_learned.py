@@ -21,7 +21,7 @@ outputs; ``sdekit.metrics.gaussian_w2`` squared) to the reference outputs.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_learned.py`` (options: ``--problems``, ``--nfe``, ``--n-test``,
 ``--n-warm``, ``--time-limit``, ``--threads``: torch threads, default 1 -- on a loaded 2-core machine two threads
-made each call of the digits network 10-50x slower).
+made each call of the digits network 10-50x slower; ``--history``: fit's ``history``).
 """
 
 from __future__ import annotations
@@ -172,7 +172,6 @@ def main():
     ap.add_argument("--guard-digits", type=int, default=512, help="guard points of the digits fits")
     ap.add_argument("--time-limit", type=float, default=240.0, help="safety bound on the seconds of each fit's polish")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    ap.add_argument("--state-history", type=int, default=None, help="fit's state_history (default: fit's own)")
     ap.add_argument("--history", type=int, default=None, help="fit's history (default: fit's own)")
     args = ap.parse_args()
     torch.set_default_dtype(torch.float64)
@@ -189,9 +188,8 @@ def main():
         prob = LearnedDigits() if digits else probs[name]
         nt, nw = (args.n_test_digits, args.n_warm_digits) if digits else (args.n_test, args.n_warm)
         opts = {"n": args.n_fit_digits, "guard": args.guard_digits} if digits else {}
-        opts.update(
-            {k: v for k, v in (("state_history", args.state_history), ("history", args.history)) if v is not None}
-        )
+        if args.history is not None:
+            opts["history"] = args.history
         table[name] = run(name, prob, args.nfe, nt, nw, args.time_limit, log, **opts)
     log("\n| learned / best peer | " + " | ".join(f"NFE {b}" for b in args.nfe) + " |")
     log("| --- | " + " | ".join("---" for _ in args.nfe) + " |")

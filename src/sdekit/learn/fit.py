@@ -6,9 +6,10 @@ The method, in three stages, on a plain numpy score (no autograd):
    dopri5 at ``teacher_tol``, or the exact flow of a single-Gaussian analytic density), and their endpoints
    (``teacher(x_T)`` when given).
 2. **Stage-wise least squares.** For a grid and time offsets, run the learned solver on the training points; at
-   step ``k`` its output (:mod:`.solver`) is linear in ``scale_k`` and its weights given the steps before, so the
-   corrections to the base's values that bring it closest (mean squared distance) to the teacher's state at the
-   step's end level (the last step: its endpoint) are a small ridge least-squares problem. One call per step.
+   step ``k`` its output ``x_hat_{k+1} = scale_k x_hat_k + sum_j w_kj eps_{k-j}`` is linear in
+   ``(scale_k, w_k)`` given the steps before, so the corrections to the base solver's values that bring it
+   closest (in the mean squared distance) to the teacher's state at the step's end level are a small ridge
+   least-squares problem (the last step: to the teacher's endpoint). One score call per step and point.
 3. **Polish.** Nelder--Mead on the few remaining parameters -- the shares of the log noise level taken by the
    steps (softmax, so every candidate is a decreasing grid) and the log offsets of the noise level told to the
    score -- minimising the training endpoint RMS *after* stage 2 for each candidate.
@@ -88,12 +89,12 @@ def _grid_of(sde, shares, u0, u1, t_end):
 class _Fitter:
     """Stage 2 for one grid and offsets on a set of points: the fitted solver and its endpoint error."""
 
-    def __init__(self, sde, score, base, teacher, ref_out, denoise, ridge, fit_scales, history, weights, states=0):
+    def __init__(self, sde, score, base, teacher, ref_out, denoise, ridge, fit_scales, history, weights):
         self.sde, self.score, self.base, self.teacher = sde, score, base, teacher
         self.weights = weights  # (n,) importance weights of the warm-up points (mean 1 over the pool's law)
         self.ref, self.ref_out = teacher.endpoint, ref_out
-        self.denoise, self.ridge, self.fit_scales = denoise, ridge, fit_scales
-        self.history, self.states = history, states  # eps values and past states per step
+        self.denoise, self.ridge = denoise, ridge
+        self.fit_scales, self.history = fit_scales, history
 
     def extend(self, teacher, ref_out, weights):
         """Append the trajectories of ``teacher`` (their reference outputs ``ref_out``) to the fitted points; the
@@ -116,9 +117,8 @@ class _Fitter:
         weights = np.zeros((n_steps, h))
         weights[:, : weights0.shape[1]] = weights0
         orders = orders0.copy() if not fit else np.minimum(np.arange(n_steps) + 1, h)
-        states = np.zeros((n_steps, self.states if fit else 0))
         return LearnedSolver(self.sde, "", grid, weights, orders, None, offsets, afs=self.base.afs,
-                             denoise=self.denoise, state_weights=states)  # fmt: skip
+                             denoise=self.denoise)  # fmt: skip
 
     def _run(self, solver, rows, fit=False):
         """Run ``solver`` on the warm-up points ``rows`` (fitting its steps in place when ``fit``); the output."""
@@ -126,8 +126,8 @@ class _Fitter:
         grid = solver.grid
         levels = _levels(sde, grid)
         x_hat = teacher.values[0][rows]
-        hist, states = [], []
-        n_steps, n_states = len(grid) - 1, solver.state_weights.shape[1]
+        hist = []
+        n_steps = len(grid) - 1
         for k in range(n_steps):
             if solver.afs and k == 0:
                 eps = x_hat / math.sqrt(1.0 + levels[0] ** 2)
@@ -139,10 +139,10 @@ class _Fitter:
             del hist[solver.multistep_order :]
             m = solver.orders[k]
             if fit:
-                target = self._target(grid, levels, k, rows)
-                self._fit_step(solver, k, x_hat, states, hist[:m], target, self.weights[rows])
-            out = self._step_output(solver, k, x_hat, states, hist[:m])
-            states = [x_hat, *states][:n_states]
+                self._fit_step(solver, k, x_hat, hist[:m], self._target(grid, levels, k, rows), self.weights[rows])
+            out = solver.scales[k] * x_hat
+            for wj, ej in zip(solver.weights[k, :m], hist):
+                out = out + wj * ej
             x_hat = out
         x = x_hat * coeffs(sde, grid[-1])[0]
         if self.denoise:
@@ -154,24 +154,15 @@ class _Fitter:
             return self.teacher.x_hat(levels[k + 1], rows)
         return self.ref[rows] / coeffs(self.sde, grid[-1])[0]
 
-    @staticmethod
-    def _step_output(solver, k, x_hat, states, hist):
-        """Step ``k``'s output (:meth:`LearnedSolver.step`'s sum, in its order; zero state weights skipped)."""
-        out = solver.scales[k] * x_hat
-        for wj, xj in zip(solver.state_weights[k], states):
-            if wj != 0.0:
-                out = out + wj * xj
-        for wj, ej in zip(solver.weights[k, : len(hist)], hist):
-            out = out + wj * ej
-        return out
-
-    def _fit_step(self, solver, k, x_hat, states, hist, target, w):
-        """Weighted ridge least squares of the step's corrections: ``scale``, ``state_weights`` and ``weights``
-        that bring its output closest to ``target`` (point ``i`` weighted by ``w[i]``)."""
+    def _fit_step(self, solver, k, x_hat, hist, target, w):
+        """Weighted ridge least squares of the step's corrections: ``scale`` and ``weights`` that bring its output
+        closest to ``target`` (point ``i`` weighted by ``w[i]``)."""
         m = len(hist)
-        out = self._step_output(solver, k, x_hat, states, hist)
+        out = solver.scales[k] * x_hat
+        for wj, ej in zip(solver.weights[k, :m], hist):
+            out = out + wj * ej
         root = np.sqrt(w).reshape((-1,) + (1,) * (x_hat.ndim - 1))
-        feats = ([x_hat] if self.fit_scales else []) + list(states) + list(hist)
+        feats = ([x_hat] if self.fit_scales else []) + list(hist)
         f = np.stack([(v * root).reshape(-1) for v in feats], axis=1)
         gram = f.T @ f
         lam = self.ridge * np.trace(gram) / gram.shape[0]
@@ -179,8 +170,7 @@ class _Fitter:
         if self.fit_scales:
             solver.scales[k] += c[0]
             c = c[1:]
-        solver.state_weights[k, : len(states)] += c[: len(states)]
-        solver.weights[k, :m] += c[len(states) :]
+        solver.weights[k, :m] += c
 
     def error(self, solver, rows) -> float:
         """Weighted RMS over ``rows`` of ``|output - reference output|`` (an estimate of the RMS over the law the
@@ -216,7 +206,6 @@ def fit(
     offsets: bool = True,
     scales: bool = True,
     history: int = 4,
-    state_history: int = 0,
     ridge: float = 1e-6,
     max_evals: int | None = None,
     time_limit: float = 240.0,
@@ -265,10 +254,9 @@ def fit(
         then a second polish from it (the ``mined`` candidate); the two share ``max_evals`` and ``time_limit``.
     polish, offsets, scales : bool
         Stage 3 at all; time offsets among its parameters; a fitted factor on ``x_hat`` per step.
-    history, state_history, ridge : int, int, float
-        Eps values per step the corrections act on (at least the base's order); past states ``x_hat_{k-j}``,
-        ``1 <= j <= state_history``, given fitted weights too (GAS's corrections on past states; 0: none); relative
-        ridge of the least squares (times the mean diagonal of the normal matrix).
+    history, ridge : int, float
+        Eps values per step the corrections act on (at least the base's order); relative ridge of the least
+        squares (times the mean diagonal of the normal matrix).
     max_evals, time_limit, teacher_tol, teacher_levels : int, float, float, int
         Stage 3 budget (default ``50 * parameters`` evaluations: independent of the load) and a safety bound in
         seconds; the dense teacher's dopri5 tolerance (endpoint error ~1e-6 at 1e-7) and number of stored levels.
@@ -287,7 +275,6 @@ def fit(
     x_T = warmup_pool(sde, score, x_T, shape, n, oversample, seed)
     mine = positive_int("n", n) // 8 if mine is None else integer_at_least("mine", mine, 0)
     st = _State(sde, nfe, denoise, progress, started, bases, base_solver, evals, t_end, seed)
-    st.state_history = integer_at_least("state_history", state_history, 0)
     _warmup_points(st, score, x_T, n, teacher, holdout, history)
     _prepare_teacher(st, density, teacher_tol, teacher_levels, ridge, scales)
     _choose_base(st)
@@ -314,7 +301,6 @@ class _State:
     x_T: np.ndarray | None = None  # the warm-up points (n_all, *event)
     teacher: object = None
     history: int = 0
-    state_history: int = 0
     counted: _Counted | None = None
     process: object = None
     pool_size: int = 0
@@ -413,7 +399,7 @@ def _prepare_teacher(st, density, teacher_tol, teacher_levels, ridge, scales):
     if not (math.isfinite(ridge) and ridge >= 0.0):
         raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
     st.fitter = _Fitter(sde, st.counted, st.base_solver, dense, ref_out, st.denoise, ridge, boolean("scales", scales),
-                        st.history, st.point_weights, st.state_history)  # fmt: skip
+                        st.history, st.point_weights)  # fmt: skip
 
 
 def _teach(st, x_T):
@@ -595,6 +581,5 @@ def _guard_and_report(st, guard, guard_oversample, teacher_tol):
     st.say(f"chose {choice}: RMS {decide[choice]:.3e} (base {decide['base']:.3e})")
     if choice == "base":
         return LearnedSolver.from_base(sde, st.base, st.grid0, denoise=st.denoise, report=report)
-    c = chosen
-    return LearnedSolver(sde, st.base, c.grid, c.weights, c.orders, c.scales, c.offsets, afs=c.afs,
-                         denoise=st.denoise, report=report, state_weights=c.state_weights)  # fmt: skip
+    return LearnedSolver(sde, st.base, chosen.grid, chosen.weights, chosen.orders, chosen.scales, chosen.offsets,
+                         afs=chosen.afs, denoise=st.denoise, report=report)  # fmt: skip

@@ -6,11 +6,9 @@ For a linear SDE write ``x_hat = x / alpha`` and the noise level ``s = sigma / a
 goes from ``grid[k]`` to ``grid[k + 1]`` by
 
     eps_k       = -sigma' score(alpha' x_hat_k, t'_k),   s'_k = s_k exp(offset_k)   (alpha', sigma' at t'_k)
-    x_hat_{k+1} = scale_k x_hat_k + sum_{1 <= j <= S} state_weights[k, j-1] x_hat_{k-j}
-                  + sum_{j < m_k} weights[k, j] eps_{k-j}
+    x_hat_{k+1} = scale_k x_hat_k + sum_{j < m_k} weights[k, j] eps_{k-j}
 
-(most recent value first; ``S`` past states, none by default; weights on terms before the start are zero).
-``offset_k = 0`` evaluates at the grid time itself (LD3's time offset, Tong et al.
+(most recent value first). ``offset_k = 0`` evaluates at the grid time itself (LD3's time offset, Tong et al.
 2025, as a factor on the noise level the score is told). With ``afs`` the first value is the analytic
 ``eps_0 = x_hat_0 / sqrt(1 + s_0^2)`` (no score call), as in ``ipndm(afs=True)``. Built from a base solver of the
 ``ipndm`` / ``ipndm_v`` / ``deis`` family with its weights and ``scale = 1``, ``offset = 0`` the solver *is* that
@@ -33,10 +31,8 @@ from ..solvers.base import FixedStepSolver
 
 __all__ = ["LearnedSolver", "load", "base_tables", "sde_from_repr", "same_sde", "FORMAT"]
 
-#: ``format`` field of a saved solver (a JSON file). Version 2 adds ``state_weights``; :func:`load` reads version 1
-#: files too (no state weights).
-FORMAT = "sdekit.learn/2"
-_FORMATS = ("sdekit.learn/1", FORMAT)
+#: ``format`` field of a saved solver (a JSON file).
+FORMAT = "sdekit.learn/1"
 
 
 def sde_from_repr(text: str) -> LinearSDE:
@@ -113,9 +109,6 @@ class LearnedSolver(FixedStepSolver):
         History values step ``k`` uses.
     scales, offsets : ndarray (N,)
         The factor on ``x_hat_k`` and the log noise-level offset of step ``k``'s score call.
-    state_weights : ndarray (N, S)
-        ``state_weights[k, j - 1]``: weight of the past state ``x_hat_{k-j}`` in step ``k`` (zero for ``j > k``;
-        ``S = 0`` by default: none).
     afs : bool
         Analytic first value (no score call on step 0).
     denoise : bool
@@ -129,7 +122,7 @@ class LearnedSolver(FixedStepSolver):
     name = "learned"
 
     def __init__(self, sde, base, grid, weights, orders, scales=None, offsets=None, *, afs=False, denoise=True,
-                 report=None, state_weights=None):  # fmt: skip
+                 report=None):  # fmt: skip
         if not isinstance(sde, LinearSDE):
             raise TypeError(f"sde must be a LinearSDE (VPSDE, EDMSDE, ...), got {sde!r}")
         self.sde, self.base = sde, str(base)
@@ -150,14 +143,8 @@ class LearnedSolver(FixedStepSolver):
             raise ValueError(
                 f"scales and offsets need {n_steps} entries, got {self.scales.shape}, {self.offsets.shape}"
             )
-        sw = np.zeros((n_steps, 0)) if state_weights is None else np.asarray(state_weights, dtype=np.float64).copy()
-        self.state_weights = sw
-        if sw.ndim != 2 or sw.shape[0] != n_steps:
-            raise ValueError(f"state_weights must have shape ({n_steps}, S), got {sw.shape}")
-        if np.any(np.triu(np.ones((n_steps, sw.shape[1]), dtype=bool)) & (sw != 0)):
-            raise ValueError(f"state_weights[k, j - 1] must be 0 for j > k (no state before the start), got {sw!r}")
         for label, arr in (("grid", self.grid), ("weights", self.weights), ("scales", self.scales),
-                           ("offsets", self.offsets), ("state_weights", sw)):  # fmt: skip
+                           ("offsets", self.offsets)):  # fmt: skip
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{label} must be finite, got {arr!r}")
         self.afs, self.denoise = bool(afs), bool(denoise)
@@ -223,8 +210,8 @@ class LearnedSolver(FixedStepSolver):
                     f"a learned solver runs on its own grid of {self.n_steps} steps ({self.grid!r}); call sample "
                     f"without steps or grid (got {np.asarray(ctx.grid)!r})"
                 )
-            ctx.memory["learned"], ctx.memory["learned_states"] = [], []
-        hist, states = ctx.memory["learned"], ctx.memory["learned_states"]
+            ctx.memory["learned"] = []
+        hist = ctx.memory["learned"]
         alpha, sigma = coeffs(self.sde, t)
         alpha_n, _ = coeffs(self.sde, t_next)
         x_hat = x / alpha
@@ -243,12 +230,6 @@ class LearnedSolver(FixedStepSolver):
         del hist[self.multistep_order :]
         scale = float(self.scales[k])
         out = x_hat if scale == 1.0 else scale * x_hat
-        for wj, xj in zip(self.state_weights[k], states):
-            if wj != 0.0:  # zero weights are skipped: the untrained solver is its base, bit for bit
-                out = out + float(wj) * xj
-        if self.state_weights.shape[1]:
-            states.insert(0, x_hat)
-            del states[self.state_weights.shape[1] :]
         for wj, ej in zip(self.weights[k, : self.orders[k]], hist):
             out = out + float(wj) * ej
         return alpha_n * out
@@ -275,7 +256,6 @@ class LearnedSolver(FixedStepSolver):
             "orders": self.orders.tolist(),
             "scales": self.scales.tolist(),
             "offsets": self.offsets.tolist(),
-            "state_weights": self.state_weights.tolist(),
             "report": self.report,
         }
 
@@ -301,8 +281,8 @@ def load(path, sde=None) -> LearnedSolver:
             data = json.load(fh)
         except json.JSONDecodeError as exc:
             raise ValueError(f"path {str(path)!r} is not a saved learned solver (not JSON: {exc})") from None
-    if not isinstance(data, dict) or data.get("format") not in _FORMATS:
-        raise ValueError(f"path {str(path)!r} is not a saved learned solver (format {' or '.join(_FORMATS)})")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"path {str(path)!r} is not a saved learned solver (format {FORMAT!r})")
     if data.get("sde_alphas_cumprod") is not None:
         fitted_sde = DiscreteVPSDE(alphas_cumprod=data["sde_alphas_cumprod"])
     else:
@@ -310,10 +290,9 @@ def load(path, sde=None) -> LearnedSolver:
     if sde is not None and not same_sde(sde, fitted_sde):
         raise ValueError(f"sde {sde!r} does not match the SDE this solver was fitted for, {fitted_sde!r}")
     tables = [data[k] for k in ("grid", "weights", "orders", "scales", "offsets")]
-    n_steps = len(data["grid"]) - 1
-    state_weights = data.get("state_weights") or np.zeros((n_steps, 0))  # version 1: no state weights
-    solver = LearnedSolver(fitted_sde, data["base"], *tables, afs=data["afs"], denoise=data["denoise"],
-                           report=data.get("report"), state_weights=state_weights)  # fmt: skip
+    solver = LearnedSolver(
+        fitted_sde, data["base"], *tables, afs=data["afs"], denoise=data["denoise"], report=data.get("report")
+    )
     if solver.nfe_budget != data["nfe"]:
         raise ValueError(f"path {str(path)!r}: the stored budget {data['nfe']} does not match its grid")
     return solver
