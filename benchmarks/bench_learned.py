@@ -21,7 +21,7 @@ outputs; ``sdekit.metrics.gaussian_w2`` squared) to the reference outputs.
 
 Run: ``PYTHONPATH=src python benchmarks/bench_learned.py`` (options: ``--problems``, ``--nfe``, ``--n-test``,
 ``--n-warm``, ``--time-limit``, ``--threads``: torch threads, default 1 -- on a loaded 2-core machine two threads
-made each call of the digits network 10-50x slower; ``--history``: fit's ``history``).
+made each call of the digits network 10-50x slower; ``--history``, ``--joint``: fit's options).
 """
 
 from __future__ import annotations
@@ -173,6 +173,7 @@ def main():
     ap.add_argument("--time-limit", type=float, default=240.0, help="safety bound on the seconds of each fit's polish")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--history", type=int, default=None, help="fit's history (default: fit's own)")
+    ap.add_argument("--joint", type=int, default=None, help="fit's joint (default: fit's own)")
     args = ap.parse_args()
     torch.set_default_dtype(torch.float64)
     torch.set_num_threads(args.threads)
@@ -188,8 +189,7 @@ def main():
         prob = LearnedDigits() if digits else probs[name]
         nt, nw = (args.n_test_digits, args.n_warm_digits) if digits else (args.n_test, args.n_warm)
         opts = {"n": args.n_fit_digits, "guard": args.guard_digits} if digits else {}
-        if args.history is not None:
-            opts["history"] = args.history
+        opts.update({k: getattr(args, k) for k in ("history", "joint") if getattr(args, k) is not None})
         table[name] = run(name, prob, args.nfe, nt, nw, args.time_limit, log, **opts)
     log("\n| learned / best peer | " + " | ".join(f"NFE {b}" for b in args.nfe) + " |")
     log("| --- | " + " | ".join("---" for _ in args.nfe) + " |")

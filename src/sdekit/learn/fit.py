@@ -1,28 +1,23 @@
 """``sdekit.learn.fit``: a few-step probability-flow solver fitted to teacher trajectories (see ``docs/learn.md``).
 
-The method, in three stages, on a plain numpy score (no autograd):
+The method, in stages, on a plain numpy score (no autograd):
 
-1. **Teacher.** The probability-flow states of the warm-up points at every noise level (:class:`DenseTeacher`:
-   dopri5 at ``teacher_tol``, or the exact flow of a single-Gaussian analytic density), and their endpoints
-   (``teacher(x_T)`` when given).
-2. **Stage-wise least squares.** For a grid and time offsets, run the learned solver on the training points; at
-   step ``k`` its output ``x_hat_{k+1} = scale_k x_hat_k + sum_j w_kj eps_{k-j}`` is linear in
-   ``(scale_k, w_k)`` given the steps before, so the corrections to the base solver's values that bring it
-   closest (in the mean squared distance) to the teacher's state at the step's end level are a small ridge
-   least-squares problem (the last step: to the teacher's endpoint). One score call per step and point.
-3. **Polish.** Nelder--Mead on the few remaining parameters -- the shares of the log noise level taken by the
-   steps (softmax, so every candidate is a decreasing grid) and the log offsets of the noise level told to the
-   score -- minimising the training endpoint RMS *after* stage 2 for each candidate.
+1. **Teacher.** The flow's states of the warm-up points at every noise level (:class:`DenseTeacher`: dopri5 at
+   ``teacher_tol``, or a single Gaussian's exact flow), and their endpoints (``teacher(x_T)`` when given).
+2. **Stage-wise least squares.** For a grid and time offsets, run the learned solver on the training points; step
+   ``k``'s output ``scale_k x_hat_k + sum_j w_kj eps_{k-j}`` is linear in ``(scale_k, w_k)`` given the steps
+   before, so the corrections that bring it closest (mean squared distance) to the teacher's state at the step's
+   end level (the last step: its endpoint) are a small ridge least squares. One score call per step and point.
+3. **Polish.** Nelder--Mead on the steps' shares of the log noise level (softmax: a decreasing grid) and the log
+   offsets of the noise level told to the score, minimising the training endpoint RMS after stage 2.
 4. **Mining.** The pool points where the polished solver disagrees most with a cheap teacher (the base on three
-   times the steps) join the training points -- the trajectories it sends to another mixture component, which the
-   warm-up sample rarely holds (:mod:`.points`) -- and a second polish starts from it.
+   times the steps; the trajectories sent to another mixture component) join the training points (:mod:`.points`);
+   a second polish starts from it. 5. **Joint** (``joint`` > 0): Gauss--Newton on all coefficients (:mod:`.joint`).
 
-The warm-up points themselves are drawn from a larger pool with probabilities that grow with the base solver's
-disagreement with the cheap teacher, with importance weights (:func:`.points.select`). The solver returned is
-chosen among the base solver on its grid, stage 2 alone, stage 3 and stage 4: the one with the least RMS on
-``guard`` fresh start points (or, with ``guard=0``, on the held-out part of the warm-up points, ``holdout``), so the
-result is never worse than its base on those points. ``fitted.report`` gives the train, held-out and guard errors
-of each.
+The warm-up points are drawn from a larger pool favouring the base's disagreement with the cheap teacher, with
+importance weights (:func:`.points.select`). The solver returned is, among the base on its grid and stages 2--5, the
+one with the least RMS on ``guard`` fresh start points (``guard=0``: the held-out warm-up points, ``holdout``), so
+it is never worse than its base there. ``fitted.report`` gives the train, held-out and guard errors of each.
 """
 
 from __future__ import annotations
@@ -42,6 +37,7 @@ from ..solvers import get_solver
 from ..solvers._common import coeffs
 from ..validation import boolean, integer_at_least, positive_int, positive_number
 from .guard import guard_errors
+from .joint import gauss_newton
 from .points import cheap_reference, disagreement, select, warmup_pool
 from .solver import LearnedSolver, base_tables
 from .teacher import DenseTeacher
@@ -172,6 +168,11 @@ class _Fitter:
             c = c[1:]
         solver.weights[k, :m] += c
 
+    def residual(self, solver, rows) -> np.ndarray:
+        """``(n, D)``: output minus reference output on ``rows``, times ``sqrt(weight / mean weight)``."""
+        d = (self._run(solver, rows) - self.ref_out[rows]).reshape(len(self.ref_out[rows]), -1)
+        return d * np.sqrt(self.weights[rows] / np.mean(self.weights[rows]))[:, None]
+
     def error(self, solver, rows) -> float:
         """Weighted RMS over ``rows`` of ``|output - reference output|`` (an estimate of the RMS over the law the
         warm-up pool was drawn from)."""
@@ -213,6 +214,7 @@ def fit(
     teacher_levels: int = 96,
     density=None,
     mine: int | None = None,
+    joint: int = 0,
 ) -> LearnedSolver:
     """A :class:`LearnedSolver` with at most ``nfe`` score evaluations per sample, fitted to teacher trajectories
     of ``score`` (see the module docstring and ``docs/learn.md``).
@@ -252,6 +254,8 @@ def fit(
         Pool points added to the training points after the polish, where the polished solver disagrees most with
         the base on three times the steps (default ``n // 8``; 0: none; only when the pool holds more than ``n``),
         then a second polish from it (the ``mined`` candidate); the two share ``max_evals`` and ``time_limit``.
+    joint : int
+        Gauss--Newton iterations on all coefficients and offsets against the endpoint error (:mod:`.joint`; 0: none).
     polish, offsets, scales : bool
         Stage 3 at all; time offsets among its parameters; a fitted factor on ``x_hat`` per step.
     history, ridge : int, float
@@ -281,6 +285,7 @@ def fit(
     _least_squares(st)
     _polish(st, polish, offsets, max_evals, time_limit, share=0.5 if mine and st.pool is not None else 1.0)
     _mine(st, mine, polish, offsets, max_evals, time_limit)
+    _joint(st, integer_at_least("joint", joint, 0))
     return _guard_and_report(st, guard, guard_oversample, teacher_tol)
 
 
@@ -533,6 +538,16 @@ def _mine(st, mine, polish, offsets, max_evals, time_limit):
     st.say(f"mined {len(top)} pool points ({len(new)} new): train RMS " +
            ", ".join(f"{k} {v:.3e}" for k, v in st.train_err.items()))  # fmt: skip
     _polish(st, polish, offsets, max_evals, time_limit, key="mined", start="polished", share=0.5)
+
+
+def _joint(st, iterations):
+    """Stage 5: Gauss--Newton from the trained candidate with the least training error (:mod:`.joint`)."""
+    if not iterations:
+        return
+    start = min((k for k in st.candidates if k != "base"), key=st.train_err.get)
+    solver, err, runs = gauss_newton(lambda s: st.fitter.residual(s, st.train), st.candidates[start], iterations)
+    st.candidates["joint"], st.train_err["joint"], st.polish_evals["joint"] = solver, err, runs
+    st.say(f"joint from {start}: {runs} runs, train RMS {err:.3e}")
 
 
 def _guard_and_report(st, guard, guard_oversample, teacher_tol):
