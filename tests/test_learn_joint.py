@@ -52,12 +52,13 @@ def test_joint_stage_never_raises_the_training_error_and_is_guarded():
     assert rep["guard"][rep["choice"]] <= rep["guard"]["base"]
 
 
-def test_joint_zero_is_the_old_fit():
+def test_joint_is_on_by_default_and_zero_turns_it_off():
     a = fit(SDE, MIX.score(SDE), 4, n=48, denoise=False, seed=3, guard=0, max_evals=40)
     b = fit(SDE, MIX.score(SDE), 4, n=48, denoise=False, seed=3, guard=0, max_evals=40, joint=0)
-    assert "joint" not in a.report["train"]
-    for key in ("grid", "weights", "scales", "offsets"):
-        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    assert "joint" in a.report["train"] and "joint" not in b.report["train"]
+    # the stages before it are the same: their candidates' errors agree
+    for key in ("base", "least_squares", "polished", "mined"):
+        assert a.report["train"][key] == b.report["train"][key]
 
 
 def test_bad_joint_is_named():
@@ -66,3 +67,9 @@ def test_bad_joint_is_named():
         fit(SDE, score, 4, n=16, joint=-1, polish=False, guard=0)
     with pytest.raises(TypeError, match="joint"):
         fit(SDE, score, 4, n=16, joint=2.5, polish=False, guard=0)
+
+
+def test_joint_keeps_the_offsets_at_zero_without_offsets():
+    fitted = fit(SDE, MIX.score(SDE), 5, n=48, denoise=False, seed=4, guard=0, max_evals=30, offsets=False, joint=3)
+    assert "joint" in fitted.report["train"]
+    assert np.all(fitted.offsets == 0.0)

@@ -12,7 +12,7 @@ The method, in stages, on a plain numpy score (no autograd):
    offsets of the noise level told to the score, minimising the training endpoint RMS after stage 2.
 4. **Mining.** The pool points where the polished solver disagrees most with a cheap teacher (the base on three
    times the steps; the trajectories sent to another mixture component) join the training points (:mod:`.points`);
-   a second polish starts from it. 5. **Joint** (``joint`` > 0): Gauss--Newton on all coefficients (:mod:`.joint`).
+   a second polish starts from it. 5. **Joint** (``joint = 8``): Gauss--Newton on all coefficients (:mod:`.joint`).
 
 The warm-up points are drawn from a larger pool favouring the base's disagreement with the cheap teacher, with
 importance weights (:func:`.points.select`). The solver returned is, among the base on its grid and stages 2--5, the
@@ -37,7 +37,7 @@ from ..solvers import get_solver
 from ..solvers._common import coeffs
 from ..validation import boolean, integer_at_least, positive_int, positive_number
 from .guard import guard_errors
-from .joint import gauss_newton
+from .joint import joint_stage
 from .points import cheap_reference, disagreement, select, warmup_pool
 from .solver import LearnedSolver, base_tables
 from .teacher import DenseTeacher
@@ -214,7 +214,7 @@ def fit(
     teacher_levels: int = 96,
     density=None,
     mine: int | None = None,
-    joint: int = 0,
+    joint: int = 8,
 ) -> LearnedSolver:
     """A :class:`LearnedSolver` with at most ``nfe`` score evaluations per sample, fitted to teacher trajectories
     of ``score`` (see the module docstring and ``docs/learn.md``).
@@ -285,7 +285,7 @@ def fit(
     _least_squares(st)
     _polish(st, polish, offsets, max_evals, time_limit, share=0.5 if mine and st.pool is not None else 1.0)
     _mine(st, mine, polish, offsets, max_evals, time_limit)
-    _joint(st, integer_at_least("joint", joint, 0))
+    joint_stage(st, integer_at_least("joint", joint, 0), offsets)
     return _guard_and_report(st, guard, guard_oversample, teacher_tol)
 
 
@@ -538,16 +538,6 @@ def _mine(st, mine, polish, offsets, max_evals, time_limit):
     st.say(f"mined {len(top)} pool points ({len(new)} new): train RMS " +
            ", ".join(f"{k} {v:.3e}" for k, v in st.train_err.items()))  # fmt: skip
     _polish(st, polish, offsets, max_evals, time_limit, key="mined", start="polished", share=0.5)
-
-
-def _joint(st, iterations):
-    """Stage 5: Gauss--Newton from the trained candidate with the least training error (:mod:`.joint`)."""
-    if not iterations:
-        return
-    start = min((k for k in st.candidates if k != "base"), key=st.train_err.get)
-    solver, err, runs = gauss_newton(lambda s: st.fitter.residual(s, st.train), st.candidates[start], iterations)
-    st.candidates["joint"], st.train_err["joint"], st.polish_evals["joint"] = solver, err, runs
-    st.say(f"joint from {start}: {runs} runs, train RMS {err:.3e}")
 
 
 def _guard_and_report(st, guard, guard_oversample, teacher_tol):

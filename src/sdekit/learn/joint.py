@@ -18,12 +18,12 @@ import numpy as np
 from ..errors import NonFiniteError
 from .solver import LearnedSolver
 
-__all__ = ["gauss_newton"]
+__all__ = ["gauss_newton", "joint_stage"]
 
 
-def _pack(solver):
+def _pack(solver, offsets):
     cols = [(k, j) for k in range(solver.n_steps) for j in range(int(solver.orders[k]))]
-    evaluated = [k for k in range(solver.n_steps) if not (solver.afs and k == 0)]
+    evaluated = [k for k in range(solver.n_steps) if offsets and not (solver.afs and k == 0)]
     theta = np.concatenate([solver.scales, [solver.weights[k, j] for k, j in cols], solver.offsets[evaluated]])
     return theta, cols, evaluated
 
@@ -49,14 +49,14 @@ def _residual(residual, solver, theta, cols, evaluated):
     return r if np.all(np.isfinite(r)) else None
 
 
-def gauss_newton(residual, solver, iterations: int, rel_step: float = 1e-6):
+def gauss_newton(residual, solver, iterations: int, offsets: bool = True, rel_step: float = 1e-6):
     """``(solver, rms, runs)``: ``solver`` after ``iterations`` Levenberg--Marquardt steps on ``residual``.
 
     ``residual(solver) -> ndarray (n, ...)``: the weighted endpoint residuals of a candidate on the training points
     (its squared sum over points is the weighted mean squared error times ``n``); ``rms`` the returned solver's
     ``sqrt(sum r^2 / n)``; ``runs`` the calls of ``residual`` (each a sampler run on the training points). The
-    returned solver is never worse than ``solver`` on ``residual``."""
-    theta, cols, evaluated = _pack(solver)
+    returned solver is never worse than ``solver`` on ``residual``. ``offsets=False``: the time offsets stay."""
+    theta, cols, evaluated = _pack(solver, offsets)
     r0 = np.asarray(residual(solver))
     n, r = r0.shape[0], r0.reshape(-1)
     cost, lam, runs = float(r @ r), 1e-3, 1
@@ -83,3 +83,15 @@ def gauss_newton(residual, solver, iterations: int, rel_step: float = 1e-6):
         else:
             break
     return _unpack(solver, theta, cols, evaluated), math.sqrt(cost / n), runs
+
+
+def joint_stage(st, iterations: int, offsets: bool) -> None:
+    """Stage 5 of :func:`sdekit.learn.fit` (its shared state ``st``): Gauss--Newton from the trained candidate with
+    the least training error, on the training points; the result is candidate ``joint``."""
+    if not iterations:
+        return
+    start = min((k for k in st.candidates if k != "base"), key=st.train_err.get)
+    solver, err, runs = gauss_newton(lambda c: st.fitter.residual(c, st.train), st.candidates[start], iterations,
+                                     offsets)  # fmt: skip
+    st.candidates["joint"], st.train_err["joint"], st.polish_evals["joint"] = solver, err, runs
+    st.say(f"joint from {start}: {runs} runs, train RMS {err:.3e}")
