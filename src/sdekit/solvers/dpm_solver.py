@@ -112,7 +112,9 @@ class _DPMSolverPP(FixedStepSolver):
             hist.append((log_snr(sde, t), data_prediction(process, sde, x, t)))
             ctx.denoised = hist[-1][1]  # for the step callback
         del hist[: -self.multistep_order]
-        return hist, self._order(ctx.index, len(hist), ctx.n_steps)
+        return hist, self._order(
+            ctx.schedule_index, len(hist), ctx.schedule_steps
+        )  # (the same as a solve's own when offset=0)
 
     def _order(self, k: int, n_hist: int, n_steps: int) -> int:
         """Effective order of step ``k`` of ``n_steps`` with ``n_hist`` data predictions in the history."""
