@@ -468,7 +468,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
 
     def _start(self, timestep, sample):
         """Begin at the evaluation of ``timestep`` (or ``begin_index``): a fresh run of the solver on the schedule's
-        remaining points (its multistep history built from there, as ``sdekit.sample`` on that grid builds it)."""
+        remaining points (its multistep history built from there; its last orders counted as ``later_start`` says)."""
         index = self._start_index(timestep)
         if index >= len(self._requests):
             raise ValueError(f"begin_index {index} is past the schedule's {len(self._requests)} evaluations")
@@ -497,7 +497,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         evaluation, or the result after the last one.
 
         The first call starts the run at ``begin_index`` (:meth:`set_begin_index`) or, without one, at the step
-        point ``timestep``: a later start (image-to-image) is a fresh run of the solver from there. Before any
+        point ``timestep``: a later start (image-to-image) is a fresh run from there (see ``later_start``). Before any
         :meth:`set_timesteps` the schedule is every training timestep (diffusers' DDPM and Euler rule). ``eta``,
         ``use_clipped_model_output``, ``variance_noise``: DDIM's options, checked by
         :func:`~sdekit.interop._diffusers_config.check_step_options` (``eta`` 0, the pipelines' default, or 1 for
