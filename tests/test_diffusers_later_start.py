@@ -15,6 +15,7 @@ import torch
 
 from _diffusers_loop import model, rel, start, swapped
 from sdekit.interop.diffusers import SdekitScheduler
+from sdekit.solvers import SOLVERS, get_solver
 
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 
@@ -94,3 +95,22 @@ def test_later_start_is_checked_and_saved(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert SdekitScheduler.from_pretrained(tmp_path).config.later_start == "schedule"
+
+
+ACCEPTED = [name for name in SOLVERS if not get_solver(name).adaptive]
+
+
+@pytest.mark.parametrize("solver", ACCEPTED)
+def test_every_solver_runs_either_later_start_and_below_15_steps_both_agree(solver):
+    # below 15 steps of the whole schedule its length decides nothing that the remaining steps do not (``n - k``
+    # steps remain either way): the two starts are one run, but for the single-step groups (their own places)
+    options = {"edm": {"S_tmax": 0.5}, "annealed_langevin": {"n_steps": 3}}.get(solver, {})
+    outs = []
+    for mode in ("fresh", "schedule"):
+        sch = SdekitScheduler(solver, seed=3, later_start=mode, **options)
+        sch.set_timesteps(10)
+        begin = [i for i, (k, j, _, _) in enumerate(sch._requests) if k == 4 and j == 0][0]  # noqa: SLF001
+        outs.append(later(sch, 10, begin))
+        assert torch.isfinite(outs[-1]).all()
+    if solver != "dpmpp_single":
+        assert rel(outs[1], outs[0]) < 1e-12
