@@ -150,16 +150,18 @@ def _img2img(sch, n, begin):
     return x
 
 
-def test_img2img_start_is_a_fresh_run_which_is_diffusers_at_a_group_start():
-    # sdekit starts a fresh run (new groups from the start point); diffusers keeps its full schedule's order list and
-    # lowers the orders it has no outputs for. They agree when the start is a group start and the remaining steps'
-    # order list is the full list's tail: 12 steps of order 3, no lower_order_final, start at 6.
+def test_img2img_start_keeps_the_full_schedules_groups_as_diffusers():
+    # from_config with no solver named (later_start="schedule"): the whole schedule's order list, the orders that lack
+    # outputs lowered, as diffusers has it. At a group start with the remaining list the full list's tail (12 steps of
+    # order 3, start at 6) a fresh run agrees too.
     config = dict(solver_order=3, final_sigmas_type="sigma_min")
     assert rel(_img2img(swapped(make(**config)), 12, 6), _img2img(make(**config), 12, 6)) < 3e-6
-    # elsewhere the groups differ: diffusers (10 steps of order 2, start at 5: orders 1, 1, 2, 1, 2) against sdekit's
-    # fresh run of 5 steps (1, 2, 1, 2, 1)
+    # inside a group: diffusers (10 steps of order 2, start at 5: orders 1, 1, 2, 1, 2) and sdekit now agree; a fresh
+    # run of 5 steps (1, 2, 1, 2, 1: later_start="fresh", the behaviour before) differs
     config = dict(solver_order=2, final_sigmas_type="sigma_min")
-    assert rel(_img2img(swapped(make(**config)), 10, 5), _img2img(make(**config), 10, 5)) > 1e-4
+    assert rel(_img2img(swapped(make(**config)), 10, 5), _img2img(make(**config), 10, 5)) < 3e-6
+    fresh = SdekitScheduler.from_config(make(**config).config, later_start="fresh")
+    assert rel(_img2img(fresh, 10, 5), _img2img(make(**config), 10, 5)) > 1e-4
 
 
 @pytest.mark.parametrize(

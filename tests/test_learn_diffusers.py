@@ -112,6 +112,10 @@ def test_bad_use_is_refused_by_name(fitted_file):
         SdekitScheduler(solver=path, final_sigmas_type="sigma_min").set_timesteps(len(fitted.grid))
     with pytest.raises(ValueError, match="training schedule is another"):
         SdekitScheduler(solver=path, beta_end=0.03)
+    sch.set_timesteps(len(fitted.grid))
+    sch.set_begin_index(1)  # image-to-image: a run on part of the fitted grid
+    with pytest.raises(ValueError, match="image-to-image"):
+        sch.step(torch.zeros(2, 2), sch.timesteps[1], torch.zeros(2, 2))
     with pytest.raises(ValueError, match="takes no solver options"):
         SdekitScheduler(solver=path, order=2)
     # an analytic first step, or a time offset on the first step, is refused: the pipeline's first network call is

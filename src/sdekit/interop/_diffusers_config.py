@@ -216,10 +216,13 @@ FINAL_STEPS = ("denoise", "solver")
 #: the pipeline's latents: the VP state ``x`` (DDPM, DDIM, DPM-Solver, UniPC, DEIS), ``x / alpha`` (Euler, Heun) or
 #: an EDM source's ``x / alpha`` with its preconditioning
 STATE_VARIABLES = ("vp", "sigma", "edm", "flow")
+#: an image-to-image start at step ``k``: a fresh run of the remaining grid (``sdekit.sample`` on it), or one that
+#: takes the orders of its last steps (and singlestep groups) from the whole schedule, as diffusers' schedulers do
+LATER_STARTS = ("fresh", "schedule")
 
 
 def check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable,
-                           final_step="denoise") -> None:  # fmt: skip
+                           final_step="denoise", later_start="fresh") -> None:  # fmt: skip
     """The scheduler's schedule entries, each refused by name when it is not one that it knows."""
     if final_sigmas_type not in FINAL_SIGMAS:
         raise ValueError(f"final_sigmas_type must be one of {list(FINAL_SIGMAS)}, got {final_sigmas_type!r}")
@@ -234,6 +237,8 @@ def check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source,
         raise ValueError(f"timestep_source must name a diffusers scheduler class, got {timestep_source!r}")
     if state_variable not in STATE_VARIABLES:
         raise ValueError(f"state_variable must be one of {list(STATE_VARIABLES)}, got {state_variable!r}")
+    if later_start not in LATER_STARTS:
+        raise ValueError(f"later_start must be one of {list(LATER_STARTS)}, got {later_start!r}")
 
 
 def check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value,

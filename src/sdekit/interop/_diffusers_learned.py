@@ -1,5 +1,5 @@
-"""A learned few-step solver (:mod:`sdekit.learn`) as the steps of a diffusers pipeline (:class:`SdekitScheduler
-<sdekit.interop.diffusers.SdekitScheduler>`).
+"""The ``solver`` entry of an :class:`~sdekit.interop.diffusers.SdekitScheduler`: a registered fixed-step solver, or
+a learned few-step solver (:mod:`sdekit.learn`) as the steps of a diffusers pipeline.
 
 A learned solver runs on the grid it was fitted on, for the process it was fitted for. For a pipeline that process is
 the scheduler's own (``scheduler.sde``, the DDPM schedule as a :class:`~sdekit.discrete_vp.DiscreteVPSDE`): fit with
@@ -20,9 +20,16 @@ __all__ = ["solver_from_spec", "own_grid_points", "check_fitted_for"]
 
 def solver_from_spec(spec: str, options: dict):
     """The solver named by a scheduler's ``solver`` entry: a registered solver's spec built with ``options``, or the
-    path of a learned solver's saved file (``*.json``, read by :func:`sdekit.learn.load`; it takes no options)."""
+    path of a learned solver's saved file (``*.json``, read by :func:`sdekit.learn.load`; it takes no options).
+    ``ValueError`` for an adaptive solver: it chooses its own steps."""
     if not spec.endswith(".json"):
-        return get_solver(spec, **options)
+        solver = get_solver(spec, **options)
+        if solver.adaptive:
+            raise ValueError(
+                f"solver {solver.name!r} chooses its own (per-sample) steps and cannot run on a pipeline's "
+                "timesteps, one network call at a time; use a fixed-step solver"
+            )
+        return solver
     if options:
         raise ValueError(f"solver={spec!r} is a learned solver's file; it takes no solver options, got {options!r}")
     from ..learn import load

@@ -176,6 +176,7 @@ def method_init(source: str, resolved: dict, named: bool, default_solver: str) -
     init = dict(conventions)
     if not named:
         init["solver"], init["solver_options"] = solver, options or None
+        init["later_start"] = "schedule"  # (its image-to-image start: the orders of its whole schedule)
         if difference is not None:
             warnings.warn(f"{source} -> sdekit {solver!r}: {difference}", stacklevel=3)
     return init

@@ -57,6 +57,7 @@ class GridPlan:
     kind: str  # "sde" or "ode"
     grid: np.ndarray  # float64, decreasing (strictly, but for a zero-length last step); may be a single time
     final_denoise: bool
+    offset: int = 0  # steps of the whole schedule before this grid (StepContext.offset: a source's later start)
 
     @property
     def n_solver_steps(self) -> int:
@@ -74,8 +75,14 @@ class GridPlan:
     def process(self, score):
         return self.sde.reverse(score) if self.kind == "sde" else self.sde.probability_flow(score)
 
+    def tail(self, k: int, continues: bool = False) -> GridPlan:
+        """The plan of the steps from step ``k`` on: a fresh run of ``grid[k:]``, or with ``continues`` one that
+        continues this schedule (its steps counted from the whole schedule: ``offset``, :class:`StepContext`)."""
+        return GridPlan(self.sde, self.solver, self.kind, self.grid[k:], self.final_denoise,
+                        self.offset + k if continues else 0)  # fmt: skip
+
     def context(self, k: int, memory: dict) -> OuterStepContext:
-        return OuterStepContext(k, self.grid, memory, extra=int(self.final_denoise))
+        return OuterStepContext(k, self.grid, memory, offset=self.offset, extra=int(self.final_denoise))
 
     def denoise(self, x, score_value):
         """Tweedie's ``(x + sigma^2 score) / alpha`` at the grid's last time."""

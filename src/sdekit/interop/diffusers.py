@@ -127,6 +127,10 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         ``x / (alpha + sigma)`` (:mod:`sdekit.interop._diffusers_flow`); the solver runs on ``x``.
     lower_order_final : bool, optional
         Given to any solver that has this option (and is not given it otherwise): the source scheduler's convention.
+    later_start : {"fresh", "schedule"}
+        A later start (image-to-image: :meth:`set_begin_index`) runs the solver afresh, as ``sdekit.sample`` on the
+        remaining grid; ``"schedule"`` (:meth:`from_config`, no ``solver=``) takes the last steps' orders
+        (``lower_order_final``, singlestep groups) from the whole schedule, as diffusers.
     thresholding, dynamic_thresholding_ratio, sample_max_value, clip_sample, clip_sample_range
         diffusers' dynamic thresholding (Imagen; per sample ``s = quantile(|x0|, ratio)`` in ``[1, sample_max_value]``,
         ``x0 <- clamp(x0, -s, s) / s``) or clipping of the data prediction ``x0`` of every network output, before it
@@ -134,8 +138,6 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
 
     Notes
     -----
-    Starting later (image-to-image: :meth:`set_begin_index`, or the first :meth:`step` at a later step point) runs the
-    solver afresh from that point, its multistep history built as ``sdekit.sample`` on the remaining grid builds it.
     :meth:`from_config` of a diffusers scheduler's config without ``solver=`` runs that scheduler's own method (see
     ``docs/models.md``, "Swap the scheduler of your pipeline"). The state is kept in float32 for half-precision latents
     (as diffusers upcasts) and ``prev_sample`` is returned in the dtype of ``model_output``."""
@@ -165,6 +167,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         solver_options: dict | None = None,
         state_variable: str = "vp",
         lower_order_final: bool | None = None,
+        later_start: str = "fresh",
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
@@ -184,12 +187,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             name, fixed = parse_solver_spec(solver)
             if name in SOLVERS and "lower_order_final" in options_of(name) and "lower_order_final" not in fixed:
                 merged = {**merged, "lower_order_final": bool(lower_order_final)}
-        self._solver = solver_from_spec(solver, merged)
-        if self._solver.adaptive:
-            raise ValueError(
-                f"solver {self._solver.name!r} chooses its own (per-sample) steps and cannot run on a pipeline's "
-                "timesteps, one network call at a time; use a fixed-step solver"
-            )
+        self._solver = solver_from_spec(solver, merged)  # (adaptive solvers refused)
         if process not in ("auto", "sde", "ode"):
             raise ValueError(f"process must be one of ['auto', 'sde', 'ode'], got {process!r}")
         kind = self._solver.default_process if process == "auto" else process
@@ -199,7 +197,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         self._kind = kind
         if not check_flow_prediction(prediction_type, state_variable):
             check_prediction_type(prediction_type, "prediction_type")
-        check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable, final_step)
+        check_schedule_options(final_sigmas_type, timestep_spacing, timestep_source, state_variable, final_step,
+                               later_start)  # fmt: skip
         check_thresholding(thresholding, clip_sample, dynamic_thresholding_ratio, sample_max_value, clip_sample_range)
         steps_offset = integer_at_least("steps_offset", steps_offset, 0)
         seed = None if seed is None else check_seed(seed)
@@ -464,7 +463,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
 
     def _start(self, timestep, sample):
         """Begin at the evaluation of ``timestep`` (or ``begin_index``): a fresh run of the solver on the schedule's
-        remaining points (its multistep history built from there, as ``sdekit.sample`` on that grid builds it)."""
+        remaining points (its multistep history built from there; its last orders counted as ``later_start`` says)."""
         index = self._start_index(timestep)
         if index >= len(self._requests):
             raise ValueError(f"begin_index {index} is past the schedule's {len(self._requests)} evaluations")
@@ -477,7 +476,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             )
         plan, requests = self._plan, self._requests
         if k > 0:
-            plan = GridPlan(plan.sde, plan.solver, plan.kind, plan.grid[k:], plan.final_denoise)
+            plan = plan.tail(k, self.config.later_start == "schedule")
             requests = plan_requests(plan)
             if self._idle:
                 requests.append((plan.n_solver_steps, 0, float(plan.grid[-1]), True))
@@ -493,7 +492,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         evaluation, or the result after the last one.
 
         The first call starts the run at ``begin_index`` (:meth:`set_begin_index`) or, without one, at the step
-        point ``timestep``: a later start (image-to-image) is a fresh run of the solver from there. Before any
+        point ``timestep``: a later start (image-to-image) is a fresh run from there (see ``later_start``). Before any
         :meth:`set_timesteps` the schedule is every training timestep (diffusers' DDPM and Euler rule). ``eta``,
         ``use_clipped_model_output``, ``variance_noise``: DDIM's options, checked by
         :func:`~sdekit.interop._diffusers_config.check_step_options` (``eta`` 0, the pipelines' default, or 1 for

@@ -208,7 +208,8 @@ class LearnedSolver(FixedStepSolver):
             if len(ctx.grid) != len(self.grid) or not np.allclose(ctx.grid, self.grid, rtol=1e-12, atol=0.0):
                 raise ValueError(
                     f"a learned solver runs on its own grid of {self.n_steps} steps ({self.grid!r}); call sample "
-                    f"without steps or grid (got {np.asarray(ctx.grid)!r})"
+                    f"without steps or grid (got {np.asarray(ctx.grid)!r}; in a diffusers pipeline a start after the "
+                    "first step, image-to-image, runs part of the grid, which its fitted history weights do not cover)"
                 )
             ctx.memory["learned"] = []
         hist = ctx.memory["learned"]

@@ -133,7 +133,7 @@ class SigmaAdams(FixedStepSolver):
 
     def _step_weights(self, levels, s_next, ctx, sde):
         """The weights of step ``ctx.index`` given the history's noise levels (most recent first)."""
-        m = self.step_order(ctx.index, len(levels), ctx.n_steps)
+        m = self.step_order(ctx.schedule_index, len(levels), ctx.schedule_steps)
         return self.weights(levels[:m], s_next, ctx, sde)
 
     @staticmethod

@@ -74,12 +74,19 @@ class StepContext:
     denoised : array or None
         Set by solvers that compute the data prediction ``E[x_0 | x_t]`` during the step (the DPM-Solver family,
         EDM, ancestral): the loop hands it to the user's step callback as ``info["denoised"]``.
+    offset : int
+        0 for a solve of its own. A solve that continues a longer schedule after its first ``offset`` steps (a
+        diffusers scheduler's image-to-image start with the source scheduler's conventions): solvers that decide the
+        orders of their steps from the schedule's length (``lower_order_final`` below 15 steps, DPM-Solver's
+        singlestep order groups) take them from :attr:`schedule_steps` and step ``offset + index`` of it; the
+        memory is still empty at ``index`` 0 (the warm-up is a fresh run's).
     """
 
     index: int
     grid: np.ndarray
     memory: dict = field(default_factory=dict)
     denoised: object = None
+    offset: int = 0
 
     @property
     def n_steps(self) -> int:
@@ -90,6 +97,16 @@ class StepContext:
     def is_last(self) -> bool:
         """True on the solve's last step."""
         return self.index == len(self.grid) - 2
+
+    @property
+    def schedule_steps(self) -> int:
+        """Steps of the whole schedule: :attr:`n_steps` plus the ``offset`` steps before this solve."""
+        return self.n_steps + self.offset
+
+    @property
+    def schedule_index(self) -> int:
+        """The step's number in the whole schedule: ``offset + index``."""
+        return self.offset + self.index
 
 
 class Solver:

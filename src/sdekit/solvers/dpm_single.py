@@ -130,9 +130,12 @@ class DPMSolverSinglestep(FixedStepSolver):
         then goes from that start to ``t_next`` (:meth:`_update`)."""
         sde = process.sde
         mem = ctx.memory.get("dpm_single")
-        if mem is None or mem.get("n_steps") != ctx.n_steps:
-            mem = ctx.memory["dpm_single"] = {"n_steps": ctx.n_steps, "orders": self.step_orders(ctx.n_steps)}
-        order = mem["orders"][ctx.index]
+        if mem is None or mem.get("n_steps") != ctx.schedule_steps:  # (the whole schedule's groups: StepContext)
+            mem = ctx.memory["dpm_single"] = {
+                "n_steps": ctx.schedule_steps,
+                "orders": self.step_orders(ctx.schedule_steps),
+            }
+        order = mem["orders"][ctx.schedule_index]
         alpha, sigma = coeffs(sde, t)
         if self.prediction == "noise":  # eps = -sigma score; the step callback still gets D = (x - sigma eps) / alpha
             value = -sigma * score_at(process, x, t)
@@ -142,7 +145,9 @@ class DPMSolverSinglestep(FixedStepSolver):
         if order == 1 or "start" not in mem:
             mem["start"], mem["group"] = (x, t), []
         mem["group"].append((log_snr(sde, t), value))
-        order = min(order, len(mem["group"]))  # (a run's first step starts a group: the list is never short)
+        # (a run's first step starts a group; started inside a group of the whole schedule (offset), the order is
+        # lowered to the values the group has, as diffusers' singlestep scheduler lowers it)
+        order = min(order, len(mem["group"]))
         x_s, t_s = mem["start"]
         return self._update(sde, mem["group"][-order:], x_s, t_s, t_next, None if z is None else z[0])
 

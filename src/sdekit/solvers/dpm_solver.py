@@ -112,7 +112,8 @@ class _DPMSolverPP(FixedStepSolver):
             hist.append((log_snr(sde, t), data_prediction(process, sde, x, t)))
             ctx.denoised = hist[-1][1]  # for the step callback
         del hist[: -self.multistep_order]
-        return hist, self._order(ctx.index, len(hist), ctx.n_steps)
+        # (counted in the whole schedule, StepContext.offset: the solve's own steps when the offset is 0)
+        return hist, self._order(ctx.schedule_index, len(hist), ctx.schedule_steps)
 
     def _order(self, k: int, n_hist: int, n_steps: int) -> int:
         """Effective order of step ``k`` of ``n_steps`` with ``n_hist`` data predictions in the history."""

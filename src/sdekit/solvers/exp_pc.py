@@ -177,7 +177,7 @@ class _ExpPC(FixedStepSolver):
         ctx.denoised = self._denoised(sde, x, t, d_s)  # for the step callback
         if self.corrector and pc["x_prev"] is not None:
             x = self._correct(sde, pc, lam_s, d_s, t)
-        return self._predict(sde, pc, lam_s, d_s, x, t, t_next, z, k, ctx.n_steps)
+        return self._predict(sde, pc, lam_s, d_s, x, t, t_next, z, ctx.schedule_index, ctx.schedule_steps)
 
     def affine_coefficients(self, sde, grid) -> AffineCoefficients:
         """The per-step coefficients of this sampler over ``grid`` on the linear SDE ``sde`` (see

@@ -166,9 +166,10 @@ class UniPC(FixedStepSolver):
             p = max(1, min(p, n_steps - k))
         return p
 
-    def _corrects(self, k: int) -> bool:
-        """True when step ``k`` starts with the corrector of step ``k - 1``'s result."""
-        return self.corrector and k > 0 and (k - 1) not in self.disable_corrector
+    def _corrects(self, k: int, offset: int = 0) -> bool:
+        """True when step ``k`` starts with the corrector of step ``k - 1``'s result (``disable_corrector`` counts
+        the steps of the whole schedule, ``offset`` of them before this solve: ``StepContext.offset``)."""
+        return self.corrector and k > 0 and (offset + k - 1) not in self.disable_corrector
 
     def step(self, process, x, t, t_next, z, ctx):
         sde = process.sde
@@ -183,7 +184,7 @@ class UniPC(FixedStepSolver):
         else:
             alpha, sigma = coeffs(sde, t)
             ctx.denoised = (x - sigma * m_t) / alpha
-        if self._corrects(k):
+        if self._corrects(k, ctx.offset):
             # UniC-p_{k-1}: re-integrate [t_prev, t] with m_t as one more node (r = 1)
             x = self._corrected(
                 sde, st["x_prev"], st["t_prev"], t, lam, st["lam"][::-1], st["m"][::-1], m_t, st["order_prev"]
