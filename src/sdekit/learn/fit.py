@@ -250,12 +250,10 @@ def fit(
         Fresh points (with teacher endpoints) on which the returned solver is chosen (0: the held-out warm-up points),
         drawn from ``guard_oversample * guard`` prior draws (seed ``seed + 1``) by each candidate's disagreement with
         the cheap teacher, importance-weighted so each RMS estimates the prior's (:mod:`.guard`; 1: plain draws).
-    mine : int, optional
-        Pool points added to the training points after the polish, where the polished solver disagrees most with
-        the base on three times the steps (default ``n // 8``; 0: none; only when the pool holds more than ``n``),
-        then a second polish from it (the ``mined`` candidate); the two share ``max_evals`` and ``time_limit``.
-    joint : int
-        Gauss--Newton iterations on all coefficients and offsets against the endpoint error (:mod:`.joint`; 0: none).
+    mine, joint : int, optional; int
+        Pool points added after the polish where the polished solver errs most (default ``n // 8``; 0: none), then a
+        second polish (the ``mined`` candidate); Gauss--Newton iterations on all coefficients and offsets against the
+        endpoint error (:mod:`.joint`; 0: none).
     polish, offsets, scales : bool
         Stage 3 at all; time offsets among its parameters; a fitted factor on ``x_hat`` per step.
     history, ridge : int, float
