@@ -3,6 +3,8 @@ results independent of the batch and the chunking, the tree's Brownian path, Row
 
 from __future__ import annotations
 
+import signal
+
 import numpy as np
 import pytest
 
@@ -181,6 +183,9 @@ def test_long_fused_runs_stop_on_ctrl_c(solver):
     # compiled and linked before timing, for the same number of samples (a small job runs the kernel's serial
     # variant, this one its parallel variant): the interrupt must land in the run, not in a compilation
     sdekit.sample(sde, GAUSS.score(sde), n=kw["n"], solver=solver, backend="numba", **warm)
+    # Ctrl-C raises KeyboardInterrupt only where SIGINT has Python's handler: a process started in the background
+    # by a non-interactive shell inherits SIGINT ignored, and then interrupt_main does nothing
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = _interrupt_after(0.5)
     tic = time.perf_counter()
     try:
@@ -188,6 +193,7 @@ def test_long_fused_runs_stop_on_ctrl_c(solver):
             sdekit.sample(sde, GAUSS.score(sde), solver=solver, backend="numba", seed=1, **kw)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, handler)
     assert time.perf_counter() - tic < 20.0
 
 
