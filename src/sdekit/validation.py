@@ -110,6 +110,14 @@ def probability(name: str, value) -> float:
     return in_interval(name, value, 0.0, 1.0, closed="both")
 
 
+def one_of(name: str, value, choices) -> str:
+    """``value`` when it is one of the strings ``choices``, else ``ValueError`` naming ``name``, the choices and the
+    value."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
 def boolean(name: str, value) -> bool:
     """``value`` as a ``bool`` when it is ``True`` or ``False`` (numpy's ``np.bool_`` too)."""
     if not _is_bool(value):

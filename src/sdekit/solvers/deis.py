@@ -29,6 +29,7 @@ import math
 import numpy as np
 
 from ..grids import VP_EPS, vp_fit
+from ..validation import one_of
 from ._sigma_adams import SigmaAdams, lagrange_weights
 from .base import register
 
@@ -62,8 +63,7 @@ class DEIS(SigmaAdams):
 
     def __init__(self, order: int = 3, variant: str = "tab", afs: bool = False, lower_order_final: bool = False):
         super().__init__(order, afs, lower_order_final)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+        one_of("variant", variant, VARIANTS)
         self.variant = variant
 
     def __repr__(self):

@@ -49,7 +49,7 @@ from __future__ import annotations
 from .. import _xp
 from ..controllers import PIController
 from ..timechange import LogSNRTime
-from ..validation import positive_number
+from ..validation import one_of, positive_number
 from ._common import linear_sde_of
 from .adaptive import AdaptiveSolver, rms_norm
 from .base import register
@@ -109,8 +109,7 @@ class DPMSolverAdaptive(AdaptiveSolver):
                  prediction: str = "noise", safety: float = 0.9, max_steps: int = 100_000,
                  time: str = "log_snr"):  # fmt: skip
         super().__init__(rtol, atol, h_init, max_steps, time)
-        if not isinstance(prediction, str) or prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {list(PREDICTIONS)}, got {prediction!r}")
+        one_of("prediction", prediction, PREDICTIONS)
         self.prediction = prediction
         self.safety = positive_number("safety", safety)
         if not self.safety <= 1.0:

@@ -44,7 +44,7 @@ import math
 import numpy as np
 
 from ..sdes import ReverseSDE
-from ..validation import boolean, integer_in
+from ..validation import boolean, integer_in, one_of
 from ._common import coeffs, data_prediction, linear_sde_of, log_snr, score_at, sqrt_pos
 from .affine import PROBE_E, PROBE_X, PROBE_X_PREV, PROBE_Z, AffineCoefficients, probe
 from .base import FixedStepSolver, register
@@ -90,10 +90,8 @@ class DPMSolverSinglestep(FixedStepSolver):
     def __init__(self, order: int = 2, variant: str = "midpoint", prediction: str = "data",
                  lower_order_final: bool = False, stochastic: bool = False):  # fmt: skip
         self.order = self.multistep_order = integer_in("order", order, 1, 3)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {list(PREDICTIONS)}, got {prediction!r}")
+        one_of("variant", variant, VARIANTS)
+        one_of("prediction", prediction, PREDICTIONS)
         self.variant, self.prediction = variant, prediction
         self.lower_order_final = boolean("lower_order_final", lower_order_final)
         self.stochastic = boolean("stochastic", stochastic)

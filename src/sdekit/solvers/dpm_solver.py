@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 
-from ..validation import boolean
+from ..validation import boolean, one_of
 from ._common import coeffs, data_prediction, linear_sde_of, log_snr, score_at
 from .affine import PROBE_E, PROBE_X, PROBE_Z, AffineCoefficients, probe
 from .base import FixedStepSolver, register, register_preset
@@ -58,8 +58,7 @@ class _DPMSolverPP(FixedStepSolver):
 
     def __init__(self, lower_order_final: bool = True, prediction: str = "data"):
         self.lower_order_final = boolean("lower_order_final", lower_order_final)
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {list(PREDICTIONS)}, got {prediction!r}")
+        one_of("prediction", prediction, PREDICTIONS)
         self.prediction = prediction
         self.noise_prediction = self.prediction == "noise"
 

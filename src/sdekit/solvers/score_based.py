@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import _xp
 from ..sdes import LinearSDE
-from ..validation import positive_int, positive_number
+from ..validation import one_of, positive_int, positive_number
 from ._common import check_score_process, coeffs, linear_sde_of, score_at, sqrt_pos
 from .affine import AffineCoefficients
 from .base import FixedStepSolver, get_solver, register
@@ -174,8 +174,7 @@ class Langevin:
 
     def __init__(self, snr: float = 0.16, n_steps: int = 1, step_size: str = "sigma"):
         snr, n_steps = positive_number("snr", snr), positive_int("n_steps", n_steps)
-        if step_size not in STEP_SIZE_RULES:
-            raise ValueError(f"step_size must be one of {list(STEP_SIZE_RULES)}, got {step_size!r}")
+        one_of("step_size", step_size, STEP_SIZE_RULES)
         self.snr, self.n_steps, self.step_size = snr, n_steps, step_size
 
     def __repr__(self):

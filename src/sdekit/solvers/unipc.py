@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from ..validation import boolean, integer_in
+from ..validation import boolean, integer_in, one_of
 from ._common import coeffs, data_prediction, linear_sde_of, log_snr, score_at
 from .affine import HISTORY, PROBE_E, PROBE_X, PROBE_X_PREV, AffineCoefficients, probe
 from .base import FixedStepSolver, register
@@ -94,10 +94,8 @@ class UniPC(FixedStepSolver):
         lower_order_final: bool = True,
     ):
         self.multistep_order = integer_in("order", order, 1, 6)
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {list(PREDICTIONS)}, got {prediction!r}")
+        one_of("variant", variant, VARIANTS)
+        one_of("prediction", prediction, PREDICTIONS)
         self.variant, self.prediction = variant, prediction
         self.corrector = boolean("corrector", corrector)
         try:
